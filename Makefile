@@ -1,0 +1,79 @@
+# Every target builds what it needs: `make test` and `make table1` work on a bare machine.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+MLFLOW_URI ?= sqlite:///$(CURDIR)/mlflow.db
+EXECUTOR ?= local
+PROFILE ?= tiny
+SEEDS ?= 5
+DATA ?= data/synthetic
+export MLFLOW_TRACKING_URI ?= $(MLFLOW_URI)
+
+.PHONY: venv test lint data demo table1 table2 table3 ablation figures mlflow-init mlflow-ui mlflow-server \
+        slurm-up slurm-down benchmarks clean
+
+venv: $(STAMP)
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	rm -f $(VENV)/.installed-*; touch $@
+
+test: venv
+	$(PY) -m pytest -q tests
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+data: venv
+	test -f $(DATA)/train.json || $(VENV)/bin/ifrvis synth --out $(DATA) --seed 0
+
+demo: data
+	$(VENV)/bin/ifrvis train experiments/configs/synthetic_tiny.yaml data.root=$(DATA)
+
+mlflow-init: venv
+	$(PY) -m ifrvis.tracking init
+
+table1: data mlflow-init
+	$(PY) experiments/run_seeds.py experiments/configs/$(if $(filter paper,$(PROFILE)),ytvis19_r50.yaml experiments/configs/ytvis19_r50_mask2former.yaml,synthetic_tiny.yaml experiments/configs/synthetic_tiny_mask2former.yaml) \
+	    --seeds $(SEEDS) --executor $(EXECUTOR) --sweep table1
+	$(PY) analysis/tables.py --sweep table1 --table 1
+
+table2: data mlflow-init
+	$(PY) experiments/run_seeds.py $(if $(filter paper,$(PROFILE)),experiments/configs/ytvis21_r50.yaml experiments/configs/ytvis21_r50_mask2former.yaml,experiments/configs/synthetic_tiny.yaml experiments/configs/synthetic_tiny_mask2former.yaml data.valid_json=valid_crossing.json dataset=synthetic-crossing) \
+	    --seeds $(SEEDS) --executor $(EXECUTOR) --sweep table2
+	$(PY) analysis/tables.py --sweep table2 --table 1
+
+table3: table1
+	$(PY) analysis/tables.py --sweep table1 --table 3
+
+ablation: data mlflow-init
+	$(PY) experiments/ablate_lambda_e.py --profile $(PROFILE) --seeds $(SEEDS) --executor $(EXECUTOR)
+
+figures: venv
+	$(PY) -m jupyter nbconvert --to notebook --execute --inplace analysis/figures.ipynb 2>/dev/null || \
+	  $(PY) analysis/run_notebook.py analysis/figures.ipynb
+
+mlflow-ui: mlflow-init
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow ui --host 127.0.0.1 --port 5000 --workers 1 \
+	    --backend-store-uri $(MLFLOW_URI)
+
+mlflow-server: mlflow-init
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow server --host 127.0.0.1 --port 5000 --workers 1 \
+	    --backend-store-uri $(MLFLOW_URI) --artifacts-destination $(CURDIR)/mlartifacts
+
+slurm-up:
+	bash slurm/start_cluster.sh
+
+slurm-down:
+	bash slurm/stop_cluster.sh
+
+benchmarks: venv
+	$(PY) benchmarks/eval_speed.py
+	$(PY) benchmarks/model_speed.py
+	$(PY) benchmarks/synthetic_quality.py
+
+clean:
+	rm -rf outputs results mlruns mlartifacts
