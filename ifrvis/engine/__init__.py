@@ -1,0 +1,1 @@
+"""Training runs: the trainer, its optimiser and schedule, checkpoints, distributed set-up."""
