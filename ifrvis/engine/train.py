@@ -1,0 +1,351 @@
+"""One training run, end to end: train, checkpoint, evaluate, log to MLflow.
+
+    ifrvis train experiments/configs/synthetic_tiny.yaml seed=1 loss.lambda_e=0.5 [--resume]
+    torchrun --nproc_per_node 2 -m ifrvis.engine.train CONFIG.yaml      # DDP
+
+`train(cfg)` is the plain callable every launcher (local, Slurm, Ray) calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ifrvis import tracking
+from ifrvis.config import Config, dump_config, load_config
+from ifrvis.data.datasets import ClipDataset, TrainSampler, collate_clips
+from ifrvis.data.ytvis import YTVIS, load_ytvis
+from ifrvis.engine import runs
+from ifrvis.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from ifrvis.engine.distributed import DistInfo, broadcast_object, cleanup, init_distributed, resolve_device
+from ifrvis.engine.evaluate import evaluate_model
+from ifrvis.engine.solver import build_optimizer, build_scheduler
+from ifrvis.modeling import build_model
+from ifrvis.modeling.criterion import build_criterion
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss term became NaN or infinite."""
+
+
+class Interrupted(Exception):
+    """SIGTERM / SIGUSR2 arrived: a checkpoint was written and the run can be resumed."""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def load_splits(cfg: Config) -> tuple[YTVIS, YTVIS | None]:
+    """Training split and the validation split (a file, a held-out part of train, or none)."""
+    root = Path(cfg.data.root)
+    image_root = root / cfg.data.image_dir
+    train_set = load_ytvis(root / cfg.data.train_json, image_root)
+    if cfg.data.holdout_videos > 0:
+        return train_set.holdout_split(cfg.data.holdout_videos, cfg.data.holdout_seed)
+    if cfg.data.valid_json:
+        return train_set, load_ytvis(root / cfg.data.valid_json, image_root)
+    return train_set, None
+
+
+def check_finite(losses: dict[str, torch.Tensor], iteration: int) -> None:
+    for name, value in losses.items():
+        if not torch.isfinite(value):
+            raise NonFiniteLossError(f"loss term '{name}' is {value.item()} at iteration {iteration}")
+
+
+class _SignalFlag:
+    """Remembers SIGTERM / SIGUSR2 so the loop can checkpoint at the next iteration boundary."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> _SignalFlag:
+        for sig in (signal.SIGTERM, signal.SIGUSR2):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.received = signum
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _batches(dataset: ClipDataset, sampler: TrainSampler, per_rank: int, workers: int) -> Iterator:
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=_BatchOf(sampler, per_rank),
+        collate_fn=collate_clips,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+    )
+    return iter(loader)
+
+
+class _BatchOf:
+    """Groups the sampler's endless index stream into batches of `size`."""
+
+    def __init__(self, sampler: TrainSampler, size: int):
+        self.sampler, self.size = sampler, size
+
+    def __iter__(self):
+        stream = iter(self.sampler)
+        while True:
+            yield [next(stream) for _ in range(self.size)]
+
+
+def train(cfg: Config, resume: bool = False, install_signal_handlers: bool = True) -> dict:
+    """Train `cfg` (resuming from its checkpoint when `resume`), evaluate, and return final metrics.
+
+    The MLflow run is `cfg.logging`'s store; a run started by a sweep passes its id through the
+    checkpoint-free path `runs.find_run`. Exceptions mark the run FAILED (checkpoints survive)."""
+    device = resolve_device(cfg.device)
+    info = init_distributed(device)
+    out_dir = runs.run_dir(cfg)
+    ckpt_path = runs.checkpoint_path(cfg)
+    state = _load_state(cfg, ckpt_path, resume, info)
+    logger = _open_run(cfg, state, info)
+    try:
+        with _SignalFlag() if install_signal_handlers else _NoSignals() as flag:
+            metrics = _train_and_evaluate(cfg, state, logger, info, device, out_dir, ckpt_path, flag)
+    except Interrupted:
+        if logger:
+            logger.set_status("KILLED")
+        raise
+    except BaseException as error:
+        if logger:
+            logger.set_tags({"error": f"{type(error).__name__}: {error}"[:5000]})
+            logger.set_status("FAILED")
+            print(f"run {logger.run_id} FAILED; checkpoint kept in {out_dir}", file=sys.stderr)
+        raise
+    finally:
+        cleanup(info)
+    if logger:
+        logger.set_status("FINISHED")
+    return metrics
+
+
+class _NoSignals:
+    received = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+
+def _load_state(cfg: Config, ckpt_path: Path, resume: bool, info: DistInfo) -> dict | None:
+    if ckpt_path.exists() and not resume:
+        raise FileExistsError(
+            f"{ckpt_path} exists: this run (identity {runs.run_identity(cfg)}) was started before; "
+            "pass --resume to continue it, or delete its folder to start over"
+        )
+    return load_checkpoint(ckpt_path) if resume and ckpt_path.exists() else None
+
+
+def _open_run(cfg: Config, state: dict | None, info: DistInfo) -> tracking.RunLogger | None:
+    """Rank 0's logger into the run's MLflow run: from the checkpoint, else an existing unfinished run
+    of this identity (a sweep pre-creates it), else a new one."""
+    if not info.is_main:
+        return None
+    run_id = state["mlflow_run_id"] if state else None
+    if run_id is None:
+        existing = runs.find_run(cfg)
+        if existing is not None and existing.info.status != runs.TERMINAL_OK and not _has_steps(existing):
+            run_id = existing.info.run_id
+    run_id = run_id or runs.create_run(cfg)
+    logger = tracking.RunLogger(cfg.logging.mlflow_uri, run_id)
+    logger.set_status("RUNNING")
+    return logger
+
+
+def _has_steps(run) -> bool:
+    """A run that logged training metrics but left no checkpoint must not be continued."""
+    return any(key.startswith("train/") for key in run.data.metrics)
+
+
+def _train_and_evaluate(cfg, state, logger, info, device, out_dir, ckpt_path, flag) -> dict:
+    seed_everything(cfg.seed + info.rank)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if logger and state is None:
+        dump_config(cfg, out_dir / "config.yaml")
+        logger.log_artifact(out_dir / "config.yaml")
+    train_set, valid_set = load_splits(cfg)
+    if len(train_set.category_ids) != cfg.model.num_classes:
+        raise ValueError(
+            f"model.num_classes = {cfg.model.num_classes} but {cfg.data.root}/{cfg.data.train_json} "
+            f"has {len(train_set.category_ids)} categories"
+        )
+    model = build_model(cfg.model).to(device)
+    criterion = build_criterion(cfg).to(device)
+    optimizer = build_optimizer(model, cfg.solver)
+    scheduler = build_scheduler(optimizer, cfg.solver)
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.solver.amp == "fp16" and device.type == "cuda")
+    start_iter = 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        start_iter = state["iteration"]
+    if info.world_size > 1:
+        model = torch.nn.parallel.DistributedDataParallel(model)
+    per_rank = cfg.solver.batch_size // info.world_size
+    if per_rank * info.world_size != cfg.solver.batch_size:
+        raise ValueError(f"solver.batch_size {cfg.solver.batch_size} is not divisible by {info.world_size} ranks")
+    dataset = ClipDataset(train_set, cfg.data, train=True, seed=cfg.seed)
+    sampler = TrainSampler(len(dataset), seed=cfg.seed, rank=info.rank, world_size=info.world_size)
+    if state is not None:
+        sampler.load_state_dict(state["sampler"][info.rank])
+        set_rng_state(state["rng"][info.rank])
+    run_id = logger.run_id if logger else None
+    metrics_buffer: list[tuple[int, dict[str, float]]] = []
+
+    def checkpoint(iteration: int) -> None:
+        samplers = _gather(sampler.state_dict(), info)
+        rngs = _gather(rng_state(), info)
+        if info.is_main:
+            unwrapped = model.module if info.world_size > 1 else model
+            save_checkpoint(
+                ckpt_path,
+                {
+                    "model": unwrapped.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "iteration": iteration,
+                    "sampler": samplers,
+                    "rng": rngs,
+                    "mlflow_run_id": run_id,
+                },
+            )
+            # Metrics are flushed with the checkpoint they belong to: a resumed run never logs a step twice.
+            logger.log_metric_history(metrics_buffer)
+            metrics_buffer.clear()
+
+    model.train()
+    batches = _batches(dataset, _Resumed(sampler, per_rank), per_rank, cfg.data.num_workers)
+    bar = tqdm(
+        range(start_iter, cfg.solver.max_iters),
+        initial=start_iter,
+        total=cfg.solver.max_iters,
+        desc=f"train {cfg.name} s{cfg.seed}",
+        disable=not (cfg.logging.progress and info.is_main),
+        dynamic_ncols=True,
+    )
+    tic = time.perf_counter()
+    for iteration in bar:
+        images, targets = next(batches)
+        sampler.advance(per_rank)
+        images = images.to(device, non_blocking=True)
+        targets = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
+        with torch.autocast(device.type, dtype=_amp_dtype(cfg), enabled=_amp_dtype(cfg) is not None):
+            outputs = model(images)
+            losses = criterion(outputs, targets)
+        check_finite(losses, iteration)
+        loss = sum(losses.values())
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if cfg.solver.clip_grad_norm > 0:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.solver.clip_grad_norm)
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        done = iteration + 1
+        if done % cfg.logging.log_every == 0 or done == cfg.solver.max_iters:
+            lr = optimizer.param_groups[-1]["lr"]
+            clips_per_s = cfg.solver.batch_size * (done - start_iter) / (time.perf_counter() - tic)
+            metrics_buffer.append((done, _loss_metrics(losses, loss, lr)))
+            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}", clips_s=f"{clips_per_s:.1f}")
+        if done % cfg.logging.checkpoint_every == 0 or done == cfg.solver.max_iters:
+            checkpoint(done)
+        if flag.received is not None:
+            checkpoint(done)
+            raise Interrupted(f"signal {flag.received} at iteration {done}: checkpoint saved to {ckpt_path}")
+    bar.close()
+    train_seconds = time.perf_counter() - tic
+    if not info.is_main:
+        return {}
+    unwrapped = model.module if info.world_size > 1 else model
+    metrics = evaluate_model(unwrapped, valid_set, cfg, out_dir, logger) if valid_set is not None else {}
+    metrics["train_time_s"] = train_seconds + (state or {}).get("train_time_s", 0.0)
+    logger.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    logger.log_artifact(out_dir / "metrics.json")
+    return metrics
+
+
+class _Resumed:
+    """The sampler's stream from its current position (a copy, so the live sampler's position
+    advances only with the batches actually consumed, not with the loader's prefetching)."""
+
+    def __init__(self, sampler: TrainSampler, per_rank: int):
+        self.state = sampler.state_dict()
+        self.sampler = sampler
+
+    def __iter__(self):
+        clone = TrainSampler(self.sampler.num_items, self.sampler.seed, self.sampler.rank, self.sampler.world_size)
+        clone.load_state_dict(self.state)
+        return iter(clone)
+
+
+def _gather(value, info: DistInfo) -> list:
+    """Every rank's `value` on rank 0 (a list in rank order)."""
+    if info.world_size == 1:
+        return [value]
+    values = [None] * info.world_size
+    torch.distributed.all_gather_object(values, value)
+    return values
+
+
+def _amp_dtype(cfg: Config) -> torch.dtype | None:
+    return {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.solver.amp]
+
+
+def _loss_metrics(losses: dict[str, torch.Tensor], total: torch.Tensor, lr: float) -> dict[str, float]:
+    """Total loss, each term of the last decoder layer summed with its auxiliary copies, and lr."""
+    metrics = {"train/loss": total.item(), "train/lr": lr}
+    for name, value in losses.items():
+        base = name.rsplit("_", 1)[0] if name.rsplit("_", 1)[-1].isdigit() else name
+        metrics[f"train/{base}"] = metrics.get(f"train/{base}", 0.0) + value.item()
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ifrvis train", description=__doc__.split("\n")[0])
+    parser.add_argument("config", help="YAML config (experiments/configs/...)")
+    parser.add_argument("overrides", nargs="*", help="dotted key=value overrides")
+    parser.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
+    args = parser.parse_args(argv)
+    cfg = load_config(args.config, args.overrides)
+    try:
+        metrics = train(cfg, resume=args.resume)
+    except Interrupted as stop:
+        print(stop, file=sys.stderr)
+        return 143
+    summary = {k: v for k, v in metrics.items() if k in ("AP", "AP50", "AP75", "AR1", "AR10", "IDF1", "IDs")}
+    print(json.dumps({k: round(v, 4) if isinstance(v, float) and math.isfinite(v) else v for k, v in summary.items()}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
