@@ -1,0 +1,25 @@
+"""N independent seeds of one or more configurations (the paper reports mean ± std over 5 runs).
+
+    python experiments/run_seeds.py experiments/configs/synthetic_tiny.yaml \
+        experiments/configs/synthetic_tiny_mask2former.yaml --seeds 5 --executor local --sweep table1
+"""
+
+import argparse
+import sys
+
+from ifrvis.launch.cli import add_sweep_arguments, run_sweep
+from ifrvis.launch.sweep import expand
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("configs", nargs="+", help="YAML configs, one row of the table each")
+    add_sweep_arguments(parser)
+    args = parser.parse_args(argv)
+    args.sweep = args.sweep or "seeds"
+    cfgs = expand(args.configs, range(args.seeds), args.sweep, args.overrides)
+    return run_sweep(cfgs, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

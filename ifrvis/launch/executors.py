@@ -1,0 +1,163 @@
+"""Three ways to run a sweep's specs; each run is one call of `ifrvis.train`.
+
+- local: one subprocess per run (`python -m ifrvis.engine.train ... --resume`), at most
+  `max_parallel` at once, each run's log in its folder;
+- slurm: a submitit job array; `TrainJob.checkpoint` requeues a fresh call that resumes from the
+  run's latest checkpoint on disk, into the same MLflow run;
+- ray: a Ray Tune grid over the specs, on a local Ray or an existing cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from tqdm import tqdm
+
+from ifrvis.config import config_from_dict, dump_config, to_dict
+from ifrvis.engine import runs
+from ifrvis.launch.sweep import DONE, FAILED, Spec
+
+
+def run_spec(cfg_dict: dict, install_signal_handlers: bool = True) -> dict:
+    """Train one spec, resuming from its checkpoint when there is one. Picklable for every executor."""
+    from ifrvis.engine.train import train
+
+    cfg = config_from_dict(cfg_dict)
+    return train(cfg, resume=True, install_signal_handlers=install_signal_handlers)
+
+
+def _finish(spec: Spec, ok: bool, error: str = "") -> None:
+    spec.state = DONE if ok else FAILED
+    spec.error = error
+    metrics_file = runs.run_dir(spec.cfg) / "metrics.json"
+    if ok and metrics_file.exists():
+        spec.result = json.loads(metrics_file.read_text())
+
+
+# ---------------------------------------------------------------------------------------------- local
+def run_local(specs: Sequence[Spec], max_parallel: int) -> None:
+    """Subprocesses, `max_parallel` at a time, torch threads split among them."""
+    threads = max(1, (os.cpu_count() or 1) // max_parallel)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    queue, active = list(specs), {}
+    with tqdm(total=len(specs), desc="runs", unit="run", dynamic_ncols=True) as bar:
+        while queue or active:
+            while queue and len(active) < max_parallel:
+                spec = queue.pop(0)
+                active[_start_local(spec, env)] = (spec, time.perf_counter())
+            time.sleep(0.5)
+            for process, (spec, started) in list(active.items()):
+                if process.poll() is None:
+                    continue
+                del active[process]
+                spec.wall_time_s = time.perf_counter() - started
+                log = runs.run_dir(spec.cfg) / "train.log"
+                _finish(spec, process.returncode == 0, "" if process.returncode == 0 else _last_line(log))
+                bar.update(1)
+
+
+def _start_local(spec: Spec, env: dict) -> subprocess.Popen:
+    folder = runs.run_dir(spec.cfg)
+    folder.mkdir(parents=True, exist_ok=True)
+    config_file = folder / "sweep_config.yaml"
+    dump_config(spec.cfg, config_file)
+    log = open(folder / "train.log", "a")  # noqa: SIM115 - closed when the process object is collected
+    command = [sys.executable, "-m", "ifrvis.engine.train", str(config_file), "--resume"]
+    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+
+
+def _last_line(log: Path) -> str:
+    lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    return lines[-1] if lines else f"failed, see {log}"
+
+
+# ---------------------------------------------------------------------------------------------- slurm
+def slurm_job_class():
+    import submitit
+
+    class TrainJob(submitit.helpers.Checkpointable):
+        """One run as a Slurm task. On preemption or time-out submitit calls `checkpoint`, whose fresh
+        callable resumes from the latest checkpoint on disk (written every `checkpoint_every`)."""
+
+        def __call__(self, cfg_dict: dict) -> dict:
+            if submitit.JobEnvironment().num_tasks > 1:  # one task per GPU -> torch.distributed
+                submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+            return run_spec(cfg_dict, install_signal_handlers=False)
+
+        def checkpoint(self, cfg_dict: dict):
+            return submitit.helpers.DelayedSubmission(TrainJob(), cfg_dict)
+
+    return TrainJob
+
+
+def slurm_folder(sweep: str) -> Path:
+    """Logs of a sweep's jobs: on the project's (shared) file system, never /tmp."""
+    return Path(os.environ.get("IFRVIS_SLURM_LOGS", Path.cwd() / "slurm" / "logs")).resolve() / sweep
+
+
+def run_slurm(specs: Sequence[Spec], sweep: str, parameters: dict, poll_s: float = 5.0) -> list:
+    import submitit
+
+    executor = submitit.AutoExecutor(folder=slurm_folder(sweep) / "%j", cluster="slurm")
+    executor.update_parameters(name=f"ifrvis-{sweep}", **parameters)
+    jobs = executor.map_array(slurm_job_class()(), [to_dict(spec.cfg) for spec in specs])
+    started = time.perf_counter()
+    pending = dict(zip(jobs, specs))
+    with tqdm(total=len(jobs), desc=f"slurm {jobs[0].job_id.split('_')[0]}", unit="run") as bar:
+        while pending:
+            time.sleep(poll_s)
+            for job, spec in list(pending.items()):
+                if not job.done():
+                    continue
+                del pending[job]
+                spec.wall_time_s = time.perf_counter() - started
+                error = job.exception()
+                _finish(spec, error is None, "" if error is None else str(error).strip().splitlines()[-1])
+                bar.update(1)
+    return jobs
+
+
+# ------------------------------------------------------------------------------------------------ ray
+def _ray_trainable(config: dict) -> None:
+    from ray import tune
+
+    os.chdir(config["cwd"])  # relative data paths are relative to where the sweep was launched
+    metrics = run_spec(config["spec"], install_signal_handlers=False)
+    tune.report({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+
+
+def run_ray(specs: Sequence[Spec], sweep: str, max_parallel: int, address: str = "", gpus: float = 0) -> None:
+    import ray
+    from ray import tune
+
+    cpus = os.cpu_count() or 1
+    if address:
+        ray.init(address=address, ignore_reinit_error=True)
+    else:
+        ray.init(num_cpus=cpus, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
+    try:
+        per_trial = {"cpu": max(1, cpus // max_parallel), "gpu": gpus}
+        tuner = tune.Tuner(
+            tune.with_resources(_ray_trainable, per_trial),
+            param_space={"spec": tune.grid_search([to_dict(s.cfg) for s in specs]), "cwd": str(Path.cwd())},
+            tune_config=tune.TuneConfig(max_concurrent_trials=max_parallel),
+            run_config=tune.RunConfig(
+                name=sweep, storage_path=str((Path.cwd() / "outputs" / "ray").resolve()), verbose=0
+            ),
+        )
+        started = time.perf_counter()
+        grid = tuner.fit()
+        by_identity = {runs.run_identity(config_from_dict(r.config["spec"])): r for r in grid}
+        for spec in specs:
+            result = by_identity.get(spec.identity)
+            spec.wall_time_s = time.perf_counter() - started
+            ok = result is not None and result.error is None
+            _finish(spec, ok, "" if ok else str(getattr(result, "error", "no result")).splitlines()[-1])
+    finally:
+        ray.shutdown()
