@@ -8,8 +8,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from ifrvis.launch.cli import add_sweep_arguments, run_sweep
-from ifrvis.launch.sweep import expand
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root, for `analysis`
+
+from analysis.figures import figure4_from_mlflow  # noqa: E402
+from ifrvis.launch.cli import add_sweep_arguments, run_sweep  # noqa: E402
+from ifrvis.launch.sweep import expand  # noqa: E402
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 PROFILES = {"tiny": CONFIGS / "synthetic_tiny.yaml", "paper": CONFIGS / "ytvis19_r50_ablation.yaml"}
@@ -28,8 +31,6 @@ def main(argv=None) -> int:
     cfgs = expand([args.config or PROFILES[args.profile]], range(args.seeds), args.sweep, args.overrides, grid)
     status = run_sweep(cfgs, args)
     if not args.dry_run and not args.no_figure:
-        from analysis.figures import figure4_from_mlflow
-
         paths = figure4_from_mlflow(sweep=args.sweep, experiment=cfgs[0].logging.experiment)
         print("Figure 4:", ", ".join(str(p) for p in paths))
     return status
