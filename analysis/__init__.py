@@ -1,0 +1,1 @@
+"""Analysis of MLflow runs: the paper's tables and figures."""
