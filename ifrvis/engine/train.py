@@ -272,7 +272,7 @@ def _train_and_evaluate(cfg, state, logger, info, device, out_dir, ckpt_path, fl
         scheduler.step()
         done = iteration + 1
         if done % cfg.logging.log_every == 0 or done == cfg.solver.max_iters:
-            lr = optimizer.param_groups[-1]["lr"]
+            lr = optimizer.param_groups[0]["lr"]  # the head (non-backbone) learning rate
             clips_per_s = cfg.solver.batch_size * (done - start_iter) / (time.perf_counter() - tic)
             metrics_buffer.append((done, _loss_metrics(losses, loss, lr)))
             bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}", clips_s=f"{clips_per_s:.1f}")

@@ -1,0 +1,88 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from torch import nn
+
+from ifrvis.config import SolverConfig
+from ifrvis.engine.checkpoint import load_checkpoint, save_checkpoint
+from ifrvis.engine.solver import build_optimizer, build_scheduler, lr_factor, param_groups
+
+
+class Toy(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.backbone = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+        self.head = nn.Linear(4, 2)
+        self.norm = nn.LayerNorm(2)
+        self.query_embed = nn.Embedding(3, 2)
+
+
+def test_backbone_gets_a_tenth_of_the_learning_rate_and_norms_no_decay():
+    cfg = SolverConfig(lr=1e-3, backbone_lr_multiplier=0.1, weight_decay=0.05)
+    groups = {g["name"]: g for g in param_groups(Toy(), cfg)}
+    assert groups["backbone"]["lr"] == pytest.approx(1e-4) and groups["backbone"]["weight_decay"] == 0.05
+    assert groups["backbone/no_decay"]["lr"] == pytest.approx(1e-4)
+    assert groups["backbone/no_decay"]["weight_decay"] == 0.0
+    assert groups["head"]["lr"] == pytest.approx(1e-3)
+    head_no_decay = {id(p) for p in groups["head/no_decay"]["params"]}
+    model = Toy()
+    assert len(head_no_decay) == 3  # LayerNorm weight and bias, query embedding
+    assert sum(len(g["params"]) for g in groups.values()) == len(list(model.parameters()))
+
+
+def test_step_schedule_with_warmup():
+    cfg = SolverConfig(schedule="step", steps=[10, 20], gamma=0.1, warmup_iters=4, warmup_factor=0.5)
+    assert lr_factor(0, cfg) == pytest.approx(0.5)
+    assert lr_factor(2, cfg) == pytest.approx(0.75)  # halfway from 0.5 to 1
+    assert [lr_factor(i, cfg) for i in (4, 9, 10, 19, 20)] == pytest.approx([1, 1, 0.1, 0.1, 0.01])
+
+
+def test_poly_schedule():
+    cfg = SolverConfig(schedule="poly", max_iters=100, poly_power=0.9, warmup_iters=0)
+    assert lr_factor(50, cfg) == pytest.approx(0.5**0.9)
+    assert lr_factor(100, cfg) == 0.0
+    with pytest.raises(ValueError, match="solver.schedule"):
+        lr_factor(0, SolverConfig(schedule="cosine"))
+
+
+def test_scheduler_drives_the_optimizer():
+    model = Toy()
+    cfg = SolverConfig(lr=1.0, steps=[2], gamma=0.5, warmup_iters=0)
+    optimizer = build_optimizer(model, cfg)
+    scheduler = build_scheduler(optimizer, cfg)
+    lrs = []
+    for _ in range(3):
+        lrs.append(optimizer.param_groups[0]["lr"])  # the head group
+        optimizer.step()
+        scheduler.step()
+    assert lrs == [1.0, 1.0, 0.5]
+
+
+def test_checkpoint_round_trip_loads_with_weights_only(tmp_path):
+    state = {"model": Toy().state_dict(), "iteration": 7, "note": [1, 2]}
+    path = save_checkpoint(tmp_path / "checkpoint.pt", state)
+    loaded = load_checkpoint(path)
+    assert loaded["iteration"] == 7 and torch.equal(loaded["model"]["head.weight"], state["model"]["head.weight"])
+    assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_a_kill_during_a_save_keeps_the_last_good_checkpoint(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, {"iteration": 1})
+    # A process that starts writing a large checkpoint and is killed mid-way.
+    code = (
+        "import torch, sys; from ifrvis.engine.checkpoint import save_checkpoint;"
+        "print('go', flush=True);"
+        f"save_checkpoint(r'{path}', {{'iteration': 2, 'big': torch.zeros(400_000_000, dtype=torch.uint8)}})"
+    )
+    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "go"
+    time.sleep(0.3)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert load_checkpoint(path)["iteration"] == 1
