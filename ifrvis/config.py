@@ -76,6 +76,7 @@ class LossConfig:
     oversample_ratio: float = 3.0
     importance_sample_ratio: float = 0.75
     deep_supervision: bool = True
+    matcher_class_cost: str = "prob"  # prob: Eq. 4's -λ_c p(c); focal: Deformable DETR's focal-style cost
 
 
 @dataclass

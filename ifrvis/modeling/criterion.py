@@ -1,0 +1,193 @@
+"""Training loss (Eqs. 5-7): focal classification loss on clip-level queries, per-frame BCE and Dice on
+matched masks, and the cross-frame terms (frame t1's query predicting frame t2's mask, weighted λ_e).
+
+`SetCriterion(outputs, targets)` returns WEIGHTED terms whose sum is the loss: `loss_cls`,
+`loss_mask`, `loss_dice`, `loss_mask_cross`, `loss_dice_cross` (cross terms only when the outputs
+hold `pred_cross_masks` and λ_e > 0), and the same with suffix `_{i}` for auxiliary decoder layer i,
+each layer matched anew (deep supervision). Every term is normalised by the number of ground-truth
+instances in the batch (all ranks), as Deformable DETR / Mask2Former do.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ifrvis.config import Config
+from ifrvis.modeling.matcher import HungarianMatcher
+from ifrvis.modeling.point_sampling import point_sample, uncertain_point_coords
+
+
+def sigmoid_focal_loss(logits: Tensor, targets: Tensor, alpha: float = 0.25, gamma: float = 2.0) -> Tensor:
+    """Element-wise focal loss (Lin et al.), same shape as `logits`; alpha < 0 disables the weighting."""
+    prob = logits.sigmoid()
+    ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    p_t = prob * targets + (1 - prob) * (1 - targets)
+    loss = ce * (1 - p_t) ** gamma
+    if alpha >= 0:
+        loss = loss * (alpha * targets + (1 - alpha) * (1 - targets))
+    return loss
+
+
+def per_mask_bce(logits: Tensor, targets: Tensor) -> Tensor:
+    """Mean BCE over the last dimension: `(..., P)`, `(..., P)` -> `(...)`."""
+    return F.binary_cross_entropy_with_logits(logits, targets, reduction="none").mean(-1)
+
+
+def per_mask_dice(logits: Tensor, targets: Tensor) -> Tensor:
+    """1 - Dice over the last dimension, +1 smoothing (an empty target asks for an empty mask)."""
+    probs = logits.sigmoid()
+    numerator = 2 * (probs * targets).sum(-1)
+    denominator = probs.sum(-1) + targets.sum(-1)
+    return 1 - (numerator + 1) / (denominator + 1)
+
+
+def num_instances(targets: list[dict], device: torch.device) -> float:
+    """Ground-truth instances in the whole batch, averaged over ranks, at least 1."""
+    count = torch.tensor(float(sum(len(t["labels"]) for t in targets)), device=device)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(count)
+        count = count / dist.get_world_size()
+    return max(count.item(), 1.0)
+
+
+def present_targets(target: dict) -> dict:
+    """Keep the instances present in at least one frame of the clip: a label needs a frame that shows it."""
+    if "present" not in target:
+        return target
+    keep = target["present"].any(1)
+    if bool(keep.all()):
+        return target
+    return {**target, "labels": target["labels"][keep], "masks": target["masks"][keep]}
+
+
+class SetCriterion(nn.Module):
+    def __init__(
+        self,
+        num_classes: int,
+        matcher: HungarianMatcher,
+        class_weight: float = 2.0,
+        mask_weight: float = 5.0,
+        dice_weight: float = 5.0,
+        lambda_e: float = 0.3,
+        focal_alpha: float = 0.25,
+        focal_gamma: float = 2.0,
+        num_points: int = 0,
+        oversample_ratio: float = 3.0,
+        importance_sample_ratio: float = 0.75,
+        deep_supervision: bool = True,
+    ):
+        super().__init__()
+        self.num_classes = num_classes
+        self.matcher = matcher
+        self.class_weight = class_weight
+        self.mask_weight = mask_weight
+        self.dice_weight = dice_weight
+        self.lambda_e = lambda_e
+        self.focal_alpha = focal_alpha
+        self.focal_gamma = focal_gamma
+        self.num_points = num_points
+        self.oversample_ratio = oversample_ratio
+        self.importance_sample_ratio = importance_sample_ratio
+        self.deep_supervision = deep_supervision
+
+    def forward(self, outputs: dict, targets: list[dict]) -> dict[str, Tensor]:
+        """`outputs`: `pred_logits (B, Q, K)`, `pred_masks (B, Q, T, h, w)`, optional
+        `pred_cross_masks (B, Q, T, T, h, w)` and `aux_outputs`; `targets`: B dicts with
+        `labels (M,)`, `masks (M, T, H, W) bool`, `present (M, T)`."""
+        device = outputs["pred_logits"].device
+        # Loss arithmetic in float32 even when the model runs under autocast.
+        with torch.autocast(device_type=device.type, enabled=False):
+            targets = [present_targets(t) for t in targets]
+            norm = num_instances(targets, device)
+            losses = self.layer_losses(outputs, targets, norm)
+            if self.deep_supervision:
+                for i, aux in enumerate(outputs.get("aux_outputs", [])):
+                    losses.update({f"{k}_{i}": v for k, v in self.layer_losses(aux, targets, norm).items()})
+        return losses
+
+    def layer_losses(self, outputs: dict, targets: list[dict], norm: float) -> dict[str, Tensor]:
+        """The weighted terms of one decoder layer, matched on its own predictions."""
+        logits = outputs["pred_logits"].float()
+        if logits.shape[-1] != self.num_classes:
+            raise ValueError(
+                f"pred_logits has {logits.shape[-1]} classes but model.num_classes = {self.num_classes}"
+            )
+        indices = self.matcher(outputs, targets)
+        losses = {"loss_cls": self.class_weight * self.classification_loss(logits, targets, indices) / norm}
+
+        # Matched pairs of the whole batch: src (N, T, h, w) logits, tgt (N, T, H, W).
+        src = torch.cat([outputs["pred_masks"][b, q] for b, (q, _) in enumerate(indices)]).float()
+        tgt = torch.cat([t["masks"][i] for t, (_, i) in zip(targets, indices)]).float()
+        # Eqs. 6-7, first terms: per-frame BCE and Dice summed over frames t1 (and instances).
+        bce, dice = self.mask_terms(src, tgt)
+        losses["loss_mask"] = self.mask_weight * bce / norm
+        losses["loss_dice"] = self.dice_weight * dice / norm
+
+        if "pred_cross_masks" in outputs and self.lambda_e > 0:
+            cross = torch.cat([outputs["pred_cross_masks"][b, q] for b, (q, _) in enumerate(indices)]).float()
+            t = cross.shape[1]
+            t1, t2 = (~torch.eye(t, dtype=torch.bool, device=cross.device)).nonzero(as_tuple=True)
+            # Eqs. 6-7, cross terms: frame t1's query on frame t2's pixels against frame t2's mask, t2 != t1.
+            bce_x, dice_x = self.mask_terms(cross[:, t1, t2], tgt[:, t2])
+            losses["loss_mask_cross"] = self.mask_weight * self.lambda_e * bce_x / norm
+            losses["loss_dice_cross"] = self.dice_weight * self.lambda_e * dice_x / norm
+        return losses
+
+    def classification_loss(self, logits: Tensor, targets: list[dict], indices: list) -> Tensor:
+        """Sigmoid focal loss over all queries and classes, summed (Eq. 5's L_cls); unmatched queries
+        are pushed to 0 on every class."""
+        onehot = torch.zeros_like(logits)
+        for b, (t, (q, i)) in enumerate(zip(targets, indices)):
+            onehot[b, q.to(logits.device), t["labels"][i]] = 1.0
+        return sigmoid_focal_loss(logits, onehot, self.focal_alpha, self.focal_gamma).sum()
+
+    def mask_terms(self, src: Tensor, tgt: Tensor) -> tuple[Tensor, Tensor]:
+        """Sums over pairs and frames of per-frame BCE and 1 - Dice: `src (N, F, h, w)` logits,
+        `tgt (N, F, H, W)` in {0, 1} -> two scalars. Dense (predictions bilinearly upsampled to H x W)
+        when `num_points = 0`, else on uncertainty-sampled points per (pair, frame)."""
+        if src.shape[0] == 0:
+            zero = src.sum() * 0.0  # keeps the graph: every parameter still gets a (zero) gradient
+            return zero, zero
+        if self.num_points > 0:
+            src_maps, tgt_maps = src.flatten(0, 1)[:, None], tgt.flatten(0, 1)[:, None]
+            with torch.no_grad():
+                coords = uncertain_point_coords(
+                    src_maps, self.num_points, self.oversample_ratio, self.importance_sample_ratio
+                )
+                labels = point_sample(tgt_maps, coords)[:, 0]
+            points = point_sample(src_maps, coords)[:, 0]  # (N * F, P)
+        else:
+            up = F.interpolate(src, size=tgt.shape[-2:], mode="bilinear", align_corners=False)
+            points, labels = up.flatten(2), tgt.flatten(2)  # (N, F, H * W)
+        return per_mask_bce(points, labels).sum(), per_mask_dice(points, labels).sum()
+
+
+def build_criterion(cfg: Config) -> SetCriterion:
+    """The criterion of `cfg.loss` for `cfg.model.num_classes` classes."""
+    loss = cfg.loss
+    matcher = HungarianMatcher(
+        class_weight=loss.class_weight,
+        mask_weight=loss.mask_weight,
+        dice_weight=loss.dice_weight,
+        num_points=loss.num_points,
+        class_cost=loss.matcher_class_cost,
+        focal_alpha=loss.focal_alpha,
+        focal_gamma=loss.focal_gamma,
+    )
+    return SetCriterion(
+        num_classes=cfg.model.num_classes,
+        matcher=matcher,
+        class_weight=loss.class_weight,
+        mask_weight=loss.mask_weight,
+        dice_weight=loss.dice_weight,
+        lambda_e=loss.lambda_e,
+        focal_alpha=loss.focal_alpha,
+        focal_gamma=loss.focal_gamma,
+        num_points=loss.num_points,
+        oversample_ratio=loss.oversample_ratio,
+        importance_sample_ratio=loss.importance_sample_ratio,
+        deep_supervision=loss.deep_supervision,
+    )

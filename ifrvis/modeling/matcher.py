@@ -1,0 +1,138 @@
+"""Hungarian matching of clip-level queries to ground-truth video instances (Eq. 4).
+
+C_match = -λ_c p̂(c) + λ_m BCE(m, m̂) + λ_d (1 - DICE(m, m̂)), with BCE and Dice over the masks of the
+whole clip (all frames concatenated, as Mask2Former-VIS). p̂ is the sigmoid probability since the
+classifier is trained with the focal loss. With `num_points > 0` the masks are compared on K random
+points shared by every frame, query and instance of the clip; with `num_points = 0` densely, with the
+predictions bilinearly upsampled to the ground-truth resolution (exact).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.optimize import linear_sum_assignment
+from torch import Tensor, nn
+
+from ifrvis.modeling.point_sampling import point_sample
+
+CLASS_COSTS = ("prob", "focal")
+
+
+def class_cost_matrix(
+    probs: Tensor, labels: Tensor, kind: str = "prob", alpha: float = 0.25, gamma: float = 2.0
+) -> Tensor:
+    """`probs (Q, K)` sigmoid class probabilities, `labels (M,)` -> cost `(Q, M)`.
+
+    "prob": -p̂(c) (Eq. 4). "focal": Deformable DETR's focal-loss difference at the label,
+    α (1 - p)^γ (-log p) - (1 - α) p^γ (-log (1 - p))."""
+    p = probs[:, labels]
+    if kind == "prob":
+        return -p
+    if kind == "focal":
+        eps = 1e-8
+        pos = alpha * (1 - p) ** gamma * -(p + eps).log()
+        neg = (1 - alpha) * p**gamma * -(1 - p + eps).log()
+        return pos - neg
+    raise ValueError(f"loss.matcher_class_cost must be one of {CLASS_COSTS}, got {kind!r}")
+
+
+def bce_cost_matrix(logits: Tensor, targets: Tensor) -> Tensor:
+    """Mean binary cross-entropy of every pair: `logits (Q, N)`, `targets (M, N)` in [0, 1] -> `(Q, M)`.
+
+    BCE(x, y) = softplus(x) - x y, so the pairwise sum is one matrix product."""
+    n = logits.shape[1]
+    return (F.softplus(logits).sum(1, keepdim=True) - logits @ targets.T) / n
+
+
+def dice_cost_matrix(logits: Tensor, targets: Tensor) -> Tensor:
+    """1 - Dice of every pair (Mask2Former's +1 smoothing): `(Q, N)`, `(M, N)` -> `(Q, M)`."""
+    probs = logits.sigmoid()
+    numerator = 2 * probs @ targets.T
+    denominator = probs.sum(1)[:, None] + targets.sum(1)[None, :]
+    return 1 - (numerator + 1) / (denominator + 1)
+
+
+def clip_mask_pairs(pred_masks: Tensor, gt_masks: Tensor, num_points: int) -> tuple[Tensor, Tensor]:
+    """Flatten one clip's masks for the Eq. 4 mask costs.
+
+    `pred_masks (Q, T, h, w)` logits, `gt_masks (M, T, H, W)` -> `(Q, N)` logits and `(M, N)` float
+    targets, N = T * H * W (dense, predictions upsampled) or T * num_points (the same random points
+    in every frame)."""
+    gt = gt_masks.to(pred_masks.dtype)
+    if num_points > 0:
+        coords = torch.rand(1, num_points, 2, device=pred_masks.device)
+        pred = point_sample(pred_masks, coords.expand(pred_masks.shape[0], -1, -1))
+        gt = point_sample(gt, coords.expand(gt.shape[0], -1, -1))
+    else:
+        pred = F.interpolate(pred_masks, size=gt.shape[-2:], mode="bilinear", align_corners=False)
+    return pred.flatten(1), gt.flatten(1)
+
+
+def hungarian(cost: Tensor) -> tuple[Tensor, Tensor]:
+    """Minimum-cost assignment of `cost (Q, M)` -> (row indices, column indices), int64, sorted by row."""
+    if not torch.isfinite(cost).all():
+        raise ValueError("matching cost has NaN or inf entries: check pred_logits / pred_masks for NaN")
+    rows, cols = linear_sum_assignment(cost.detach().cpu().numpy())
+    return torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(np.asarray(cols), dtype=torch.int64)
+
+
+class HungarianMatcher(nn.Module):
+    """Eq. 4 matcher. `forward(outputs, targets) -> [(query_idx (n,), instance_idx (n,)) per clip]`."""
+
+    def __init__(
+        self,
+        class_weight: float = 2.0,
+        mask_weight: float = 5.0,
+        dice_weight: float = 5.0,
+        num_points: int = 0,
+        class_cost: str = "prob",
+        focal_alpha: float = 0.25,
+        focal_gamma: float = 2.0,
+    ):
+        super().__init__()
+        if class_cost not in CLASS_COSTS:
+            raise ValueError(f"loss.matcher_class_cost must be one of {CLASS_COSTS}, got {class_cost!r}")
+        self.class_weight = class_weight
+        self.mask_weight = mask_weight
+        self.dice_weight = dice_weight
+        self.num_points = num_points
+        self.class_cost = class_cost
+        self.focal_alpha = focal_alpha
+        self.focal_gamma = focal_gamma
+
+    def cost_matrix(self, probs: Tensor, pred_masks: Tensor, labels: Tensor, gt_masks: Tensor) -> Tensor:
+        """Eq. 4 for one clip: `probs (Q, K)`, `pred_masks (Q, T, h, w)` logits, `labels (M,)`,
+        `gt_masks (M, T, H, W)` -> `(Q, M)`."""
+        pred, gt = clip_mask_pairs(pred_masks.float(), gt_masks, self.num_points)
+        cost_class = class_cost_matrix(
+            probs.float(), labels, self.class_cost, self.focal_alpha, self.focal_gamma
+        )
+        return (
+            self.class_weight * cost_class
+            + self.mask_weight * bce_cost_matrix(pred, gt)
+            + self.dice_weight * dice_cost_matrix(pred, gt)
+        )
+
+    @torch.no_grad()
+    def forward(self, outputs: dict, targets: list[dict]) -> list[tuple[Tensor, Tensor]]:
+        """`outputs`: `pred_logits (B, Q, K)`, `pred_masks (B, Q, T, h, w)`; `targets`: B dicts with
+        `labels (M,)`, `masks (M, T, H, W)`."""
+        logits, masks = outputs["pred_logits"], outputs["pred_masks"]
+        if len(targets) != logits.shape[0]:
+            raise ValueError(f"{len(targets)} targets for a batch of {logits.shape[0]} clips")
+        indices = []
+        for b, target in enumerate(targets):
+            labels, gt_masks = target["labels"], target["masks"]
+            if labels.numel() == 0:
+                empty = torch.zeros(0, dtype=torch.int64)
+                indices.append((empty, empty.clone()))
+                continue
+            if gt_masks.shape[1] != masks.shape[2]:
+                raise ValueError(
+                    f"targets[{b}]['masks'] has {gt_masks.shape[1]} frames, pred_masks {masks.shape[2]}"
+                )
+            cost = self.cost_matrix(logits[b].float().sigmoid(), masks[b], labels, gt_masks)
+            indices.append(hungarian(cost))
+        return indices
