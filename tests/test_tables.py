@@ -1,0 +1,224 @@
+"""Tables 1 and 3 from runs logged to a real MLflow store (SQLite in tmp_path) with the training schema."""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from mlflow.entities import Metric, RunTag
+from mlflow.tracking import MlflowClient
+
+from analysis.runs import audit_runs, cast_value, load_runs
+from analysis.tables import build_table
+
+REPO = Path(__file__).resolve().parents[1]
+EXPERIMENT = "ifrvis"
+
+
+def log_run(
+    uri: str,
+    sweep: str,
+    method: str,
+    seed: int,
+    metrics: dict[str, float],
+    status: str = "FINISHED",
+    backbone: str = "resnet50",
+    dataset: str = "synthetic",
+    lambda_e: float = 0.3,
+    start_time: int | None = None,
+    history: dict[str, list[float]] | None = None,
+    parent_run_id: str = "",
+) -> str:
+    """One run with the tags/params/metrics a training run logs (docs/architecture.md)."""
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    experiment_id = experiment.experiment_id if experiment else client.create_experiment(EXPERIMENT)
+    config_hash = f"{method}-{backbone}-{dataset}-{lambda_e}"
+    tags = {
+        "sweep": sweep,
+        "method": method,
+        "backbone": backbone,
+        "dataset": dataset,
+        "seed": str(seed),
+        "lambda_e": str(lambda_e),
+        "config_hash": config_hash,
+        "run_identity": f"{config_hash}-s{seed}",
+        "git_commit": "abc",
+    }
+    if parent_run_id:
+        tags["mlflow.parentRunId"] = parent_run_id
+    run = client.create_run(experiment_id, start_time=start_time, tags=tags)
+    run_id = run.info.run_id
+    client.log_param(run_id, "model.decoder", method)
+    client.log_param(run_id, "loss.lambda_e", str(lambda_e))
+    client.log_param(run_id, "solver.max_iters", "10")
+    entries = [Metric(k, float(v), 0, 0) for k, v in metrics.items()]
+    for key, values in (history or {}).items():
+        entries += [Metric(key, float(v), 0, step) for step, v in enumerate(values)]
+    if entries:
+        client.log_batch(run_id, metrics=entries)
+    if status == "FAILED":
+        client.log_batch(run_id, tags=[RunTag("error", "RuntimeError: out of memory")])
+    if status in ("FINISHED", "FAILED", "KILLED"):
+        client.set_terminated(run_id, status)
+    return run_id
+
+
+def log_parent(uri: str, sweep: str) -> str:
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    experiment_id = experiment.experiment_id if experiment else client.create_experiment(EXPERIMENT)
+    run = client.create_run(experiment_id, tags={"sweep": sweep, "sweep_parent": "1"})
+    client.set_terminated(run.info.run_id, "FINISHED")
+    return run.info.run_id
+
+
+def detection_metrics(seed: int, offset: float) -> dict[str, float]:
+    base = {"AP": 0.40, "AP50": 0.60, "AP75": 0.45, "AR1": 0.35, "AR10": 0.50}
+    return {k: v + offset + 0.013 * seed * (1 + i) for i, (k, v) in enumerate(base.items())}
+
+
+def tracking_metrics(seed: int, offset: float) -> dict[str, float]:
+    return {
+        "IDF1": 0.6 + offset + 0.01 * seed,
+        "MOTA": 0.2 + offset - 0.02 * seed,
+        "IDP": 0.55 + offset,
+        "IDR": 0.7 + 0.005 * seed,
+        "IDs": 40 - 10 * offset * 10 + seed,
+        "FP": 10 + seed,
+        "FN": 20 + seed,
+    }
+
+
+@pytest.fixture()
+def sweep_store(tmp_path):
+    """Sweep 's': IFR with seeds 0-4 (seed 2 logged twice), Mask2Former with seeds 0-3 FINISHED and seed 4
+    FAILED, one RUNNING IFR run of another seed, and the sweep's parent run."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    parent = log_parent(uri, "s")
+    logged = {"ifr": {}, "mask2former": {}}
+    for seed in range(5):
+        metrics = detection_metrics(seed, 0.05) | tracking_metrics(seed, 0.1)
+        start = 1_000_000 + seed * 10
+        if seed == 2:  # an older duplicate with other numbers: must be ignored
+            old = {k: v - 0.2 for k, v in metrics.items()}
+            stale = log_run(uri, "s", "ifr", seed, old, start_time=start, parent_run_id=parent)
+        logged["ifr"][seed] = metrics
+        run_id = log_run(uri, "s", "ifr", seed, metrics, start_time=start + 5, parent_run_id=parent)
+        if seed == 2:
+            kept = run_id
+    for seed in range(4):
+        metrics = detection_metrics(seed, 0.0) | tracking_metrics(seed, 0.0)
+        logged["mask2former"][seed] = metrics
+        log_run(uri, "s", "mask2former", seed, metrics, parent_run_id=parent)
+    failed = log_run(uri, "s", "mask2former", 4, {}, status="FAILED", parent_run_id=parent)
+    running = log_run(uri, "s", "ifr", 7, {"AP": 0.9}, status="RUNNING", parent_run_id=parent)
+    log_run(uri, "other", "ifr", 0, detection_metrics(0, 0.5))  # another sweep: never read
+    return {"uri": uri, "logged": logged, "failed": failed, "running": running, "stale": stale, "kept": kept}
+
+
+def test_cast_value():
+    assert cast_value("3") == 3 and cast_value("0.3") == 0.3 and cast_value("True") is True
+    assert cast_value("None") is None and cast_value("swin_l") == "swin_l"
+
+
+def test_load_runs_casts_and_drops_parent(sweep_store):
+    runs = load_runs("s", uri=sweep_store["uri"])
+    assert len(runs) == 5 + 1 + 4 + 1 + 1  # parent left out, other sweep not read
+    assert runs["seed"].dtype == "Int64" and runs["lambda_e"].dtype == float
+    assert set(runs["params.solver.max_iters"]) == {10}
+    assert set(runs["params.loss.lambda_e"]) == {0.3}
+
+
+def test_audit_reports_failed_duplicate_missing(sweep_store):
+    audit = audit_runs(load_runs("s", uri=sweep_store["uri"]), seeds=5, metrics=["AP"])
+    text = "\n".join(audit.warnings)
+    assert sweep_store["failed"] in text and "FAILED" in text and "out of memory" in text
+    assert sweep_store["running"] in text and "RUNNING" in text
+    assert f"kept the latest {sweep_store['kept']}, ignored {sweep_store['stale']}" in text
+    assert "dataset=synthetic has n=4 of 5 seeds (missing seeds [4])" in text
+    assert set(audit.excluded) == {sweep_store["failed"], sweep_store["running"], sweep_store["stale"]}
+    assert sweep_store["stale"] not in set(audit.runs["run_id"])
+    assert len(audit.runs) == 9
+
+
+def test_table1_numbers_caption_bold_and_files(sweep_store, tmp_path, capsys):
+    table, paths = build_table("s", 1, seeds=5, uri=sweep_store["uri"], out=tmp_path / "results")
+    numbers = table.numbers.set_index("method")
+    for method, n in (("ifr", 5), ("mask2former", 4)):
+        aps = [100 * m["AP"] for m in sweep_store["logged"][method].values()]
+        assert numbers.loc[method, "n"] == n
+        assert numbers.loc[method, "AP_mean"] == pytest.approx(statistics.mean(aps))
+        assert numbers.loc[method, "AP_std"] == pytest.approx(statistics.stdev(aps))  # ddof=1
+        ar10 = [100 * m["AR10"] for m in sweep_store["logged"][method].values()]
+        assert numbers.loc[method, "AR10_mean"] == pytest.approx(statistics.mean(ar10))
+    assert "n=4" in table.caption and "ddof=1" in table.caption and "3 run(s) excluded" in table.caption
+    ifr_row = next(row for row in table.cells if row[0].startswith("IFR"))
+    m2f_row = next(row for row in table.cells if row[0] == "Mask2Former")
+    ifr_ap = numbers.loc["ifr"]
+    assert ifr_row[3] == f"**{ifr_ap['AP_mean']:.1f} ± {ifr_ap['AP_std']:.1f}**"
+    assert not m2f_row[3].startswith("**") and m2f_row[-1] == "4"
+
+    assert sorted(p.name for p in paths.values()) == ["table1.csv", "table1.md", "table1.tex"]
+    assert paths["md"].parent == tmp_path / "results" / "s"
+    markdown = paths["md"].read_text()
+    assert "WARNING" in markdown and sweep_store["failed"] in markdown and "n=4" in markdown
+    latex = paths["tex"].read_text()
+    assert r"\toprule" in latex and r"\textbf{" in latex and r"$\pm$" in latex and "% WARNING" in latex
+    csv = pd.read_csv(paths["csv"])
+    assert set(csv["n"]) == {4, 5}
+
+
+def test_table3_seed_rows_then_mean(sweep_store, tmp_path):
+    table, paths = build_table("s", 3, seeds=5, uri=sweep_store["uri"], out=tmp_path)
+    rows = [r for r in table.cells if r[0] == "Mask2Former"]
+    assert [r[3] for r in rows] == ["0", "1", "2", "3", "mean ± std (n=4)"]
+    logged = sweep_store["logged"]["mask2former"]
+    assert rows[1][5] == f"{100 * logged[1]['MOTA']:.1f}" and rows[1][4] == f"{100 * logged[1]['IDF1']:.1f}%"
+    assert rows[0][8] == f"{logged[0]['IDs']:.0f}"
+    ids = [m["IDs"] for m in logged.values()]
+    assert rows[-1][8] == f"{statistics.mean(ids):.1f} ± {statistics.stdev(ids):.1f}"
+    # lower IDs is better: IFR (offset lowers IDs) holds the bold mean
+    ifr_mean = next(r for r in table.cells if r[0].startswith("IFR") and r[3].startswith("mean"))
+    assert ifr_mean[8].startswith("**") and not rows[-1][8].startswith("**")
+    assert "mean ± std" in table.caption and "n=4" in table.caption
+    csv = pd.read_csv(paths["csv"])
+    assert len(csv) == 4 + 1 + 5 + 1
+
+
+def test_lambda_e_sweep_groups_by_lambda(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    for lambda_e in (0.0, 0.3):
+        for seed in range(2):
+            log_run(uri, "abl", "ifr", seed, detection_metrics(seed, lambda_e / 10), lambda_e=lambda_e)
+    table, _ = build_table("abl", 1, seeds=2, uri=uri, out=tmp_path)
+    assert table.columns[:4] == ["Method", "Backbone", "Data", "λ_e"]
+    assert list(table.numbers["lambda_e"]) == [0.0, 0.3] and list(table.numbers["n"]) == [2, 2]
+    assert not table.warnings
+
+
+def test_cli_prints_warnings(sweep_store, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "analysis/tables.py", "--sweep", "s", "--table", "1", "--out", str(tmp_path)],
+        cwd=REPO,
+        env={"MLFLOW_TRACKING_URI": sweep_store["uri"], "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "WARNING: FAILED run" in result.stderr and "| Mask2Former |" in result.stdout
+    assert (tmp_path / "s" / "table1.tex").exists()
+    missing = subprocess.run(
+        [sys.executable, "analysis/tables.py", "--sweep", "nope", "--table", "1", "--out", str(tmp_path)],
+        cwd=REPO,
+        env={"MLFLOW_TRACKING_URI": sweep_store["uri"], "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert missing.returncode == 1 and "no runs with tag sweep='nope'" in missing.stderr
