@@ -1,0 +1,1 @@
+"""Launchers: sweeps on local processes, Slurm (submitit) and Ray Tune."""
