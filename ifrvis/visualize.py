@@ -1,0 +1,333 @@
+"""Figures 1 and 5: a strip of frames, ground truth above prediction, one colour per track identity.
+
+    ifrvis visualize --run RUN_ID --video VIDEO_ID [--out vis/]
+    ifrvis visualize --results results.json --data DIR [--gt DIR/valid.json] [--video VIDEO_ID]
+
+Every ground-truth instance gets a fixed colour; a predicted track takes the colour of the
+ground-truth instance it overlaps most over the whole video (video IoU), unmatched tracks get
+colours no ground-truth instance uses. An identity switch then shows as a colour change on one
+object between frames, a lost instance as a missing colour, a merge as one colour over two objects.
+Writes `<out>/video<ID>.png` (the strip) and `<out>/video<ID>.gif` (all frames, animated).
+"""
+
+from __future__ import annotations
+
+import argparse
+import colorsys
+import json
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from PIL import Image, ImageDraw
+
+from ifrvis.data.masks import decode_segmentation
+
+ALPHA = 0.5  # mask opacity over the frame
+
+
+def palette(count: int) -> list[tuple[int, int, int]]:
+    """`count` well separated RGB colours (golden-ratio hue steps), the same for every video."""
+    colours = []
+    for i in range(count):
+        hue = (i * 0.618033988749895) % 1.0
+        r, g, b = colorsys.hsv_to_rgb(hue, 0.85, 1.0 if i % 2 == 0 else 0.75)
+        colours.append((int(255 * r), int(255 * g), int(255 * b)))
+    return colours
+
+
+def _get(instance: Any, name: str, default: Any = None) -> Any:
+    """Field of a dict or an object (e.g. an inference `Prediction`)."""
+    return instance.get(name, default) if isinstance(instance, dict) else getattr(instance, name, default)
+
+
+def video_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two mask tubes (T, H, W) bool over the whole video: sum of intersections / sum of unions."""
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else 0.0
+
+
+def assign_colours(
+    gt_masks: Sequence[np.ndarray], pred_masks: Sequence[np.ndarray], min_iou: float = 0.1
+) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]], list[int | None]]:
+    """Colours for ground-truth instances (by position) and predictions (like their best-overlapping
+    ground truth by video IoU when it reaches `min_iou`, else a colour of their own).
+
+    Returns (gt_colours, pred_colours, pred_match) with pred_match[j] the matched ground-truth index."""
+    colours = palette(len(gt_masks) + len(pred_masks))
+    gt_colours = colours[: len(gt_masks)]
+    spare = iter(colours[len(gt_masks) :])
+    pred_colours, matches = [], []
+    for masks in pred_masks:
+        ious = [video_iou(masks, gt) for gt in gt_masks]
+        best = int(np.argmax(ious)) if ious else None
+        if best is not None and ious[best] >= min_iou:
+            pred_colours.append(gt_colours[best])
+            matches.append(best)
+        else:
+            pred_colours.append(next(spare))
+            matches.append(None)
+    return gt_colours, pred_colours, matches
+
+
+def _boundary(mask: np.ndarray) -> np.ndarray:
+    """(H, W) bool: mask pixels with a 4-neighbour outside the mask."""
+    padded = np.pad(mask, 1)
+    inner = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    return mask & ~inner
+
+
+def _resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    if mask.shape[::-1] == size:
+        return mask
+    return np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(size, Image.NEAREST)) > 127
+
+
+def render_frame(
+    frame: np.ndarray,
+    masks: Sequence[np.ndarray],
+    colours: Sequence[tuple[int, int, int]],
+    labels: Sequence[str],
+    size: tuple[int, int],
+    alpha: float = ALPHA,
+) -> Image.Image:
+    """One frame (H, W, 3) uint8 with instance masks (each (H, W) bool) blended in their colours, a
+    full-colour outline, and each label at the mask's top-left corner; resized to `size` (w, h)."""
+    image = np.asarray(Image.fromarray(frame).convert("RGB").resize(size, Image.BILINEAR)).astype(np.float32)
+    resized = [_resize_mask(m, size) for m in masks]
+    for mask, colour in zip(resized, colours):
+        image[mask] = (1 - alpha) * image[mask] + alpha * np.asarray(colour, np.float32)
+        image[_boundary(mask)] = colour
+    canvas = Image.fromarray(np.clip(image + 0.5, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(canvas)
+    for mask, colour, label in zip(resized, colours, labels):
+        ys, xs = np.nonzero(mask)
+        if ys.size and label:
+            x, y = int(xs.min()), int(ys.min())
+            left, top, right, bottom = draw.textbbox((x, y), label)
+            draw.rectangle((left - 1, top - 1, right + 1, bottom + 1), fill=colour)
+            draw.text((x, y), label, fill=(0, 0, 0))
+    return canvas
+
+
+def _stamp_frame_index(image: Image.Image, t: int, size: tuple[int, int]) -> None:
+    """Write `t=<index>` at the bottom right of the ground-truth cell (this also keeps identical frames
+    distinct, so the GIF holds every frame)."""
+    draw = ImageDraw.Draw(image)
+    text = f"t={t}"
+    left, top, right, bottom = draw.textbbox((0, 0), text)
+    x, y = size[0] - (right - left) - 2, size[1] - (bottom - top) - 3
+    draw.text((x, y), text, fill=(255, 255, 255), stroke_width=1, stroke_fill=(0, 0, 0))
+
+
+def _label(instance: Any, categories: dict[int, str]) -> str:
+    label = _get(instance, "label", _get(instance, "category_id"))
+    name = categories.get(label, str(label)) if label is not None else ""
+    score = _get(instance, "score")
+    return f"{name} {score:.2f}" if score is not None else name
+
+
+def _frame_indices(num_frames: int, max_frames: int) -> list[int]:
+    if num_frames <= max_frames:
+        return list(range(num_frames))
+    return sorted({int(round(i)) for i in np.linspace(0, num_frames - 1, max_frames)})
+
+
+def draw_video_strip(
+    frames: Sequence[np.ndarray | Image.Image],
+    gt_instances: Sequence[Any],
+    pred_instances: Sequence[Any],
+    out_path: str | Path,
+    categories: dict[int, str] | None = None,
+    max_frames: int = 8,
+    max_height: int = 240,
+    gif: bool = True,
+    gif_ms: int = 400,
+) -> dict[str, Path]:
+    """Write the strip PNG `out_path` (and its GIF beside it): ground truth above prediction.
+
+    frames: T images (H, W, 3) uint8 RGB (or PIL images). gt_instances / pred_instances: dicts or
+    objects with `masks` (T, H, W) bool, `label` (or `category_id`), optional `score`. `categories`
+    maps a label to its display name. Each cell is the frame scaled to at most `max_height` pixels
+    high; the strip is (2 * h, n * w) for the n frames picked evenly (at most `max_frames`).
+    Returns {"png": path, "gif": path}."""
+    frames = [np.asarray(f.convert("RGB") if isinstance(f, Image.Image) else f) for f in frames]
+    if not frames:
+        raise ValueError("draw_video_strip: no frames")
+    height, width = frames[0].shape[:2]
+    for name, instances in (("ground truth", gt_instances), ("prediction", pred_instances)):
+        for i, instance in enumerate(instances):
+            shape = np.shape(_get(instance, "masks"))
+            if shape != (len(frames), height, width):
+                raise ValueError(
+                    f"draw_video_strip: {name} instance {i} has masks of shape {shape}, "
+                    f"expected {(len(frames), height, width)} (T, H, W)"
+                )
+    categories = categories or {}
+    scale = min(1.0, max_height / height)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    gt_masks = [np.asarray(_get(i, "masks"), bool) for i in gt_instances]
+    pred_masks = [np.asarray(_get(i, "masks"), bool) for i in pred_instances]
+    gt_colours, pred_colours, _ = assign_colours(gt_masks, pred_masks)
+    gt_labels = [_label(i, categories) for i in gt_instances]
+    pred_labels = [_label(i, categories) for i in pred_instances]
+
+    def pair(t: int) -> Image.Image:
+        top = render_frame(frames[t], [m[t] for m in gt_masks], gt_colours, gt_labels, size)
+        bottom = render_frame(frames[t], [m[t] for m in pred_masks], pred_colours, pred_labels, size)
+        both = Image.new("RGB", (size[0], 2 * size[1]))
+        both.paste(top, (0, 0))
+        both.paste(bottom, (0, size[1]))
+        _stamp_frame_index(both, t, size)
+        return both
+
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    picked = _frame_indices(len(frames), max_frames)
+    strip = Image.new("RGB", (size[0] * len(picked), 2 * size[1]))
+    for column, t in enumerate(picked):
+        strip.paste(pair(t), (column * size[0], 0))
+    strip.save(out_path)
+    paths = {"png": out_path}
+    if gif:
+        animation = [pair(t) for t in range(len(frames))]
+        paths["gif"] = out_path.with_suffix(".gif")
+        animation[0].save(paths["gif"], save_all=True, append_images=animation[1:], duration=gif_ms, loop=0)
+    return paths
+
+
+# ---- reading a YouTube-VIS folder and a results file (json + PIL only) ----
+
+
+def load_video(
+    gt_json: Path, image_root: Path, video_id: int | None
+) -> tuple[dict, list[np.ndarray], list, dict]:
+    """(video, frames, ground-truth instances, categories {id: name}) of one video of `gt_json`;
+    the first video when `video_id` is None."""
+    try:
+        data = json.loads(Path(gt_json).read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"{gt_json}: cannot read ground truth: {error}") from None
+    videos = data.get("videos") or []
+    if not videos:
+        raise ValueError(f"{gt_json}: no 'videos'")
+    if video_id is None:
+        video = videos[0]
+    else:
+        video = next((v for v in videos if v["id"] == video_id), None)
+        if video is None:
+            raise ValueError(f"{gt_json}: no video with id {video_id}")
+    height, width = int(video["height"]), int(video["width"])
+    frames = []
+    for name in video["file_names"]:
+        path = Path(image_root) / name
+        try:
+            frames.append(np.asarray(Image.open(path).convert("RGB")))
+        except OSError as error:
+            raise ValueError(f"{gt_json}: video {video['id']}: cannot read frame {path}: {error}") from None
+    instances = []
+    for ann in data.get("annotations") or []:
+        if ann["video_id"] != video["id"]:
+            continue
+        masks = np.stack([decode_segmentation(s, height, width) for s in ann["segmentations"]])
+        instances.append({"id": ann["id"], "label": ann["category_id"], "masks": masks})
+    categories = {c["id"]: c["name"] for c in data.get("categories") or []}
+    return video, frames, instances, categories
+
+
+def load_predictions(
+    results: list[dict], video: dict, score_threshold: float = 0.3, top_n: int = 10
+) -> list[dict]:
+    """The video's predictions with score >= `score_threshold`, the `top_n` best, masks (T, H, W) bool."""
+    height, width, length = int(video["height"]), int(video["width"]), len(video["file_names"])
+    chosen = [r for r in results if r["video_id"] == video["id"] and r["score"] >= score_threshold]
+    chosen = sorted(chosen, key=lambda r: r["score"], reverse=True)[:top_n]
+    predictions = []
+    for r in chosen:
+        if len(r["segmentations"]) != length:
+            raise ValueError(
+                f"results: video {video['id']}: a prediction has {len(r['segmentations'])} frames, "
+                f"the video {length}"
+            )
+        masks = np.stack([decode_segmentation(s, height, width) for s in r["segmentations"]])
+        predictions.append({"label": r["category_id"], "score": float(r["score"]), "masks": masks})
+    return predictions
+
+
+def _from_run(run_id: str, uri: str, work: Path, data_root: str | None) -> tuple[Path, Path, Path]:
+    """(results.json, ground-truth json, image root) of an MLflow run, from its artifacts and config.
+    A relative `data.root` is read from the current folder, else from the project folder."""
+    from mlflow.tracking import MlflowClient
+
+    from ifrvis.tracking import PROJECT_ROOT, resolve_uri
+
+    client = MlflowClient(resolve_uri(uri))
+    results = Path(client.download_artifacts(run_id, "results.json", str(work)))
+    config_path = Path(client.download_artifacts(run_id, "config.yaml", str(work)))
+    data = (yaml.safe_load(config_path.read_text()) or {}).get("data") or {}
+    if not data.get("valid_json"):
+        raise ValueError(f"run {run_id}: config.yaml has no data.valid_json; pass --gt")
+    root = Path(data_root or data.get("root", "."))
+    if not root.is_absolute() and not root.exists() and (PROJECT_ROOT / root).exists():
+        root = PROJECT_ROOT / root
+    return results, root / data["valid_json"], root / data.get("image_dir", "JPEGImages")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ifrvis visualize", description=__doc__.split("\n\n")[0])
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", help="MLflow run id: its results.json and config.yaml artifacts")
+    source.add_argument("--results", help="a results.json in the official format")
+    parser.add_argument(
+        "--data", help="YouTube-VIS folder (needed with --results; overrides the run's data.root)"
+    )
+    parser.add_argument("--gt", help="ground-truth json (default: <data>/valid.json, or the run's config)")
+    parser.add_argument("--image-dir", default="JPEGImages", help="frames folder inside --data")
+    parser.add_argument("--video", type=int, help="video id (default: the first video)")
+    parser.add_argument("--out", default="vis", help="output folder")
+    parser.add_argument("--score-threshold", type=float, default=0.3)
+    parser.add_argument("--top-n", type=int, default=10, help="at most this many predictions, best first")
+    parser.add_argument("--max-frames", type=int, default=8, help="frames in the PNG strip")
+    parser.add_argument("--max-height", type=int, default=240, help="cell height in pixels (at most)")
+    parser.add_argument("--tracking-uri", default="", help="default: $MLFLOW_TRACKING_URI, else ./mlflow.db")
+    args = parser.parse_args(argv)
+    try:
+        with tempfile.TemporaryDirectory() as work:
+            if args.run:
+                results_path, gt_path, image_root = _from_run(
+                    args.run, args.tracking_uri, Path(work), args.data
+                )
+            else:
+                if not args.data:
+                    parser.error("--results needs --data DIR")
+                results_path = Path(args.results)
+                gt_path, image_root = Path(args.data) / "valid.json", Path(args.data) / args.image_dir
+            gt_path = Path(args.gt) if args.gt else gt_path
+            video, frames, gt_instances, categories = load_video(gt_path, image_root, args.video)
+            try:
+                results = json.loads(results_path.read_text())
+            except (OSError, json.JSONDecodeError) as error:
+                raise ValueError(f"{results_path}: cannot read results: {error}") from None
+            predictions = load_predictions(results, video, args.score_threshold, args.top_n)
+        paths = draw_video_strip(
+            frames,
+            gt_instances,
+            predictions,
+            Path(args.out) / f"video{video['id']}.png",
+            categories,
+            args.max_frames,
+            args.max_height,
+        )
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"wrote {paths['png']} and {paths['gif']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
