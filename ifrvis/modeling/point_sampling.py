@@ -12,9 +12,14 @@ from torch import Tensor
 
 
 def point_sample(maps: Tensor, coords: Tensor) -> Tensor:
-    """Bilinear values of `maps (N, C, H, W)` at `coords (N, P, 2)` in [0, 1] -> `(N, C, P)`."""
+    """Bilinear values of `maps (N, C, H, W)` at `coords (N, P, 2)` in [0, 1] -> `(N, C, P)`.
+
+    Border padding (Mask2Former pads with zeros): points within half a pixel of the edge read the edge
+    pixel, as dense bilinear upsampling does, instead of being pulled towards 0."""
     grid = 2.0 * coords[:, :, None, :] - 1.0  # (N, P, 1, 2) in [-1, 1]
-    return F.grid_sample(maps, grid.to(maps.dtype), mode="bilinear", align_corners=False)[..., 0]
+    return F.grid_sample(
+        maps, grid.to(maps.dtype), mode="bilinear", padding_mode="border", align_corners=False
+    )[..., 0]
 
 
 def uncertainty(logits: Tensor) -> Tensor:

@@ -1,0 +1,325 @@
+"""Video inference: whole video, per clip with linking, and test-time augmentation (Sec. 3.2).
+
+Every mode first produces a `QueryResult`: all Q queries' class probabilities and mask logits on the
+stride-4 grid of the padded input. Per clip, clips are linked by Hungarian matching on soft mask IoU
+over the overlapping frames (IFC); TTA matches every pass to a pivot pass with the Eq. 4 cost and
+averages class and mask probabilities. `postprocess` then keeps the top-k (query, class) pairs and
+brings their masks to the original resolution.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ifrvis.config import Config, InferenceConfig
+from ifrvis.modeling.matcher import HungarianMatcher, hungarian
+
+SIZE_DIVISIBILITY = 32  # as collate_clips pads training clips
+MODES = ("video", "clip", "tta")
+
+
+@dataclass
+class Prediction:
+    label: int  # contiguous class index (position in YTVIS.category_ids)
+    score: float
+    masks: np.ndarray  # (T, H0, W0) bool at the original resolution
+
+
+@dataclass
+class QueryResult:
+    """All queries of one pass over a video."""
+
+    probs: Tensor  # (Q, K) sigmoid class probabilities
+    mask_logits: Tensor  # (Q, T, Hp / 4, Wp / 4) on the padded input's stride-4 grid
+    image_size: tuple[int, int]  # (h, w) of the resized frames inside the padded input
+    padded_size: tuple[int, int]  # (Hp, Wp)
+    flipped: bool = False  # frames were flipped horizontally before the model
+
+
+class ResizedFrames:
+    """`frames` rescaled so that the short side is `short_side` (for TTA when the caller cannot
+    reload the video at another size): `len()`, `[t] -> (3, h, w)`, `.size`, `.orig_size`."""
+
+    def __init__(self, frames, short_side: int):
+        self.frames = frames
+        h, w = frames.size
+        scale = short_side / min(h, w)
+        self.size = (round(h * scale), round(w * scale))
+        self.orig_size = frames.orig_size
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, t: int) -> Tensor:
+        frame = self.frames[t][None].float()
+        return F.interpolate(frame, size=self.size, mode="bilinear", align_corners=False)[0]
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+def padded_size(size: tuple[int, int]) -> tuple[int, int]:
+    return tuple(math.ceil(s / SIZE_DIVISIBILITY) * SIZE_DIVISIBILITY for s in size)
+
+
+def load_chunk(frames, indices: Sequence[int], flip: bool, device: torch.device) -> Tensor:
+    """Frames `indices` -> `(N, 3, Hp, Wp)` on `device`, zero-padded at the bottom and right."""
+    h, w = frames.size
+    hp, wp = padded_size((h, w))
+    batch = torch.zeros(len(indices), 3, hp, wp, device=device)
+    for i, t in enumerate(indices):
+        frame = frames[t].to(device)
+        if tuple(frame.shape[-2:]) != (h, w):
+            raise ValueError(f"frame {t} has size {tuple(frame.shape[-2:])}, the video's .size is {(h, w)}")
+        batch[i, :, :h, :w] = frame.flip(-1) if flip else frame
+    return batch
+
+
+def concat_features(chunks: list):
+    """Concatenate `model.encode` outputs of consecutive frame chunks along the frame dimension, whatever
+    their nesting (tensor, list, tuple, dict)."""
+    first = chunks[0]
+    if torch.is_tensor(first):
+        return torch.cat(chunks)
+    if isinstance(first, dict):
+        return {key: concat_features([c[key] for c in chunks]) for key in first}
+    if isinstance(first, (list, tuple)):
+        return type(first)(concat_features(list(parts)) for parts in zip(*chunks))
+    raise TypeError(f"model.encode returned {type(first).__name__}; expected tensors, lists, tuples or dicts")
+
+
+def run_frames(model, frames, indices: Sequence[int], chunk_frames: int, flip: bool = False) -> QueryResult:
+    """Backbone + encoder over chunks of `chunk_frames` frames, then the decoder over all `indices`."""
+    if chunk_frames < 1:
+        raise ValueError(f"inference.chunk_frames must be >= 1, got {chunk_frames}")
+    device = model_device(model)
+    indices = list(indices)
+    chunks = [
+        model.encode(load_chunk(frames, indices[i : i + chunk_frames], flip, device))
+        for i in range(0, len(indices), chunk_frames)
+    ]
+    outputs = model.decode(concat_features(chunks), 1, len(indices))
+    return QueryResult(
+        probs=outputs["pred_logits"][0].float().sigmoid(),
+        mask_logits=outputs["pred_masks"][0].float(),
+        image_size=tuple(frames.size),
+        padded_size=padded_size(tuple(frames.size)),
+        flipped=flip,
+    )
+
+
+def clip_starts(num_frames: int, clip_frames: int, overlap: int) -> list[int]:
+    """First frames of the clips covering `num_frames`, consecutive clips sharing >= `overlap` frames."""
+    if clip_frames < 2 or not 1 <= overlap < clip_frames:
+        raise ValueError(
+            f"inference.clip_frames must be >= 2 and 1 <= inference.clip_overlap < clip_frames, "
+            f"got {clip_frames} and {overlap}"
+        )
+    last = max(num_frames - clip_frames, 0)
+    starts = list(range(0, last + 1, clip_frames - overlap))
+    if starts[-1] != last:
+        starts.append(last)
+    return starts
+
+
+def soft_iou(a: Tensor, b: Tensor) -> Tensor:
+    """Soft IoU of mask probabilities `a (Qa, N)`, `b (Qb, N)` -> `(Qa, Qb)`."""
+    inter = a @ b.T
+    union = a.sum(1)[:, None] + b.sum(1)[None, :] - inter
+    return inter / union.clamp(min=1e-6)
+
+
+def predict_clips(model, frames, cfg: InferenceConfig) -> QueryResult:
+    """Clips of `clip_frames` frames; each clip's queries are matched to the tracks (the first clip's
+    query order) by soft mask IoU on the frames it shares with the clips before it; class and mask
+    probabilities are averaged over the clips that saw them. Memory is linear in the video length."""
+    num_frames = len(frames)
+    prob_sum = mask_sum = None
+    counts = torch.zeros(num_frames, device=model_device(model))
+    for n, start in enumerate(clip_starts(num_frames, cfg.clip_frames, cfg.clip_overlap)):
+        stop = min(start + cfg.clip_frames, num_frames)
+        clip = run_frames(model, frames, range(start, stop), cfg.chunk_frames)
+        clip_masks = clip.mask_logits.sigmoid()  # (Q, Tc, h, w)
+        if n == 0:
+            prob_sum, mask_sum = torch.zeros_like(clip.probs), clip_masks.new_zeros(
+                (clip_masks.shape[0], num_frames, *clip_masks.shape[2:])
+            )
+            order = torch.arange(clip_masks.shape[0])
+        else:
+            shared = int((counts[start:stop] > 0).sum())  # frames seen before: a prefix of this clip
+            track_masks = mask_sum[:, start : start + shared] / counts[start : start + shared, None, None]
+            iou = soft_iou(clip_masks[:, :shared].flatten(1), track_masks.flatten(1))  # (Q clip, Q tracks)
+            rows, cols = hungarian(-iou)
+            order = torch.empty_like(rows)
+            order[cols] = rows  # track j continues with clip query order[j]
+        order = order.to(clip_masks.device)
+        prob_sum += clip.probs[order]
+        mask_sum[:, start:stop] += clip_masks[order]
+        counts[start:stop] += 1
+        geometry = clip
+    mask_probs = mask_sum / counts[None, :, None, None]
+    return QueryResult(
+        probs=prob_sum / (n + 1),
+        mask_logits=torch.logit(mask_probs, eps=1e-6),
+        image_size=geometry.image_size,
+        padded_size=geometry.padded_size,
+    )
+
+
+def align_masks(result: QueryResult, pivot: QueryResult) -> Tensor:
+    """`result`'s mask logits on `pivot`'s grid (undoing a flip and a different input size), frame by
+    frame to bound memory -> `(Q, T, h_pivot, w_pivot)`."""
+    same_grid = (result.image_size, result.padded_size) == (pivot.image_size, pivot.padded_size)
+    if same_grid and result.flipped == pivot.flipped:
+        return result.mask_logits
+    (h, w), (hp, wp) = result.image_size, result.padded_size
+    (ph, pw), (php, pwp) = pivot.image_size, pivot.padded_size
+    grid = pivot.mask_logits.shape[-2:]
+    frames = []
+    for t in range(result.mask_logits.shape[1]):
+        m = result.mask_logits[:, t : t + 1]
+        m = F.interpolate(m, size=(hp, wp), mode="bilinear", align_corners=False)[..., :h, :w]
+        if result.flipped != pivot.flipped:
+            m = m.flip(-1)
+        m = F.interpolate(m, size=(ph, pw), mode="bilinear", align_corners=False)
+        m = F.pad(m, (0, pwp - pw, 0, php - ph), mode="replicate")
+        frames.append(F.interpolate(m, size=grid, mode="bilinear", align_corners=False, antialias=True))
+    return torch.cat(frames, dim=1)
+
+
+def merge_tta(results: list[QueryResult]) -> QueryResult:
+    """TTA (Sec. 3.2): the first result is the pivot; every other result's queries are matched to the
+    pivot's by the Eq. 4 cost (pivot queries as ground truth: arg-max class, mask probability > 0.5;
+    paper weights λ_c = 2, λ_m = λ_d = 5), then class and mask probabilities are averaged."""
+    pivot = results[0]
+    matcher = HungarianMatcher()
+    labels = pivot.probs.argmax(1)
+    pivot_masks = pivot.mask_logits > 0
+    prob_sum, mask_sum = pivot.probs.clone(), pivot.mask_logits.sigmoid()
+    for result in results[1:]:
+        logits = align_masks(result, pivot)
+        rows, cols = hungarian(matcher.cost_matrix(result.probs, logits, labels, pivot_masks))
+        order = torch.empty_like(rows)
+        order[cols] = rows  # pivot query j <- result query order[j]
+        order = order.to(logits.device)
+        prob_sum += result.probs[order]
+        mask_sum += logits[order].sigmoid()
+    n = len(results)
+    return QueryResult(
+        probs=prob_sum / n,
+        mask_logits=torch.logit(mask_sum / n, eps=1e-6),
+        image_size=pivot.image_size,
+        padded_size=pivot.padded_size,
+        flipped=pivot.flipped,
+    )
+
+
+def tta_augmentations(cfg: InferenceConfig) -> list[tuple[int, bool]]:
+    """(short side, flip) pairs; the first (un-flipped) is the pivot."""
+    if not cfg.tta_short_sides:
+        raise ValueError("inference.tta_short_sides is empty: TTA needs at least one input size")
+    flips = (False, True) if cfg.tta_flip else (False,)
+    return [(side, flip) for flip in flips for side in cfg.tta_short_sides]
+
+
+def postprocess(result: QueryResult, orig_size: tuple[int, int], cfg: InferenceConfig) -> list[Prediction]:
+    """Top-k (query, class) pairs over the flattened Q x K sigmoid probabilities (Mask2Former-VIS);
+    masks upsampled to the padded input, cropped to the image, resized to `orig_size` and thresholded."""
+    if result.flipped:
+        raise ValueError("postprocess expects un-flipped masks; align them to an un-flipped pivot first")
+    num_queries, num_classes = result.probs.shape
+    scores, flat = result.probs.flatten().topk(min(cfg.top_k, num_queries * num_classes))
+    queries, labels = flat // num_classes, flat % num_classes
+    logits = result.mask_logits[queries]  # (k, T, h4, w4)
+    (h, w), (h0, w0) = result.image_size, orig_size
+    num_frames = logits.shape[1]
+    masks = np.zeros((len(queries), num_frames, h0, w0), dtype=bool)
+    inside = torch.zeros(len(queries), device=logits.device)  # Σ prob over the binary mask
+    area = torch.zeros(len(queries), device=logits.device)
+    for t in range(num_frames):
+        m = F.interpolate(logits[:, t : t + 1], size=result.padded_size, mode="bilinear", align_corners=False)
+        m = F.interpolate(m[..., :h, :w], size=(h0, w0), mode="bilinear", align_corners=False)[:, 0]
+        probs = m.sigmoid()
+        binary = probs > cfg.mask_threshold
+        inside += (probs * binary).flatten(1).sum(1)
+        area += binary.flatten(1).sum(1)
+        masks[:, t] = binary.cpu().numpy()
+    if cfg.score_with_mask:
+        scores = scores * inside / area.clamp(min=1)
+    return [
+        Prediction(label=int(label), score=float(score), masks=masks[i])
+        for i, (label, score) in enumerate(zip(labels.tolist(), scores.tolist()))
+    ]
+
+
+@torch.no_grad()
+def predict_video(
+    model, frames, inference_cfg: InferenceConfig, frames_at: Callable[[int], object] | None = None
+) -> list[Prediction]:
+    """Predictions of one video (`frames`: a `VideoFrames`, `len()`, `[t] -> (3, h, w)` in [0, 255],
+    `.size`, `.orig_size`) in the mode `inference_cfg.mode`. For TTA, `frames_at(short_side)` returns
+    the video at another size; without it the given frames are rescaled."""
+    cfg = inference_cfg
+    if cfg.mode == "video":
+        result = run_frames(model, frames, range(len(frames)), cfg.chunk_frames)
+    elif cfg.mode == "clip":
+        result = predict_clips(model, frames, cfg)
+    elif cfg.mode == "tta":
+        load = frames_at or (lambda side: ResizedFrames(frames, side))
+        result = merge_tta(
+            [
+                run_frames(model, load(side), range(len(frames)), cfg.chunk_frames, flip=flip)
+                for side, flip in tta_augmentations(cfg)
+            ]
+        )
+    else:
+        raise ValueError(f"inference.mode must be one of {MODES}, got {cfg.mode!r}")
+    return postprocess(result, tuple(frames.orig_size), cfg)
+
+
+def video_id(video) -> int:
+    return int(video["id"] if isinstance(video, dict) else video.id)
+
+
+def encode_predictions(vid: int, predictions: list[Prediction], category_ids: Sequence[int]) -> list[dict]:
+    """Official YouTube-VIS results entries: compressed RLE per frame, null where the mask is empty."""
+    from ifrvis.data.masks import encode_rle
+
+    return [
+        {
+            "video_id": vid,
+            "category_id": int(category_ids[p.label]),
+            "score": p.score,
+            "segmentations": [encode_rle(m) if m.any() else None for m in p.masks],
+        }
+        for p in predictions
+    ]
+
+
+@torch.no_grad()
+def run_inference(model, ytvis, cfg: Config, progress: bool = True) -> list[dict]:
+    """Predict every video of `ytvis` with `cfg.inference` -> results in the official format."""
+    from tqdm import tqdm
+
+    from ifrvis.data.datasets import VideoFrames
+
+    model.eval()
+    results = []
+    for video in tqdm(ytvis.videos, desc="inference", disable=not progress, dynamic_ncols=True):
+        frames = VideoFrames(ytvis, video, cfg.data.test_short_side, cfg.data.max_long_side)
+
+        def frames_at(side: int, video=video):
+            return VideoFrames(ytvis, video, side, cfg.data.max_long_side)
+
+        predictions = predict_video(model, frames, cfg.inference, frames_at)
+        results.extend(encode_predictions(video_id(video), predictions, ytvis.category_ids))
+    return results
