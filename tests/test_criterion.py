@@ -1,0 +1,225 @@
+"""Criterion (Eqs. 5-7): every term against an element-wise computation on a hand-built clip."""
+
+import math
+
+import pytest
+import torch
+
+from ifrvis.config import Config
+from ifrvis.modeling.criterion import SetCriterion, build_criterion
+from ifrvis.modeling.matcher import HungarianMatcher
+
+CROSS_KEYS = {"loss_mask_cross", "loss_dice_cross"}
+
+
+def sig(x: float) -> float:
+    return 1 / (1 + math.exp(-x))
+
+
+def frame_bce(logits: torch.Tensor, gt: torch.Tensor) -> float:
+    """Mean BCE over the pixels of one frame, element by element."""
+    xs, ys = logits.flatten().tolist(), gt.float().flatten().tolist()
+    return sum(-(y * math.log(sig(x)) + (1 - y) * math.log(1 - sig(x))) for x, y in zip(xs, ys)) / len(xs)
+
+
+def frame_dice_loss(logits: torch.Tensor, gt: torch.Tensor) -> float:
+    xs, ys = logits.flatten().tolist(), gt.float().flatten().tolist()
+    ps = [sig(x) for x in xs]
+    return 1 - (2 * sum(p * y for p, y in zip(ps, ys)) + 1) / (sum(ps) + sum(ys) + 1)
+
+
+def focal_sum(logits: torch.Tensor, onehot: torch.Tensor, alpha=0.25, gamma=2.0) -> float:
+    total = 0.0
+    for x, y in zip(logits.flatten().tolist(), onehot.flatten().tolist()):
+        p = sig(x)
+        ce = -(y * math.log(p) + (1 - y) * math.log(1 - p))
+        p_t = p if y else 1 - p
+        a_t = alpha if y else 1 - alpha
+        total += a_t * (1 - p_t) ** gamma * ce
+    return total
+
+
+def tiny_case():
+    """1 clip, 2 queries, 3 classes, 2 frames, 4x4 masks (prediction and target at the same size so
+    that the bilinear upsampling is the identity). Instance 0 (class 2) is a 2x2 square in both
+    frames, instance 1 (class 0) is present only in frame 0; query 1 resembles instance 0."""
+    g = torch.Generator().manual_seed(0)
+    gt = torch.zeros(2, 2, 4, 4, dtype=torch.bool)
+    gt[0, 0, :2, :2] = True
+    gt[0, 1, 1:3, 1:3] = True
+    gt[1, 0, 2:, 2:] = True
+    target = {
+        "labels": torch.tensor([2, 0]),
+        "masks": gt,
+        "present": torch.tensor([[True, True], [True, False]]),
+    }
+    logits = torch.tensor([[[1.5, -1.0, -2.0], [-1.0, -0.5, 2.5]]])
+    masks = torch.randn(1, 2, 2, 4, 4, generator=g)
+    masks[0, 1] += 4 * gt[0].float() - 2  # query 1 <-> instance 0
+    masks[0, 0] += 4 * gt[1].float() - 2  # query 0 <-> instance 1
+    cross = torch.randn(1, 2, 2, 2, 4, 4, generator=g)
+    cross[:, :, 0, 0], cross[:, :, 1, 1] = masks[:, :, 0], masks[:, :, 1]  # the diagonal is pred_masks
+    outputs = {"pred_logits": logits, "pred_masks": masks, "pred_cross_masks": cross}
+    return outputs, [target]
+
+
+def criterion(lambda_e=0.3, deep_supervision=True, num_points=0, **kw) -> SetCriterion:
+    return SetCriterion(
+        num_classes=3,
+        matcher=HungarianMatcher(num_points=num_points),
+        lambda_e=lambda_e,
+        deep_supervision=deep_supervision,
+        num_points=num_points,
+        **kw,
+    )
+
+
+def test_every_term_equals_hand_computation():
+    outputs, targets = tiny_case()
+    losses = criterion(lambda_e=0.3)(outputs, targets)
+    assert set(losses) == {"loss_cls", "loss_mask", "loss_dice"} | CROSS_KEYS
+    gt, masks, cross = targets[0]["masks"], outputs["pred_masks"][0], outputs["pred_cross_masks"][0]
+    pairs = [(1, 0), (0, 1)]  # (query, instance), built into tiny_case
+    num = 2
+    onehot = torch.zeros(2, 3)
+    onehot[1, 2] = onehot[0, 0] = 1
+    assert losses["loss_cls"].item() == pytest.approx(
+        2.0 * focal_sum(outputs["pred_logits"][0], onehot) / num, rel=1e-5
+    )
+    # Eqs. 6-7: per-frame terms summed over frames; instance 1's empty frame 1 is a valid target.
+    bce = sum(frame_bce(masks[q, t], gt[i, t]) for q, i in pairs for t in range(2))
+    dice = sum(frame_dice_loss(masks[q, t], gt[i, t]) for q, i in pairs for t in range(2))
+    assert losses["loss_mask"].item() == pytest.approx(5.0 * bce / num, rel=1e-5)
+    assert losses["loss_dice"].item() == pytest.approx(5.0 * dice / num, rel=1e-5)
+    off = [(0, 1), (1, 0)]  # (t1, t2), t1 != t2: frame t1's query against frame t2's ground truth
+    bce_x = sum(frame_bce(cross[q, t1, t2], gt[i, t2]) for q, i in pairs for t1, t2 in off)
+    dice_x = sum(frame_dice_loss(cross[q, t1, t2], gt[i, t2]) for q, i in pairs for t1, t2 in off)
+    assert losses["loss_mask_cross"].item() == pytest.approx(5.0 * 0.3 * bce_x / num, rel=1e-5)
+    assert losses["loss_dice_cross"].item() == pytest.approx(5.0 * 0.3 * dice_x / num, rel=1e-5)
+
+
+def test_matching_in_tiny_case_is_the_built_one():
+    outputs, targets = tiny_case()
+    ((rows, cols),) = HungarianMatcher()(outputs, targets)
+    assert dict(zip(cols.tolist(), rows.tolist())) == {0: 1, 1: 0}
+
+
+def test_lambda_e_zero_removes_exactly_the_cross_terms():
+    outputs, targets = tiny_case()
+    outputs["aux_outputs"] = [{k: v + 0.1 for k, v in outputs.items()}]
+    with_cross = criterion(lambda_e=0.3)(outputs, targets)
+    without = criterion(lambda_e=0.0)(outputs, targets)
+    assert set(with_cross) - set(without) == CROSS_KEYS | {f"{k}_0" for k in CROSS_KEYS}
+    for key, value in without.items():
+        assert torch.equal(value, with_cross[key]), key
+    total_difference = sum(with_cross.values()) - sum(without.values())
+    cross_sum = sum(v for k, v in with_cross.items() if k.startswith(("loss_mask_cross", "loss_dice_cross")))
+    assert total_difference.item() == pytest.approx(cross_sum.item(), rel=1e-5)
+    assert torch.allclose(
+        criterion(lambda_e=0.6)(outputs, targets)["loss_dice_cross"], 2 * with_cross["loss_dice_cross"]
+    )
+
+
+def test_baseline_outputs_without_cross_masks_have_no_cross_terms():
+    outputs, targets = tiny_case()
+    del outputs["pred_cross_masks"]
+    assert set(criterion()(outputs, targets)) == {"loss_cls", "loss_mask", "loss_dice"}
+
+
+def test_deep_supervision_rematches_every_layer():
+    outputs, targets = tiny_case()
+    swapped = {k: v.flip(1) for k, v in outputs.items()}  # queries in the other order
+    outputs["aux_outputs"] = [swapped, dict(swapped)]
+    losses = criterion()(outputs, targets)
+    alone = criterion()(swapped, targets)
+    main = criterion()({k: v for k, v in outputs.items() if k != "aux_outputs"}, targets)
+    for i in range(2):
+        for key, value in alone.items():
+            assert torch.allclose(losses[f"{key}_{i}"], value), (key, i)
+    for key, value in main.items():
+        assert torch.allclose(value, alone[key])  # re-matched: same loss whatever the query order
+    assert len(losses) == 3 * 5
+    assert set(criterion(deep_supervision=False)(outputs, targets)) == set(main)
+
+
+def test_instance_absent_from_every_frame_is_dropped():
+    outputs, targets = tiny_case()
+    reference = criterion()(outputs, targets)
+    t = targets[0]
+    ghost = {
+        "labels": torch.cat([t["labels"], torch.tensor([1])]),
+        "masks": torch.cat([t["masks"], torch.zeros(1, 2, 4, 4, dtype=torch.bool)]),
+        "present": torch.cat([t["present"], torch.zeros(1, 2, dtype=torch.bool)]),
+    }
+    losses = criterion()(outputs, [ghost])
+    for key, value in reference.items():
+        assert torch.equal(losses[key], value), key
+
+
+@pytest.mark.parametrize("num_points", [0, 16])
+def test_gradients_finite_and_reach_every_input(num_points):
+    torch.manual_seed(0)
+    outputs, targets = tiny_case()
+    outputs = {k: v.clone().requires_grad_(True) for k, v in outputs.items()}
+    empty = {
+        "labels": torch.zeros(0, dtype=torch.int64),
+        "masks": torch.zeros(0, 2, 4, 4, dtype=torch.bool),
+        "present": torch.zeros(0, 2, dtype=torch.bool),
+    }
+    batch = {k: torch.cat([v, v.detach() * 0.5]) for k, v in outputs.items()}  # second clip has no instance
+    batch["aux_outputs"] = [{k: v * 2 for k, v in batch.items()}]
+    losses = criterion(num_points=num_points)(batch, targets + [empty])
+    total = sum(losses.values())
+    total.backward()
+    for key, tensor in outputs.items():
+        assert tensor.grad is not None and torch.isfinite(tensor.grad).all(), key
+        assert tensor.grad.abs().sum() > 0, key
+    assert all(torch.isfinite(v) for v in losses.values())
+
+
+def test_point_sampled_losses_approximate_dense_losses():
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(1)
+    # Blocky 32x32 ground truth (bilinear point sampling blurs it only near block edges), 8x8 predictions.
+    blocks = torch.rand(2, 2, 4, 4, generator=g) > 0.5
+    gt = blocks.repeat_interleave(8, dim=2).repeat_interleave(8, dim=3)
+    targets = [{"labels": torch.tensor([0, 1]), "masks": gt, "present": torch.ones(2, 2, dtype=torch.bool)}]
+    outputs = {
+        "pred_logits": torch.randn(1, 3, 3, generator=g),
+        "pred_masks": torch.randn(1, 3, 2, 8, 8, generator=g),
+        "pred_cross_masks": torch.randn(1, 3, 2, 2, 8, 8, generator=g),
+    }
+    dense = criterion(num_points=0)(outputs, targets)
+    sampled = criterion(num_points=20000, oversample_ratio=1.0, importance_sample_ratio=0.0)(outputs, targets)
+    assert sampled["loss_cls"] == dense["loss_cls"]
+    for key in ("loss_mask", "loss_dice", "loss_mask_cross", "loss_dice_cross"):
+        assert sampled[key].item() == pytest.approx(dense[key].item(), rel=0.05), key
+
+
+def test_dense_loss_upsamples_predictions_to_target_resolution():
+    outputs, targets = tiny_case()
+    # (2, 2) predictions, (4, 4) targets
+    low = {k: v if k == "pred_logits" else v[..., ::2, ::2] for k, v in outputs.items()}
+    losses = criterion(lambda_e=0.0)(low, targets)
+    up = torch.nn.functional.interpolate(
+        low["pred_masks"][0], size=(4, 4), mode="bilinear", align_corners=False
+    )
+    gt = targets[0]["masks"]
+    bce = sum(frame_bce(up[q, t], gt[i, t]) for q, i in [(1, 0), (0, 1)] for t in range(2))
+    assert losses["loss_mask"].item() == pytest.approx(5.0 * bce / 2, rel=1e-5)
+
+
+def test_build_criterion_and_float32_under_autocast():
+    cfg = Config()
+    cfg.model.num_classes = 3
+    cfg.loss.num_points = 0
+    cfg.loss.lambda_e = 0.5
+    crit = build_criterion(cfg)
+    assert crit.lambda_e == 0.5 and crit.matcher.num_points == 0 and crit.num_classes == 3
+    outputs, targets = tiny_case()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = crit({k: v.bfloat16() for k, v in outputs.items()}, targets)
+    assert all(v.dtype == torch.float32 for v in losses.values())
+    cfg.model.num_classes = 4
+    with pytest.raises(ValueError, match="num_classes"):
+        build_criterion(cfg)(outputs, targets)
