@@ -1,0 +1,223 @@
+"""Training clips, their collation, lazy inference frames, and the resumable training sampler.
+
+Reproducibility: `TrainSampler` yields `(item, draw)` pairs, `draw` being the sample's position in the
+global stream (unique across ranks). `ClipDataset[(item, draw)]` draws its frames, size and flip from a
+`numpy.random.Generator` seeded by (dataset seed, item, draw), so the same sampler position gives the
+same clip in any worker process and after a resume. `ClipDataset[item]` is `ClipDataset[(item, 0)]`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from ifrvis.config import DataConfig
+from ifrvis.data.ytvis import YTVIS, DataError
+
+SIZE_DIVISIBILITY = 32
+
+
+def resized_shape(height: int, width: int, short_side: int, max_long_side: int) -> tuple[int, int]:
+    """(h, w) with the shorter side `short_side`, scaled down further so the longer is <= `max_long_side`."""
+    scale = short_side / min(height, width)
+    if max(height, width) * scale > max_long_side:
+        scale = max_long_side / max(height, width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def load_frame(path, size: tuple[int, int]) -> torch.Tensor:
+    """RGB frame file resized (bilinear) to `size` = (h, w) -> (3, h, w) float32 in [0, 255]."""
+    try:
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+            if image.size != (size[1], size[0]):
+                image = image.resize((size[1], size[0]), Image.BILINEAR)
+            array = np.asarray(image, dtype=np.float32)
+    except OSError as error:
+        raise DataError(f"{path}: cannot read frame: {error}") from None
+    return torch.from_numpy(array.copy()).permute(2, 0, 1)
+
+
+def sample_frame_indices(rng: np.random.Generator, length: int, clip_length: int, max_gap: int) -> np.ndarray:
+    """`clip_length` ordered frame indices of a `length`-frame video, all within `max_gap` frames of each
+    other; distinct when the window allows, repeated otherwise (short videos)."""
+    span = min(max_gap, length - 1)
+    start = int(rng.integers(0, length - span))
+    window = np.arange(start, start + span + 1)
+    replace = window.size < clip_length
+    return np.sort(rng.choice(window, size=clip_length, replace=replace)).astype(np.int64)
+
+
+class ClipDataset(torch.utils.data.Dataset):
+    """Clips of `data_cfg.clip_length` frames, one item per video of `ytvis`.
+
+    Item: `images (T, 3, H, W)` float32 RGB in [0, 255], `labels (M,)` int64 contiguous class indices,
+    `masks (M, T, H, W)` bool, `present (M, T)` bool, `instance_ids (M,)` int64, `video_id` int,
+    `frame_indices (T,)` int64. Instances absent from all T frames are dropped; an instance's class is
+    its annotation's category, whichever of the T frames it is present in. Training: shorter side drawn
+    from `train_short_sides` (longer side <= `max_long_side`), horizontal flip of the whole clip.
+    Evaluation (`train=False`): `test_short_side`, no flip."""
+
+    def __init__(self, ytvis: YTVIS, data_cfg: DataConfig, train: bool = True, seed: int = 0):
+        if data_cfg.clip_length < 1:
+            raise ValueError(f"data.clip_length must be >= 1, got {data_cfg.clip_length}")
+        if train and not data_cfg.train_short_sides:
+            raise ValueError("data.train_short_sides is empty")
+        if not ytvis.has_annotations:
+            raise DataError(f"{ytvis.source}: training clips need a split with 'annotations'")
+        self.ytvis, self.cfg, self.train, self.seed = ytvis, data_cfg, train, seed
+
+    def __len__(self) -> int:
+        return len(self.ytvis.videos)
+
+    def rng_for(self, item: int, draw: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, item, draw])
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        item, draw = (key, 0) if isinstance(key, (int, np.integer)) else key
+        item, draw = int(item), int(draw)
+        rng = self.rng_for(item, draw)
+        video = self.ytvis.videos[item]
+        frames = sample_frame_indices(rng, len(video["file_names"]), self.cfg.clip_length, self.cfg.max_frame_gap)
+        if self.train:
+            short_side = int(self.cfg.train_short_sides[int(rng.integers(len(self.cfg.train_short_sides)))])
+            flip = bool(self.cfg.hflip and rng.random() < 0.5)
+        else:
+            short_side, flip = self.cfg.test_short_side, False
+        size = resized_shape(int(video["height"]), int(video["width"]), short_side, self.cfg.max_long_side)
+        images = torch.stack([load_frame(self.ytvis.frame_path(video, int(t)), size) for t in frames])
+        instances = self._instances(video, frames, size)
+        if flip:
+            images = images.flip(-1)
+            instances["masks"] = instances["masks"].flip(-1)
+        return {
+            "images": images,
+            **instances,
+            "video_id": int(video["id"]),
+            "frame_indices": torch.from_numpy(frames),
+        }
+
+    def _instances(self, video: dict, frames: np.ndarray, size: tuple[int, int]) -> dict:
+        """Masks of the annotated instances at `frames`, resized (nearest) to `size`; absent ones dropped."""
+        labels, ids, masks = [], [], []
+        for ann in self.ytvis.annotations_of(video["id"]):
+            if all(ann["segmentations"][int(t)] is None for t in frames):
+                continue
+            clip_masks = np.stack([self.ytvis.decode_frame(ann, int(t)) for t in frames])
+            labels.append(self.ytvis.label_of(ann["category_id"]))
+            ids.append(int(ann["id"]))
+            masks.append(clip_masks)
+        h, w = size
+        if not masks:
+            empty = torch.zeros((0, len(frames), h, w), dtype=torch.bool)
+            return {
+                "labels": torch.zeros(0, dtype=torch.int64),
+                "masks": empty,
+                "present": torch.zeros((0, len(frames)), dtype=torch.bool),
+                "instance_ids": torch.zeros(0, dtype=torch.int64),
+            }
+        stacked = torch.from_numpy(np.stack(masks)).to(torch.uint8)  # (M, T, H0, W0)
+        resized = F.interpolate(stacked.float(), size=size, mode="nearest").bool()
+        present = resized.flatten(2).any(-1)
+        keep = present.any(-1)  # an instance may vanish at the new size
+        return {
+            "labels": torch.tensor(labels, dtype=torch.int64)[keep],
+            "masks": resized[keep],
+            "present": present[keep],
+            "instance_ids": torch.tensor(ids, dtype=torch.int64)[keep],
+        }
+
+
+def padded_shape(height: int, width: int, divisibility: int = SIZE_DIVISIBILITY) -> tuple[int, int]:
+    return math.ceil(height / divisibility) * divisibility, math.ceil(width / divisibility) * divisibility
+
+
+def collate_clips(items: Sequence[dict]) -> tuple[torch.Tensor, list[dict]]:
+    """Items -> (images (B, T, 3, Hp, Wp) zero-padded to a multiple of 32, targets with masks padded
+    with False). Each target keeps the item's keys except `images`, plus `image_size` (h, w) before
+    padding."""
+    heights = [item["images"].shape[-2] for item in items]
+    widths = [item["images"].shape[-1] for item in items]
+    hp, wp = padded_shape(max(heights), max(widths))
+    t = items[0]["images"].shape[0]
+    images = torch.zeros((len(items), t, 3, hp, wp), dtype=torch.float32)
+    targets = []
+    for b, item in enumerate(items):
+        h, w = item["images"].shape[-2:]
+        images[b, :, :, :h, :w] = item["images"]
+        masks = torch.zeros((*item["masks"].shape[:2], hp, wp), dtype=torch.bool)
+        masks[..., :h, :w] = item["masks"]
+        target = {key: value for key, value in item.items() if key != "images"}
+        target["masks"] = masks
+        target["image_size"] = (int(h), int(w))
+        targets.append(target)
+    return images, targets
+
+
+class VideoFrames:
+    """The frames of one video for inference, read and resized only when indexed.
+
+    `len()`, `[t] -> (3, h, w)` float32 RGB in [0, 255], `.size` (h, w) after resizing, `.orig_size`
+    (H, W) as declared by the data set."""
+
+    def __init__(self, ytvis: YTVIS, video: dict | int, short_side: int, max_long_side: int):
+        self.ytvis = ytvis
+        self.video = video if isinstance(video, dict) else ytvis.video(video)
+        self.orig_size = (int(self.video["height"]), int(self.video["width"]))
+        self.size = resized_shape(*self.orig_size, short_side, max_long_side)
+
+    def __len__(self) -> int:
+        return len(self.video["file_names"])
+
+    def __getitem__(self, t: int) -> torch.Tensor:
+        if not -len(self) <= t < len(self):
+            raise IndexError(f"frame {t} of a {len(self)}-frame video")
+        return load_frame(self.ytvis.frame_path(self.video, t % len(self)), self.size)
+
+
+class TrainSampler(torch.utils.data.Sampler):
+    """Endless deterministic stream of `(item, draw)` for this rank: the global stream concatenates
+    seeded permutations of `range(num_items)`; rank r takes global positions r, r + world_size, ...;
+    `draw` is the global position. `state_dict()` holds the position, so a resumed sampler continues
+    the very same stream."""
+
+    def __init__(self, num_items: int, seed: int, rank: int = 0, world_size: int = 1):
+        if num_items < 1:
+            raise ValueError(f"TrainSampler needs at least one item, got {num_items}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in [0, {world_size})")
+        self.num_items, self.seed, self.rank, self.world_size = num_items, seed, rank, world_size
+        self.position = 0  # samples this rank has yielded
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, epoch]).permutation(self.num_items)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch, permutation = -1, None
+        while True:
+            draw = self.position * self.world_size + self.rank
+            if draw // self.num_items != epoch:
+                epoch = draw // self.num_items
+                permutation = self._permutation(epoch)
+            self.position += 1
+            yield int(permutation[draw % self.num_items]), draw
+
+    def state_dict(self) -> dict:
+        return {
+            "position": self.position,
+            "seed": self.seed,
+            "num_items": self.num_items,
+            "rank": self.rank,
+            "world_size": self.world_size,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        for key in ("seed", "num_items", "world_size"):
+            if key in state and state[key] != getattr(self, key):
+                raise ValueError(f"sampler state has {key}={state[key]}, this sampler {getattr(self, key)}")
+        self.position = int(state["position"])
