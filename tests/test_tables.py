@@ -19,6 +19,16 @@ REPO = Path(__file__).resolve().parents[1]
 EXPERIMENT = "ifrvis"
 
 
+def experiment_id(uri: str) -> str:
+    """The test experiment, its artifacts beside the SQLite file (never in the working folder)."""
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    if experiment is not None:
+        return experiment.experiment_id
+    artifacts = Path(uri.removeprefix("sqlite:///")).parent / "artifacts"
+    return client.create_experiment(EXPERIMENT, artifact_location=str(artifacts))
+
+
 def log_run(
     uri: str,
     sweep: str,
@@ -35,8 +45,6 @@ def log_run(
 ) -> str:
     """One run with the tags/params/metrics a training run logs (docs/architecture.md)."""
     client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name(EXPERIMENT)
-    experiment_id = experiment.experiment_id if experiment else client.create_experiment(EXPERIMENT)
     config_hash = f"{method}-{backbone}-{dataset}-{lambda_e}"
     tags = {
         "sweep": sweep,
@@ -51,7 +59,7 @@ def log_run(
     }
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id
-    run = client.create_run(experiment_id, start_time=start_time, tags=tags)
+    run = client.create_run(experiment_id(uri), start_time=start_time, tags=tags)
     run_id = run.info.run_id
     client.log_param(run_id, "model.decoder", method)
     client.log_param(run_id, "loss.lambda_e", str(lambda_e))
@@ -70,9 +78,7 @@ def log_run(
 
 def log_parent(uri: str, sweep: str) -> str:
     client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name(EXPERIMENT)
-    experiment_id = experiment.experiment_id if experiment else client.create_experiment(EXPERIMENT)
-    run = client.create_run(experiment_id, tags={"sweep": sweep, "sweep_parent": "1"})
+    run = client.create_run(experiment_id(uri), tags={"sweep": sweep, "sweep_parent": "1"})
     client.set_terminated(run.info.run_id, "FINISHED")
     return run.info.run_id
 

@@ -1,0 +1,84 @@
+"""Figure 4, training curves and tracking bars from runs logged to a SQLite MLflow store."""
+
+from __future__ import annotations
+
+import statistics
+
+import pytest
+from mlflow.tracking import MlflowClient
+from test_tables import detection_metrics, log_parent, log_run, tracking_metrics
+
+from analysis.figures import lambda_e_stats, main, make_figure
+from analysis.runs import audit_runs, load_runs
+
+LAMBDAS = (0.0, 0.3, 1.0)
+
+
+@pytest.fixture()
+def ablation(tmp_path):
+    """λ_e in LAMBDAS x 3 seeds, plus a FAILED run, under a sweep parent run."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    parent = log_parent(uri, "abl")
+    logged = {}
+    for lambda_e in LAMBDAS:
+        for seed in range(3):
+            metrics = detection_metrics(seed, 0.1 * lambda_e)
+            logged[(lambda_e, seed)] = metrics
+            log_run(uri, "abl", "ifr", seed, metrics, lambda_e=lambda_e, parent_run_id=parent)
+    log_run(uri, "abl", "ifr", 3, {}, status="FAILED", lambda_e=1.0, parent_run_id=parent)
+    return {"uri": uri, "parent": parent, "logged": logged}
+
+
+def test_lambda_e_stats_match_logged_values(ablation):
+    audit = audit_runs(load_runs("abl", uri=ablation["uri"]), seeds=3, metrics=["AP"])
+    stats = lambda_e_stats(audit.runs, "AP").set_index("lambda_e")
+    for lambda_e in LAMBDAS:
+        values = [100 * ablation["logged"][(lambda_e, s)]["AP"] for s in range(3)]
+        assert stats.loc[lambda_e, "mean"] == pytest.approx(statistics.mean(values))
+        assert stats.loc[lambda_e, "std"] == pytest.approx(statistics.stdev(values))
+        assert stats.loc[lambda_e, "n"] == 3
+
+
+def test_figure4_written_and_logged_to_parent(ablation, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", ablation["uri"])
+    assert main(["--sweep", "abl", "--figure", "4", "--seeds", "3", "--out", str(tmp_path / "results")]) == 0
+    paths = [tmp_path / "results" / "abl" / name for name in ("figure4.png", "figure4.pdf")]
+    assert all(p.stat().st_size > 1000 for p in paths)
+    assert paths[0].read_bytes()[:4] == b"\x89PNG" and paths[1].read_bytes()[:4] == b"%PDF"
+    logged = {a.path for a in MlflowClient(ablation["uri"]).list_artifacts(ablation["parent"], "figures")}
+    assert logged == {"figures/figure4.png", "figures/figure4.pdf"}
+    captured = capsys.readouterr()
+    assert f"logged to parent run {ablation['parent']}" in captured.out
+    assert "WARNING: FAILED run" in captured.err
+
+
+def test_figure4_without_parent_run(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    for lambda_e in (0.0, 0.5):
+        log_run(uri, "solo", "ifr", 0, detection_metrics(0, lambda_e), lambda_e=lambda_e)
+    paths, warnings, parent = make_figure("solo", "4", uri=uri, out=tmp_path, seeds=1)
+    assert parent is None and not warnings and paths[0].exists()
+
+
+def test_training_curves_and_tracking_bars(tmp_path, monkeypatch):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    for method, scale in (("ifr", 1.0), ("mask2former", 1.5)):
+        for seed in range(2):
+            history = {
+                "train/loss": [scale * (3 - 0.2 * i + 0.01 * seed) for i in range(6)],
+                "train/loss_cls": [scale * (1 - 0.1 * i) for i in range(6)],
+                "train/loss_cls_0": [1.0] * 6,
+                "train/lr": [1e-4] * 6,
+            }
+            log_run(
+                uri, "main", method, seed, tracking_metrics(seed, 0.1 * (method == "ifr")), history=history
+            )
+    out = tmp_path / "results"
+    assert main(["--sweep", "main", "--figure", "curves", "--seeds", "2", "--out", str(out)]) == 0
+    assert main(["--sweep", "main", "--figure", "tracking", "--seeds", "2", "--out", str(out)]) == 0
+    for name in ("training_curves", "tracking_bars"):
+        assert (out / "main" / f"{name}.png").stat().st_size > 1000 and (
+            out / "main" / f"{name}.pdf"
+        ).exists()
+    assert main(["--sweep", "missing", "--figure", "4", "--out", str(out)]) == 1
