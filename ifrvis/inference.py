@@ -20,6 +20,7 @@ from torch import Tensor
 
 from ifrvis.config import Config, InferenceConfig
 from ifrvis.modeling.matcher import HungarianMatcher, hungarian
+from ifrvis.modeling.point_sampling import point_sample
 
 SIZE_DIVISIBILITY = 32  # as collate_clips pads training clips
 MODES = ("video", "clip", "tta")
@@ -176,24 +177,26 @@ def predict_clips(model, frames, cfg: InferenceConfig) -> QueryResult:
 
 
 def align_masks(result: QueryResult, pivot: QueryResult) -> Tensor:
-    """`result`'s mask logits on `pivot`'s grid (undoing a flip and a different input size), frame by
-    frame to bound memory -> `(Q, T, h_pivot, w_pivot)`."""
+    """`result`'s mask logits on `pivot`'s grid, undoing a horizontal flip and a different input size
+    -> `(Q, T, h4, w4)` of the pivot. Each pivot cell centre is mapped to the same place of the image in
+    `result`'s grid and read bilinearly (one resampling; cell centres map to cell centres under a flip
+    of an unpadded input, so that case is exact)."""
     same_grid = (result.image_size, result.padded_size) == (pivot.image_size, pivot.padded_size)
     if same_grid and result.flipped == pivot.flipped:
         return result.mask_logits
-    (h, w), (hp, wp) = result.image_size, result.padded_size
+    num_queries, num_frames = result.mask_logits.shape[:2]
+    grid_h, grid_w = pivot.mask_logits.shape[-2:]
     (ph, pw), (php, pwp) = pivot.image_size, pivot.padded_size
-    grid = pivot.mask_logits.shape[-2:]
-    frames = []
-    for t in range(result.mask_logits.shape[1]):
-        m = result.mask_logits[:, t : t + 1]
-        m = F.interpolate(m, size=(hp, wp), mode="bilinear", align_corners=False)[..., :h, :w]
-        if result.flipped != pivot.flipped:
-            m = m.flip(-1)
-        m = F.interpolate(m, size=(ph, pw), mode="bilinear", align_corners=False)
-        m = F.pad(m, (0, pwp - pw, 0, php - ph), mode="replicate")
-        frames.append(F.interpolate(m, size=grid, mode="bilinear", align_corners=False, antialias=True))
-    return torch.cat(frames, dim=1)
+    (h, w), (hp, wp) = result.image_size, result.padded_size
+    device = result.mask_logits.device
+    ys = (torch.arange(grid_h, device=device) + 0.5) * (php / grid_h) / ph  # fraction of the image height
+    xs = (torch.arange(grid_w, device=device) + 0.5) * (pwp / grid_w) / pw
+    if result.flipped != pivot.flipped:
+        xs = 1 - xs
+    yy, xx = torch.meshgrid(ys * h / hp, xs * w / wp, indexing="ij")  # fractions of result's padded grid
+    coords = torch.stack([xx, yy], dim=-1).view(1, -1, 2).expand(num_queries, -1, -1)
+    values = point_sample(result.mask_logits, coords)  # (Q, T, grid_h * grid_w)
+    return values.view(num_queries, num_frames, grid_h, grid_w)
 
 
 def merge_tta(results: list[QueryResult]) -> QueryResult:

@@ -1,0 +1,232 @@
+"""Inference modes on a small deterministic model that follows the encode/decode contract.
+
+`PixelQueryModel` predicts masks frame by frame (query q responds to colour channel q), so the
+whole-video pass, the per-clip passes and flipped or rescaled passes must agree where the geometry
+allows; `permute` reorders its queries on every decode call, which only clip linking can undo."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ifrvis.config import InferenceConfig
+from ifrvis.data.masks import decode_segmentation
+from ifrvis.inference import (
+    QueryResult,
+    clip_starts,
+    encode_predictions,
+    merge_tta,
+    postprocess,
+    predict_video,
+    soft_iou,
+)
+
+NUM_CLASSES = 3
+
+
+class PixelQueryModel(nn.Module):
+    """encode: `(N, 3, H, W)` -> {"maps": [(N, 3, H/4, W/4)]}; decode: 4 queries, query c < 3 segments
+    colour channel c, query 3 the background; fixed class logits per query."""
+
+    def __init__(self, permute: bool = False):
+        super().__init__()
+        self.weight = nn.Parameter(torch.tensor([[8.0, 0, 0], [0, 8.0, 0], [0, 0, 8.0], [-8.0, -8.0, -8.0]]))
+        self.bias = nn.Parameter(torch.tensor([-3.7, -3.7, -3.7, 4.3]))
+        self.class_logits = nn.Parameter(
+            torch.tensor([[2.0, -3, -3], [-3, 1.0, -3], [-3, -3, 0.5], [-2.0, -2.5, -4]])
+        )
+        self.permute = permute
+        self.decode_calls = 0
+        self.encode_sizes: list[int] = []
+        self.decode_sizes: list[int] = []
+
+    def encode(self, frames):
+        self.encode_sizes.append(frames.shape[0])
+        return {"maps": [F.avg_pool2d(frames / 255.0, 4)]}
+
+    def decode(self, features, batch, frames):
+        self.decode_sizes.append(frames)
+        maps = features["maps"][0]
+        maps = maps.view(batch, frames, *maps.shape[1:])
+        masks = torch.einsum("qc,btchw->bqthw", self.weight, maps) + self.bias[None, :, None, None, None]
+        logits = self.class_logits[None].expand(batch, -1, -1)
+        if self.permute:
+            order = torch.roll(torch.arange(4), self.decode_calls)
+            masks, logits = masks[:, order], logits[:, order]
+        self.decode_calls += 1
+        return {"pred_logits": logits, "pred_masks": masks}
+
+
+class Frames:
+    """Stand-in for VideoFrames: `len()`, `[t] -> (3, h, w)` in [0, 255], `.size`, `.orig_size`."""
+
+    def __init__(self, frames: torch.Tensor, orig_size):
+        self.frames = frames
+        self.size = tuple(frames.shape[-2:])
+        self.orig_size = orig_size
+
+    def __len__(self):
+        return self.frames.shape[0]
+
+    def __getitem__(self, t):
+        return self.frames[t]
+
+
+def moving_video(num_frames=9, h=32, w=48, static=False) -> torch.Tensor:
+    """Three coloured 8x8 squares on black, aligned to the 4-pixel grid; they move unless `static`."""
+    video = torch.zeros(num_frames, 3, h, w)
+    for t in range(num_frames):
+        step = 0 if static else t
+        video[t, 0, 4:12, (4 * step) % 40 : (4 * step) % 40 + 8] = 255
+        video[t, 1, 20:28, 8:16] = 255
+        video[t, 2, (16 + 4 * step) % 24 : (16 + 4 * step) % 24 + 8, 32:40] = 255
+    return video
+
+
+def infer(model, frames, **cfg) -> list:
+    with torch.no_grad():
+        return predict_video(model.eval(), frames, InferenceConfig(**cfg))
+
+
+def assert_same_predictions(a, b, max_mask_mismatch=0.0):
+    assert [p.label for p in a] == [p.label for p in b]
+    assert np.allclose([p.score for p in a], [p.score for p in b], atol=1e-5)
+    for pa, pb in zip(a, b):
+        assert pa.masks.shape == pb.masks.shape
+        assert np.mean(pa.masks != pb.masks) <= max_mask_mismatch
+
+
+def test_whole_video_outputs_top_k_at_original_size():
+    frames = Frames(moving_video(), orig_size=(64, 96))
+    predictions = infer(PixelQueryModel(), frames, mode="video", top_k=5)
+    assert len(predictions) == 5
+    probs = torch.sigmoid(PixelQueryModel().class_logits).flatten()
+    assert np.allclose([p.score for p in predictions], probs.topk(5).values.detach().numpy(), atol=1e-6)
+    assert [p.label for p in predictions[:3]] == [0, 1, 2]
+    for p in predictions:
+        assert p.masks.shape == (9, 64, 96) and p.masks.dtype == bool
+    # Query 1's square (rows 20:28, cols 8:16 at 32x48) doubled to the original size.
+    expected = np.zeros((64, 96), dtype=bool)
+    expected[40:56, 16:32] = True
+    assert np.mean(predictions[1].masks[0] != expected) < 0.02
+    assert len(infer(PixelQueryModel(), frames, mode="video", top_k=100)) == 4 * NUM_CLASSES
+
+
+def test_encoder_runs_in_bounded_chunks():
+    model = PixelQueryModel()
+    infer(model, Frames(moving_video(num_frames=9), (32, 48)), mode="video", chunk_frames=4)
+    assert model.encode_sizes == [4, 4, 1] and model.decode_sizes == [9]
+
+
+@pytest.mark.parametrize("static", [True, False])
+def test_per_clip_agrees_with_whole_video(static):
+    frames = Frames(moving_video(num_frames=9, static=static), orig_size=(32, 48))
+    whole = infer(PixelQueryModel(), frames, mode="video", top_k=6)
+    model = PixelQueryModel()
+    clips = infer(model, frames, mode="clip", clip_frames=4, clip_overlap=1, top_k=6)
+    assert model.decode_sizes == [4, 4, 4]  # clips start at frames 0, 3, 5
+    assert_same_predictions(whole, clips)
+
+
+def test_linking_restores_identity_when_queries_are_permuted_between_clips():
+    frames = Frames(moving_video(num_frames=10), orig_size=(32, 48))
+    model = PixelQueryModel(permute=True)
+    first = model.decode({"maps": [torch.rand(2, 3, 2, 2)]}, 1, 2)["pred_logits"]
+    second = model.decode({"maps": [torch.rand(2, 3, 2, 2)]}, 1, 2)["pred_logits"]
+    assert not torch.equal(first, second)  # the permutation is real
+    model.decode_calls = 0
+    linked = infer(model, frames, mode="clip", clip_frames=4, clip_overlap=2, top_k=6)
+    assert model.decode_calls == 4
+    assert_same_predictions(infer(PixelQueryModel(), frames, mode="video", top_k=6), linked)
+
+
+def test_tta_with_identical_augmentations_equals_single_pass():
+    frames = Frames(moving_video(), orig_size=(40, 60))
+    single = infer(PixelQueryModel(), frames, mode="video")
+    tta = infer(PixelQueryModel(), frames, mode="tta", tta_short_sides=[32, 32, 32])
+    assert_same_predictions(single, tta)
+
+
+@pytest.mark.parametrize("width", [48, 64])  # 48 is padded to 64
+def test_tta_undoes_flips_exactly(width):
+    frames = Frames(moving_video(w=width), orig_size=(32, width))
+    single = infer(PixelQueryModel(), frames, mode="video")
+    flipped = infer(PixelQueryModel(), frames, mode="tta", tta_short_sides=[32], tta_flip=True)
+    assert_same_predictions(single, flipped)
+
+
+def test_tta_over_input_sizes_stays_close_to_single_pass():
+    frames = Frames(moving_video(w=64), orig_size=(32, 64))
+    single = infer(PixelQueryModel(), frames, mode="video")
+    sizes = infer(PixelQueryModel(), frames, mode="tta", tta_short_sides=[32, 48, 64], tta_flip=True)
+    assert_same_predictions(single, sizes, max_mask_mismatch=0.02)  # edges of the squares only
+
+
+def test_tta_matches_permuted_passes_to_the_pivot():
+    g = torch.Generator().manual_seed(0)
+    pivot = QueryResult(
+        probs=torch.rand(4, NUM_CLASSES, generator=g),
+        mask_logits=torch.randn(4, 2, 8, 8, generator=g) * 4,
+        image_size=(32, 32),
+        padded_size=(32, 32),
+    )
+    order = torch.tensor([2, 0, 3, 1])
+    other = QueryResult(pivot.probs[order], pivot.mask_logits[order], (32, 32), (32, 32))
+    merged = merge_tta([pivot, other])
+    assert torch.allclose(merged.probs, pivot.probs, atol=1e-6)
+    assert torch.allclose(merged.mask_logits.sigmoid(), pivot.mask_logits.sigmoid(), atol=1e-5)
+
+
+def test_score_with_mask_multiplies_by_mean_mask_probability():
+    g = torch.Generator().manual_seed(1)
+    result = QueryResult(
+        probs=torch.rand(2, 2, generator=g),
+        mask_logits=torch.randn(2, 3, 4, 4, generator=g) * 3,
+        image_size=(16, 16),
+        padded_size=(16, 16),
+    )
+    plain = postprocess(result, (16, 16), InferenceConfig(top_k=4))
+    weighted = postprocess(result, (16, 16), InferenceConfig(top_k=4, score_with_mask=True))
+    up = F.interpolate(result.mask_logits, size=(16, 16), mode="bilinear", align_corners=False).sigmoid()
+    for p, w in zip(plain, weighted):
+        query = int(torch.nonzero(result.probs == p.score)[0, 0])  # the score is that query's class prob
+        probs = up[query].numpy()
+        expected = p.score * probs[p.masks].sum() / max(p.masks.sum(), 1)
+        assert w.score == pytest.approx(expected, rel=1e-4)
+
+
+def test_clip_starts_cover_the_video_with_overlap():
+    assert clip_starts(10, 4, 1) == [0, 3, 6]
+    assert clip_starts(11, 4, 1) == [0, 3, 6, 7]
+    assert clip_starts(3, 4, 1) == [0]
+    for bad in [(10, 4, 0), (10, 4, 4), (10, 1, 0)]:
+        with pytest.raises(ValueError, match="clip_overlap"):
+            clip_starts(*bad)
+
+
+def test_soft_iou_of_binary_masks_is_iou():
+    a = torch.tensor([[1.0, 1, 0, 0], [0, 0, 1, 1]])
+    b = torch.tensor([[1.0, 1, 1, 0]])
+    assert torch.allclose(soft_iou(a, b), torch.tensor([[2 / 3], [1 / 4]]))
+
+
+def test_bad_mode_is_named():
+    with pytest.raises(ValueError, match="inference.mode"):
+        infer(PixelQueryModel(), Frames(moving_video(2), (32, 48)), mode="frames")
+
+
+def test_results_entries_in_official_format():
+    frames = Frames(moving_video(num_frames=3), orig_size=(32, 48))
+    predictions = infer(PixelQueryModel(), frames, mode="video", top_k=4)
+    entries = encode_predictions(7, predictions, category_ids=[10, 20, 30])
+    assert len(entries) == 4
+    for entry, p in zip(entries, predictions):
+        assert entry["video_id"] == 7 and entry["category_id"] == [10, 20, 30][p.label]
+        assert len(entry["segmentations"]) == 3
+        for seg, mask in zip(entry["segmentations"], p.masks):
+            if not mask.any():
+                assert seg is None
+            else:
+                assert isinstance(seg["counts"], str)
+                assert np.array_equal(decode_segmentation(seg, 32, 48), mask)
