@@ -1,0 +1,216 @@
+"""The submitit Slurm launch path on the local single-node cluster (slurm/start_cluster.sh).
+
+Skipped only where `sbatch` is not on PATH or `sinfo` does not answer. Every wait has a timeout so that
+a broken cluster fails the tests instead of hanging them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import submitit
+from submitit.helpers import Checkpointable
+
+from ifrvis.launch.slurm_profile import load_slurm_profile, slurm_executor
+
+TESTS_DIR = Path(__file__).resolve().parent
+
+
+def _sinfo_answers() -> bool:
+    try:
+        return subprocess.run(["sinfo", "-h"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+_skip_without_sbatch = pytest.mark.skipif(
+    shutil.which("sbatch") is None, reason="no Slurm: sbatch is not on PATH"
+)
+_skip_without_sinfo = pytest.mark.skipif(
+    shutil.which("sbatch") is not None and not _sinfo_answers(),
+    reason="Slurm does not answer (`sinfo` failed): run `bash slurm/start_cluster.sh` as root",
+)
+
+
+def needs_slurm(test):
+    """Marks a test that submits jobs to the local cluster."""
+    return pytest.mark.slurm(_skip_without_sbatch(_skip_without_sinfo(test)))
+
+
+# ---- functions run as Slurm jobs (imported by the job through PYTHONPATH, see `executor`) ----
+
+
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def sleep_then_return(marker: str, seconds: float) -> str:
+    Path(marker).write_text(str(os.getpid()))
+    time.sleep(seconds)
+    return "not cancelled"
+
+
+class SumOfSquares(Checkpointable):
+    """Sums step**2 for step < n_steps, one step a second, saving (next step, total) to
+    `<workdir>/checkpoint.json` after each step and resuming from that file when it exists.
+    Each start appends the step it starts from to `<workdir>/starts.log`."""
+
+    def __init__(self, workdir: str, n_steps: int, step_seconds: float) -> None:
+        self.workdir = Path(workdir)
+        self.n_steps = n_steps
+        self.step_seconds = step_seconds
+
+    def __call__(self) -> int:
+        checkpoint = self.workdir / "checkpoint.json"
+        state = json.loads(checkpoint.read_text()) if checkpoint.exists() else {"step": 0, "total": 0}
+        with open(self.workdir / "starts.log", "a") as log:
+            log.write(f"{state['step']}\n")
+        for step in range(state["step"], self.n_steps):
+            time.sleep(self.step_seconds)
+            state = {"step": step + 1, "total": state["total"] + step * step}
+            tmp = checkpoint.with_suffix(".tmp")
+            tmp.write_text(json.dumps(state))
+            tmp.replace(checkpoint)
+        return state["total"]
+
+
+# ---- helpers ----
+
+
+def wait_until(predicate, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+        time.sleep(0.5)
+
+
+def finished(job: submitit.Job, timeout_s: float = 90) -> submitit.Job:
+    """Waits (polling sacct) until submitit sees `job` finished, whatever its end."""
+    wait_until(lambda: job.done(force_check=True), timeout_s, f"Slurm job {job.job_id} to finish")
+    return job
+
+
+def job_log_tail(job: submitit.Job) -> str:
+    return f"stdout:\n{job.stdout() or ''}\nstderr:\n{(job.stderr() or '')[-3000:]}"
+
+
+@pytest.fixture
+def executor(tmp_path, monkeypatch):
+    """An AutoExecutor on Slurm with the local profile. The job folder is a pytest tmp dir: local disk
+    is shared with the only node here (on a real cluster it must be on a shared file system)."""
+    # sbatch exports the submitting environment: the jobs import this module from tests/.
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [str(TESTS_DIR), os.environ.get("PYTHONPATH")]))
+    )
+    ex = slurm_executor(tmp_path / "jobs", "local", {"time_min": 5})
+    ex.update_parameters(name="ifrvis-test")
+    return ex
+
+
+# ---- tests ----
+
+
+def test_local_profile_gives_slurm_parameters():
+    parameters = load_slurm_profile("local")
+    assert parameters["slurm_partition"] == "debug"
+    assert parameters["cpus_per_task"] == 1
+    assert "gpus_per_node" not in parameters  # no GPU request on a cluster without GPUs
+    assert "slurm_account" not in parameters  # null: not passed
+
+
+def test_paper_profile_reaches_the_sbatch_file():
+    ex = slurm_executor("unused", "paper", {"account": "vision", "partition": "v100"})
+    sbatch = ex._executor._make_submission_file_text("true", "uid")
+    for line in ("--gpus-per-node=8", "--ntasks-per-node=8", "--partition=v100", "--account=vision"):
+        assert f"#SBATCH {line}" in sbatch
+    assert ex._executor.max_num_timeout == 10
+
+
+def test_profile_errors_name_the_file_and_key(tmp_path):
+    with pytest.raises(KeyError, match="overrides of .*local.yaml.*partiton"):
+        load_slurm_profile("local", {"partiton": "gpu"})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("partition: debug\ntime_min: 10\ncpus_per_task: 1\nmem_gb: 1\ngpus: 1\n")
+    with pytest.raises(KeyError, match=r"bad.yaml.*\bgpus\b"):
+        load_slurm_profile(bad)
+    with pytest.raises(TypeError, match="local.yaml: time_min must be int"):
+        load_slurm_profile("local", {"time_min": "10"})
+    with pytest.raises(ValueError, match="cpus_per_task must be at least 1"):
+        load_slurm_profile("local", {"cpus_per_task": 0})
+    with pytest.raises(FileNotFoundError, match="known profiles: .*local"):
+        load_slurm_profile("no_such_profile")
+    bad.write_text("partition: debug\n")
+    with pytest.raises(KeyError, match="missing key"):
+        load_slurm_profile(bad)
+
+
+@needs_slurm
+def test_submit_returns_the_function_result(executor):
+    job = executor.submit(add, 2, 40)
+    finished(job)
+    assert job.result() == 42, job_log_tail(job)
+
+
+@needs_slurm
+def test_map_array_runs_one_task_per_argument(executor):
+    jobs = executor.map_array(square, [3, 4])
+    assert len(jobs) == 2
+    assert jobs[0].job_id.split("_")[0] == jobs[1].job_id.split("_")[0]  # one Slurm array
+    for job in jobs:
+        finished(job)
+    assert [job.result() for job in jobs] == [9, 16]
+
+
+@needs_slurm
+def test_cancelled_job_is_seen_finished(executor, tmp_path):
+    marker = tmp_path / "started"
+    job = executor.submit(sleep_then_return, str(marker), 300)
+    wait_until(marker.exists, 60, "the job to start")
+    job.cancel()
+    # Seen through sacct (no result file will ever appear): without accounting this never returns.
+    finished(job, timeout_s=30)
+    assert job.state.startswith("CANCELLED"), job.state
+
+
+@needs_slurm
+def test_checkpointable_job_is_requeued_and_resumes(executor, tmp_path):
+    n_steps = 6
+    uninterrupted_dir = tmp_path / "uninterrupted"
+    uninterrupted_dir.mkdir()
+    expected = SumOfSquares(str(uninterrupted_dir), n_steps, step_seconds=0)()
+    assert expected == sum(step * step for step in range(n_steps))
+
+    workdir = tmp_path / "interrupted"
+    workdir.mkdir()
+    job = executor.submit(SumOfSquares(str(workdir), n_steps, step_seconds=1.0))
+    checkpoint = workdir / "checkpoint.json"
+    wait_until(
+        lambda: checkpoint.exists() and json.loads(checkpoint.read_text())["step"] >= 2,
+        60,
+        "the job's second checkpoint",
+    )
+    job._interrupt()  # USR2 (what Slurm sends before preemption): checkpoint() then requeue
+    finished(job, timeout_s=100)
+
+    assert job.result() == expected, job_log_tail(job)
+    starts = [int(line) for line in (workdir / "starts.log").read_text().split()]
+    assert len(starts) == 2, f"the job started {len(starts)} times: {starts}"
+    assert starts[0] == 0 and 2 <= starts[1] < n_steps  # the second run resumed from the checkpoint
+    requeues = subprocess.run(
+        ["sacct", "-n", "-X", "-D", "-j", job.job_id, "-o", "State"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    ).stdout.split()
+    assert "REQUEUED" in requeues, requeues
