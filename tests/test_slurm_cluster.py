@@ -129,6 +129,7 @@ def test_local_profile_gives_slurm_parameters():
     assert "slurm_account" not in parameters  # null: not passed
 
 
+@_skip_without_sbatch  # submitit's SlurmExecutor refuses to exist without sbatch
 def test_paper_profile_reaches_the_sbatch_file():
     ex = slurm_executor("unused", "paper", {"account": "vision", "partition": "v100"})
     sbatch = ex._executor._make_submission_file_text("true", "uid")
