@@ -230,3 +230,44 @@ def test_results_entries_in_official_format():
             else:
                 assert isinstance(seg["counts"], str)
                 assert np.array_equal(decode_segmentation(seg, 32, 48), mask)
+
+
+def write_tiny_ytvis(root, num_frames=3):
+    """One 32x48 video of PNG frames (coloured squares) and three categories, in YouTube-VIS format."""
+    from PIL import Image
+
+    from ifrvis.data.ytvis import load_ytvis
+
+    video = moving_video(num_frames=num_frames)
+    names = []
+    (root / "JPEGImages" / "v1").mkdir(parents=True)
+    for t in range(num_frames):
+        names.append(f"v1/{t:05d}.png")
+        array = video[t].permute(1, 2, 0).numpy().astype(np.uint8)
+        Image.fromarray(array).save(root / "JPEGImages" / names[-1])
+    raw = {
+        "videos": [{"id": 4, "width": 48, "height": 32, "length": num_frames, "file_names": names}],
+        "categories": [{"id": cid, "name": f"c{cid}"} for cid in (5, 9, 11)],
+    }
+    (root / "valid.json").write_text(__import__("json").dumps(raw))
+    return load_ytvis(root / "valid.json", root / "JPEGImages")
+
+
+@pytest.mark.parametrize("mode", ["video", "tta"])
+def test_run_inference_on_a_ytvis_split(tmp_path, mode):
+    from ifrvis.config import Config
+    from ifrvis.data.datasets import VideoFrames
+    from ifrvis.inference import run_inference
+
+    ytvis = write_tiny_ytvis(tmp_path)
+    cfg = Config()
+    cfg.data.test_short_side, cfg.data.max_long_side = 32, 200
+    cfg.inference.mode, cfg.inference.top_k, cfg.inference.tta_short_sides = mode, 4, [32, 64]
+    results = run_inference(PixelQueryModel(), ytvis, cfg, progress=False)
+    expected = infer(PixelQueryModel(), VideoFrames(ytvis, ytvis.videos[0], 32, 200), mode="video", top_k=4)
+    assert len(results) == 4
+    assert [r["category_id"] for r in results] == [[5, 9, 11][p.label] for p in expected]
+    for entry, p in zip(results, expected):
+        assert entry["video_id"] == 4 and len(entry["segmentations"]) == 3
+        masks = np.stack([decode_segmentation(s, 32, 48) for s in entry["segmentations"]])
+        assert np.mean(masks != p.masks) <= (0.0 if mode == "video" else 0.03)

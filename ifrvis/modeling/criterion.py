@@ -53,6 +53,9 @@ def num_instances(targets: list[dict], device: torch.device) -> float:
     return max(count.item(), 1.0)
 
 
+PER_INSTANCE_KEYS = ("labels", "masks", "present", "instance_ids")
+
+
 def present_targets(target: dict) -> dict:
     """Keep the instances present in at least one frame of the clip: a label needs a frame that shows it."""
     if "present" not in target:
@@ -60,7 +63,7 @@ def present_targets(target: dict) -> dict:
     keep = target["present"].any(1)
     if bool(keep.all()):
         return target
-    return {**target, "labels": target["labels"][keep], "masks": target["masks"][keep]}
+    return {key: value[keep] if key in PER_INSTANCE_KEYS else value for key, value in target.items()}
 
 
 class SetCriterion(nn.Module):
