@@ -1,7 +1,7 @@
 """The λ_e ablation of Sec. 4.3 / Figure 4: λ_e in {0, 0.1, 0.3, 0.5, 1.0} x 5 seeds, then Figure 4.
 
-    python experiments/ablate_lambda_e.py                      # tiny config on synthetic data
-    python experiments/ablate_lambda_e.py --profile paper --executor slurm   # R50, 400 held-out videos
+python experiments/ablate_lambda_e.py                      # tiny config on synthetic data
+python experiments/ablate_lambda_e.py --profile paper --executor slurm   # R50, 400 held-out videos
 """
 
 import argparse
@@ -28,7 +28,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     args.sweep = args.sweep or f"ablation-lambda_e-{args.profile}"
     grid = [[f"loss.lambda_e={value}"] for value in args.lambdas]
-    cfgs = expand([args.config or PROFILES[args.profile]], range(args.seeds), args.sweep, args.overrides, grid)
+    cfgs = expand(
+        [args.config or PROFILES[args.profile]], range(args.seeds), args.sweep, args.overrides, grid
+    )
     status = run_sweep(cfgs, args)
     if not args.dry_run and not args.no_figure:
         paths = figure4_from_mlflow(sweep=args.sweep, experiment=cfgs[0].logging.experiment)

@@ -31,7 +31,9 @@ class DataConfig:
     train_json: str = "train.json"
     valid_json: str = "valid.json"  # "" when there is no validation split with ground truth
     image_dir: str = "JPEGImages"
-    holdout_videos: int = 0  # > 0: carve this many videos out of train.json as the validation split (Sec. 4.3)
+    holdout_videos: int = (
+        0  # > 0: carve this many videos out of train.json as the validation split (Sec. 4.3)
+    )
     holdout_seed: int = 0
     clip_length: int = 2  # T frames per training clip (Sec. 4.1)
     max_frame_gap: int = 20  # the sampled frames of a clip lie within this many frames
@@ -165,7 +167,9 @@ def _check_value(value: Any, hint: Any, key: str, source: str) -> Any:
     if hint in (int, float) and isinstance(value, bool):
         raise ConfigError(f"{source}: '{key}' = {value!r} should be {hint.__name__}, not bool")
     if not isinstance(value, hint):
-        raise ConfigError(f"{source}: '{key}' = {value!r} should be {hint.__name__}, got {type(value).__name__}")
+        raise ConfigError(
+            f"{source}: '{key}' = {value!r} should be {hint.__name__}, got {type(value).__name__}"
+        )
     return value
 
 

@@ -67,7 +67,9 @@ def test_checkpoint_round_trip_loads_with_weights_only(tmp_path):
     state = {"model": Toy().state_dict(), "iteration": 7, "note": [1, 2]}
     path = save_checkpoint(tmp_path / "checkpoint.pt", state)
     loaded = load_checkpoint(path)
-    assert loaded["iteration"] == 7 and torch.equal(loaded["model"]["head.weight"], state["model"]["head.weight"])
+    assert loaded["iteration"] == 7 and torch.equal(
+        loaded["model"]["head.weight"], state["model"]["head.weight"]
+    )
     assert not list(tmp_path.glob(".*tmp*"))
 
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 
 from ifrvis import tracking
 from ifrvis.config import Config
 from ifrvis.data.ytvis import YTVIS
 from ifrvis.evaluation import evaluate_ytvis, tracking_metrics, write_results
 from ifrvis.inference import run_inference
+from ifrvis.visualize import draw_video_strip, load_predictions
 
 AP_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 TRACKING_KEYS = ("IDF1", "MOTA", "IDP", "IDR", "IDs", "MOTP", "FP", "FN")
@@ -40,18 +43,30 @@ def evaluate_model(
         ap = evaluate_ytvis(valid_set.raw, results)
         track = tracking_metrics(valid_set.raw, results)
         metrics = flat_metrics(ap, track, names)
-        (out_dir / "tracking_per_video.json").write_text(json.dumps(track["per_video"], indent=1, default=str))
+        (out_dir / "tracking_per_video.json").write_text(
+            json.dumps(track["per_video"], indent=1, default=str)
+        )
     if logger:
         logger.log_artifact(json_path)
         if not valid_set.has_annotations:
             logger.log_artifact(zip_path)
-        if cfg.logging.visualize and results:
+        if cfg.logging.visualize and valid_set.has_annotations:
             logger.log_artifact(_visualize_first_video(valid_set, results, out_dir), "vis")
     return metrics
 
 
 def _visualize_first_video(valid_set: YTVIS, results: list[dict], out_dir: Path) -> Path:
-    from ifrvis.visualize import draw_video_strip
-
-    video_id = results[0]["video_id"]
-    return draw_video_strip(valid_set, video_id, results, out_dir / "vis" / f"video_{video_id}.png")
+    """Ground truth above predictions for the first validation video: the strip PNG."""
+    video = valid_set.videos[0]
+    frames = [
+        np.asarray(Image.open(valid_set.frame_path(video, t)).convert("RGB"))
+        for t in range(len(video["file_names"]))
+    ]
+    ground_truth = [
+        {"label": ann["category_id"], "masks": valid_set.decode_instance(ann)[0]}
+        for ann in valid_set.annotations_of(video["id"])
+    ]
+    names = {c["id"]: c["name"] for c in valid_set.categories}
+    out_path = out_dir / "vis" / f"video_{video['id']}.png"
+    draw_video_strip(frames, ground_truth, load_predictions(results, video), out_path, names, gif=False)
+    return out_path

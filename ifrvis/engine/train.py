@@ -15,7 +15,6 @@ import random
 import signal
 import sys
 import time
-import traceback
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from ifrvis.data.datasets import ClipDataset, TrainSampler, collate_clips
 from ifrvis.data.ytvis import YTVIS, load_ytvis
 from ifrvis.engine import runs
 from ifrvis.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from ifrvis.engine.distributed import DistInfo, broadcast_object, cleanup, init_distributed, resolve_device
+from ifrvis.engine.distributed import DistInfo, cleanup, init_distributed, resolve_device
 from ifrvis.engine.evaluate import evaluate_model
 from ifrvis.engine.solver import build_optimizer, build_scheduler
 from ifrvis.modeling import build_model
@@ -210,7 +209,9 @@ def _train_and_evaluate(cfg, state, logger, info, device, out_dir, ckpt_path, fl
         model = torch.nn.parallel.DistributedDataParallel(model)
     per_rank = cfg.solver.batch_size // info.world_size
     if per_rank * info.world_size != cfg.solver.batch_size:
-        raise ValueError(f"solver.batch_size {cfg.solver.batch_size} is not divisible by {info.world_size} ranks")
+        raise ValueError(
+            f"solver.batch_size {cfg.solver.batch_size} is not divisible by {info.world_size} ranks"
+        )
     dataset = ClipDataset(train_set, cfg.data, train=True, seed=cfg.seed)
     sampler = TrainSampler(len(dataset), seed=cfg.seed, rank=info.rank, world_size=info.world_size)
     if state is not None:
@@ -220,7 +221,9 @@ def _train_and_evaluate(cfg, state, logger, info, device, out_dir, ckpt_path, fl
     metrics_buffer: list[tuple[int, dict[str, float]]] = []
 
     def checkpoint(iteration: int) -> None:
-        samplers = _gather(sampler.state_dict(), info)
+        # Every iteration consumes `per_rank` items, so the position follows from the iteration
+        # (the loader's prefetching runs the live sampler ahead of what training has consumed).
+        samplers = _gather({**sampler.state_dict(), "position": iteration * per_rank}, info)
         rngs = _gather(rng_state(), info)
         if info.is_main:
             unwrapped = model.module if info.world_size > 1 else model
@@ -242,7 +245,7 @@ def _train_and_evaluate(cfg, state, logger, info, device, out_dir, ckpt_path, fl
             metrics_buffer.clear()
 
     model.train()
-    batches = _batches(dataset, _Resumed(sampler, per_rank), per_rank, cfg.data.num_workers)
+    batches = _batches(dataset, sampler, per_rank, cfg.data.num_workers)
     bar = tqdm(
         range(start_iter, cfg.solver.max_iters),
         initial=start_iter,
@@ -254,7 +257,6 @@ def _train_and_evaluate(cfg, state, logger, info, device, out_dir, ckpt_path, fl
     tic = time.perf_counter()
     for iteration in bar:
         images, targets = next(batches)
-        sampler.advance(per_rank)
         images = images.to(device, non_blocking=True)
         targets = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
         with torch.autocast(device.type, dtype=_amp_dtype(cfg), enabled=_amp_dtype(cfg) is not None):
@@ -294,20 +296,6 @@ def _train_and_evaluate(cfg, state, logger, info, device, out_dir, ckpt_path, fl
     return metrics
 
 
-class _Resumed:
-    """The sampler's stream from its current position (a copy, so the live sampler's position
-    advances only with the batches actually consumed, not with the loader's prefetching)."""
-
-    def __init__(self, sampler: TrainSampler, per_rank: int):
-        self.state = sampler.state_dict()
-        self.sampler = sampler
-
-    def __iter__(self):
-        clone = TrainSampler(self.sampler.num_items, self.sampler.seed, self.sampler.rank, self.sampler.world_size)
-        clone.load_state_dict(self.state)
-        return iter(clone)
-
-
 def _gather(value, info: DistInfo) -> list:
     """Every rank's `value` on rank 0 (a list in rank order)."""
     if info.world_size == 1:
@@ -343,7 +331,11 @@ def main(argv: list[str] | None = None) -> int:
         print(stop, file=sys.stderr)
         return 143
     summary = {k: v for k, v in metrics.items() if k in ("AP", "AP50", "AP75", "AR1", "AR10", "IDF1", "IDs")}
-    print(json.dumps({k: round(v, 4) if isinstance(v, float) and math.isfinite(v) else v for k, v in summary.items()}))
+    print(
+        json.dumps(
+            {k: round(v, 4) if isinstance(v, float) and math.isfinite(v) else v for k, v in summary.items()}
+        )
+    )
     return 0
 
 

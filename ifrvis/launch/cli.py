@@ -17,11 +17,21 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--executor", choices=("local", "slurm", "ray"), default="local")
     parser.add_argument("--sweep", help="sweep name (MLflow tag and parent run)")
     parser.add_argument("--dry-run", action="store_true", help="print the run specs and their status only")
-    parser.add_argument("--max-parallel", type=int, default=os.cpu_count() or 1,
-                        help="local: runs at once (default: one per CPU core); ray: concurrent trials")
+    parser.add_argument(
+        "--max-parallel",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="local: runs at once (default: one per CPU core); ray: concurrent trials",
+    )
     parser.add_argument("--retry-failed", action="store_true", help="also re-run specs whose run FAILED")
-    parser.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="config overrides applied to every run")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config overrides applied to every run",
+    )
     slurm = parser.add_argument_group("slurm (submitit)")
     slurm.add_argument("--slurm-profile", default="local", help="slurm/profiles/<name>.yaml or a path")
     for flag in ("partition", "time", "gpus", "cpus", "mem", "account", "array-parallelism"):
@@ -50,7 +60,9 @@ def run_sweep(cfgs: Sequence[Config], args: argparse.Namespace) -> int:
     """Plan, launch what is missing on the chosen executor, print the summary; 1 if a run failed."""
     specs = plan(cfgs, args.sweep, retry_failed=args.retry_failed, create=not args.dry_run)
     launch = to_launch(specs)
-    counts = {state: sum(s.state == state for s in specs) for state in ("done", "resume", "failed", "pending")}
+    counts = {
+        state: sum(s.state == state for s in specs) for state in ("done", "resume", "failed", "pending")
+    }
     print(f"sweep '{args.sweep}': {len(specs)} runs: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
     if args.dry_run:
         print(summary_table(specs))

@@ -88,7 +88,9 @@ def plan(cfgs: Sequence[Config], sweep: str, retry_failed: bool = False, create:
     parent = parent_run(cfgs, sweep) if create else ""
     specs = []
     for cfg in cfgs:
-        cfg = dataclasses.replace(cfg, logging=dataclasses.replace(cfg.logging, sweep=sweep, parent_run_id=parent))
+        cfg = dataclasses.replace(
+            cfg, logging=dataclasses.replace(cfg.logging, sweep=sweep, parent_run_id=parent)
+        )
         spec = classify(cfg)
         if spec.state == FAILED and retry_failed:
             spec.state, spec.error = (RESUME if runs.checkpoint_path(cfg).exists() else PENDING), ""
