@@ -151,8 +151,9 @@ def predict_clips(model, frames, cfg: InferenceConfig) -> QueryResult:
         clip = run_frames(model, frames, range(start, stop), cfg.chunk_frames)
         clip_masks = clip.mask_logits.sigmoid()  # (Q, Tc, h, w)
         if n == 0:
-            prob_sum, mask_sum = torch.zeros_like(clip.probs), clip_masks.new_zeros(
-                (clip_masks.shape[0], num_frames, *clip_masks.shape[2:])
+            prob_sum, mask_sum = (
+                torch.zeros_like(clip.probs),
+                clip_masks.new_zeros((clip_masks.shape[0], num_frames, *clip_masks.shape[2:])),
             )
             order = torch.arange(clip_masks.shape[0])
         else:
@@ -293,27 +294,13 @@ def video_id(video) -> int:
     return int(video["id"] if isinstance(video, dict) else video.id)
 
 
-def encode_predictions(vid: int, predictions: list[Prediction], category_ids: Sequence[int]) -> list[dict]:
-    """Official YouTube-VIS results entries: compressed RLE per frame, null where the mask is empty."""
-    from ifrvis.data.masks import encode_rle
-
-    return [
-        {
-            "video_id": vid,
-            "category_id": int(category_ids[p.label]),
-            "score": p.score,
-            "segmentations": [encode_rle(m) if m.any() else None for m in p.masks],
-        }
-        for p in predictions
-    ]
-
-
 @torch.no_grad()
 def run_inference(model, ytvis, cfg: Config, progress: bool = True) -> list[dict]:
     """Predict every video of `ytvis` with `cfg.inference` -> results in the official format."""
     from tqdm import tqdm
 
     from ifrvis.data.datasets import VideoFrames
+    from ifrvis.evaluation.results import encode_video_predictions
 
     model.eval()
     results = []
@@ -324,5 +311,5 @@ def run_inference(model, ytvis, cfg: Config, progress: bool = True) -> list[dict
             return VideoFrames(ytvis, video, side, cfg.data.max_long_side)
 
         predictions = predict_video(model, frames, cfg.inference, frames_at)
-        results.extend(encode_predictions(video_id(video), predictions, ytvis.category_ids))
+        results.extend(encode_video_predictions(video_id(video), predictions, ytvis.category_ids))
     return results

@@ -12,10 +12,10 @@ from torch import nn
 
 from ifrvis.config import InferenceConfig
 from ifrvis.data.masks import decode_segmentation
+from ifrvis.evaluation.results import encode_video_predictions
 from ifrvis.inference import (
     QueryResult,
     clip_starts,
-    encode_predictions,
     merge_tta,
     postprocess,
     predict_video,
@@ -219,7 +219,7 @@ def test_bad_mode_is_named():
 def test_results_entries_in_official_format():
     frames = Frames(moving_video(num_frames=3), orig_size=(32, 48))
     predictions = infer(PixelQueryModel(), frames, mode="video", top_k=4)
-    entries = encode_predictions(7, predictions, category_ids=[10, 20, 30])
+    entries = encode_video_predictions(7, predictions, category_ids=[10, 20, 30])
     assert len(entries) == 4
     for entry, p in zip(entries, predictions):
         assert entry["video_id"] == 7 and entry["category_id"] == [10, 20, 30][p.label]
