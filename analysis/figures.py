@@ -78,7 +78,7 @@ def figure4(audit: RunAudit, out_dir: Path, metrics: list[str] = TABLE1_METRICS)
     axes[0][0].set_ylabel("%")
     axes[0][0].legend(fontsize=7)
     counts = ", ".join(f"λ_e={r.lambda_e:g}: n={r.n}" for r in lambda_e_stats(runs, metrics[0]).itertuples())
-    figure.suptitle(f"Metrics against λ_e (mean ± sample std over seeds; {counts})", fontsize=9)
+    figure.suptitle(f"Metrics against λ_e (mean ± sample std over seeds; {counts})", fontsize=9, y=1.04)
     return _save(figure, out_dir, "figure4")
 
 
@@ -149,7 +149,10 @@ def tracking_bars(audit: RunAudit, out_dir: Path, metrics: list[str] = TABLE3_ME
         axis.set_title(metric + (" (lower is better)" if metric == "IDs" else ""))
         axis.set_xticks([])
         axis.grid(alpha=0.3, axis="y")
-    axes[0][0].legend(fontsize=6, loc="lower left")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    figure.legend(
+        handles, labels, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(4, len(groups))
+    )
     return _save(figure, out_dir, "tracking_bars")
 
 
