@@ -1,0 +1,146 @@
+"""Tracking metrics of the paper's Section 4.4 / Table 3 (IDF1, MOTA, IDP, IDR, IDs, ...).
+
+Method (Sec. 4.4): in every frame, the tight bounding box of each ground-truth and predicted mask
+is an object / hypothesis; py-motmetrics accumulates them with an IoU distance (1 - box IoU) and a
+0.5 IoU threshold. Ground-truth tracks are the annotations (crowd ones included, class-agnostic);
+predicted tracks are the results with score >= score_threshold (class-agnostic). Track ids are the
+index of the annotation in the ground truth's list and of the entry in the results list. A frame where a mask is null or empty has no box for that track.
+
+motmetrics 1.4.0's own `distances.iou_matrix` calls `np.asfarray`, removed in NumPy 2, so the IoU
+distance matrix is computed here (`iou_distance`) and fed to its accumulator, which works.
+MOTP is motmetrics' value: the mean IoU distance (1 - IoU) of matched pairs (lower is better).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import motmetrics as mm
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from ifrvis.evaluation.results import load_ground_truth, load_results, video_infos
+from ifrvis.evaluation.ytvis_eval import _to_rle
+
+# our key -> motmetrics metric name
+_MM_METRICS = {
+    "IDF1": "idf1",
+    "MOTA": "mota",
+    "IDP": "idp",
+    "IDR": "idr",
+    "IDs": "num_switches",
+    "MOTP": "motp",
+    "FP": "num_false_positives",
+    "FN": "num_misses",
+    "num_objects": "num_objects",
+    "num_predictions": "num_predictions",
+}
+_COUNT_KEYS = ("IDs", "FP", "FN", "num_objects", "num_predictions")
+
+
+def iou_distance(gt_boxes: np.ndarray, pred_boxes: np.ndarray, iou_threshold: float = 0.5) -> np.ndarray:
+    """IoU distance of boxes [x, y, w, h]: gt (N, 4), pred (K, 4) -> (N, K) 1 - IoU, NaN (do not
+    pair) where IoU < iou_threshold. Same convention as motmetrics' iou_matrix(max_iou=1 - thr)."""
+    gt_boxes = np.asarray(gt_boxes, dtype=np.float64).reshape(-1, 4)
+    pred_boxes = np.asarray(pred_boxes, dtype=np.float64).reshape(-1, 4)
+    lo = np.maximum(gt_boxes[:, None, :2], pred_boxes[None, :, :2])
+    hi = np.minimum(gt_boxes[:, None, :2] + gt_boxes[:, None, 2:], pred_boxes[None, :, :2] + pred_boxes[None, :, 2:])
+    inter = np.prod(np.clip(hi - lo, 0, None), axis=-1)
+    union = np.prod(gt_boxes[:, 2:], axis=-1)[:, None] + np.prod(pred_boxes[:, 2:], axis=-1)[None, :] - inter
+    iou = np.divide(inter, union, out=np.zeros_like(inter), where=inter > 0)
+    dist = 1.0 - iou
+    return np.where(dist > 1.0 - iou_threshold, np.nan, dist)
+
+
+def accumulate(frames: Iterable[tuple], iou_threshold: float = 0.5, *accumulators) -> mm.MOTAccumulator:
+    """frames: (frame id, gt ids, gt boxes (N, 4), pred ids, pred boxes (K, 4)) per frame -> a new
+    accumulator of them. Ids must be numbers (motmetrics 1.4.0 stores them as floats under pandas 3).
+    The same events also go to `accumulators` (with their own running frame ids), e.g. an overall one."""
+    acc = mm.MOTAccumulator(auto_id=False)
+    for frame_id, gt_ids, gt_boxes, pred_ids, pred_boxes in frames:
+        dist = iou_distance(gt_boxes, pred_boxes, iou_threshold)
+        acc.update(list(gt_ids), list(pred_ids), dist, frameid=frame_id)
+        for other in accumulators:
+            other.update(list(gt_ids), list(pred_ids), dist)
+    return acc
+
+
+def summarize(overall: mm.MOTAccumulator, per_video: dict) -> dict:
+    """Our keys from the overall accumulator and `per_video` (name -> the same keys).
+
+    The overall accumulator holds every video's events with ids unique across videos: motmetrics
+    1.4.0's own merge (`merge_event_dataframes`) needs `DataFrame.append`, gone in pandas 2, and its
+    `generate_overall` turns MOTP into NaN as soon as one video has no match."""
+    names = list(per_video)
+    metrics = list(_MM_METRICS.values())
+    host = mm.metrics.create()
+    out = _row(host.compute(overall, metrics=metrics, name="OVERALL"), "OVERALL")
+    if names:
+        summary = host.compute_many([per_video[n] for n in names], metrics=metrics, names=[str(n) for n in names])
+        out["per_video"] = {n: _row(summary, str(n)) for n in names}
+    else:
+        out["per_video"] = {}
+    return out
+
+
+def _row(summary, label) -> dict:
+    values = summary.loc[label]
+    return {key: _clean(values[name], key in _COUNT_KEYS) for key, name in _MM_METRICS.items()}
+
+
+def _clean(value, is_count: bool):
+    value = float(value)
+    if is_count:
+        return int(value)
+    return value if math.isfinite(value) else float("nan")
+
+
+def _video_boxes(segmentations: list, height: int, width: int) -> list:
+    """Per frame: [x, y, w, h] of the tight box of the mask, or None for a null or empty mask."""
+    rles = [_to_rle(s, height, width) for s in segmentations]
+    present = [t for t, r in enumerate(rles) if r is not None]
+    boxes: list = [None] * len(rles)
+    if present:
+        chosen = [rles[t] for t in present]
+        areas = mask_utils.area(chosen)
+        for t, box, area in zip(present, mask_utils.toBbox(chosen), areas):
+            if area > 0:
+                boxes[t] = box.tolist()
+    return boxes
+
+
+def tracking_metrics(gt, results, score_threshold: float = 0.5, iou_threshold: float = 0.5) -> dict:
+    """IDF1, MOTA, IDP, IDR, IDs, MOTP, FP, FN, num_objects, num_predictions overall and per video
+    (`per_video`: video id -> the same keys) by the method of Sec. 4.4 (see the module docstring).
+
+    gt: YouTube-VIS ground-truth path or dict; results: path or list in the official format.
+    Rates are fractions; a video without ground truth or predictions has NaN rates."""
+    gt = load_ground_truth(gt)
+    results = load_results(results, gt)
+    videos = video_infos(gt)
+    gt_tracks: dict = {vid: [] for vid in videos}
+    for index, ann in enumerate(gt["annotations"]):
+        vid = int(ann["video_id"])
+        if vid in videos:
+            gt_tracks[vid].append((index, ann["segmentations"]))
+    pred_tracks: dict = {vid: [] for vid in videos}
+    for index, res in enumerate(results):
+        if res["score"] >= score_threshold:
+            pred_tracks[res["video_id"]].append((index, res["segmentations"]))
+
+    overall = mm.MOTAccumulator(auto_id=True)
+    accumulators = {}
+    for vid in sorted(videos):
+        info = videos[vid]
+        gt_boxes = [(tid, _video_boxes(segs, info.height, info.width)) for tid, segs in gt_tracks[vid]]
+        pred_boxes = [(tid, _video_boxes(segs, info.height, info.width)) for tid, segs in pred_tracks[vid]]
+        accumulators[vid] = accumulate(_frames(info.length, gt_boxes, pred_boxes), iou_threshold, overall)
+    return summarize(overall, accumulators)
+
+
+def _frames(length: int, gt_boxes: list, pred_boxes: list):
+    for t in range(length):
+        g = [(tid, boxes[t]) for tid, boxes in gt_boxes if t < len(boxes) and boxes[t] is not None]
+        p = [(tid, boxes[t]) for tid, boxes in pred_boxes if boxes[t] is not None]
+        yield t, [i for i, _ in g], np.array([b for _, b in g]), [i for i, _ in p], np.array([b for _, b in p])

@@ -1,0 +1,272 @@
+"""YouTube-VIS AP/AR, number for number the official `ytvoseval` (youtubevos fork of cocoapi).
+
+The rules of the official evaluator, reproduced here:
+- video IoU of a prediction d and a ground truth g = sum_t |d_t & g_t| / sum_t |d_t | g_t|; a frame
+  where only one side has a mask adds its area to the union only;
+- area of an instance = mean of its non-empty per-frame areas (ground truth: the file's `areas`;
+  predictions: computed from the masks); ranges all [0, 1e10], small [0, 128^2],
+  medium [128^2, 256^2], large [256^2, 1e10], bounds inclusive;
+- per (video, category): ground truth sorted so that ignored ones come last (stable), predictions
+  sorted by score descending (stable, so ties keep the results-list order) and cut to maxDet;
+- COCO's greedy matching per IoU threshold 0.50:0.05:0.95, preferring non-ignored ground truth;
+  a prediction matched to an ignored ground truth is ignored, an unmatched prediction outside the
+  area range is ignored;
+- precision made monotone and sampled at 101 recall points (searchsorted 'left'), recall = the
+  final tp / number of non-ignored ground truths; a category without non-ignored ground truth
+  stays -1 and is left out of the means.
+- `iscrowd`: ytvoseval sets `ignore = iscrowd` on the ground truth. A crowd instance is thus an
+  ignored ground truth: it counts in no denominator, a prediction matching it is ignored, and
+  (as COCO) it may absorb several predictions. Its IoU is the ordinary video IoU (ytvoseval does
+  not use COCO's crowd IoU).
+
+The pairwise video IoU is computed per frame with pycocotools' batched RLE intersection over all
+(prediction, ground truth) pairs of a video at once, instead of a loop over pairs and frames.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from ifrvis.evaluation.results import load_ground_truth, load_results, video_infos
+
+IOU_THRESHOLDS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True)
+RECALL_THRESHOLDS = np.linspace(0.0, 1.00, int(np.round((1.00 - 0.0) / 0.01)) + 1, endpoint=True)
+MAX_DETS = (1, 10, 100)
+AREA_RANGES = {"all": (0.0, 1e10), "small": (0.0, 128.0**2), "medium": (128.0**2, 256.0**2), "large": (256.0**2, 1e10)}
+METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+# key -> (precision (1) or recall (0), IoU threshold or None for the mean, area range, maxDet)
+_SUMMARY = {
+    "AP": (1, None, "all", 100),
+    "AP50": (1, 0.5, "all", 100),
+    "AP75": (1, 0.75, "all", 100),
+    "APs": (1, None, "small", 100),
+    "APm": (1, None, "medium", 100),
+    "APl": (1, None, "large", 100),
+    "AR1": (0, None, "all", 1),
+    "AR10": (0, None, "all", 10),
+    "AR100": (0, None, "all", 100),
+    "ARs": (0, None, "small", 100),
+    "ARm": (0, None, "medium", 100),
+    "ARl": (0, None, "large", 100),
+}
+
+
+def _to_rle(seg, height: int, width: int) -> dict | None:
+    """One ground-truth or result frame -> compressed RLE for pycocotools, None when absent."""
+    if not seg:  # None, or an empty polygon list
+        return None
+    if isinstance(seg, list):  # polygons
+        return mask_utils.merge(mask_utils.frPyObjects(seg, height, width))
+    if isinstance(seg["counts"], list):  # uncompressed RLE
+        return mask_utils.frPyObjects(seg, height, width)
+    counts = seg["counts"]
+    return {"size": [height, width], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+
+
+def _mean_nonempty_area(areas) -> float:
+    """Mean of the non-null, non-zero per-frame areas; 0 when there are none (ytvoseval's avg_area)."""
+    values = [a for a in areas if a]
+    return float(np.mean(values)) if values else 0.0
+
+
+def video_iou_matrix(dt_rles: list[list], gt_rles: list[list], height: int, width: int) -> np.ndarray:
+    """Video IoU of every (prediction, ground truth) pair of one video.
+
+    dt_rles: D lists of T compressed RLEs or None; gt_rles: G such lists. Returns (D, G) float64:
+    sum_t intersection / sum_t union, 0 where the union is empty."""
+    num_dt, num_gt = len(dt_rles), len(gt_rles)
+    if num_dt == 0 or num_gt == 0:
+        return np.zeros((num_dt, num_gt))
+    empty = mask_utils.encode(np.zeros((height, width, 1), dtype=np.uint8, order="F"))[0]
+    inter = np.zeros((num_dt, num_gt))
+    dt_area = np.zeros(num_dt)
+    gt_area = np.zeros(num_gt)
+    crowd = [1] * num_gt  # crowd IoU = |d & g| / |d|, from which the integer |d & g| is exact
+    for t in range(len(dt_rles[0])):
+        d_frame = [seq[t] for seq in dt_rles]
+        g_frame = [seq[t] for seq in gt_rles]
+        d_present = any(r is not None for r in d_frame)
+        g_present = any(r is not None for r in g_frame)
+        d_frame = [empty if r is None else r for r in d_frame]
+        g_frame = [empty if r is None else r for r in g_frame]
+        if d_present:
+            d_areas = mask_utils.area(d_frame).astype(np.float64)
+            dt_area += d_areas
+        if g_present:
+            gt_area += mask_utils.area(g_frame)
+        if d_present and g_present:
+            ratio = np.asarray(mask_utils.iou(d_frame, g_frame, crowd), dtype=np.float64).reshape(num_dt, num_gt)
+            inter += np.rint(ratio * d_areas[:, None])
+    union = dt_area[:, None] + gt_area[None, :] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def _match(ious: np.ndarray, gt_ignore: np.ndarray, gt_crowd: np.ndarray, dt_area: np.ndarray, area_range):
+    """cocoeval's greedy matching of one (video, category, area range).
+
+    ious (D, G) with D sorted by score and G sorted ignored-last; returns dt_matched (T, D) bool and
+    dt_ignore (T, D) bool for the T IoU thresholds."""
+    num_thr, (num_dt, num_gt) = len(IOU_THRESHOLDS), ious.shape
+    gt_matched = np.zeros((num_thr, num_gt), dtype=bool)
+    dt_matched = np.zeros((num_thr, num_dt), dtype=bool)
+    dt_ignore = np.zeros((num_thr, num_dt), dtype=bool)
+    for ti, thr in enumerate(IOU_THRESHOLDS):
+        for d in range(num_dt):
+            best_iou, best = min(thr, 1 - 1e-10), -1
+            for g in range(num_gt):
+                if gt_matched[ti, g] and not gt_crowd[g]:
+                    continue
+                if best > -1 and not gt_ignore[best] and gt_ignore[g]:
+                    break  # matched a regular ground truth; the rest are ignored ones
+                if ious[d, g] < best_iou:
+                    continue
+                best_iou, best = ious[d, g], g
+            if best == -1:
+                continue
+            dt_ignore[ti, d] = gt_ignore[best]
+            dt_matched[ti, d] = True
+            gt_matched[ti, best] = True
+    outside = (dt_area < area_range[0]) | (dt_area > area_range[1])
+    dt_ignore |= ~dt_matched & outside[None, :]
+    return dt_matched, dt_ignore
+
+
+def _precision_recall(scores, matched, ignored, num_positive: int):
+    """101-point interpolated precision (T, R) and final recall (T,) of one accumulation cell."""
+    order = np.argsort(-scores, kind="mergesort")
+    matched, ignored = matched[:, order], ignored[:, order]
+    tp = np.cumsum(matched & ~ignored, axis=1).astype(np.float64)
+    fp = np.cumsum(~matched & ~ignored, axis=1).astype(np.float64)
+    num_thr, num_dt = tp.shape
+    precision = np.zeros((num_thr, len(RECALL_THRESHOLDS)))
+    recall = np.zeros(num_thr)
+    for ti in range(num_thr):
+        rc = tp[ti] / num_positive
+        pr = tp[ti] / (fp[ti] + tp[ti] + np.spacing(1))
+        if num_dt:
+            recall[ti] = rc[-1]
+        pr = np.maximum.accumulate(pr[::-1])[::-1]  # monotone (non-increasing) precision envelope
+        idx = np.searchsorted(rc, RECALL_THRESHOLDS, side="left")
+        valid = idx < num_dt
+        precision[ti, valid] = pr[idx[valid]]
+    return precision, recall
+
+
+def _group(items, key):
+    groups: dict = {}
+    for item in items:
+        groups.setdefault(key(item), []).append(item)
+    return groups
+
+
+def evaluate_ytvis(gt, results) -> dict:
+    """YouTube-VIS AP/AR of `results` against `gt`.
+
+    gt: ground-truth JSON path or dict; results: path or list in the official format (validated by
+    `load_results`). Returns AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs, ARm, ARl as
+    fractions in [0, 1] (-1 where undefined) and `per_category_AP` {category id: AP} over the
+    categories with ground truth. Prints nothing."""
+    gt = load_ground_truth(gt)
+    results = load_results(results, gt)
+    videos = video_infos(gt)
+    video_ids = sorted(videos)
+    cat_ids = sorted({int(c["id"]) for c in gt["categories"]})
+    gt_by_video = _group((a for a in gt["annotations"] if int(a["video_id"]) in videos), lambda a: int(a["video_id"]))
+    dt_by_video = _group(results, lambda r: r["video_id"])
+
+    area_names = list(AREA_RANGES)
+    # (category, area range) -> list over videos of (scores (D,), matched (T, D), ignored (T, D), gt_ignore (G,))
+    cells: dict = {}
+    for vid in video_ids:
+        info = videos[vid]
+        gts, dts = gt_by_video.get(vid, []), dt_by_video.get(vid, [])
+        if not gts and not dts:
+            continue
+        gt_rles = [[_to_rle(s, info.height, info.width) for s in a["segmentations"]] for a in gts]
+        dt_rles = [[_to_rle(s, info.height, info.width) for s in r["segmentations"]] for r in dts]
+        ious = video_iou_matrix(dt_rles, gt_rles, info.height, info.width)
+        gt_area = np.array([_mean_nonempty_area(_gt_areas(a, rles)) for a, rles in zip(gts, gt_rles)])
+        dt_area = np.array([_mean_nonempty_area(_rle_areas(rles)) for rles in dt_rles])
+        gt_cats = np.array([int(a["category_id"]) for a in gts], dtype=np.int64)
+        gt_crowd = np.array([bool(a.get("iscrowd", 0)) for a in gts])
+        dt_cats = np.array([r["category_id"] for r in dts], dtype=np.int64)
+        dt_scores = np.array([r["score"] for r in dts])
+        for cat in cat_ids:
+            g_idx = np.flatnonzero(gt_cats == cat)
+            d_idx = np.flatnonzero(dt_cats == cat)
+            if g_idx.size == 0 and d_idx.size == 0:
+                continue
+            d_idx = d_idx[np.argsort(-dt_scores[d_idx], kind="mergesort")][: MAX_DETS[-1]]
+            for area_name in area_names:
+                lo, hi = AREA_RANGES[area_name]
+                ignore = gt_crowd[g_idx] | (gt_area[g_idx] < lo) | (gt_area[g_idx] > hi)
+                g_sorted = g_idx[np.argsort(ignore, kind="mergesort")]
+                g_ignore = np.sort(ignore, kind="mergesort")
+                matched, dt_ignored = _match(
+                    ious[np.ix_(d_idx, g_sorted)], g_ignore, gt_crowd[g_sorted], dt_area[d_idx], (lo, hi)
+                )
+                cells.setdefault((cat, area_name), []).append((dt_scores[d_idx], matched, dt_ignored, g_ignore))
+
+    shape = (len(IOU_THRESHOLDS), len(RECALL_THRESHOLDS), len(cat_ids), len(area_names), len(MAX_DETS))
+    precision = -np.ones(shape)
+    recall = -np.ones((shape[0], shape[2], shape[3], shape[4]))
+    for (cat, area_name), entries in cells.items():
+        k, a = cat_ids.index(cat), area_names.index(area_name)
+        num_positive = int(sum(np.count_nonzero(~e[3]) for e in entries))
+        if num_positive == 0:
+            continue
+        for m, max_det in enumerate(MAX_DETS):
+            scores = np.concatenate([e[0][:max_det] for e in entries])
+            matched = np.concatenate([e[1][:, :max_det] for e in entries], axis=1)
+            ignored = np.concatenate([e[2][:, :max_det] for e in entries], axis=1)
+            precision[:, :, k, a, m], recall[:, k, a, m] = _precision_recall(scores, matched, ignored, num_positive)
+    return _summarize(precision, recall, cat_ids)
+
+
+def _gt_areas(ann: dict, rles: list) -> list:
+    """Per-frame areas of a ground truth: the file's `areas` (as ytvoseval), else from the masks."""
+    return ann["areas"] if ann.get("areas") is not None else _rle_areas(rles)
+
+
+def _rle_areas(rles: list) -> list:
+    present = [r for r in rles if r is not None]
+    areas = iter(mask_utils.area(present).tolist() if present else [])
+    return [next(areas) if r is not None else None for r in rles]
+
+
+def _mean_valid(values: np.ndarray) -> float:
+    valid = values[values > -1]
+    return float(np.mean(valid)) if valid.size else -1.0
+
+
+def _summarize(precision: np.ndarray, recall: np.ndarray, cat_ids: list[int]) -> dict:
+    area_names = list(AREA_RANGES)
+    stats: dict = {}
+    for key, (is_ap, iou_thr, area_name, max_det) in _SUMMARY.items():
+        a, m = area_names.index(area_name), MAX_DETS.index(max_det)
+        values = precision[..., a, m] if is_ap else recall[..., a, m]
+        if iou_thr is not None:
+            values = values[np.where(iou_thr == IOU_THRESHOLDS)[0]]
+        stats[key] = _mean_valid(values)
+    all_100 = precision[:, :, :, area_names.index("all"), MAX_DETS.index(100)]
+    stats["per_category_AP"] = {
+        cat: _mean_valid(all_100[:, :, k]) for k, cat in enumerate(cat_ids) if (all_100[:, :, k] > -1).any()
+    }
+    return stats
+
+
+def format_table(stats: dict, category_names: dict[int, str] | None = None) -> str:
+    """The twelve numbers (and per-category AP) as percentages, as the paper reports them."""
+    lines = [" ".join(f"{k:>6}" for k in METRIC_KEYS), " ".join(f"{_pct(stats[k]):>6}" for k in METRIC_KEYS)]
+    if stats.get("per_category_AP"):
+        lines.append("")
+        lines.append("per-category AP:")
+        names = category_names or {}
+        for cat, value in sorted(stats["per_category_AP"].items()):
+            lines.append(f"  {cat:>4} {names.get(cat, ''):<24} {_pct(value):>6}")
+    return "\n".join(lines)
+
+
+def _pct(value: float) -> str:
+    return "-1" if value < 0 else f"{100 * value:.1f}"
