@@ -1,0 +1,150 @@
+"""Blocks shared by both transformer decoders (IFR and Mask2Former-VIS): attention and FFN layers with
+Mask2Former's residual + LayerNorm placement, the mask-embedding MLP, sine positional encodings
+(2D per frame, 3D over (t, y, x)) and the masked-attention mask of Eq. 1.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def with_pos(x: Tensor, pos: Tensor | None) -> Tensor:
+    return x if pos is None else x + pos
+
+
+class SelfAttentionLayer(nn.Module):
+    """Multi-head self-attention with residual and LayerNorm; tokens `(B, L, C)`."""
+
+    def __init__(self, dim: int, heads: int, dropout: float = 0.0, pre_norm: bool = False):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.norm = nn.LayerNorm(dim)
+        self.dropout = nn.Dropout(dropout)
+        self.pre_norm = pre_norm
+
+    def forward(self, tgt: Tensor, query_pos: Tensor | None = None) -> Tensor:
+        x = self.norm(tgt) if self.pre_norm else tgt
+        q = k = with_pos(x, query_pos)
+        out = tgt + self.dropout(self.attn(q, k, x, need_weights=False)[0])
+        return out if self.pre_norm else self.norm(out)
+
+
+class CrossAttentionLayer(nn.Module):
+    """Masked multi-head cross-attention (Eq. 1) with residual and LayerNorm.
+
+    `tgt (B, L, C)` attends to `memory (B, S, C)`; `attn_mask (B * heads, L, S)` bool, True = not allowed.
+    """
+
+    def __init__(self, dim: int, heads: int, dropout: float = 0.0, pre_norm: bool = False):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.norm = nn.LayerNorm(dim)
+        self.dropout = nn.Dropout(dropout)
+        self.pre_norm = pre_norm
+
+    def forward(
+        self,
+        tgt: Tensor,
+        memory: Tensor,
+        attn_mask: Tensor | None = None,
+        pos: Tensor | None = None,
+        query_pos: Tensor | None = None,
+    ) -> Tensor:
+        x = self.norm(tgt) if self.pre_norm else tgt
+        attended = self.attn(
+            with_pos(x, query_pos), with_pos(memory, pos), memory, attn_mask=attn_mask, need_weights=False
+        )[0]
+        out = tgt + self.dropout(attended)
+        return out if self.pre_norm else self.norm(out)
+
+
+class FFNLayer(nn.Module):
+    """Linear-ReLU-Linear with residual and LayerNorm; `(..., C)` -> `(..., C)`."""
+
+    def __init__(self, dim: int, ffn_dim: int, dropout: float = 0.0, pre_norm: bool = False):
+        super().__init__()
+        self.linear1 = nn.Linear(dim, ffn_dim)
+        self.linear2 = nn.Linear(ffn_dim, dim)
+        self.norm = nn.LayerNorm(dim)
+        self.dropout = nn.Dropout(dropout)
+        self.pre_norm = pre_norm
+
+    def forward(self, tgt: Tensor) -> Tensor:
+        x = self.norm(tgt) if self.pre_norm else tgt
+        out = tgt + self.dropout(self.linear2(self.dropout(F.relu(self.linear1(x)))))
+        return out if self.pre_norm else self.norm(out)
+
+
+class MLP(nn.Module):
+    """`num_layers` linear layers with ReLU between them (the mask-embedding head)."""
+
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, num_layers: int):
+        super().__init__()
+        dims = [in_dim] + [hidden_dim] * (num_layers - 1) + [out_dim]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+
+    def forward(self, x: Tensor) -> Tensor:
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i < len(self.layers) - 1:
+                x = F.relu(x)
+        return x
+
+
+def _sine(embed: Tensor, num_feats: int, temperature: float) -> Tensor:
+    """`(...)` positions -> `(..., num_feats)` interleaved sin/cos features (DETR's encoding)."""
+    dim_t = torch.arange(num_feats, dtype=torch.float32, device=embed.device)
+    dim_t = temperature ** (2 * (dim_t // 2) / num_feats)
+    pos = embed[..., None] / dim_t
+    return torch.stack((pos[..., 0::2].sin(), pos[..., 1::2].cos()), dim=-1).flatten(-2)
+
+
+def sine_position_2d(
+    height: int, width: int, dim: int, device: torch.device | None = None, temperature: float = 10000.0
+) -> Tensor:
+    """Normalised 2D sine encoding as Mask2Former's `PositionEmbeddingSine(dim // 2, normalize=True)`:
+    `(dim, H, W)`, channels [y features, x features]."""
+    eps, scale = 1e-6, 2 * math.pi
+    y = torch.arange(1, height + 1, dtype=torch.float32, device=device)[:, None].expand(height, width)
+    x = torch.arange(1, width + 1, dtype=torch.float32, device=device)[None, :].expand(height, width)
+    y = y / (height + eps) * scale
+    x = x / (width + eps) * scale
+    pos = torch.cat((_sine(y, dim // 2, temperature), _sine(x, dim // 2, temperature)), dim=-1)
+    return pos.permute(2, 0, 1)
+
+
+def sine_position_3d(
+    frames: int,
+    height: int,
+    width: int,
+    dim: int,
+    device: torch.device | None = None,
+    temperature: float = 10000.0,
+) -> Tensor:
+    """Mask2Former-VIS's `PositionEmbeddingSine3D`: the 2D (y, x) encoding plus a `dim`-channel sine
+    encoding of the normalised frame index; `(T, dim, H, W)`."""
+    eps, scale = 1e-6, 2 * math.pi
+    spatial = sine_position_2d(height, width, dim, device, temperature)  # (dim, H, W)
+    t = torch.arange(1, frames + 1, dtype=torch.float32, device=device) / (frames + eps) * scale
+    temporal = _sine(t, dim, temperature)  # (T, dim)
+    return spatial[None] + temporal[:, :, None, None]
+
+
+def masked_attention_mask(mask_logits: Tensor, size: tuple[int, int], heads: int) -> Tensor:
+    """Eq. 1's binary mask M from mask logits, as Mask2Former's masked attention.
+
+    `mask_logits (B, Q, T, H, W)` -> bool `(B * heads, Q, T * h * w)` at `size = (h, w)`, True where
+    attention is NOT allowed (sigmoid < 0.5). A query whose mask is empty everywhere attends everywhere.
+    The mask is a hard threshold: no gradient flows through it.
+    """
+    b, q, t = mask_logits.shape[:3]
+    resized = F.interpolate(
+        mask_logits.detach().flatten(1, 2), size=size, mode="bilinear", align_corners=False
+    )
+    blocked = (resized.sigmoid() < 0.5).view(b, q, t * size[0] * size[1])
+    blocked = blocked & ~blocked.all(-1, keepdim=True)
+    return blocked.repeat_interleave(heads, dim=0)
