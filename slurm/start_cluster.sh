@@ -88,7 +88,7 @@ install_packages() {
     local status=0
     {
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-            --no-install-recommends "${missing[@]}"
+            --no-install-recommends "${missing[@]}" 9>&-
     } >"$LOG_DIR/apt.log" 2>&1 || status=$?
     ((added_policy)) && rm -f /usr/sbin/policy-rc.d
     ((status == 0)) || fail "apt-get install ${missing[*]} failed (exit $status)" "$LOG_DIR/apt.log"
@@ -103,7 +103,7 @@ start_munge() {
     install -d -o munge -g munge -m 755 /run/munge /var/log/munge
     if ! munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then
         log "starting munged"
-        runuser -u munge -- /usr/sbin/munged --log-file=/var/log/munge/munged.log
+        runuser -u munge -- /usr/sbin/munged --log-file=/var/log/munge/munged.log 9>&-
         wait_for 15 "munged" bash -c 'munge -n | unmunge' \
             || fail "munged does not answer" /var/log/munge/munged.log
     fi
@@ -126,7 +126,7 @@ start_mariadb() {
             --bind-address=127.0.0.1 --port="$DB_PORT" --socket="$DB_SOCKET" \
             --pid-file=/run/mysqld/mysqld.pid --log-error="$LOG_DIR/mariadb.log" \
             --innodb-buffer-pool-size=64M --innodb-lock-wait-timeout=900 \
-            </dev/null >/dev/null 2>&1 &
+            </dev/null >/dev/null 2>&1 9>&- &
         wait_for 60 "MariaDB" db_ping || fail "MariaDB does not answer" "$LOG_DIR/mariadb.log"
     fi
 }
@@ -195,7 +195,7 @@ start_slurm() {
     stop_daemon slurmdbd
 
     log "starting slurmdbd"
-    slurmdbd || fail "slurmdbd did not start" "$LOG_DIR/slurmdbd.log"
+    slurmdbd 9>&- || fail "slurmdbd did not start" "$LOG_DIR/slurmdbd.log"
     wait_for 30 "slurmdbd" sacctmgr -n list cluster format=Cluster \
         || fail "slurmdbd does not answer" "$LOG_DIR/slurmdbd.log"
     if ! sacctmgr -n -P list cluster format=Cluster | grep -qx "$CLUSTER"; then
@@ -203,9 +203,9 @@ start_slurm() {
     fi
 
     log "starting slurmctld and slurmd"
-    slurmctld || fail "slurmctld did not start" "$LOG_DIR/slurmctld.log"
+    slurmctld 9>&- || fail "slurmctld did not start" "$LOG_DIR/slurmctld.log"
     wait_for 30 "slurmctld" scontrol ping || fail "slurmctld does not answer" "$LOG_DIR/slurmctld.log"
-    slurmd || fail "slurmd did not start" "$LOG_DIR/slurmd.log"
+    slurmd 9>&- || fail "slurmd did not start" "$LOG_DIR/slurmd.log"
     if ! wait_for 30 "the node to become idle" node_is_usable; then
         # A node left down or drained by an earlier run comes back on resume.
         scontrol update NodeName="$(sinfo -h -N -o '%N' | head -n 1)" State=RESUME >/dev/null 2>&1 || true
@@ -217,6 +217,11 @@ start_slurm() {
 
 main() {
     [[ $EUID -eq 0 ]] || { echo "slurm/start_cluster.sh must run as root" >&2; exit 1; }
+    install -d -m 755 "$RUN_DIR"
+    # Concurrent calls wait for the first one instead of starting the daemons twice (the daemons are
+    # started with this descriptor closed, so the lock ends with this script).
+    exec 9>"$RUN_DIR/start_cluster.lock"
+    flock -w 170 9 || fail "another slurm/start_cluster.sh holds $RUN_DIR/start_cluster.lock"
     if cluster_is_up; then
         print_status
         return 0
