@@ -26,8 +26,11 @@ def test_round_trip_random_masks(compressed):
         rle = encode_rle(mask, compressed=compressed)
         assert isinstance(rle["counts"], str if compressed else list)
         np.testing.assert_array_equal(decode_segmentation(rle, *shape), mask)
-        reference = mask_utils.decode(mask_utils.frPyObjects(rle, *shape) if not compressed else
-                                      {"size": rle["size"], "counts": rle["counts"].encode()})
+        reference = mask_utils.decode(
+            mask_utils.frPyObjects(rle, *shape)
+            if not compressed
+            else {"size": rle["size"], "counts": rle["counts"].encode()}
+        )
         np.testing.assert_array_equal(reference.astype(bool), mask)
 
 

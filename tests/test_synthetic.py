@@ -1,4 +1,4 @@
-"""The synthetic benchmark: masks survive the round trip, output is deterministic, plain pycocotools reads it."""
+"""Synthetic benchmark: masks survive the round trip, output is deterministic, pycocotools reads it."""
 
 from __future__ import annotations
 
@@ -47,10 +47,15 @@ def test_round_trip_masks_areas_bboxes(tiny):
                 if mask.any():
                     assert ann["areas"][t] == mask_area(mask) and ann["bboxes"][t] == mask_bbox(mask)
                 else:
-                    assert ann["segmentations"][t] is None and ann["areas"][t] is None and ann["bboxes"][t] is None
+                    assert (
+                        ann["segmentations"][t] is None
+                        and ann["areas"][t] is None
+                        and ann["bboxes"][t] is None
+                    )
             assert ann["iscrowd"] == 0
             counts = next(s["counts"] for s in ann["segmentations"] if s is not None)
-            assert isinstance(counts, list if split == "train" else str)  # uncompressed like the real train.json
+            # train.json holds uncompressed RLE like the real data, valid.json compressed RLE
+            assert isinstance(counts, list if split == "train" else str)
 
 
 def test_frames_exist_with_declared_size(tiny):
@@ -75,8 +80,22 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path, tiny):
 
 def test_cli_output_decodes_with_plain_pycocotools(tmp_path):
     out = tmp_path / "cli"
-    args = ["synth", "--out", str(out), "--seed", "1", "--train-videos", "2", "--valid-videos", "2",
-            "--size", "24", "--frames", "5", "--no-progress"]
+    args = [
+        "synth",
+        "--out",
+        str(out),
+        "--seed",
+        "1",
+        "--train-videos",
+        "2",
+        "--valid-videos",
+        "2",
+        "--size",
+        "24",
+        "--frames",
+        "5",
+        "--no-progress",
+    ]
     assert cli_main(args) == 0
     assert cli_main(args) == 1  # refuses to overwrite without --force
     assert cli_main([*args, "--force"]) == 0
@@ -104,8 +123,16 @@ def test_default_split_has_absent_frames_and_varied_instances(tmp_path):
 
 
 def test_crossing_split_has_same_category_instances_that_occlude(tmp_path):
-    drawn = generate(tmp_path, seed=5, train_videos=0, valid_videos=4, size=48, frames=16,
-                     split_style="crossing", progress=False)
+    drawn = generate(
+        tmp_path,
+        seed=5,
+        train_videos=0,
+        valid_videos=4,
+        size=48,
+        frames=16,
+        split_style="crossing",
+        progress=False,
+    )
     data = json.loads((tmp_path / "valid.json").read_text())
     occluded_somewhere = False
     for video in data["videos"]:
@@ -121,9 +148,18 @@ def test_crossing_split_has_same_category_instances_that_occlude(tmp_path):
 
 def _spec(category_id: int, x: float, y: float, radius: float) -> InstanceSpec:
     return InstanceSpec(
-        category_id=category_id, start=np.array([x, y]), velocity=np.zeros(2), bounce=False, radius=radius,
-        growth=0.0, angle=0.0, spin=0.0, colour=np.array([255.0, 0, 0]), colour2=np.array([255.0, 0, 0]),
-        texture="solid", frequency=1.0,
+        category_id=category_id,
+        start=np.array([x, y]),
+        velocity=np.zeros(2),
+        bounce=False,
+        radius=radius,
+        growth=0.0,
+        angle=0.0,
+        spin=0.0,
+        colour=np.array([255.0, 0, 0]),
+        colour2=np.array([255.0, 0, 0]),
+        texture="solid",
+        frequency=1.0,
     )
 
 

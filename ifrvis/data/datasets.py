@@ -83,7 +83,9 @@ class ClipDataset(torch.utils.data.Dataset):
         item, draw = int(item), int(draw)
         rng = self.rng_for(item, draw)
         video = self.ytvis.videos[item]
-        frames = sample_frame_indices(rng, len(video["file_names"]), self.cfg.clip_length, self.cfg.max_frame_gap)
+        frames = sample_frame_indices(
+            rng, len(video["file_names"]), self.cfg.clip_length, self.cfg.max_frame_gap
+        )
         if self.train:
             short_side = int(self.cfg.train_short_sides[int(rng.integers(len(self.cfg.train_short_sides)))])
             flip = bool(self.cfg.hflip and rng.random() < 0.5)

@@ -119,7 +119,9 @@ def trajectory(spec: InstanceSpec, length: int, height: int, width: int) -> tupl
     return centres, radii
 
 
-def instance_coords(spec: InstanceSpec, centre, radius: float, t: int, xs, ys) -> tuple[np.ndarray, np.ndarray]:
+def instance_coords(
+    spec: InstanceSpec, centre, radius: float, t: int, xs, ys
+) -> tuple[np.ndarray, np.ndarray]:
     """Pixel grid -> instance coordinates (rotated by the instance's angle, scaled by its radius)."""
     angle = spec.angle + spec.spin * t
     dx, dy = (xs - centre[0]) / radius, (ys - centre[1]) / radius
@@ -182,7 +184,9 @@ def random_colour(rng: np.random.Generator) -> np.ndarray:
     return rng.uniform(0, 255, size=3)
 
 
-def draft_instance(rng: np.random.Generator, length: int, height: int, width: int, category_id: int) -> InstanceSpec:
+def draft_instance(
+    rng: np.random.Generator, length: int, height: int, width: int, category_id: int
+) -> InstanceSpec:
     """An instance with random look and one of the motions: linear, bouncing, or passing through the
     frame (enters and/or leaves it)."""
     scale = height / 96
@@ -216,12 +220,13 @@ def draft_instance(rng: np.random.Generator, length: int, height: int, width: in
 
 
 def _border_points(rng, side: int, height: int, width: int, radius: float) -> tuple[np.ndarray, np.ndarray]:
-    """Entry point just outside border `side` (0 left, 1 right, 2 top, 3 bottom), exit outside the opposite."""
-    if side < 2:
-        xs = (-radius, width + radius) if side == 0 else (width + radius, -radius)
-        return np.array([xs[0], rng.uniform(0.2, 0.8) * height]), np.array([xs[1], rng.uniform(0.2, 0.8) * height])
-    ys = (-radius, height + radius) if side == 2 else (height + radius, -radius)
-    return np.array([rng.uniform(0.2, 0.8) * width, ys[0]]), np.array([rng.uniform(0.2, 0.8) * width, ys[1]])
+    """Entry just outside border `side` (0 left, 1 right, 2 top, 3 bottom), exit outside the opposite one."""
+    across = (-radius, (width if side < 2 else height) + radius)
+    if side in (1, 3):
+        across = across[::-1]
+    along = width if side >= 2 else height
+    entry, exit_ = [np.array([a, rng.uniform(0.2, 0.8) * along]) for a in across]
+    return (entry, exit_) if side < 2 else (entry[::-1].copy(), exit_[::-1].copy())
 
 
 def draft_crossing(rng: np.random.Generator, length: int, height: int, width: int) -> list[InstanceSpec]:
@@ -234,7 +239,9 @@ def draft_crossing(rng: np.random.Generator, length: int, height: int, width: in
     base_colour, base_colour2 = random_colour(rng), random_colour(rng)
     texture = TEXTURES[int(rng.integers(len(TEXTURES)))]
     radius = rng.uniform(0.13, 0.2) * height
-    headings = rng.uniform(0, 2 * np.pi) + np.arange(count) * 2 * np.pi / count + rng.uniform(-0.3, 0.3, count)
+    headings = (
+        rng.uniform(0, 2 * np.pi) + np.arange(count) * 2 * np.pi / count + rng.uniform(-0.3, 0.3, count)
+    )
     specs = []
     for heading in headings:
         velocity = rng.uniform(1.5, 3.0) * height / 96 * np.array([np.cos(heading), np.sin(heading)])
@@ -261,7 +268,9 @@ def draft_crossing(rng: np.random.Generator, length: int, height: int, width: in
     return specs
 
 
-def make_video(rng: np.random.Generator, length: int, height: int, width: int, crossing: bool) -> SyntheticVideo:
+def make_video(
+    rng: np.random.Generator, length: int, height: int, width: int, crossing: bool
+) -> SyntheticVideo:
     """Draft, shuffle into a depth order and draw; instances never visible are dropped, and a video
     left without instances is drafted again (from the same generator, so still deterministic)."""
     while True:
@@ -269,7 +278,10 @@ def make_video(rng: np.random.Generator, length: int, height: int, width: int, c
             specs = draft_crossing(rng, length, height, width)
         else:
             count = int(rng.integers(1, 6))
-            specs = [draft_instance(rng, length, height, width, int(rng.integers(len(SHAPES))) + 1) for _ in range(count)]
+            specs = [
+                draft_instance(rng, length, height, width, int(rng.integers(len(SHAPES))) + 1)
+                for _ in range(count)
+            ]
         specs = [specs[i] for i in rng.permutation(len(specs))]  # depth order, far to near
         frames, visible = render(specs, rng, length, height, width)
         kept = [i for i, masks in enumerate(visible) if masks.any()]
@@ -388,19 +400,25 @@ def generate(
     drawn = {}
     for split, count in (("train", train_videos), ("valid", valid_videos)):
         crossing_only = split == "valid" and split_style == "crossing"
-        raw, drawn[split] = generate_split(out, split, seed, count, size, width, frames, crossing_only, progress)
+        raw, drawn[split] = generate_split(
+            out, split, seed, count, size, width, frames, crossing_only, progress
+        )
         write_json(raw, out / f"{split}.json")
     return drawn
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ifrvis synth", description="Write a synthetic YouTube-VIS data set.")
+    parser = argparse.ArgumentParser(
+        prog="ifrvis synth", description="Write a synthetic YouTube-VIS data set."
+    )
     parser.add_argument("--out", required=True, help="output folder (train.json, valid.json, JPEGImages/)")
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--train-videos", type=int, default=300)
     parser.add_argument("--valid-videos", type=int, default=50)
     parser.add_argument("--size", type=int, default=96, help="frame height in pixels (width = 4/3 of it)")
-    parser.add_argument("--frames", type=int, default=None, help="frames per video (default: 8 to 24 at random)")
+    parser.add_argument(
+        "--frames", type=int, default=None, help="frames per video (default: 8 to 24 at random)"
+    )
     parser.add_argument("--split-style", choices=("default", "crossing"), default="default")
     parser.add_argument("--force", action="store_true", help="replace an existing data set in --out")
     parser.add_argument("--no-progress", action="store_true")
@@ -412,13 +430,21 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     existing = [out / name for name in ("train.json", "valid.json", "JPEGImages") if (out / name).exists()]
     if existing and not args.force:
-        print(f"ifrvis synth: {out} already holds a data set ({existing[0].name}); pass --force to replace it")
+        print(
+            f"ifrvis synth: {out} already holds a data set ({existing[0].name}); pass --force to replace it"
+        )
         return 1
     for path in existing:
         shutil.rmtree(path) if path.is_dir() else path.unlink()
     try:
         drawn = generate(
-            out, args.seed, args.train_videos, args.valid_videos, args.size, args.frames, args.split_style,
+            out,
+            args.seed,
+            args.train_videos,
+            args.valid_videos,
+            args.size,
+            args.frames,
+            args.split_style,
             progress=not args.no_progress,
         )
     except ValueError as error:

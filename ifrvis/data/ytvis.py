@@ -94,11 +94,20 @@ class YTVIS:
         chosen = np.random.default_rng(seed).choice(len(self.videos), size=k, replace=False)
         valid_ids = {int(self.videos[i]["id"]) for i in chosen}
         parts = []
-        for name, keep in (("train", lambda vid: vid not in valid_ids), ("valid", lambda vid: vid in valid_ids)):
-            raw = {key: copy.deepcopy(value) for key, value in self.raw.items() if key not in ("videos", "annotations")}
+        for name, keep in (
+            ("train", lambda vid: vid not in valid_ids),
+            ("valid", lambda vid: vid in valid_ids),
+        ):
+            raw = {
+                key: copy.deepcopy(value)
+                for key, value in self.raw.items()
+                if key not in ("videos", "annotations")
+            }
             raw["videos"] = [v for v in self.raw["videos"] if keep(int(v["id"]))]
             raw["annotations"] = [a for a in self.raw["annotations"] if keep(int(a["video_id"]))]
-            parts.append(build_ytvis(raw, f"{self.source}[holdout {name}, k={k}, seed={seed}]", self.image_root))
+            parts.append(
+                build_ytvis(raw, f"{self.source}[holdout {name}, k={k}, seed={seed}]", self.image_root)
+            )
         return parts[0], parts[1]
 
 
@@ -158,7 +167,9 @@ def _check_categories(categories: list, source: str) -> set[int]:
         if not isinstance(cat, dict) or not isinstance(cat.get("id"), int) or "name" not in cat:
             raise DataError(f"{_where(source, None, f'categories[{i}]')}: needs an integer 'id' and a 'name'")
         if cat["id"] in ids:
-            raise DataError(f"{_where(source, None, f'categories[{i}].id')}: duplicate category id {cat['id']}")
+            raise DataError(
+                f"{_where(source, None, f'categories[{i}].id')}: duplicate category id {cat['id']}"
+            )
         ids.add(cat["id"])
     return ids
 

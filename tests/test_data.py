@@ -1,0 +1,367 @@
+"""YouTube-VIS loader errors, holdout split, training clips, lazy inference frames, resumable sampler."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from ifrvis.config import DataConfig
+from ifrvis.data.datasets import ClipDataset, TrainSampler, VideoFrames, collate_clips, resized_shape
+from ifrvis.data.masks import encode_rle
+from ifrvis.data.synthetic import generate
+from ifrvis.data.ytvis import DataError, build_ytvis, load_ytvis
+
+SIZE, WIDTH, FRAMES = 32, 43, 6
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ytvis")
+    generate(out, seed=11, train_videos=8, valid_videos=2, size=SIZE, frames=FRAMES, progress=False)
+    return out
+
+
+@pytest.fixture
+def broken(folder, tmp_path):
+    """A writable copy of the folder and its train.json as a dict; `save(data)` rewrites it."""
+    shutil.copytree(folder, tmp_path / "copy")
+    root = tmp_path / "copy"
+    data = json.loads((root / "train.json").read_text())
+
+    def save(changed: dict):
+        (root / "train.json").write_text(json.dumps(changed))
+        return root / "train.json", root / "JPEGImages"
+
+    return root, data, save
+
+
+def _cfg(**changes) -> DataConfig:
+    cfg = DataConfig(train_short_sides=[32, 48], max_long_side=60, max_frame_gap=3, clip_length=3)
+    for key, value in changes.items():
+        setattr(cfg, key, value)
+    return cfg
+
+
+# ---- loading and its errors ----
+
+
+def test_missing_and_corrupt_json(tmp_path):
+    with pytest.raises(DataError, match="nothere.json: file not found"):
+        load_ytvis(tmp_path / "nothere.json", tmp_path)
+    (tmp_path / "bad.json").write_text('{"videos": [')
+    with pytest.raises(DataError, match="bad.json: not a readable JSON"):
+        load_ytvis(tmp_path / "bad.json", tmp_path)
+    (tmp_path / "novideos.json").write_text('{"categories": []}')
+    with pytest.raises(DataError, match="novideos.json: field 'videos'"):
+        load_ytvis(tmp_path / "novideos.json", tmp_path)
+
+
+def test_missing_frame_file(broken):
+    root, data, save = broken
+    video = data["videos"][2]
+    (root / "JPEGImages" / video["file_names"][4]).unlink()
+    with pytest.raises(
+        DataError, match=rf"train.json: video {video['id']}: field 'file_names\[4\]'.*missing"
+    ):
+        load_ytvis(*save(data))
+    assert load_ytvis(*save(data), check_files=False).videos[2]["id"] == video["id"]
+
+
+def test_segmentation_count_differs_from_length(broken):
+    _, data, save = broken
+    ann = data["annotations"][0]
+    ann["segmentations"] = ann["segmentations"][:-1]
+    pattern = rf"train.json: video {ann['video_id']}: field 'annotations\[id={ann['id']}\].segmentations'"
+    with pytest.raises(DataError, match=pattern + f": {FRAMES - 1} entries for a video of {FRAMES} frames"):
+        load_ytvis(*save(data))
+
+
+def test_mask_size_differs_from_video(broken):
+    _, data, save = broken
+    ann = data["annotations"][1]
+    ann["segmentations"][2] = encode_rle(np.ones((WIDTH, SIZE), dtype=bool), compressed=False)  # H/W swapped
+    pattern = rf"video {ann['video_id']}: field 'annotations\[id={ann['id']}\].segmentations\[2\]': mask size"
+    with pytest.raises(DataError, match=pattern):
+        load_ytvis(*save(data))
+
+
+def test_unknown_category(broken):
+    _, data, save = broken
+    data["annotations"][3]["category_id"] = 99
+    with pytest.raises(DataError, match=r"field 'annotations\[id=4\].category_id': unknown category id 99"):
+        load_ytvis(*save(data))
+
+
+@pytest.mark.parametrize(
+    "section, pattern",
+    [
+        ("videos", r"train.json: video 1: field 'videos.id': duplicate video id"),
+        ("annotations", r"train.json: video \d+: field 'annotations\[id=1\].id': duplicate annotation id"),
+        ("categories", r"train.json: field 'categories\[1\].id': duplicate category id 1"),
+    ],
+)
+def test_duplicate_ids(broken, section, pattern):
+    _, data, save = broken
+    data[section][1]["id"] = data[section][0]["id"]
+    with pytest.raises(DataError, match=pattern):
+        load_ytvis(*save(data))
+
+
+def test_length_field_must_match_file_names(broken):
+    _, data, save = broken
+    data["videos"][0]["length"] = FRAMES + 1
+    with pytest.raises(DataError, match=f"video {data['videos'][0]['id']}: field 'length'"):
+        load_ytvis(*save(data))
+
+
+def test_corrupt_rle_raises_on_decode(broken):
+    _, data, save = broken
+    ann = data["annotations"][0]
+    t = next(t for t, s in enumerate(ann["segmentations"]) if s is not None)
+    ann["segmentations"][t] = {"size": [SIZE, WIDTH], "counts": "\x7f\x7f!!garbage"}
+    ytvis = load_ytvis(*save(data))
+    with pytest.raises(DataError, match=rf"video {ann['video_id']}: .*segmentations\[{t}\]': cannot decode"):
+        ytvis.decode_instance(ann)
+
+
+def test_split_without_annotations_and_polygons(broken):
+    _, data, save = broken
+    no_gt = {k: v for k, v in data.items() if k != "annotations"}
+    ytvis = load_ytvis(*save(no_gt))
+    assert not ytvis.has_annotations and ytvis.annotations_of(1) == []
+    with pytest.raises(DataError, match="need a split with 'annotations'"):
+        ClipDataset(ytvis, _cfg())
+    ann = data["annotations"][0]
+    ann["segmentations"][0] = [[2.0, 1.0, 6.0, 1.0, 6.0, 4.0, 2.0, 4.0]]
+    masks, present = load_ytvis(*save(data)).decode_instance(ann)
+    assert present[0] and masks[0].sum() == 4 * 3 and masks[0][1:4, 2:6].all()
+
+
+def test_category_ids_sorted_and_contiguous_labels(folder):
+    ytvis = load_ytvis(folder / "train.json", folder / "JPEGImages")
+    assert ytvis.category_ids == sorted(c["id"] for c in ytvis.categories)
+    assert [ytvis.label_of(c) for c in ytvis.category_ids] == list(range(len(ytvis.category_ids)))
+
+
+# ---- holdout split (Sec. 4.3) ----
+
+
+def test_holdout_split_disjoint_complete_valid(folder):
+    ytvis = load_ytvis(folder / "train.json", folder / "JPEGImages")
+    train, valid = ytvis.holdout_split(3, seed=0)
+    train_ids = {v["id"] for v in train.videos}
+    valid_ids = {v["id"] for v in valid.videos}
+    assert len(valid_ids) == 3 and not train_ids & valid_ids
+    assert train_ids | valid_ids == {v["id"] for v in ytvis.videos}
+    for part, ids in ((train, train_ids), (valid, valid_ids)):
+        assert {a["video_id"] for a in part.raw["annotations"]} <= ids
+        assert part.raw["categories"] == ytvis.raw["categories"]
+        rebuilt = build_ytvis(json.loads(json.dumps(part.raw)), "roundtrip", part.image_root)  # plain JSON
+        assert rebuilt.has_annotations
+    assert len(train.raw["annotations"]) + len(valid.raw["annotations"]) == len(ytvis.raw["annotations"])
+    assert ytvis.holdout_split(3, seed=0)[1].raw == valid.raw
+    assert {v["id"] for v in ytvis.holdout_split(3, seed=1)[1].videos} != valid_ids or len(ytvis.videos) < 4
+    with pytest.raises(DataError, match="holdout of 8 videos out of 8"):
+        ytvis.holdout_split(8, seed=0)
+
+
+# ---- training clips ----
+
+
+def test_clip_shapes_and_sampling(folder):
+    ytvis = load_ytvis(folder / "train.json", folder / "JPEGImages")
+    dataset = ClipDataset(ytvis, _cfg(), seed=0)
+    assert len(dataset) == 8
+    sizes = set()
+    for draw in range(12):
+        item = dataset[(draw % 8, draw)]
+        t, three, h, w = item["images"].shape
+        assert (t, three) == (3, 3) and item["images"].dtype == torch.float32
+        assert 0 <= item["images"].min() and item["images"].max() <= 255
+        assert min(h, w) in (32, 48) or max(h, w) == 60
+        assert max(h, w) <= 60
+        sizes.add((h, w))
+        frames = item["frame_indices"]
+        assert frames.shape == (3,) and (frames[1:] > frames[:-1]).all() and frames[-1] - frames[0] <= 3
+        m = item["labels"].shape[0]
+        assert item["masks"].shape == (m, 3, h, w) and item["masks"].dtype == torch.bool
+        assert item["present"].shape == (m, 3) and item["present"].any(-1).all()
+        assert torch.equal(item["present"], item["masks"].flatten(2).any(-1))
+        assert item["instance_ids"].shape == (m,) and item["video_id"] == ytvis.videos[draw % 8]["id"]
+    assert sizes == {(32, 43), (45, 60)}  # 48 * 43/32 = 64.5 > 60 -> long side capped at 60
+
+
+def test_clip_masks_align_with_ground_truth(folder):
+    ytvis = load_ytvis(folder / "train.json", folder / "JPEGImages")
+    dataset = ClipDataset(ytvis, _cfg(train_short_sides=[SIZE], hflip=False), seed=0)
+    for draw in range(8):
+        item = dataset[(draw, draw)]
+        frames = item["frame_indices"].numpy()
+        for ann_id, masks in zip(item["instance_ids"].tolist(), item["masks"]):
+            ann = next(a for a in ytvis.raw["annotations"] if a["id"] == ann_id)
+            full, _ = ytvis.decode_instance(ann)
+            np.testing.assert_array_equal(masks.numpy(), full[frames])
+        in_clip = [
+            a["id"]
+            for a in ytvis.annotations_of(item["video_id"])
+            if any(a["segmentations"][t] is not None for t in frames)
+        ]
+        assert sorted(item["instance_ids"].tolist()) == sorted(in_clip)
+
+
+def test_flip_is_consistent_across_the_clip(folder):
+    ytvis = load_ytvis(folder / "train.json", folder / "JPEGImages")
+    plain = ClipDataset(ytvis, _cfg(hflip=False), seed=4)
+    flipping = ClipDataset(ytvis, _cfg(hflip=True), seed=4)
+    flipped_count = 0
+    for draw in range(16):
+        a, b = plain[(draw % 8, draw)], flipping[(draw % 8, draw)]
+        assert torch.equal(a["frame_indices"], b["frame_indices"])
+        if torch.equal(a["images"], b["images"]):
+            assert torch.equal(a["masks"], b["masks"])
+            continue
+        flipped_count += 1
+        assert torch.equal(b["images"], a["images"].flip(-1))  # every frame flipped
+        assert torch.equal(b["masks"], a["masks"].flip(-1))
+    assert 0 < flipped_count < 16
+
+
+def test_class_taken_from_whichever_frame_is_present(broken):
+    root, data, save = broken
+    video = data["videos"][0]
+    ann = next(a for a in data["annotations"] if a["video_id"] == video["id"])
+    mask = np.zeros((SIZE, WIDTH), dtype=bool)
+    mask[4:12, 5:15] = True
+    ann["segmentations"] = [encode_rle(mask, compressed=False)] + [None] * (FRAMES - 1)
+    ann["category_id"] = 3
+    ytvis = load_ytvis(*save(data))
+    dataset = ClipDataset(ytvis, _cfg(clip_length=2, max_frame_gap=1, train_short_sides=[SIZE], hflip=False))
+    seen_first, seen_later = False, False
+    for draw in range(40):
+        item = dataset[(0, draw)]
+        ids = item["instance_ids"].tolist()
+        if item["frame_indices"][0] == 0:  # present in the first frame only
+            seen_first = True
+            row = ids.index(ann["id"])
+            assert item["labels"][row] == ytvis.label_of(3) == 2
+            assert item["present"][row].tolist() == [True, False]
+        else:
+            seen_later = True
+            assert ann["id"] not in ids  # absent from both frames: dropped
+    assert seen_first and seen_later
+
+
+def test_clip_determinism(folder):
+    ytvis = load_ytvis(folder / "train.json", folder / "JPEGImages")
+    one, two = ClipDataset(ytvis, _cfg(), seed=7), ClipDataset(ytvis, _cfg(), seed=7)
+    for key in [(3, 10), (3, 11), 5]:
+        a, b = one[key], two[key]
+        assert all(torch.equal(a[k], b[k]) for k in ("images", "masks", "labels", "frame_indices"))
+    different = [one[(3, d)]["frame_indices"].tolist() + [one[(3, d)]["images"].shape[-1]] for d in range(10)]
+    assert len({tuple(x) for x in different}) > 1  # draws of one video differ
+
+
+def test_collate_pads_to_multiple_of_32(folder):
+    ytvis = load_ytvis(folder / "train.json", folder / "JPEGImages")
+    dataset = ClipDataset(ytvis, _cfg(), seed=0)
+    items = [dataset[(0, 0)], dataset[(1, 1)], dataset[(2, 2)]]
+    images, targets = collate_clips(items)
+    hp, wp = images.shape[-2:]
+    assert hp % 32 == 0 and wp % 32 == 0 and images.shape[:3] == (3, 3, 3)
+    assert hp == -(-max(i["images"].shape[-2] for i in items) // 32) * 32
+    for b, (item, target) in enumerate(zip(items, targets)):
+        h, w = item["images"].shape[-2:]
+        assert target["image_size"] == (h, w)
+        assert torch.equal(images[b, :, :, :h, :w], item["images"])
+        assert images[b, :, :, h:].abs().sum() == 0 and images[b, :, :, :, w:].abs().sum() == 0
+        assert target["masks"].shape[-2:] == (hp, wp)
+        assert (
+            torch.equal(target["masks"][..., :h, :w], item["masks"]) and not target["masks"][..., h:, :].any()
+        )
+        assert torch.equal(target["labels"], item["labels"]) and "images" not in target
+
+
+def test_dataloader_with_sampler_batches(folder):
+    ytvis = load_ytvis(folder / "train.json", folder / "JPEGImages")
+    dataset = ClipDataset(ytvis, _cfg(), seed=0)
+    sampler = TrainSampler(len(dataset), seed=0)
+    stream = iter(sampler)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_sampler=[[next(stream) for _ in range(2)]], collate_fn=collate_clips
+    )
+    images, targets = next(iter(loader))
+    assert images.shape[:3] == (2, 3, 3) and len(targets) == 2
+
+
+# ---- inference frames ----
+
+
+def test_video_frames_are_lazy(folder, monkeypatch):
+    import ifrvis.data.datasets as datasets
+
+    ytvis = load_ytvis(folder / "valid.json", folder / "JPEGImages")
+    opened = []
+    real_open = datasets.Image.open
+    monkeypatch.setattr(datasets.Image, "open", lambda path: opened.append(path) or real_open(path))
+    frames = VideoFrames(ytvis, ytvis.videos[1], short_side=64, max_long_side=1000)
+    assert opened == [] and len(frames) == FRAMES
+    assert frames.orig_size == (SIZE, WIDTH) and frames.size == (64, 86)
+    frame = frames[4]
+    assert opened == [ytvis.frame_path(ytvis.videos[1], 4)]
+    assert frame.shape == (3, 64, 86) and frame.dtype == torch.float32 and frame.max() <= 255
+    assert torch.equal(frames[-1], frames[FRAMES - 1])
+    with pytest.raises(IndexError):
+        frames[FRAMES]
+
+
+def test_video_frames_missing_file_raises_on_access(broken):
+    root, data, save = broken
+    video = data["videos"][0]
+    (root / "JPEGImages" / video["file_names"][1]).unlink()
+    ytvis = load_ytvis(*save(data), check_files=False)
+    frames = VideoFrames(ytvis, video["id"], 32, 100)
+    frames[0]
+    with pytest.raises(DataError, match="00001.jpg: cannot read frame"):
+        frames[1]
+
+
+def test_resized_shape():
+    assert resized_shape(720, 1280, 360, 768) == (360, 640)
+    assert resized_shape(720, 1280, 480, 768) == (432, 768)  # long side capped
+    assert resized_shape(1280, 720, 360, 768) == (640, 360)
+
+
+# ---- sampler ----
+
+
+def _take(sampler: TrainSampler, n: int) -> list:
+    stream = iter(sampler)
+    return [next(stream) for _ in range(n)]
+
+
+def test_sampler_resume_gives_the_same_stream():
+    sampler = TrainSampler(7, seed=3)
+    _take(sampler, 17)
+    state = sampler.state_dict()
+    expected = _take(sampler, 20)
+    resumed = TrainSampler(7, seed=3)
+    resumed.load_state_dict(state)
+    assert _take(resumed, 20) == expected
+    with pytest.raises(ValueError, match="num_items"):
+        TrainSampler(8, seed=3).load_state_dict(state)
+
+
+def test_sampler_epochs_are_permutations_and_ranks_shard():
+    single = _take(TrainSampler(5, seed=1), 15)
+    for epoch in range(3):
+        assert sorted(i for i, _ in single[epoch * 5 : epoch * 5 + 5]) == list(range(5))
+    assert [d for _, d in single] == list(range(15))
+    assert [i for i, _ in single[:5]] != [i for i, _ in single[5:10]]  # reshuffled each epoch
+    rank0, rank1 = _take(TrainSampler(5, 1, 0, 2), 5), _take(TrainSampler(5, 1, 1, 2), 5)
+    merged = sorted(rank0 + rank1, key=lambda pair: pair[1])
+    assert merged == single[:10]  # the ranks split one global stream
+    assert _take(TrainSampler(5, seed=2), 15) != single
