@@ -100,11 +100,11 @@ def tracking_metrics(seed: int, offset: float) -> dict[str, float]:
     }
 
 
-@pytest.fixture()
-def sweep_store(tmp_path):
+@pytest.fixture(scope="module")
+def sweep_store(tmp_path_factory):
     """Sweep 's': IFR with seeds 0-4 (seed 2 logged twice), Mask2Former with seeds 0-3 FINISHED and seed 4
     FAILED, one RUNNING IFR run of another seed, and the sweep's parent run."""
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = f"sqlite:///{tmp_path_factory.mktemp('store')}/mlflow.db"  # read-only for the tests below
     parent = log_parent(uri, "s")
     logged = {"ifr": {}, "mask2former": {}}
     for seed in range(5):
