@@ -244,7 +244,9 @@ def draft_crossing(rng: np.random.Generator, length: int, height: int, width: in
     )
     specs = []
     for heading in headings:
-        velocity = rng.uniform(1.5, 3.0) * height / 96 * np.array([np.cos(heading), np.sin(heading)])
+        # apart at the start, together near `meet_time`, apart again at the end
+        speed = rng.uniform(0.7, 1.0) * height / max(length - 1, 1)
+        velocity = speed * np.array([np.cos(heading), np.sin(heading)])
         offset = rng.uniform(-0.08, 0.08, size=2) * height
         specs.append(
             InstanceSpec(
