@@ -2,13 +2,13 @@
 # Start a single-node Slurm cluster on this machine: munged, MariaDB (127.0.0.1 only), slurmdbd,
 # slurmctld and slurmd, as root and without systemd (Debian 12 packages).
 # Idempotent: with the cluster already up it only prints its status line.
-# Usage: bash slurm/start_cluster.sh        (environment: SLURM_PARTITION, SLURM_CLUSTER_NAME)
+# Usage: bash slurm/start_cluster.sh        (environment: IFRVIS_SLURM_PARTITION, IFRVIS_SLURM_CLUSTER)
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 TEMPLATES="$HERE/templates"
-CLUSTER="${SLURM_CLUSTER_NAME:-ifrvis}"
-PARTITION="${SLURM_PARTITION:-debug}"
+CLUSTER="${IFRVIS_SLURM_CLUSTER:-ifrvis}"
+PARTITION="${IFRVIS_SLURM_PARTITION:-debug}"
 CONF_DIR=/etc/slurm
 LOG_DIR=/var/log/slurm
 RUN_DIR=/run/slurm
