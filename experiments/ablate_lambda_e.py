@@ -26,7 +26,7 @@ def main(argv=None) -> int:
     parser.add_argument("--no-figure", action="store_true", help="skip Figure 4 at the end")
     add_sweep_arguments(parser)
     args = parser.parse_args(argv)
-    args.sweep = args.sweep or f"ablation-lambda_e-{args.profile}"
+    args.sweep = args.sweep or ("ablation_lambda_e" if args.profile == "tiny" else "ablation_lambda_e_paper")
     grid = [[f"loss.lambda_e={value}"] for value in args.lambdas]
     cfgs = expand(
         [args.config or PROFILES[args.profile]], range(args.seeds), args.sweep, args.overrides, grid

@@ -81,9 +81,16 @@ def experiment_id(mlflow: MlflowClient, name: str) -> str:
     if experiment is not None:
         return experiment.experiment_id
     try:
-        return with_retry(mlflow.create_experiment, name)
+        return with_retry(mlflow.create_experiment, name, artifact_location=_artifact_location(mlflow, name))
     except Exception:  # created meanwhile by a concurrent run
         return with_retry(mlflow.get_experiment_by_name, name).experiment_id
+
+
+def _artifact_location(mlflow: MlflowClient, name: str) -> str | None:
+    """Artifacts of a SQLite store beside the database file (MLflow's default is ./mlruns of whatever
+    the working directory is); a server decides for itself."""
+    path = _sqlite_path(mlflow.tracking_uri)
+    return (path.parent / "mlruns" / name).as_uri() if path is not None else None
 
 
 def find_runs(mlflow: MlflowClient, experiment: str, **tags: str) -> list:
