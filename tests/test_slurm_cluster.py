@@ -109,9 +109,11 @@ def job_log_tail(job: submitit.Job) -> str:
 def executor(tmp_path, monkeypatch):
     """An AutoExecutor on Slurm with the local profile. The job folder is a pytest tmp dir: local disk
     is shared with the only node here (on a real cluster it must be on a shared file system)."""
-    # sbatch exports the submitting environment: the jobs import this module from tests/.
+    # sbatch exports the submitting environment: the jobs import this module as `test_slurm_cluster`
+    # (tests/ on the path) or as `tests.test_slurm_cluster` (repository root on the path).
     monkeypatch.setenv(
-        "PYTHONPATH", os.pathsep.join(filter(None, [str(TESTS_DIR), os.environ.get("PYTHONPATH")]))
+        "PYTHONPATH",
+        os.pathsep.join(filter(None, [str(TESTS_DIR), str(TESTS_DIR.parent), os.environ.get("PYTHONPATH")])),
     )
     ex = slurm_executor(tmp_path / "jobs", "local", {"time_min": 5})
     ex.update_parameters(name="ifrvis-test")
