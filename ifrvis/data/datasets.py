@@ -30,8 +30,9 @@ def resized_shape(height: int, width: int, short_side: int, max_long_side: int) 
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
-def load_frame(path, size: tuple[int, int]) -> torch.Tensor:
-    """RGB frame file resized (bilinear) to `size` = (h, w) -> (3, h, w) float32 in [0, 255]."""
+def load_frame(ytvis: YTVIS, video: dict, t: int, size: tuple[int, int]) -> torch.Tensor:
+    """Frame t of `video` resized (bilinear) to `size` = (h, w) -> (3, h, w) float32 RGB in [0, 255]."""
+    path = ytvis.frame_path(video, t)
     try:
         with Image.open(path) as image:
             image = image.convert("RGB")
@@ -39,7 +40,8 @@ def load_frame(path, size: tuple[int, int]) -> torch.Tensor:
                 image = image.resize((size[1], size[0]), Image.BILINEAR)
             array = np.asarray(image, dtype=np.float32)
     except OSError as error:
-        raise DataError(f"{path}: cannot read frame: {error}") from None
+        where = f"{ytvis.source}: video {video['id']}: field 'file_names[{t}]'"
+        raise DataError(f"{where}: cannot read frame {path}: {error}") from None
     return torch.from_numpy(array.copy()).permute(2, 0, 1)
 
 
@@ -92,7 +94,7 @@ class ClipDataset(torch.utils.data.Dataset):
         else:
             short_side, flip = self.cfg.test_short_side, False
         size = resized_shape(int(video["height"]), int(video["width"]), short_side, self.cfg.max_long_side)
-        images = torch.stack([load_frame(self.ytvis.frame_path(video, int(t)), size) for t in frames])
+        images = torch.stack([load_frame(self.ytvis, video, int(t), size) for t in frames])
         instances = self._instances(video, frames, size)
         if flip:
             images = images.flip(-1)
@@ -179,7 +181,7 @@ class VideoFrames:
     def __getitem__(self, t: int) -> torch.Tensor:
         if not -len(self) <= t < len(self):
             raise IndexError(f"frame {t} of a {len(self)}-frame video")
-        return load_frame(self.ytvis.frame_path(self.video, t % len(self)), self.size)
+        return load_frame(self.ytvis, self.video, t % len(self), self.size)
 
 
 class TrainSampler(torch.utils.data.Sampler):
