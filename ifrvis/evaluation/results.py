@@ -123,7 +123,8 @@ def load_results(results: str | Path | list, gt: str | Path | dict) -> list[dict
                 "category_id": int(entry["category_id"]),
                 "score": float(score),
                 "segmentations": [
-                    _check_segmentation(seg, f"{where}.segmentations[{t}]", video) for t, seg in enumerate(segs)
+                    _check_segmentation(seg, f"{where}.segmentations[{t}]", video)
+                    for t, seg in enumerate(segs)
                 ],
             }
         )
@@ -140,9 +141,7 @@ def encode_video_predictions(
     An empty frame mask becomes null, as the official format expects."""
     out = []
     for pred in predictions:
-        label, score, masks = (
-            (pred.label, pred.score, pred.masks) if hasattr(pred, "masks") else tuple(pred)
-        )
+        label, score, masks = (pred.label, pred.score, pred.masks) if hasattr(pred, "masks") else tuple(pred)
         masks = np.asarray(masks, dtype=bool)
         if masks.ndim != 3:
             raise ValueError(f"video {video_id}: prediction masks must be (T, H, W), got shape {masks.shape}")

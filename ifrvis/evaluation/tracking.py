@@ -4,7 +4,8 @@ Method (Sec. 4.4): in every frame, the tight bounding box of each ground-truth a
 is an object / hypothesis; py-motmetrics accumulates them with an IoU distance (1 - box IoU) and a
 0.5 IoU threshold. Ground-truth tracks are the annotations (crowd ones included, class-agnostic);
 predicted tracks are the results with score >= score_threshold (class-agnostic). Track ids are the
-index of the annotation in the ground truth's list and of the entry in the results list. A frame where a mask is null or empty has no box for that track.
+index of the annotation in the ground truth's list and of the entry in the results list. A frame
+where a mask is null or empty has no box for that track.
 
 motmetrics 1.4.0's own `distances.iou_matrix` calls `np.asfarray`, removed in NumPy 2, so the IoU
 distance matrix is computed here (`iou_distance`) and fed to its accumulator, which works.
@@ -45,7 +46,9 @@ def iou_distance(gt_boxes: np.ndarray, pred_boxes: np.ndarray, iou_threshold: fl
     gt_boxes = np.asarray(gt_boxes, dtype=np.float64).reshape(-1, 4)
     pred_boxes = np.asarray(pred_boxes, dtype=np.float64).reshape(-1, 4)
     lo = np.maximum(gt_boxes[:, None, :2], pred_boxes[None, :, :2])
-    hi = np.minimum(gt_boxes[:, None, :2] + gt_boxes[:, None, 2:], pred_boxes[None, :, :2] + pred_boxes[None, :, 2:])
+    hi = np.minimum(
+        gt_boxes[:, None, :2] + gt_boxes[:, None, 2:], pred_boxes[None, :, :2] + pred_boxes[None, :, 2:]
+    )
     inter = np.prod(np.clip(hi - lo, 0, None), axis=-1)
     union = np.prod(gt_boxes[:, 2:], axis=-1)[:, None] + np.prod(pred_boxes[:, 2:], axis=-1)[None, :] - inter
     iou = np.divide(inter, union, out=np.zeros_like(inter), where=inter > 0)
@@ -77,7 +80,9 @@ def summarize(overall: mm.MOTAccumulator, per_video: dict) -> dict:
     host = mm.metrics.create()
     out = _row(host.compute(overall, metrics=metrics, name="OVERALL"), "OVERALL")
     if names:
-        summary = host.compute_many([per_video[n] for n in names], metrics=metrics, names=[str(n) for n in names])
+        summary = host.compute_many(
+            [per_video[n] for n in names], metrics=metrics, names=[str(n) for n in names]
+        )
         out["per_video"] = {n: _row(summary, str(n)) for n in names}
     else:
         out["per_video"] = {}
@@ -143,4 +148,10 @@ def _frames(length: int, gt_boxes: list, pred_boxes: list):
     for t in range(length):
         g = [(tid, boxes[t]) for tid, boxes in gt_boxes if t < len(boxes) and boxes[t] is not None]
         p = [(tid, boxes[t]) for tid, boxes in pred_boxes if boxes[t] is not None]
-        yield t, [i for i, _ in g], np.array([b for _, b in g]), [i for i, _ in p], np.array([b for _, b in p])
+        yield (
+            t,
+            [i for i, _ in g],
+            np.array([b for _, b in g]),
+            [i for i, _ in p],
+            np.array([b for _, b in p]),
+        )

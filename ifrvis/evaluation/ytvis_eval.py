@@ -33,7 +33,12 @@ from ifrvis.evaluation.results import load_ground_truth, load_results, video_inf
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True)
 RECALL_THRESHOLDS = np.linspace(0.0, 1.00, int(np.round((1.00 - 0.0) / 0.01)) + 1, endpoint=True)
 MAX_DETS = (1, 10, 100)
-AREA_RANGES = {"all": (0.0, 1e10), "small": (0.0, 128.0**2), "medium": (128.0**2, 256.0**2), "large": (256.0**2, 1e10)}
+AREA_RANGES = {
+    "all": (0.0, 1e10),
+    "small": (0.0, 128.0**2),
+    "medium": (128.0**2, 256.0**2),
+    "large": (256.0**2, 1e10),
+}
 METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 # key -> (precision (1) or recall (0), IoU threshold or None for the mean, area range, maxDet)
 _SUMMARY = {
@@ -96,7 +101,9 @@ def video_iou_matrix(dt_rles: list[list], gt_rles: list[list], height: int, widt
         if g_present:
             gt_area += mask_utils.area(g_frame)
         if d_present and g_present:
-            ratio = np.asarray(mask_utils.iou(d_frame, g_frame, crowd), dtype=np.float64).reshape(num_dt, num_gt)
+            ratio = np.asarray(mask_utils.iou(d_frame, g_frame, crowd), dtype=np.float64).reshape(
+                num_dt, num_gt
+            )
             inter += np.rint(ratio * d_areas[:, None])
     union = dt_area[:, None] + gt_area[None, :] - inter
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
@@ -172,11 +179,13 @@ def evaluate_ytvis(gt, results) -> dict:
     videos = video_infos(gt)
     video_ids = sorted(videos)
     cat_ids = sorted({int(c["id"]) for c in gt["categories"]})
-    gt_by_video = _group((a for a in gt["annotations"] if int(a["video_id"]) in videos), lambda a: int(a["video_id"]))
+    gt_by_video = _group(
+        (a for a in gt["annotations"] if int(a["video_id"]) in videos), lambda a: int(a["video_id"])
+    )
     dt_by_video = _group(results, lambda r: r["video_id"])
 
     area_names = list(AREA_RANGES)
-    # (category, area range) -> list over videos of (scores (D,), matched (T, D), ignored (T, D), gt_ignore (G,))
+    # (category, area range) -> per video: scores (D,), matched (T, D), ignored (T, D), gt_ignore (G,)
     cells: dict = {}
     for vid in video_ids:
         info = videos[vid]
@@ -206,7 +215,9 @@ def evaluate_ytvis(gt, results) -> dict:
                 matched, dt_ignored = _match(
                     ious[np.ix_(d_idx, g_sorted)], g_ignore, gt_crowd[g_sorted], dt_area[d_idx], (lo, hi)
                 )
-                cells.setdefault((cat, area_name), []).append((dt_scores[d_idx], matched, dt_ignored, g_ignore))
+                cells.setdefault((cat, area_name), []).append(
+                    (dt_scores[d_idx], matched, dt_ignored, g_ignore)
+                )
 
     shape = (len(IOU_THRESHOLDS), len(RECALL_THRESHOLDS), len(cat_ids), len(area_names), len(MAX_DETS))
     precision = -np.ones(shape)
@@ -220,7 +231,9 @@ def evaluate_ytvis(gt, results) -> dict:
             scores = np.concatenate([e[0][:max_det] for e in entries])
             matched = np.concatenate([e[1][:, :max_det] for e in entries], axis=1)
             ignored = np.concatenate([e[2][:, :max_det] for e in entries], axis=1)
-            precision[:, :, k, a, m], recall[:, k, a, m] = _precision_recall(scores, matched, ignored, num_positive)
+            precision[:, :, k, a, m], recall[:, k, a, m] = _precision_recall(
+                scores, matched, ignored, num_positive
+            )
     return _summarize(precision, recall, cat_ids)
 
 
