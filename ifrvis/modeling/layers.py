@@ -148,3 +148,29 @@ def masked_attention_mask(mask_logits: Tensor, size: tuple[int, int], heads: int
     blocked = (resized.sigmoid() < 0.5).view(b, q, t * size[0] * size[1])
     blocked = blocked & ~blocked.all(-1, keepdim=True)
     return blocked.repeat_interleave(heads, dim=0)
+
+
+class PredictionHeads(nn.Module):
+    """Mask2Former's heads on the decoder's queries: LayerNorm, then a linear class head (sigmoid/focal:
+    no "no object" logit) and a 3-layer MLP to the mask embedding dotted with per-pixel embeddings."""
+
+    def __init__(self, dim: int, num_classes: int, mask_dim: int, prior_prob: float = 0.01):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.class_embed = nn.Linear(dim, num_classes)
+        self.mask_embed = MLP(dim, dim, mask_dim, 3)
+        # Focal-loss prior (Lin et al.): every class starts at probability `prior_prob`.
+        nn.init.constant_(self.class_embed.bias, -math.log((1 - prior_prob) / prior_prob))
+
+    def classify(self, queries: Tensor) -> Tensor:
+        """`(B, Q, C)` -> class logits `(B, Q, K)`."""
+        return self.class_embed(self.norm(queries))
+
+    def mask_embedding(self, queries: Tensor) -> Tensor:
+        """`(..., Q, C)` -> `(..., Q, mask_dim)`."""
+        return self.mask_embed(self.norm(queries))
+
+
+def memory_tokens(feature: Tensor, level_embed: Tensor) -> Tensor:
+    """One encoder level `(B, T, C, h, w)` -> tokens `(B, T, h * w, C)` plus the level embedding `(C,)`."""
+    return feature.flatten(3).transpose(2, 3) + level_embed

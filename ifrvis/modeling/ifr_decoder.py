@@ -1,0 +1,165 @@
+"""The Inter-Frame Recurrent (IFR) transformer decoder (Sec. 3.1, Eqs. 1-3, Fig. 3).
+
+Layer i, clip-level queries Q_i `(B, N, C)`, frames F_1..F_n of one encoder scale:
+- Q_i^0 = Q_i; for t = 1..n: [Attn(Q_i^{t-1}, F_t), Attn(Q_i, F_t)] with one attention module (same
+  W^K, W^V; Eq. 2), masked by frame t's mask prediction of the previous layer (Eq. 1), then
+  self-attention over the 2N queries and FFN, keeping the first N (Eq. 3): Q_i^t.
+- Q_{i+1}: temporal cross-attention of Q_i to all {Q_i^1..Q_i^n}, self-attention, FFN.
+Scales go round-robin over the encoder levels, one per layer. Class logits come from the clip-level
+queries Q_{i+1}; frame t's masks from MLP(Q_i^t) . frame t's per-pixel embeddings.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ifrvis.modeling.layers import (
+    CrossAttentionLayer,
+    FFNLayer,
+    PredictionHeads,
+    SelfAttentionLayer,
+    masked_attention_mask,
+    memory_tokens,
+    sine_position_2d,
+)
+
+
+def per_frame_attention_mask(mask_logits: Tensor, size: tuple[int, int], heads: int) -> Tensor:
+    """Eq. 1's M for each frame separately: `(B, Q, T, H, W)` -> bool `(B, T, heads, Q, h * w)`.
+
+    A query whose mask on frame t is empty attends to all of frame t (Mask2Former's rule, per frame).
+    """
+    b, q, t = mask_logits.shape[:3]
+    per_frame = mask_logits.transpose(1, 2).reshape(b * t, q, 1, *mask_logits.shape[-2:])
+    return masked_attention_mask(per_frame, size, heads).view(b, t, heads, q, size[0] * size[1])
+
+
+class IFRDecoderLayer(nn.Module):
+    def __init__(self, dim: int, heads: int, ffn_dim: int, dropout: float = 0.0, pre_norm: bool = False):
+        super().__init__()
+        self.heads = heads
+        # Eq. 2: ONE cross-attention for both Attn(Q_i^{t-1}, F_t) and Attn(Q_i, F_t): shared W^K, W^V.
+        self.frame_cross_attn = CrossAttentionLayer(dim, heads, dropout, pre_norm)
+        self.frame_self_attn = SelfAttentionLayer(dim, heads, dropout, pre_norm)  # Eq. 3
+        self.frame_ffn = FFNLayer(dim, ffn_dim, dropout, pre_norm)
+        self.temporal_cross_attn = CrossAttentionLayer(dim, heads, dropout, pre_norm)
+        self.clip_self_attn = SelfAttentionLayer(dim, heads, dropout, pre_norm)
+        self.clip_ffn = FFNLayer(dim, ffn_dim, dropout, pre_norm)
+
+    def forward(
+        self,
+        clip_queries: Tensor,
+        memory: Tensor,
+        memory_pos: Tensor,
+        attn_mask: Tensor | None,
+        query_pos: Tensor,
+    ) -> tuple[Tensor, Tensor]:
+        """clip_queries Q_i `(B, N, C)`, memory F `(B, T, S, C)`, memory_pos `(S, C)`, attn_mask
+        `(B, T, heads, N, S)` bool (True = blocked) or None, query_pos `(B, N, C)` ->
+        (frame-level queries {Q_i^t} `(B, T, N, C)`, clip-level queries Q_{i+1} `(B, N, C)`)."""
+        b, num_frames, tokens, dim = memory.shape
+        n = clip_queries.shape[1]
+
+        def frame_mask(t: int | slice) -> Tensor | None:
+            if attn_mask is None:
+                return None
+            return attn_mask[:, t].reshape(-1, n, tokens)
+
+        # Attn(Q_i, F_t) does not depend on the recurrence: all frames in one batched call (Eq. 2, 2nd half).
+        clip_to_frames = self.frame_cross_attn(
+            clip_queries[:, None].expand(b, num_frames, n, dim).reshape(b * num_frames, n, dim),
+            memory.reshape(b * num_frames, tokens, dim),
+            attn_mask=frame_mask(slice(None)),
+            pos=memory_pos,
+            query_pos=query_pos.repeat_interleave(num_frames, dim=0),
+        ).view(b, num_frames, n, dim)
+
+        joint_pos = torch.cat([query_pos, query_pos], dim=1)
+        previous = clip_queries  # Q_i^0 = Q_i
+        frame_queries = []
+        for t in range(num_frames):
+            recurrent = self.frame_cross_attn(  # Attn(Q_i^{t-1}, F_t), Eq. 2 first half
+                previous, memory[:, t], attn_mask=frame_mask(t), pos=memory_pos, query_pos=query_pos
+            )
+            joint = self.frame_self_attn(torch.cat([recurrent, clip_to_frames[:, t]], dim=1), joint_pos)
+            previous = self.frame_ffn(joint[:, :n])  # Eq. 3: keep the first N queries
+            frame_queries.append(previous)
+        frame_queries = torch.stack(frame_queries, dim=1)
+
+        # Clip update: Q_i attends to all frame-level queries of the clip.
+        clip = self.temporal_cross_attn(
+            clip_queries,
+            frame_queries.flatten(1, 2),
+            pos=query_pos.repeat(1, num_frames, 1),
+            query_pos=query_pos,
+        )
+        clip = self.clip_ffn(self.clip_self_attn(clip, query_pos))
+        return frame_queries, clip
+
+
+class IFRDecoder(nn.Module):
+    """`forward(multi_scale [(B, T, C, h, w)] coarse to fine, mask_features (B, T, D, H, W)) -> outputs`
+    with the `VISModel` contract (docs/architecture.md)."""
+
+    def __init__(
+        self,
+        num_classes: int,
+        num_queries: int = 100,
+        dim: int = 256,
+        heads: int = 8,
+        ffn_dim: int = 2048,
+        layers: int = 9,
+        mask_dim: int = 256,
+        levels: int = 3,
+        dropout: float = 0.0,
+        pre_norm: bool = False,
+    ):
+        super().__init__()
+        self.heads, self.levels, self.dim = heads, levels, dim
+        self.query_feat = nn.Embedding(num_queries, dim)  # Q_0, the learnable clip-level queries
+        self.query_embed = nn.Embedding(num_queries, dim)  # their positional embedding
+        self.level_embed = nn.Embedding(levels, dim)
+        self.layers = nn.ModuleList(
+            IFRDecoderLayer(dim, heads, ffn_dim, dropout, pre_norm) for _ in range(layers)
+        )
+        self.heads_out = PredictionHeads(dim, num_classes, mask_dim)
+
+    def predict(
+        self, clip_queries: Tensor, frame_queries: Tensor, mask_features: Tensor, cross: bool
+    ) -> dict:
+        """Class logits from Q_{i+1} `(B, N, C)`; frame t's masks from Q_i^t `(B, T, N, C)` and frame t's
+        per-pixel embeddings `(B, T, D, H, W)`; with `cross`, every frame's queries on every frame."""
+        embedding = self.heads_out.mask_embedding(frame_queries)  # (B, T, N, D)
+        out = {
+            "pred_logits": self.heads_out.classify(clip_queries),
+            "pred_masks": torch.einsum("btqd,btdhw->bqthw", embedding, mask_features),
+        }
+        if cross:  # [b, q, t1, t2] = frame t1's query on frame t2 (Eqs. 6-7)
+            out["pred_cross_masks"] = torch.einsum("baqd,bcdhw->bqachw", embedding, mask_features)
+        return out
+
+    def forward(self, multi_scale: list[Tensor], mask_features: Tensor) -> dict:
+        b, num_frames = mask_features.shape[:2]
+        if len(multi_scale) != self.levels:
+            raise ValueError(f"IFRDecoder expects {self.levels} feature levels, got {len(multi_scale)}")
+        sizes = [tuple(x.shape[-2:]) for x in multi_scale]
+        memories = [memory_tokens(x, self.level_embed.weight[i]) for i, x in enumerate(multi_scale)]
+        positions = [
+            sine_position_2d(h, w, self.dim, x.device).to(x.dtype).flatten(1).T
+            for (h, w), x in zip(sizes, multi_scale)
+        ]
+        cross = self.training and num_frames > 1
+        query_pos = self.query_embed.weight[None].expand(b, -1, -1)
+        clip = self.query_feat.weight[None].expand(b, -1, -1)
+        frames = clip[:, None].expand(-1, num_frames, -1, -1)  # prediction from the initial queries
+        predictions = [self.predict(clip, frames, mask_features, cross)]
+        for index, layer in enumerate(self.layers):
+            level = index % self.levels  # scales round-robin, one per layer
+            attn_mask = per_frame_attention_mask(predictions[-1]["pred_masks"], sizes[level], self.heads)
+            frames, clip = layer(clip, memories[level], positions[level], attn_mask, query_pos)
+            predictions.append(self.predict(clip, frames, mask_features, cross))
+        outputs = predictions[-1]
+        if self.training:
+            outputs["aux_outputs"] = predictions[:-1]
+        return outputs
