@@ -62,6 +62,8 @@ class ModelConfig:
     dec_layers: int = 9
     dec_heads: int = 8
     dec_ffn_dim: int = 2048
+    dropout: float = 0.0  # attention/FFN dropout in encoder and decoder (Mask2Former: 0.0)
+    pre_norm: bool = False  # LayerNorm before (True) or after (False, Mask2Former) decoder blocks
     pixel_mean: list[float] = field(default_factory=lambda: [123.675, 116.28, 103.53])
     pixel_std: list[float] = field(default_factory=lambda: [58.395, 57.12, 57.375])
 

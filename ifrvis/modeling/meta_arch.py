@@ -1,0 +1,103 @@
+"""`VISModel`: normalisation, backbone -> pixel decoder (per frame) -> IFR or Mask2Former-VIS decoder.
+
+`forward(images (B, T, 3, H, W) in [0, 255])` = `decode(encode(images.flatten(0, 1)), B, T)`; inference
+runs `encode` over chunks of frames, joins them with `concat_features` and decodes the whole video.
+`features` is a dict of per-frame tensors (frame axis first):
+`{"mask_features": (N, mask_dim, H/4, W/4), "multi_scale": [(N, C, H/32, W/32), (N, C, H/16, W/16),
+(N, C, H/8, W/8)]}`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ifrvis.config import ModelConfig
+from ifrvis.modeling.backbone import Backbone, build_backbone
+from ifrvis.modeling.ifr_decoder import IFRDecoder
+from ifrvis.modeling.mask2former_decoder import Mask2FormerVISDecoder
+from ifrvis.modeling.pixel_decoder import MSDeformAttnPixelDecoder
+from ifrvis.modeling.weights import load_weights
+
+DECODERS = {"ifr": IFRDecoder, "mask2former": Mask2FormerVISDecoder}
+
+
+def concat_features(chunks: list[dict]) -> dict:
+    """Join `encode` outputs of consecutive frame chunks along the frame axis."""
+    return {
+        "mask_features": torch.cat([c["mask_features"] for c in chunks]),
+        "multi_scale": [torch.cat(level) for level in zip(*(c["multi_scale"] for c in chunks))],
+    }
+
+
+class VISModel(nn.Module):
+    def __init__(
+        self,
+        backbone: Backbone,
+        pixel_decoder: MSDeformAttnPixelDecoder,
+        decoder: nn.Module,
+        pixel_mean: list[float],
+        pixel_std: list[float],
+    ):
+        super().__init__()
+        self.backbone = backbone
+        self.pixel_decoder = pixel_decoder
+        self.decoder = decoder
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(1, 3, 1, 1), persistent=False)
+
+    def encode(self, frames: Tensor) -> dict:
+        """Backbone + pixel decoder, frame by frame: `frames (N, 3, H, W)` in [0, 255] -> features."""
+        if frames.dim() != 4 or frames.shape[1] != 3:
+            raise ValueError(f"VISModel.encode expects frames (N, 3, H, W), got {tuple(frames.shape)}")
+        mask_features, multi_scale = self.pixel_decoder(
+            self.backbone((frames - self.pixel_mean) / self.pixel_std)
+        )
+        return {"mask_features": mask_features, "multi_scale": multi_scale}
+
+    def decode(self, features: dict, batch: int, frames: int) -> dict:
+        """Features of `batch * frames` frames (video-major) -> outputs (docs/architecture.md)."""
+        mask_features = features["mask_features"]
+        if mask_features.shape[0] != batch * frames:
+            raise ValueError(f"features hold {mask_features.shape[0]} frames, expected {batch} x {frames}")
+        multi_scale = [x.view(batch, frames, *x.shape[1:]) for x in features["multi_scale"]]
+        return self.decoder(multi_scale, mask_features.view(batch, frames, *mask_features.shape[1:]))
+
+    def forward(self, images: Tensor) -> dict:
+        """`images (B, T, 3, H, W)` in [0, 255], H and W multiples of 32 -> outputs."""
+        if images.dim() != 5:
+            raise ValueError(f"VISModel expects images (B, T, 3, H, W), got {tuple(images.shape)}")
+        b, t = images.shape[:2]
+        return self.decode(self.encode(images.flatten(0, 1)), b, t)
+
+
+def build_model(cfg: ModelConfig) -> VISModel:
+    """The model named by `cfg` (the `model` config section), with `cfg.weights` loaded if set."""
+    if cfg.decoder not in DECODERS:
+        raise ValueError(f"model.decoder = {cfg.decoder!r} is not one of {', '.join(DECODERS)}")
+    backbone = build_backbone(cfg.backbone)
+    pixel_decoder = MSDeformAttnPixelDecoder(
+        backbone.out_channels,
+        dim=cfg.hidden_dim,
+        mask_dim=cfg.mask_dim,
+        layers=cfg.enc_layers,
+        heads=cfg.enc_heads,
+        points=cfg.enc_points,
+        ffn_dim=cfg.enc_ffn_dim,
+        dropout=cfg.dropout,
+    )
+    decoder = DECODERS[cfg.decoder](
+        num_classes=cfg.num_classes,
+        num_queries=cfg.num_queries,
+        dim=cfg.hidden_dim,
+        heads=cfg.dec_heads,
+        ffn_dim=cfg.dec_ffn_dim,
+        layers=cfg.dec_layers,
+        mask_dim=cfg.mask_dim,
+        dropout=cfg.dropout,
+        pre_norm=cfg.pre_norm,
+    )
+    model = VISModel(backbone, pixel_decoder, decoder, cfg.pixel_mean, cfg.pixel_std)
+    if cfg.weights:
+        load_weights(model, cfg.weights)
+    return model

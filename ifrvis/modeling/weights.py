@@ -1,0 +1,115 @@
+"""Load `model.weights`, a local checkpoint file (nothing is downloaded), into a `VISModel`.
+
+Accepted files:
+- torchvision state dicts of ResNet / Swin (`conv1.weight`, `layer1.0...`, `features.0...`): loaded into
+  `backbone.*` (classification heads `fc.*`, `head.*`, `norm.*` are reported as unexpected);
+- detectron2 / Mask2Former checkpoints (`.pkl`: pickled dict of numpy arrays, possibly under "model";
+  `.pth` with "model"): ResNet keys `backbone.stem.*`, `backbone.res{2-5}.*` are mapped to torchvision
+  names; other keys are kept when the model has them under the same name, else reported as unexpected;
+- this project's own state dicts (`backbone.*`, `pixel_decoder.*`, `decoder.*`), optionally under "model".
+
+Missing keys are counted only inside the top-level modules the file covers (a backbone-only file does
+not report the decoder as missing). Tensors of the wrong shape are skipped and reported.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadReport:
+    loaded: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # model keys the file should have covered
+    unexpected: list[str] = field(default_factory=list)  # file keys (original names) with no place
+    mismatched: list[str] = field(default_factory=list)  # "key: file shape vs model shape"
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Tensor]:
+    """The state dict in `path` (.pkl detectron2 pickle, or a torch file), values as tensors."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model.weights: no such file {path}")
+    if path.suffix == ".pkl":
+        with path.open("rb") as handle:
+            data = pickle.load(handle, encoding="latin1")
+    else:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(data, dict):
+        raise ValueError(f"model.weights: {path} holds a {type(data).__name__}, expected a state dict")
+    for wrapper in ("model", "state_dict"):
+        if isinstance(data.get(wrapper), dict):
+            data = data[wrapper]
+    state = {}
+    for key, value in data.items():
+        if isinstance(value, np.ndarray):
+            value = torch.from_numpy(np.ascontiguousarray(value))
+        if torch.is_tensor(value):
+            state[key] = value
+    if not state:
+        raise ValueError(f"model.weights: {path} holds no tensors")
+    return state
+
+
+_D2_RESNET = [
+    (r"^backbone\.stem\.conv1\.norm\.(.+)$", r"backbone.bn1.\1"),
+    (r"^backbone\.stem\.conv1\.(weight|bias)$", r"backbone.conv1.\1"),
+    (r"^backbone\.res(\d)\.(\d+)\.conv(\d)\.norm\.(.+)$", r"backbone.layer{res}.\2.bn\3.\4"),
+    (r"^backbone\.res(\d)\.(\d+)\.conv(\d)\.(weight|bias)$", r"backbone.layer{res}.\2.conv\3.\4"),
+    (r"^backbone\.res(\d)\.(\d+)\.shortcut\.norm\.(.+)$", r"backbone.layer{res}.\2.downsample.1.\3"),
+    (r"^backbone\.res(\d)\.(\d+)\.shortcut\.(weight|bias)$", r"backbone.layer{res}.\2.downsample.0.\3"),
+]
+
+
+def detectron2_resnet_name(key: str) -> str | None:
+    """detectron2 ResNet name -> this project's, e.g. `backbone.res2.0.conv1.norm.weight` ->
+    `backbone.layer1.0.bn1.weight`; None if `key` is not a detectron2 ResNet key."""
+    for pattern, replacement in _D2_RESNET:
+        match = re.match(pattern, key)
+        if match:
+            res = int(match.group(1)) - 1 if "{res}" in replacement else 0
+            return match.expand(replacement.replace("{res}", str(res)))
+    return None
+
+
+def map_key(key: str, model_keys: set[str]) -> str | None:
+    """Where file key `key` goes in the model, or None."""
+    candidates = [detectron2_resnet_name(key), key, f"backbone.{key}"]
+    return next((c for c in candidates if c is not None and c in model_keys), None)
+
+
+def load_weights(model: nn.Module, path: str | Path) -> LoadReport:
+    """Copy the matching tensors of `path` into `model`, log and return what was missing/unexpected."""
+    target = model.state_dict()
+    report = LoadReport()
+    mapped: dict[str, Tensor] = {}
+    for key, value in read_checkpoint(path).items():
+        name = map_key(key, set(target))
+        if name is None:
+            report.unexpected.append(key)
+        elif tuple(value.shape) != tuple(target[name].shape):
+            report.mismatched.append(f"{key}: {tuple(value.shape)} vs {name}: {tuple(target[name].shape)}")
+        else:
+            mapped[name] = value.to(target[name].dtype)
+    covered = {name.split(".")[0] for name in mapped}
+    report.loaded = sorted(mapped)
+    report.missing = sorted(k for k in target if k.split(".")[0] in covered and k not in mapped)
+    model.load_state_dict(mapped, strict=False)
+    log.info(
+        "model.weights %s: loaded %d tensors into %s", path, len(mapped), ", ".join(sorted(covered)) or "-"
+    )
+    for kind in ("missing", "unexpected", "mismatched"):
+        keys = getattr(report, kind)
+        if keys:
+            log.warning("model.weights %s: %d %s keys: %s", path, len(keys), kind, ", ".join(keys[:20]))
+    return report
