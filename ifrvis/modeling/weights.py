@@ -8,7 +8,8 @@ Accepted files:
   names; other keys are kept when the model has them under the same name, else reported as unexpected;
 - this project's own state dicts (`backbone.*`, `pixel_decoder.*`, `decoder.*`), optionally under "model".
 
-Missing keys are counted only inside the top-level modules the file covers (a backbone-only file does
+BatchNorm's `num_batches_tracked` counters are skipped (frozen BatchNorm has none). Missing keys are
+counted only inside the top-level modules the file covers (a backbone-only file does
 not report the decoder as missing). Tensors of the wrong shape are skipped and reported.
 """
 
@@ -95,6 +96,8 @@ def load_weights(model: nn.Module, path: str | Path) -> LoadReport:
     mapped: dict[str, Tensor] = {}
     for key, value in read_checkpoint(path).items():
         name = map_key(key, set(target))
+        if name is None and key.endswith("num_batches_tracked"):
+            continue  # BatchNorm bookkeeping, absent from frozen BatchNorm: not a weight
         if name is None:
             report.unexpected.append(key)
         elif tuple(value.shape) != tuple(target[name].shape):

@@ -1,0 +1,167 @@
+import pickle
+
+import pytest
+import torch
+from torchvision.models import resnet50, swin_t
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+from ifrvis.config import ModelConfig
+from ifrvis.modeling import build_model, load_weights
+from ifrvis.modeling.backbone import build_backbone
+from ifrvis.modeling.weights import detectron2_resnet_name
+
+CHANNELS = {
+    "tiny": (16, 32, 48, 64),
+    "resnet50": (256, 512, 1024, 2048),
+    "resnet101": (256, 512, 1024, 2048),
+    "swin_t": (96, 192, 384, 768),
+    "swin_s": (96, 192, 384, 768),
+    "swin_b": (128, 256, 512, 1024),
+    "swin_l": (192, 384, 768, 1536),
+}
+SLOW = {"swin_l"}  # ~4 s to initialise
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in CHANNELS]
+)
+def test_backbone_pyramid(name):
+    torch.manual_seed(0)
+    backbone = build_backbone(name).eval()
+    with torch.no_grad():
+        features = backbone(torch.randn(1, 3, 64, 64))
+    assert list(features) == ["res2", "res3", "res4", "res5"]
+    for (level, feature), channels in zip(features.items(), CHANNELS[name]):
+        stride = backbone.strides[level]
+        assert feature.shape == (1, channels, 64 // stride, 64 // stride), level
+        assert backbone.out_channels[level] == channels
+        assert torch.isfinite(feature).all()
+
+
+def test_resnet_batchnorm_is_frozen():
+    backbone = build_backbone("resnet50")
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in backbone.modules())
+    assert isinstance(backbone.bn1, FrozenBatchNorm2d)
+    backbone.train()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        first = backbone(x)["res5"]
+        second = backbone(x)["res5"]  # training mode updates no statistics
+    torch.testing.assert_close(first, second)
+    assert not backbone.conv1.weight.requires_grad and backbone.layer2[0].conv1.weight.requires_grad
+
+
+def resnet_model():
+    return build_model(
+        ModelConfig(
+            backbone="resnet50",
+            hidden_dim=32,
+            mask_dim=32,
+            enc_layers=1,
+            dec_layers=1,
+            num_queries=4,
+            num_classes=3,
+            dec_ffn_dim=32,
+            enc_ffn_dim=32,
+        )
+    )
+
+
+def test_load_torchvision_resnet_state_dict_reports_keys(tmp_path):
+    torch.manual_seed(0)
+    state = resnet50().state_dict()
+    del state["layer3.1.conv2.weight"]
+    path = tmp_path / "r50.pth"
+    torch.save(state, path)
+    model = resnet_model()
+    report = load_weights(model, path)
+    assert sorted(report.unexpected) == ["fc.bias", "fc.weight"]
+    assert report.missing == ["backbone.layer3.1.conv2.weight"]  # only inside the covered module
+    assert report.mismatched == []
+    assert torch.equal(model.backbone.layer4[2].conv3.weight, state["layer4.2.conv3.weight"])
+    assert torch.equal(model.backbone.bn1.running_var, state["bn1.running_var"])
+
+
+def torchvision_to_detectron2(key: str) -> str:
+    """The inverse renaming, written out independently of weights.py (detectron2's ResNet names)."""
+    parts = key.split(".")
+    if parts[0] == "conv1":
+        return f"backbone.stem.conv1.{parts[1]}"
+    if parts[0] == "bn1":
+        return f"backbone.stem.conv1.norm.{parts[1]}"
+    stage = int(parts[0][len("layer") :]) + 1
+    block, module, leaf = parts[1], parts[2], parts[-1]
+    if module == "downsample":
+        return f"backbone.res{stage}.{block}.shortcut{'.norm' if parts[3] == '1' else ''}.{leaf}"
+    if module.startswith("bn"):
+        return f"backbone.res{stage}.{block}.conv{module[2:]}.norm.{leaf}"
+    return f"backbone.res{stage}.{block}.{module}.{leaf}"
+
+
+def test_detectron2_resnet_names():
+    assert detectron2_resnet_name("backbone.res2.0.conv1.norm.weight") == "backbone.layer1.0.bn1.weight"
+    assert detectron2_resnet_name("backbone.res5.2.conv3.weight") == "backbone.layer4.2.conv3.weight"
+    assert (
+        detectron2_resnet_name("backbone.res3.0.shortcut.weight") == "backbone.layer2.0.downsample.0.weight"
+    )
+    assert (
+        detectron2_resnet_name("backbone.res4.0.shortcut.norm.bias") == "backbone.layer3.0.downsample.1.bias"
+    )
+    assert detectron2_resnet_name("backbone.stem.conv1.weight") == "backbone.conv1.weight"
+    assert detectron2_resnet_name("sem_seg_head.predictor.query_feat.weight") is None
+
+
+def test_load_detectron2_pickle(tmp_path):
+    torch.manual_seed(0)
+    state = {k: v for k, v in resnet50().state_dict().items() if not k.startswith("fc.")}
+    d2 = {torchvision_to_detectron2(k): v.numpy() for k, v in state.items() if "num_batches" not in k}
+    d2["sem_seg_head.predictor.static_query.weight"] = torch.zeros(100, 256).numpy()
+    path = tmp_path / "model_final.pkl"
+    with path.open("wb") as handle:
+        pickle.dump({"model": d2, "__author__": "test"}, handle)
+    model = resnet_model()
+    report = load_weights(model, path)
+    assert report.unexpected == ["sem_seg_head.predictor.static_query.weight"]
+    assert report.missing == []
+    assert len(report.loaded) == len(d2) - 1
+    for key, value in state.items():
+        if "num_batches" in key:
+            continue
+        assert torch.equal(model.state_dict()[f"backbone.{key}"], value), key
+
+
+def test_load_torchvision_swin_and_shape_mismatch(tmp_path):
+    torch.manual_seed(0)
+    state = swin_t().state_dict()
+    state["features.0.0.weight"] = torch.zeros(1, 2, 3)
+    path = tmp_path / "swin_t.pth"
+    torch.save(state, path)
+    model = build_model(
+        ModelConfig(
+            backbone="swin_t",
+            hidden_dim=32,
+            mask_dim=32,
+            enc_layers=1,
+            dec_layers=1,
+            num_queries=4,
+            num_classes=3,
+            dec_ffn_dim=32,
+            enc_ffn_dim=32,
+        )
+    )
+    report = load_weights(model, path)
+    assert sorted(report.unexpected) == ["head.bias", "head.weight", "norm.bias", "norm.weight"]
+    assert report.mismatched == [
+        "features.0.0.weight: (1, 2, 3) vs backbone.features.0.0.weight: (96, 3, 4, 4)"
+    ]
+    assert set(report.missing) == {"backbone.features.0.0.weight"} | {
+        k for k in model.state_dict() if k.startswith("backbone.out_norms.")
+    }
+    assert torch.equal(model.backbone.features[7][1].mlp[0].weight, state["features.7.1.mlp.0.weight"])
+
+
+def test_unreadable_weights_raise_naming_the_field(tmp_path):
+    path = tmp_path / "list.pth"
+    torch.save([1, 2], path)
+    with pytest.raises(ValueError, match="model.weights"):
+        load_weights(resnet_model(), path)
