@@ -223,3 +223,37 @@ def test_build_criterion_and_float32_under_autocast():
     cfg.model.num_classes = 4
     with pytest.raises(ValueError, match="num_classes"):
         build_criterion(cfg)(outputs, targets)
+
+
+@pytest.mark.parametrize("decoder", ["ifr", "mask2former"])
+def test_real_model_outputs_train_with_finite_gradients(decoder):
+    from ifrvis.modeling.meta_arch import build_model
+
+    torch.manual_seed(0)
+    cfg = Config()
+    cfg.model.decoder, cfg.model.backbone, cfg.model.num_classes, cfg.model.num_queries = (
+        decoder,
+        "tiny",
+        3,
+        4,
+    )
+    cfg.model.hidden_dim = cfg.model.mask_dim = 32
+    cfg.model.enc_layers, cfg.model.enc_heads, cfg.model.enc_ffn_dim = 1, 4, 64
+    cfg.model.dec_layers, cfg.model.dec_heads, cfg.model.dec_ffn_dim = 2, 4, 64
+    cfg.loss.num_points = 64
+    model = build_model(cfg.model).train()
+    images = torch.rand(2, 2, 3, 32, 32) * 255
+    masks = torch.zeros(2, 2, 32, 32, dtype=torch.bool)
+    masks[0, :, 4:20, 4:20] = True
+    masks[1, 0, 16:, 10:30] = True
+    present = torch.tensor([[True, True], [True, False]])
+    targets = [
+        {"labels": torch.tensor([0, 2]), "masks": masks, "present": present},
+        {"labels": torch.tensor([1]), "masks": masks[:1], "present": present[:1]},
+    ]
+    losses = build_criterion(cfg)(model(images), targets)
+    expected = {"loss_cls", "loss_mask", "loss_dice"} | (CROSS_KEYS if decoder == "ifr" else set())
+    assert expected <= set(losses) and {f"{k}_0" for k in expected} <= set(losses)
+    sum(losses.values()).backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)

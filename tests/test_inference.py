@@ -14,6 +14,7 @@ from ifrvis.config import InferenceConfig
 from ifrvis.data.masks import decode_segmentation
 from ifrvis.evaluation.results import encode_video_predictions
 from ifrvis.inference import (
+    Prediction,
     QueryResult,
     clip_starts,
     merge_tta,
@@ -271,3 +272,70 @@ def test_run_inference_on_a_ytvis_split(tmp_path, mode):
         assert entry["video_id"] == 4 and len(entry["segmentations"]) == 3
         masks = np.stack([decode_segmentation(s, 32, 48) for s in entry["segmentations"]])
         assert np.mean(masks != p.masks) <= (0.0 if mode == "video" else 0.03)
+
+
+def tiny_real_model(decoder: str):
+    from ifrvis.config import ModelConfig
+    from ifrvis.modeling.meta_arch import build_model
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(
+        decoder=decoder,
+        backbone="tiny",
+        num_classes=NUM_CLASSES,
+        num_queries=5,
+        hidden_dim=32,
+        enc_layers=1,
+        enc_heads=4,
+        enc_ffn_dim=64,
+        mask_dim=32,
+        dec_layers=2,
+        dec_heads=4,
+        dec_ffn_dim=64,
+    )
+    return build_model(cfg).eval()
+
+
+class PermutingModel(nn.Module):
+    """Wraps a model and rolls its query order by one more place at every decode call."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        self.calls = 0
+
+    def encode(self, frames):
+        return self.model.encode(frames)
+
+    def decode(self, features, batch, frames):
+        outputs = self.model.decode(features, batch, frames)
+        order = torch.roll(torch.arange(outputs["pred_logits"].shape[1]), self.calls)
+        self.calls += 1
+        return {key: outputs[key][:, order] for key in ("pred_logits", "pred_masks")}
+
+
+@pytest.mark.parametrize("decoder", ["ifr", "mask2former"])
+def test_real_model_whole_video_chunked_top_k_and_tta(decoder):
+    model = tiny_real_model(decoder)
+    frames = Frames(moving_video(num_frames=5), orig_size=(48, 72))
+    single = infer(model, frames, mode="video", top_k=7, chunk_frames=5)
+    assert len(single) == 7 and all(p.masks.shape == (5, 48, 72) for p in single)
+    assert_same_predictions(single, infer(model, frames, mode="video", top_k=7, chunk_frames=2))
+    assert_same_predictions(single, infer(model, frames, mode="tta", top_k=7, tta_short_sides=[32, 32]))
+
+
+@pytest.mark.parametrize("decoder", ["ifr", "mask2former"])
+def test_real_model_per_clip_on_static_video_and_linking(decoder):
+    model = tiny_real_model(decoder)
+    static = moving_video(num_frames=8, static=True)
+    # Every clip of 4 frames sees the same content as this 4-frame video: the clips agree with it.
+    whole = infer(model, Frames(static[:4], (32, 48)), mode="video", top_k=6)
+    clips = infer(model, Frames(static, (32, 48)), mode="clip", clip_frames=4, clip_overlap=2, top_k=6)
+    assert_same_predictions(
+        [Prediction(p.label, p.score, p.masks[:1]) for p in whole],
+        [Prediction(p.label, p.score, p.masks[:1]) for p in clips],
+    )
+    moving = Frames(moving_video(num_frames=8), (32, 48))
+    reference = infer(model, moving, mode="clip", clip_frames=4, clip_overlap=2, top_k=6)
+    permuted = infer(PermutingModel(model), moving, mode="clip", clip_frames=4, clip_overlap=2, top_k=6)
+    assert_same_predictions(reference, permuted)
