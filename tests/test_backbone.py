@@ -165,3 +165,90 @@ def test_unreadable_weights_raise_naming_the_field(tmp_path):
     torch.save([1, 2], path)
     with pytest.raises(ValueError, match="model.weights"):
         load_weights(resnet_model(), path)
+
+
+def project_to_mask2former(key: str, ifr: bool) -> str | None:
+    """Mask2Former's name for one of this project's head keys, written out independently of weights.py;
+    None for IFR's temporal/clip blocks, which Mask2Former does not have."""
+    parts = key.split(".")
+    head = "sem_seg_head.predictor"
+    if parts[0] == "pixel_decoder":
+        rest = ".".join(parts[1:])
+        if parts[1] == "layers":
+            return f"sem_seg_head.pixel_decoder.transformer.encoder.{rest}"
+        if parts[1] == "level_embed":
+            return "sem_seg_head.pixel_decoder.transformer.level_embed"
+        if parts[1] in ("lateral_conv", "output_conv"):
+            module = "adapter_1" if parts[1] == "lateral_conv" else "layer_1"
+            return f"sem_seg_head.pixel_decoder.{module}." + (
+                "weight" if parts[2] == "0" else f"norm.{parts[3]}"
+            )
+        return f"sem_seg_head.pixel_decoder.{rest}"
+    if parts[1] == "heads_out":
+        module = "decoder_norm" if parts[2] == "norm" else parts[2]
+        return ".".join([head, module, *parts[3:]])
+    if parts[1] != "layers":
+        return ".".join([head, *parts[1:]])
+    index, block, rest = parts[2], parts[3], parts[4:]
+    names = {
+        ("frame_cross_attn" if ifr else "cross_attn"): (
+            "transformer_cross_attention_layers",
+            "multihead_attn",
+        ),
+        ("frame_self_attn" if ifr else "self_attn"): ("transformer_self_attention_layers", "self_attn"),
+    }
+    if block in names:
+        layer_list, attn = names[block]
+        inner = [attn, *rest[1:]] if rest[0] == "attn" else rest
+        return ".".join([head, layer_list, index, *inner])
+    if block == ("frame_ffn" if ifr else "ffn"):
+        return ".".join([head, "transformer_ffn_layers", index, *rest])
+    return None
+
+
+@pytest.mark.parametrize("decoder", ["ifr", "mask2former"])
+def test_load_mask2former_coco_checkpoint_heads(tmp_path, decoder):
+    torch.manual_seed(0)
+    cfg = dict(
+        backbone="tiny",
+        hidden_dim=32,
+        mask_dim=32,
+        enc_layers=2,
+        dec_layers=3,
+        num_queries=4,
+        num_classes=3,
+        dec_ffn_dim=32,
+        enc_ffn_dim=32,
+        decoder=decoder,
+    )
+    source = build_model(ModelConfig(**cfg)).state_dict()
+    renamed = {
+        project_to_mask2former(k, decoder == "ifr"): v
+        for k, v in source.items()
+        if not k.startswith("backbone.")
+    }
+    renamed.pop(None, None)
+    coco_classes = torch.zeros(81, 32)  # COCO's 80 classes + "no object"
+    renamed["sem_seg_head.predictor.class_embed.weight"] = coco_classes
+    path = tmp_path / "mask2former_coco.pkl"
+    with path.open("wb") as handle:
+        pickle.dump({"model": {k: v.numpy() for k, v in renamed.items()}}, handle)
+    torch.manual_seed(1)
+    model = build_model(ModelConfig(**cfg))
+    report = load_weights(model, path)
+    assert report.unexpected == []
+    assert report.mismatched == [
+        "sem_seg_head.predictor.class_embed.weight: (81, 32) vs decoder.heads_out.class_embed.weight: (3, 32)"
+    ]
+    temporal = {
+        k
+        for k in source
+        if k.startswith("decoder.layers.")
+        and k.split(".")[3] in ("temporal_cross_attn", "clip_self_attn", "clip_ffn")
+    }
+    assert set(report.missing) == temporal | {"decoder.heads_out.class_embed.weight"}
+    assert (decoder == "ifr") == bool(temporal)
+    loaded = model.state_dict()
+    for key in report.loaded:
+        assert torch.equal(loaded[key], source[key]), key
+    assert len(report.loaded) == len(renamed) - 1

@@ -5,7 +5,10 @@ Accepted files:
   `backbone.*` (classification heads `fc.*`, `head.*`, `norm.*` are reported as unexpected);
 - detectron2 / Mask2Former checkpoints (`.pkl`: pickled dict of numpy arrays, possibly under "model";
   `.pth` with "model"): ResNet keys `backbone.stem.*`, `backbone.res{2-5}.*` are mapped to torchvision
-  names; other keys are kept when the model has them under the same name, else reported as unexpected;
+  names; Mask2Former's `sem_seg_head.pixel_decoder.*` and `sem_seg_head.predictor.*` go to the pixel
+  decoder and decoder (for IFR, its per-frame blocks of Eqs. 2-3; the temporal/clip blocks stay random,
+  as the paper initialises from COCO Mask2Former); its class head (K + 1 COCO classes) is reported as a
+  shape mismatch; other keys are kept when the model has them under the same name, else unexpected;
 - this project's own state dicts (`backbone.*`, `pixel_decoder.*`, `decoder.*`), optionally under "model".
 
 BatchNorm's `num_batches_tracked` counters are skipped (frozen BatchNorm has none). Missing keys are
@@ -72,6 +75,51 @@ _D2_RESNET = [
 ]
 
 
+# Mask2Former's pixel decoder and transformer decoder (`sem_seg_head.*`); {cross}, {self}, {ffn} are
+# the decoder layer's blocks: the per-frame blocks of Eqs. 2-3 for IFR, the only ones for the baseline.
+_MASK2FORMER = [
+    (r"^sem_seg_head\.pixel_decoder\.transformer\.encoder\.layers\.(.+)$", r"pixel_decoder.layers.\1"),
+    (r"^sem_seg_head\.pixel_decoder\.transformer\.level_embed$", r"pixel_decoder.level_embed"),
+    (r"^sem_seg_head\.pixel_decoder\.(input_proj|mask_features)\.(.+)$", r"pixel_decoder.\1.\2"),
+    (r"^sem_seg_head\.pixel_decoder\.adapter_1\.weight$", r"pixel_decoder.lateral_conv.0.weight"),
+    (r"^sem_seg_head\.pixel_decoder\.adapter_1\.norm\.(.+)$", r"pixel_decoder.lateral_conv.1.\1"),
+    (r"^sem_seg_head\.pixel_decoder\.layer_1\.weight$", r"pixel_decoder.output_conv.0.weight"),
+    (r"^sem_seg_head\.pixel_decoder\.layer_1\.norm\.(.+)$", r"pixel_decoder.output_conv.1.\1"),
+    (r"^sem_seg_head\.predictor\.(query_feat|query_embed|level_embed)\.(.+)$", r"decoder.\1.\2"),
+    (r"^sem_seg_head\.predictor\.decoder_norm\.(.+)$", r"decoder.heads_out.norm.\1"),
+    (r"^sem_seg_head\.predictor\.(class_embed|mask_embed)\.(.+)$", r"decoder.heads_out.\1.\2"),
+    (
+        r"^sem_seg_head\.predictor\.transformer_cross_attention_layers\.(\d+)\.multihead_attn\.(.+)$",
+        r"decoder.layers.\1.{cross}.attn.\2",
+    ),
+    (
+        r"^sem_seg_head\.predictor\.transformer_cross_attention_layers\.(\d+)\.norm\.(.+)$",
+        r"decoder.layers.\1.{cross}.norm.\2",
+    ),
+    (
+        r"^sem_seg_head\.predictor\.transformer_self_attention_layers\.(\d+)\.self_attn\.(.+)$",
+        r"decoder.layers.\1.{self}.attn.\2",
+    ),
+    (
+        r"^sem_seg_head\.predictor\.transformer_self_attention_layers\.(\d+)\.norm\.(.+)$",
+        r"decoder.layers.\1.{self}.norm.\2",
+    ),
+    (r"^sem_seg_head\.predictor\.transformer_ffn_layers\.(\d+)\.(.+)$", r"decoder.layers.\1.{ffn}.\2"),
+]
+IFR_BLOCKS = {"cross": "frame_cross_attn", "self": "frame_self_attn", "ffn": "frame_ffn"}
+BASELINE_BLOCKS = {"cross": "cross_attn", "self": "self_attn", "ffn": "ffn"}
+
+
+def mask2former_name(key: str, blocks: dict[str, str]) -> str | None:
+    """Mask2Former head name -> this project's, e.g. `sem_seg_head.predictor.transformer_ffn_layers.0.
+    linear1.weight` -> `decoder.layers.0.frame_ffn.linear1.weight` (IFR blocks); None if not one."""
+    for pattern, replacement in _MASK2FORMER:
+        match = re.match(pattern, key)
+        if match:
+            return match.expand(replacement.format(**blocks))
+    return None
+
+
 def detectron2_resnet_name(key: str) -> str | None:
     """detectron2 ResNet name -> this project's, e.g. `backbone.res2.0.conv1.norm.weight` ->
     `backbone.layer1.0.bn1.weight`; None if `key` is not a detectron2 ResNet key."""
@@ -83,9 +131,9 @@ def detectron2_resnet_name(key: str) -> str | None:
     return None
 
 
-def map_key(key: str, model_keys: set[str]) -> str | None:
-    """Where file key `key` goes in the model, or None."""
-    candidates = [detectron2_resnet_name(key), key, f"backbone.{key}"]
+def map_key(key: str, model_keys: set[str], blocks: dict[str, str]) -> str | None:
+    """Where file key `key` goes in the model (decoder `blocks`: IFR_BLOCKS or BASELINE_BLOCKS), or None."""
+    candidates = [detectron2_resnet_name(key), mask2former_name(key, blocks), key, f"backbone.{key}"]
     return next((c for c in candidates if c is not None and c in model_keys), None)
 
 
@@ -94,8 +142,10 @@ def load_weights(model: nn.Module, path: str | Path) -> LoadReport:
     target = model.state_dict()
     report = LoadReport()
     mapped: dict[str, Tensor] = {}
+    model_keys = set(target)
+    blocks = IFR_BLOCKS if any(".frame_cross_attn." in k for k in model_keys) else BASELINE_BLOCKS
     for key, value in read_checkpoint(path).items():
-        name = map_key(key, set(target))
+        name = map_key(key, model_keys, blocks)
         if name is None and key.endswith("num_batches_tracked"):
             continue  # BatchNorm bookkeeping, absent from frozen BatchNorm: not a weight
         if name is None:
