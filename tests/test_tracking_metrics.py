@@ -181,8 +181,28 @@ def test_motchallenge_devkit_numbers(name, expected):
     gt = mm.io.loadtxt(str(data / "gt.txt"), fmt="mot15-2D", min_confidence=1)
     hyp = mm.io.loadtxt(str(data / "test.txt"), fmt="mot15-2D")
     acc = accumulate(_frames(gt, hyp), iou_threshold=0.5)
-    out = summarize(acc, {name: acc})
+    out = summarize({name: acc})
     for key, value in expected.items():
         got = out[key] if isinstance(value, int) else round(100 * out[key], 1)
         assert got == value, key
     assert out["per_video"][name]["IDF1"] == out["IDF1"]
+
+
+def test_overall_over_several_sequences_adds_up():
+    """The merged overall table: counts add up, and IDF1 = 2 IDTP / (objects + predictions) with
+    each sequence's IDTP recovered from its own IDF1."""
+    accs, singles = {}, {}
+    for offset, name in ((0, "TUD-Campus"), (10_000, "TUD-Stadtmitte")):
+        data = Path(mm.__file__).parent / "data" / name
+        gt = mm.io.loadtxt(str(data / "gt.txt"), fmt="mot15-2D", min_confidence=1)
+        hyp = mm.io.loadtxt(str(data / "test.txt"), fmt="mot15-2D")
+        # ids unique across sequences, as tracking_metrics makes them
+        frames = [(f, gi + offset, gb, hi + offset, hb) for f, gi, gb, hi, hb in _frames(gt, hyp)]
+        accs[name] = accumulate(frames)
+        singles[name] = summarize({name: accs[name]})
+    out = summarize(accs)
+    for key in ("FP", "FN", "IDs", "num_objects", "num_predictions"):
+        assert out[key] == sum(s[key] for s in singles.values()), key
+    idtp = sum(s["IDF1"] * (s["num_objects"] + s["num_predictions"]) / 2 for s in singles.values())
+    assert out["IDF1"] == pytest.approx(2 * idtp / (out["num_objects"] + out["num_predictions"]))
+    assert out["per_video"]["TUD-Campus"]["FP"] == 13

@@ -19,6 +19,7 @@ from collections.abc import Iterable
 
 import motmetrics as mm
 import numpy as np
+import pandas as pd
 from pycocotools import mask as mask_utils
 
 from ifrvis.evaluation.results import load_ground_truth, load_results, video_infos
@@ -56,36 +57,49 @@ def iou_distance(gt_boxes: np.ndarray, pred_boxes: np.ndarray, iou_threshold: fl
     return np.where(dist > 1.0 - iou_threshold, np.nan, dist)
 
 
-def accumulate(frames: Iterable[tuple], iou_threshold: float = 0.5, *accumulators) -> mm.MOTAccumulator:
-    """frames: (frame id, gt ids, gt boxes (N, 4), pred ids, pred boxes (K, 4)) per frame -> a new
-    accumulator of them. Ids must be numbers (motmetrics 1.4.0 stores them as floats under pandas 3).
-    The same events also go to `accumulators` (with their own running frame ids), e.g. an overall one."""
+def accumulate(frames: Iterable[tuple], iou_threshold: float = 0.5) -> mm.MOTAccumulator:
+    """frames: (frame id, gt ids, gt boxes (N, 4), pred ids, pred boxes (K, 4)) per frame -> accumulator.
+    Ids must be numbers (motmetrics 1.4.0 stores them as floats under pandas 3)."""
     acc = mm.MOTAccumulator(auto_id=False)
     for frame_id, gt_ids, gt_boxes, pred_ids, pred_boxes in frames:
         dist = iou_distance(gt_boxes, pred_boxes, iou_threshold)
         acc.update(list(gt_ids), list(pred_ids), dist, frameid=frame_id)
-        for other in accumulators:
-            other.update(list(gt_ids), list(pred_ids), dist)
     return acc
 
 
-def summarize(overall: mm.MOTAccumulator, per_video: dict) -> dict:
-    """Our keys from the overall accumulator and `per_video` (name -> the same keys).
+def merged_events(accumulators: Iterable[mm.MOTAccumulator]) -> pd.DataFrame:
+    """One events table of several accumulators, frame ids shifted to stay apart. Object and
+    hypothesis ids must already be unique across them. (motmetrics 1.4.0's own
+    `merge_event_dataframes` calls `DataFrame.append`, gone since pandas 2.)"""
+    tables, offset = [], 0
+    for acc in accumulators:
+        events = acc.events
+        if len(events):
+            frame_ids = events.index.get_level_values("FrameId").to_numpy() + offset
+            index = pd.MultiIndex.from_arrays(
+                [frame_ids, events.index.get_level_values("Event")], names=["FrameId", "Event"]
+            )
+            tables.append(events.set_axis(index))
+            offset = int(frame_ids.max()) + 1
+    return pd.concat(tables) if tables else mm.MOTAccumulator.new_event_dataframe()
 
-    The overall accumulator holds every video's events with ids unique across videos: motmetrics
-    1.4.0's own merge (`merge_event_dataframes`) needs `DataFrame.append`, gone in pandas 2, and its
-    `generate_overall` turns MOTP into NaN as soon as one video has no match."""
+
+def summarize(per_video: dict) -> dict:
+    """{name: accumulator} -> our keys overall and `per_video` (name -> the same keys).
+
+    The overall numbers are computed on all videos' events together (`merged_events`): motmetrics'
+    `generate_overall` would turn MOTP into NaN as soon as one video has no match."""
     names = list(per_video)
     metrics = list(_MM_METRICS.values())
     host = mm.metrics.create()
+    overall = merged_events(per_video[n] for n in names)
     out = _row(host.compute(overall, metrics=metrics, name="OVERALL"), "OVERALL")
+    out["per_video"] = {}
     if names:
         summary = host.compute_many(
             [per_video[n] for n in names], metrics=metrics, names=[str(n) for n in names]
         )
         out["per_video"] = {n: _row(summary, str(n)) for n in names}
-    else:
-        out["per_video"] = {}
     return out
 
 
@@ -134,14 +148,13 @@ def tracking_metrics(gt, results, score_threshold: float = 0.5, iou_threshold: f
         if res["score"] >= score_threshold:
             pred_tracks[res["video_id"]].append((index, res["segmentations"]))
 
-    overall = mm.MOTAccumulator(auto_id=True)
     accumulators = {}
     for vid in sorted(videos):
         info = videos[vid]
         gt_boxes = [(tid, _video_boxes(segs, info.height, info.width)) for tid, segs in gt_tracks[vid]]
         pred_boxes = [(tid, _video_boxes(segs, info.height, info.width)) for tid, segs in pred_tracks[vid]]
-        accumulators[vid] = accumulate(_frames(info.length, gt_boxes, pred_boxes), iou_threshold, overall)
-    return summarize(overall, accumulators)
+        accumulators[vid] = accumulate(_frames(info.length, gt_boxes, pred_boxes), iou_threshold)
+    return summarize(accumulators)
 
 
 def _frames(length: int, gt_boxes: list, pred_boxes: list):

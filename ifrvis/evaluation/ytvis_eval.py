@@ -25,6 +25,8 @@ The pairwise video IoU is computed per frame with pycocotools' batched RLE inter
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from pycocotools import mask as mask_utils
 
@@ -39,6 +41,7 @@ AREA_RANGES = {
     "medium": (128.0**2, 256.0**2),
     "large": (256.0**2, 1e10),
 }
+_AREA_BATCH = 255
 METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 # key -> (precision (1) or recall (0), IoU threshold or None for the mean, area range, maxDet)
 _SUMMARY = {
@@ -70,42 +73,63 @@ def _to_rle(seg, height: int, width: int) -> dict | None:
 
 
 def _mean_nonempty_area(areas) -> float:
-    """Mean of the non-null, non-zero per-frame areas; 0 when there are none (ytvoseval's avg_area)."""
+    """Mean of the non-null, non-zero per-frame areas; 0 when there are none (ytvoseval's avg_area).
+    Ground truth passes its file's `areas` (as ytvoseval; the masks' areas when the field is absent)."""
     values = [a for a in areas if a]
     return float(np.mean(values)) if values else 0.0
 
 
-def video_iou_matrix(dt_rles: list[list], gt_rles: list[list], height: int, width: int) -> np.ndarray:
+@functools.lru_cache(maxsize=8)
+def _empty_rle(height: int, width: int) -> dict:
+    return mask_utils.frPyObjects({"size": [height, width], "counts": [height * width]}, height, width)
+
+
+def frame_areas(tracks: list[list]) -> np.ndarray:
+    """Per-frame mask areas of N tracks of T compressed RLEs or None -> (N, T) float64 (0 for None),
+    with batched pycocotools calls."""
+    length = len(tracks[0]) if tracks else 0
+    present = [(n, t) for n, track in enumerate(tracks) for t, rle in enumerate(track) if rle is not None]
+    areas = np.zeros((len(tracks), length))
+    if present:
+        rows, cols = zip(*present)
+        rles = [tracks[n][t] for n, t in present]
+        # pycocotools 2.0.11's area() raises OverflowError on 256 or more RLEs at once
+        chunk = _AREA_BATCH
+        areas[rows, cols] = np.concatenate(
+            [mask_utils.area(rles[i : i + chunk]) for i in range(0, len(rles), chunk)]
+        )
+    return areas
+
+
+def video_iou_matrix(
+    dt_rles: list[list],
+    gt_rles: list[list],
+    height: int,
+    width: int,
+    dt_areas: np.ndarray | None = None,
+    gt_areas: np.ndarray | None = None,
+) -> np.ndarray:
     """Video IoU of every (prediction, ground truth) pair of one video.
 
-    dt_rles: D lists of T compressed RLEs or None; gt_rles: G such lists. Returns (D, G) float64:
-    sum_t intersection / sum_t union, 0 where the union is empty."""
+    dt_rles: D lists of T compressed RLEs or None; gt_rles: G such lists; dt_areas (D, T) and
+    gt_areas (G, T): their `frame_areas` when already known. Returns (D, G) float64:
+    sum_t intersection / sum_t union, 0 where the union is empty. One batched pycocotools call per
+    frame where both sides have a mask, instead of a loop over pairs and frames."""
     num_dt, num_gt = len(dt_rles), len(gt_rles)
     if num_dt == 0 or num_gt == 0:
         return np.zeros((num_dt, num_gt))
-    empty = mask_utils.encode(np.zeros((height, width, 1), dtype=np.uint8, order="F"))[0]
+    dt_areas = frame_areas(dt_rles) if dt_areas is None else dt_areas
+    gt_areas = frame_areas(gt_rles) if gt_areas is None else gt_areas
+    empty = _empty_rle(height, width)
     inter = np.zeros((num_dt, num_gt))
-    dt_area = np.zeros(num_dt)
-    gt_area = np.zeros(num_gt)
     crowd = [1] * num_gt  # crowd IoU = |d & g| / |d|, from which the integer |d & g| is exact
-    for t in range(len(dt_rles[0])):
-        d_frame = [seq[t] for seq in dt_rles]
-        g_frame = [seq[t] for seq in gt_rles]
-        d_present = any(r is not None for r in d_frame)
-        g_present = any(r is not None for r in g_frame)
-        d_frame = [empty if r is None else r for r in d_frame]
-        g_frame = [empty if r is None else r for r in g_frame]
-        if d_present:
-            d_areas = mask_utils.area(d_frame).astype(np.float64)
-            dt_area += d_areas
-        if g_present:
-            gt_area += mask_utils.area(g_frame)
-        if d_present and g_present:
-            ratio = np.asarray(mask_utils.iou(d_frame, g_frame, crowd), dtype=np.float64).reshape(
-                num_dt, num_gt
-            )
-            inter += np.rint(ratio * d_areas[:, None])
-    union = dt_area[:, None] + gt_area[None, :] - inter
+    both = np.flatnonzero((dt_areas > 0).any(axis=0) & (gt_areas > 0).any(axis=0))
+    for t in both:
+        d_frame = [empty if seq[t] is None else seq[t] for seq in dt_rles]
+        g_frame = [empty if seq[t] is None else seq[t] for seq in gt_rles]
+        ratio = np.asarray(mask_utils.iou(d_frame, g_frame, crowd), dtype=np.float64).reshape(num_dt, num_gt)
+        inter += np.rint(ratio * dt_areas[:, t, None])
+    union = dt_areas.sum(axis=1)[:, None] + gt_areas.sum(axis=1)[None, :] - inter
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
@@ -194,9 +218,9 @@ def evaluate_ytvis(gt, results) -> dict:
             continue
         gt_rles = [[_to_rle(s, info.height, info.width) for s in a["segmentations"]] for a in gts]
         dt_rles = [[_to_rle(s, info.height, info.width) for s in r["segmentations"]] for r in dts]
-        ious = video_iou_matrix(dt_rles, gt_rles, info.height, info.width)
-        gt_area = np.array([_mean_nonempty_area(_gt_areas(a, rles)) for a, rles in zip(gts, gt_rles)])
-        dt_area = np.array([_mean_nonempty_area(_rle_areas(rles)) for rles in dt_rles])
+        dt_frame_areas, gt_frame_areas = frame_areas(dt_rles), frame_areas(gt_rles)
+        gt_area = np.array([_mean_nonempty_area(a.get("areas") or fa) for a, fa in zip(gts, gt_frame_areas)])
+        dt_area = np.array([_mean_nonempty_area(fa) for fa in dt_frame_areas])
         gt_cats = np.array([int(a["category_id"]) for a in gts], dtype=np.int64)
         gt_crowd = np.array([bool(a.get("iscrowd", 0)) for a in gts])
         dt_cats = np.array([r["category_id"] for r in dts], dtype=np.int64)
@@ -207,16 +231,19 @@ def evaluate_ytvis(gt, results) -> dict:
             if g_idx.size == 0 and d_idx.size == 0:
                 continue
             d_idx = d_idx[np.argsort(-dt_scores[d_idx], kind="mergesort")][: MAX_DETS[-1]]
+            ious = video_iou_matrix(
+                [dt_rles[i] for i in d_idx], [gt_rles[j] for j in g_idx], info.height, info.width,
+                dt_frame_areas[d_idx], gt_frame_areas[g_idx],
+            )  # fmt: skip
             for area_name in area_names:
                 lo, hi = AREA_RANGES[area_name]
                 ignore = gt_crowd[g_idx] | (gt_area[g_idx] < lo) | (gt_area[g_idx] > hi)
-                g_sorted = g_idx[np.argsort(ignore, kind="mergesort")]
-                g_ignore = np.sort(ignore, kind="mergesort")
+                order = np.argsort(ignore, kind="mergesort")  # ignored ground truth last
                 matched, dt_ignored = _match(
-                    ious[np.ix_(d_idx, g_sorted)], g_ignore, gt_crowd[g_sorted], dt_area[d_idx], (lo, hi)
+                    ious[:, order], ignore[order], gt_crowd[g_idx[order]], dt_area[d_idx], (lo, hi)
                 )
                 cells.setdefault((cat, area_name), []).append(
-                    (dt_scores[d_idx], matched, dt_ignored, g_ignore)
+                    (dt_scores[d_idx], matched, dt_ignored, ignore[order])
                 )
 
     shape = (len(IOU_THRESHOLDS), len(RECALL_THRESHOLDS), len(cat_ids), len(area_names), len(MAX_DETS))
@@ -235,17 +262,6 @@ def evaluate_ytvis(gt, results) -> dict:
                 scores, matched, ignored, num_positive
             )
     return _summarize(precision, recall, cat_ids)
-
-
-def _gt_areas(ann: dict, rles: list) -> list:
-    """Per-frame areas of a ground truth: the file's `areas` (as ytvoseval), else from the masks."""
-    return ann["areas"] if ann.get("areas") is not None else _rle_areas(rles)
-
-
-def _rle_areas(rles: list) -> list:
-    present = [r for r in rles if r is not None]
-    areas = iter(mask_utils.area(present).tolist() if present else [])
-    return [next(areas) if r is not None else None for r in rles]
 
 
 def _mean_valid(values: np.ndarray) -> float:
