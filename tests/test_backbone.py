@@ -252,3 +252,49 @@ def test_load_mask2former_coco_checkpoint_heads(tmp_path, decoder):
     for key in report.loaded:
         assert torch.equal(loaded[key], source[key]), key
     assert len(report.loaded) == len(renamed) - 1
+
+
+def torchvision_swin_to_official(key: str) -> str | None:
+    """Official Swin / Mask2Former name of a torchvision `features.*` key, written out independently."""
+    parts = key.split(".")
+    index = int(parts[1])
+    if index == 0:
+        return f"backbone.patch_embed.{'proj' if parts[2] == '0' else 'norm'}.{parts[3]}"
+    if index % 2 == 0:
+        return f"backbone.layers.{index // 2 - 1}.downsample.{'.'.join(parts[2:])}"
+    stage, block, rest = (index - 1) // 2, parts[2], parts[3:]
+    if rest[0] == "mlp":
+        rest = ["mlp", "fc1" if rest[1] == "0" else "fc2", rest[2]]
+    return f"backbone.layers.{stage}.blocks.{block}.{'.'.join(rest)}"
+
+
+def test_load_mask2former_swin_backbone(tmp_path):
+    torch.manual_seed(0)
+    state = swin_t().state_dict()
+    official = {torchvision_swin_to_official(k): v for k, v in state.items() if k.startswith("features.")}
+    official.update({f"backbone.norm{i}.weight": torch.full((96 * 2**i,), float(i)) for i in range(4)})
+    official["backbone.layers.0.blocks.1.attn_mask"] = torch.zeros(4, 49, 49)  # a buffer torchvision lacks
+    path = tmp_path / "swin_mask2former.pth"
+    torch.save({"model": official}, path)
+    model = build_model(
+        ModelConfig(
+            backbone="swin_t",
+            hidden_dim=32,
+            mask_dim=32,
+            enc_layers=1,
+            dec_layers=1,
+            num_queries=4,
+            num_classes=3,
+            dec_ffn_dim=32,
+            enc_ffn_dim=32,
+        )
+    )
+    report = load_weights(model, path)
+    assert report.unexpected == ["backbone.layers.0.blocks.1.attn_mask"]
+    assert report.mismatched == []
+    assert report.missing == [f"backbone.out_norms.{i}.bias" for i in range(4)]
+    loaded = model.state_dict()
+    for key, value in state.items():
+        if key.startswith("features."):
+            assert torch.equal(loaded[f"backbone.{key}"], value), key
+    assert torch.equal(model.backbone.out_norms[3].weight, torch.full((768,), 3.0))

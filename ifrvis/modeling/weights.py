@@ -5,7 +5,8 @@ Accepted files:
   `backbone.*` (classification heads `fc.*`, `head.*`, `norm.*` are reported as unexpected);
 - detectron2 / Mask2Former checkpoints (`.pkl`: pickled dict of numpy arrays, possibly under "model";
   `.pth` with "model"): ResNet keys `backbone.stem.*`, `backbone.res{2-5}.*` are mapped to torchvision
-  names; Mask2Former's `sem_seg_head.pixel_decoder.*` and `sem_seg_head.predictor.*` go to the pixel
+  names, Swin keys (`backbone.patch_embed.*`, `backbone.layers.*`, `backbone.norm{0-3}.*`) to
+  torchvision's; Mask2Former's `sem_seg_head.pixel_decoder.*` and `sem_seg_head.predictor.*` go to the pixel
   decoder and decoder (for IFR, its per-frame blocks of Eqs. 2-3; the temporal/clip blocks stay random,
   as the paper initialises from COCO Mask2Former); its class head (K + 1 COCO classes) is reported as a
   shape mismatch; other keys are kept when the model has them under the same name, else unexpected;
@@ -131,9 +132,43 @@ def detectron2_resnet_name(key: str) -> str | None:
     return None
 
 
+def swin_name(key: str) -> str | None:
+    """Mask2Former's Swin (the official implementation's names) -> torchvision's `features.*`, e.g.
+    `backbone.layers.1.blocks.0.mlp.fc2.weight` -> `backbone.features.3.0.mlp.3.weight` (stage i's blocks
+    are `features[2i + 1]`, its patch merging `features[2i + 2]`); None if not a Swin key."""
+    rules = [
+        (r"^backbone\.patch_embed\.proj\.(.+)$", lambda m: f"backbone.features.0.0.{m[1]}"),
+        (r"^backbone\.patch_embed\.norm\.(.+)$", lambda m: f"backbone.features.0.2.{m[1]}"),
+        (
+            r"^backbone\.layers\.(\d)\.blocks\.(\d+)\.mlp\.fc([12])\.(.+)$",
+            lambda m: f"backbone.features.{2 * int(m[1]) + 1}.{m[2]}.mlp.{0 if m[3] == '1' else 3}.{m[4]}",
+        ),
+        (
+            r"^backbone\.layers\.(\d)\.blocks\.(\d+)\.(norm1|norm2|attn)\.(.+)$",
+            lambda m: f"backbone.features.{2 * int(m[1]) + 1}.{m[2]}.{m[3]}.{m[4]}",
+        ),
+        (
+            r"^backbone\.layers\.(\d)\.downsample\.(reduction|norm)\.(.+)$",
+            lambda m: f"backbone.features.{2 * int(m[1]) + 2}.{m[2]}.{m[3]}",
+        ),
+        (r"^backbone\.norm(\d)\.(.+)$", lambda m: f"backbone.out_norms.{m[1]}.{m[2]}"),
+    ]
+    for pattern, rename in rules:
+        match = re.match(pattern, key)
+        if match:
+            return rename(match)
+    return None
+
+
 def map_key(key: str, model_keys: set[str], blocks: dict[str, str]) -> str | None:
     """Where file key `key` goes in the model (decoder `blocks`: IFR_BLOCKS or BASELINE_BLOCKS), or None."""
-    candidates = [detectron2_resnet_name(key), mask2former_name(key, blocks), key, f"backbone.{key}"]
+    candidates = [
+        detectron2_resnet_name(key),
+        swin_name(key),
+        mask2former_name(key, blocks),
+        key,
+        f"backbone.{key}",
+    ]
     return next((c for c in candidates if c is not None and c in model_keys), None)
 
 
