@@ -134,3 +134,34 @@ def test_ground_truth_turned_into_results_scores_one_and_perturbed_less(tmp_path
     assert evaluate_ytvis(gt, encode_video_predictions(5, [(0, 1.0, shifted)], [2, 7]))[
         "AP"
     ] == pytest.approx(0.3)
+
+
+def test_bad_ground_truth_annotations_raise_clear_errors():
+    gt = gt_dict()
+    gt["annotations"][0]["segmentations"] = gt["annotations"][0]["segmentations"][:-1]
+    with pytest.raises(ResultsError, match=rf"annotations\[0\] \(id 1\): 'segmentations' has {T - 1} frames"):
+        evaluate_ytvis(gt, [])
+    gt = gt_dict()
+    gt["annotations"][0]["video_id"] = 6
+    with pytest.raises(ResultsError, match="video_id 6 is not among the videos"):
+        evaluate_ytvis(gt, [])
+
+
+def test_eval_cli_prints_table_and_writes_json(tmp_path, capsys):
+    from ifrvis.evaluation.cli import main
+
+    gt_path, results_path, out_path = tmp_path / "gt.json", tmp_path / "results.json", tmp_path / "m.json"
+    gt_path.write_text(json.dumps(gt_dict()))
+    results_path.write_text(json.dumps([good_result()]))
+    assert (
+        main(["--gt", str(gt_path), "--results", str(results_path), "--json", str(out_path), "--tracking"])
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert "100.0" in printed and "dog" in printed and "IDF1" in printed
+    metrics = json.loads(out_path.read_text())
+    assert metrics["AP"] == pytest.approx(1.0) and metrics["per_category_AP"] == {"2": pytest.approx(1.0)}
+    assert metrics["tracking"]["IDF1"] == 1.0
+    results_path.write_text(json.dumps([good_result(video_id=99)]))
+    assert main(["--gt", str(gt_path), "--results", str(results_path)]) == 1
+    assert "video_id 99" in capsys.readouterr().err

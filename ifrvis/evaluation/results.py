@@ -59,6 +59,25 @@ def video_infos(gt: dict) -> dict[int, VideoInfo]:
     return infos
 
 
+def annotations_by_video(gt: dict, videos: dict[int, VideoInfo]) -> dict[int, list[dict]]:
+    """Ground-truth annotations grouped by video id (file order kept, as ytvoseval), every video
+    present. Raises ResultsError for an unknown video or a segmentation list of the wrong length."""
+    grouped: dict[int, list[dict]] = {vid: [] for vid in videos}
+    for index, ann in enumerate(gt["annotations"]):
+        where = f"ground truth annotations[{index}] (id {ann.get('id')})"
+        video = videos.get(int(ann.get("video_id", -1)))
+        if video is None:
+            raise ResultsError(f"{where}: video_id {ann.get('video_id')} is not among the videos")
+        segs = ann.get("segmentations")
+        if not isinstance(segs, list) or len(segs) != video.length:
+            got = len(segs) if isinstance(segs, list) else type(segs).__name__
+            raise ResultsError(
+                f"{where}: 'segmentations' has {got} frames, video {video.id} has {video.length}"
+            )
+        grouped[video.id].append(ann)
+    return grouped
+
+
 def _check_segmentation(seg, where: str, video: VideoInfo) -> dict | None:
     if seg is None:
         return None

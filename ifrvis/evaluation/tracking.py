@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from pycocotools import mask as mask_utils
 
-from ifrvis.evaluation.results import load_ground_truth, load_results, video_infos
+from ifrvis.evaluation.results import annotations_by_video, load_ground_truth, load_results, video_infos
 from ifrvis.evaluation.ytvis_eval import _to_rle
 
 # our key -> motmetrics metric name
@@ -138,11 +138,11 @@ def tracking_metrics(gt, results, score_threshold: float = 0.5, iou_threshold: f
     gt = load_ground_truth(gt)
     results = load_results(results, gt)
     videos = video_infos(gt)
-    gt_tracks: dict = {vid: [] for vid in videos}
-    for index, ann in enumerate(gt["annotations"]):
-        vid = int(ann["video_id"])
-        if vid in videos:
-            gt_tracks[vid].append((index, ann["segmentations"]))
+    index_of = {id(ann): index for index, ann in enumerate(gt["annotations"])}
+    gt_tracks = {
+        vid: [(index_of[id(ann)], ann["segmentations"]) for ann in anns]
+        for vid, anns in annotations_by_video(gt, videos).items()
+    }
     pred_tracks: dict = {vid: [] for vid in videos}
     for index, res in enumerate(results):
         if res["score"] >= score_threshold:
@@ -159,7 +159,7 @@ def tracking_metrics(gt, results, score_threshold: float = 0.5, iou_threshold: f
 
 def _frames(length: int, gt_boxes: list, pred_boxes: list):
     for t in range(length):
-        g = [(tid, boxes[t]) for tid, boxes in gt_boxes if t < len(boxes) and boxes[t] is not None]
+        g = [(tid, boxes[t]) for tid, boxes in gt_boxes if boxes[t] is not None]
         p = [(tid, boxes[t]) for tid, boxes in pred_boxes if boxes[t] is not None]
         yield (
             t,

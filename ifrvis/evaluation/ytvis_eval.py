@@ -30,7 +30,7 @@ import functools
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from ifrvis.evaluation.results import load_ground_truth, load_results, video_infos
+from ifrvis.evaluation.results import annotations_by_video, load_ground_truth, load_results, video_infos
 
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True)
 RECALL_THRESHOLDS = np.linspace(0.0, 1.00, int(np.round((1.00 - 0.0) / 0.01)) + 1, endpoint=True)
@@ -203,9 +203,7 @@ def evaluate_ytvis(gt, results) -> dict:
     videos = video_infos(gt)
     video_ids = sorted(videos)
     cat_ids = sorted({int(c["id"]) for c in gt["categories"]})
-    gt_by_video = _group(
-        (a for a in gt["annotations"] if int(a["video_id"]) in videos), lambda a: int(a["video_id"])
-    )
+    gt_by_video = annotations_by_video(gt, videos)
     dt_by_video = _group(results, lambda r: r["video_id"])
 
     area_names = list(AREA_RANGES)
