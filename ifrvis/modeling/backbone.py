@@ -1,6 +1,7 @@
 """Backbones returning the pyramid res2..res5 (strides 4, 8, 16, 32), Sec. 3.1.
 
-- `resnet50`, `resnet101`: torchvision ResNets with frozen BatchNorm; parameter names are torchvision's
+- `resnet50`, `resnet101`: torchvision ResNets with frozen BatchNorm and every convolution trained
+  (Mask2Former's FREEZE_AT 0); parameter names are torchvision's
   (`conv1`, `bn1`, `layer1..4`), so a torchvision state dict loads under the `backbone.` prefix.
 - `swin_t`, `swin_s`, `swin_b`: torchvision Swin Transformers; `swin_l`: torchvision's
   `SwinTransformer` class with Swin-L's hyper-parameters (embed 192, depths 2-2-18-2, heads 6-12-24-48,
@@ -39,9 +40,6 @@ class ResNetBackbone(Backbone):
         net = resnet.ResNet(resnet.Bottleneck, layers, norm_layer=FrozenBatchNorm2d)
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
-        # The stem and res2 stay frozen, as detectron2's FREEZE_AT=2 used by Mask2Former.
-        for module in (self.conv1, self.layer1):
-            module.requires_grad_(False)
         self.out_channels = {"res2": 256, "res3": 512, "res4": 1024, "res5": 2048}
 
     def forward(self, images: Tensor) -> dict[str, Tensor]:
@@ -54,10 +52,10 @@ class ResNetBackbone(Backbone):
 
 
 SWIN_SPECS = {
-    # name: (embed_dim, depths, heads, window, stochastic depth) as torchvision / Mask2Former
-    "swin_t": (96, [2, 2, 6, 2], [3, 6, 12, 24], 7, 0.2),
+    # name: (embed_dim, depths, heads, window, stochastic depth): Mask2Former's Swin configs
+    "swin_t": (96, [2, 2, 6, 2], [3, 6, 12, 24], 7, 0.3),
     "swin_s": (96, [2, 2, 18, 2], [3, 6, 12, 24], 7, 0.3),
-    "swin_b": (128, [2, 2, 18, 2], [4, 8, 16, 32], 7, 0.5),
+    "swin_b": (128, [2, 2, 18, 2], [4, 8, 16, 32], 7, 0.3),
     "swin_l": (192, [2, 2, 18, 2], [6, 12, 24, 48], 12, 0.3),
 }
 
@@ -101,7 +99,7 @@ def conv_gn_relu(in_ch: int, out_ch: int, stride: int) -> nn.Sequential:
 
 
 class TinyBackbone(Backbone):
-    """Six 3x3 convolutions, channels 16/32/48/64 at strides 4/8/16/32: fast on a CPU."""
+    """Five 3x3 convolutions, channels 16/32/48/64 at strides 4/8/16/32: fast on a CPU."""
 
     def __init__(self, widths: tuple[int, int, int, int] = (16, 32, 48, 64)):
         super().__init__()
