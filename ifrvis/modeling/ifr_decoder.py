@@ -38,7 +38,6 @@ def per_frame_attention_mask(mask_logits: Tensor, size: tuple[int, int], heads: 
 class IFRDecoderLayer(nn.Module):
     def __init__(self, dim: int, heads: int, ffn_dim: int, dropout: float = 0.0, pre_norm: bool = False):
         super().__init__()
-        self.heads = heads
         # Eq. 2: ONE cross-attention for both Attn(Q_i^{t-1}, F_t) and Attn(Q_i, F_t): shared W^K, W^V.
         self.frame_cross_attn = CrossAttentionLayer(dim, heads, dropout, pre_norm)
         self.frame_self_attn = SelfAttentionLayer(dim, heads, dropout, pre_norm)  # Eq. 3
@@ -116,7 +115,7 @@ class IFRDecoder(nn.Module):
         pre_norm: bool = False,
     ):
         super().__init__()
-        self.heads, self.levels, self.dim = heads, levels, dim
+        self.num_heads, self.levels, self.dim = heads, levels, dim
         self.query_feat = nn.Embedding(num_queries, dim)  # Q_0, the learnable clip-level queries
         self.query_embed = nn.Embedding(num_queries, dim)  # their positional embedding
         self.level_embed = nn.Embedding(levels, dim)
@@ -156,7 +155,7 @@ class IFRDecoder(nn.Module):
         predictions = [self.predict(clip, frames, mask_features, cross)]
         for index, layer in enumerate(self.layers):
             level = index % self.levels  # scales round-robin, one per layer
-            attn_mask = per_frame_attention_mask(predictions[-1]["pred_masks"], sizes[level], self.heads)
+            attn_mask = per_frame_attention_mask(predictions[-1]["pred_masks"], sizes[level], self.num_heads)
             frames, clip = layer(clip, memories[level], positions[level], attn_mask, query_pos)
             predictions.append(self.predict(clip, frames, mask_features, cross))
         outputs = predictions[-1]

@@ -52,7 +52,7 @@ class Mask2FormerVISDecoder(nn.Module):
         pre_norm: bool = False,
     ):
         super().__init__()
-        self.heads, self.levels, self.dim = heads, levels, dim
+        self.num_heads, self.levels, self.dim = heads, levels, dim
         self.query_feat = nn.Embedding(num_queries, dim)
         self.query_embed = nn.Embedding(num_queries, dim)
         self.level_embed = nn.Embedding(levels, dim)
@@ -91,7 +91,7 @@ class Mask2FormerVISDecoder(nn.Module):
         predictions = [self.predict(queries, mask_features)]
         for index, layer in enumerate(self.layers):
             level = index % self.levels
-            attn_mask = masked_attention_mask(predictions[-1]["pred_masks"], sizes[level], self.heads)
+            attn_mask = masked_attention_mask(predictions[-1]["pred_masks"], sizes[level], self.num_heads)
             queries = layer(queries, memories[level], positions[level], attn_mask, query_pos)
             predictions.append(self.predict(queries, mask_features))
         outputs = predictions[-1]
