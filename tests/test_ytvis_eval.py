@@ -481,3 +481,13 @@ def test_matches_official_transcription_across_area_ranges():
     assert all(got[k] > 0 for k in ("APs", "APm", "APl"))
     for key in METRIC_KEYS:
         assert got[key] == pytest.approx(expected[key], abs=1e-12), key
+
+
+def test_long_video_beyond_pycocotools_batch_limit():
+    """300 frames: more RLEs than pycocotools 2.0.11's area() takes at once (it overflows at 256)."""
+    from ifrvis.evaluation import tracking_metrics
+
+    masks = box_masks(300, [(0, 4, t % 5, t % 5 + 4) for t in range(300)], 8, 10)
+    gt = make_gt({1: (300, 8, 10)}, [(1, 1, masks, 0)])
+    assert evaluate_ytvis(gt, gt_as_results(gt))["AP"] == pytest.approx(1.0)
+    assert tracking_metrics(gt, gt_as_results(gt))["num_objects"] == 300

@@ -14,7 +14,6 @@ MOTP is motmetrics' value: the mean IoU distance (1 - IoU) of matched pairs (low
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 
 import motmetrics as mm
@@ -23,7 +22,7 @@ import pandas as pd
 from pycocotools import mask as mask_utils
 
 from ifrvis.evaluation.results import annotations_by_video, load_ground_truth, load_results, video_infos
-from ifrvis.evaluation.ytvis_eval import _to_rle
+from ifrvis.evaluation.ytvis_eval import _to_rle, frame_areas
 
 # our key -> motmetrics metric name
 _MM_METRICS = {
@@ -109,22 +108,18 @@ def _row(summary, label) -> dict:
 
 
 def _clean(value, is_count: bool):
-    value = float(value)
-    if is_count:
-        return int(value)
-    return value if math.isfinite(value) else float("nan")
+    return int(value) if is_count else float(value)
 
 
 def _video_boxes(segmentations: list, height: int, width: int) -> list:
     """Per frame: [x, y, w, h] of the tight box of the mask, or None for a null or empty mask."""
     rles = [_to_rle(s, height, width) for s in segmentations]
+    areas = frame_areas([rles])[0]
     present = [t for t, r in enumerate(rles) if r is not None]
     boxes: list = [None] * len(rles)
     if present:
-        chosen = [rles[t] for t in present]
-        areas = mask_utils.area(chosen)
-        for t, box, area in zip(present, mask_utils.toBbox(chosen), areas):
-            if area > 0:
+        for t, box in zip(present, mask_utils.toBbox([rles[t] for t in present])):
+            if areas[t] > 0:
                 boxes[t] = box.tolist()
     return boxes
 
