@@ -3,12 +3,12 @@ and the vectorised video IoU against a straightforward per-pair loop (the offici
 `iou_seq`: for every (prediction, ground truth) pair of a (video, category) and every frame, one
 RLE merge for the intersection and one for the union).
 
-The full case of the evaluation brief is `--videos 300 --frames 36` (720 x 1280, 3 ground-truth
-and 10 predicted instances per video); the default (`--videos 40`) is a proxy that finishes in a
-few minutes on 2 cores. Masks are moving polygons rasterised straight to RLE, so building the case
-needs no dense 720p arrays.
+The default is the full case: 300 videos x 36 frames of 720 x 1280, 3 ground-truth and 10
+predicted instances per video (~45 s on 2 cores; masks are moving polygons rasterised straight to
+RLE, so the case holds no dense 720p arrays and needs little memory). `--dense-videos` videos are
+also timed with a loop over decoded masks.
 
-    python benchmarks/eval_speed.py [--videos N] [--frames T] [--height H] [--width W]
+    python benchmarks/eval_speed.py [--videos N] [--frames T] [--height H] [--width W] [--dense-videos K]
 """
 
 from __future__ import annotations
