@@ -238,6 +238,7 @@ def _train_and_evaluate(cfg, state, logger, info, device, out_dir, ckpt_path, fl
                     "sampler": samplers,
                     "rng": rngs,
                     "mlflow_run_id": run_id,
+                    "train_time_s": prior_seconds + time.perf_counter() - tic,
                 },
             )
             # Metrics are flushed with the checkpoint they belong to: a resumed run never logs a step twice.
@@ -255,6 +256,7 @@ def _train_and_evaluate(cfg, state, logger, info, device, out_dir, ckpt_path, fl
         dynamic_ncols=True,
     )
     tic = time.perf_counter()
+    prior_seconds = state["train_time_s"] if state else 0.0
     for iteration in bar:
         images, targets = next(batches)
         images = images.to(device, non_blocking=True)
@@ -284,12 +286,12 @@ def _train_and_evaluate(cfg, state, logger, info, device, out_dir, ckpt_path, fl
             checkpoint(done)
             raise Interrupted(f"signal {flag.received} at iteration {done}: checkpoint saved to {ckpt_path}")
     bar.close()
-    train_seconds = time.perf_counter() - tic
+    train_seconds = prior_seconds + time.perf_counter() - tic
     if not info.is_main:
         return {}
     unwrapped = model.module if info.world_size > 1 else model
     metrics = evaluate_model(unwrapped, valid_set, cfg, out_dir, logger) if valid_set is not None else {}
-    metrics["train_time_s"] = train_seconds + (state or {}).get("train_time_s", 0.0)
+    metrics["train_time_s"] = train_seconds
     logger.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     logger.log_artifact(out_dir / "metrics.json")

@@ -1,0 +1,40 @@
+"""Shared fixtures: a small synthetic YouTube-VIS folder and tiny run configs on private stores."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from ifrvis.data.synthetic import generate
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_CONFIG = ROOT / "experiments" / "configs" / "synthetic_tiny.yaml"
+
+# Two threads fight over the many small matrix products of the decoders on 2 cores.
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """8 training and 3 validation videos of 6 frames, 64x85 px."""
+    out = tmp_path_factory.mktemp("synthetic")
+    generate(out, seed=3, train_videos=8, valid_videos=3, size=64, frames=6, progress=False)
+    return out
+
+
+def write_run_config(folder: Path, data: Path, max_iters: int = 6, **extra: str) -> Path:
+    """A tiny run config whose MLflow store and outputs live in `folder`."""
+    lines = [
+        f"_base_: {TINY_CONFIG}",
+        "model:\n  num_queries: 8\n  dec_layers: 2",
+        f"data:\n  root: {data}\n  train_short_sides: [64]\n  test_short_side: 64\n  max_long_side: 96",
+        f"solver:\n  batch_size: 2\n  max_iters: {max_iters}\n  steps: [{max_iters}]\n  warmup_iters: 0",
+        "loss:\n  num_points: 0",
+        f"logging:\n  mlflow_uri: sqlite:///{folder / 'mlflow.db'}\n  output_dir: {folder / 'outputs'}\n"
+        "  log_every: 1\n  checkpoint_every: 2\n  progress: false\n  visualize: true",
+    ]
+    lines += [f"{key}: {value}" for key, value in extra.items()]
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "run.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path

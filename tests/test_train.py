@@ -1,0 +1,179 @@
+"""One training run end to end on a tiny synthetic set: MLflow record, resume, failures, DDP."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from conftest import write_run_config
+
+from ifrvis import tracking
+from ifrvis.config import flatten, load_config, run_identity, to_dict
+from ifrvis.engine import runs
+from ifrvis.engine import train as train_module
+from ifrvis.engine.checkpoint import load_checkpoint
+from ifrvis.engine.train import NonFiniteLossError, train
+
+FINAL_KEYS = ("AP", "AP50", "AP75", "AR1", "AR10", "IDF1", "MOTA", "IDP", "IDR", "IDs")
+
+
+def only_run(cfg):
+    found = tracking.find_runs(tracking.client(cfg.logging.mlflow_uri), cfg.logging.experiment)
+    assert len(found) == 1, f"expected one MLflow run, found {len(found)}"
+    return found[0]
+
+
+def run_cli(config, *extra, env=None):
+    return subprocess.Popen(
+        [sys.executable, "-m", "ifrvis.engine.train", str(config), *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
+    )
+
+
+def test_a_run_is_logged_to_mlflow_with_tags_params_metrics_artifacts(tmp_path, tiny_data):
+    cfg = load_config(write_run_config(tmp_path, tiny_data), ["seed=1", "logging.sweep=unit"])
+    metrics = train(cfg)
+    run = only_run(cfg)
+    assert run.info.status == "FINISHED"
+    tags = run.data.tags
+    assert tags["method"] == "ifr" and tags["backbone"] == "tiny" and tags["dataset"] == "synthetic"
+    assert tags["seed"] == "1" and tags["lambda_e"] == "0.3" and tags["sweep"] == "unit"
+    assert tags["run_identity"] == run_identity(cfg) and tags["git_commit"]
+    expected_params = {k: str(v) for k, v in flatten(to_dict(cfg)).items()}
+    assert run.data.params == expected_params
+    for key in (*FINAL_KEYS, "APs", "AR100", "AP_cat/disc"):
+        assert key in run.data.metrics, key
+        if key in metrics:
+            assert run.data.metrics[key] == pytest.approx(metrics[key], nan_ok=True)
+    history = tracking.client(cfg.logging.mlflow_uri).get_metric_history(run.info.run_id, "train/loss")
+    assert sorted(m.step for m in history) == list(range(1, 7))
+    for term in ("loss_cls", "loss_mask", "loss_dice", "loss_mask_cross", "loss_dice_cross", "lr"):
+        assert f"train/{term}" in run.data.metrics
+    artifacts = {a.path for a in tracking.client(cfg.logging.mlflow_uri).list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "results.json", "metrics.json", "vis"} <= artifacts
+    assert json.loads((runs.run_dir(cfg) / "metrics.json").read_text())["AP"] == metrics["AP"]
+
+
+def test_the_same_seed_gives_the_same_metrics_and_a_rerun_needs_resume(tmp_path, tiny_data):
+    cfg_a = load_config(write_run_config(tmp_path / "a", tiny_data))
+    cfg_b = load_config(write_run_config(tmp_path / "b", tiny_data))
+    first, second = train(cfg_a), train(cfg_b)
+    first.pop("train_time_s"), second.pop("train_time_s")
+    assert second == pytest.approx(first, nan_ok=True)
+    weights_a = load_checkpoint(runs.checkpoint_path(cfg_a))["model"]
+    weights_b = load_checkpoint(runs.checkpoint_path(cfg_b))["model"]
+    assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(cfg_b)
+
+
+@pytest.mark.parametrize("kill", [signal.SIGKILL, signal.SIGTERM])
+def test_a_killed_run_resumes_to_the_same_final_metrics(tmp_path, tiny_data, kill):
+    reference_cfg = load_config(write_run_config(tmp_path / "straight", tiny_data, max_iters=10))
+    reference = train(reference_cfg)
+
+    config = write_run_config(tmp_path / "killed", tiny_data, max_iters=10)
+    cfg = load_config(config)
+    checkpoint = runs.checkpoint_path(cfg)
+    process = run_cli(config)
+    deadline = time.time() + 120
+    while not (checkpoint.exists() and load_checkpoint(checkpoint)["iteration"] >= 4):
+        assert process.poll() is None, process.stdout.read()
+        assert time.time() < deadline
+        time.sleep(0.05)
+    process.send_signal(kill)
+    output = process.communicate(timeout=60)[0]
+    interrupted_at = load_checkpoint(checkpoint)["iteration"]
+    assert interrupted_at < 10, "the run finished before it could be interrupted"
+    if kill == signal.SIGTERM:
+        assert process.returncode == 143 and "checkpoint saved" in output
+        assert only_run(cfg).info.status == "KILLED"
+
+    resumed = subprocess.run(
+        [sys.executable, "-m", "ifrvis.engine.train", str(config), "--resume"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    run = only_run(cfg)
+    assert run.info.status == "FINISHED"
+    for key in FINAL_KEYS:
+        assert run.data.metrics[key] == pytest.approx(reference[key], nan_ok=True), key
+    final = load_checkpoint(checkpoint)["model"]
+    expected = load_checkpoint(runs.checkpoint_path(reference_cfg))["model"]
+    assert all(torch.equal(final[k], expected[k]) for k in expected)
+    history = tracking.client(cfg.logging.mlflow_uri).get_metric_history(run.info.run_id, "train/loss")
+    assert sorted(m.step for m in history) == list(range(1, 11))  # no step logged twice
+
+
+def test_a_nan_loss_names_the_term_and_iteration_and_marks_the_run_failed(tmp_path, tiny_data, monkeypatch):
+    real_build = train_module.build_criterion
+
+    def poisoned_criterion(cfg):
+        criterion = real_build(cfg)
+        calls = {"n": 0}
+        original = criterion.forward
+
+        def forward(outputs, targets):
+            losses = original(outputs, targets)
+            calls["n"] += 1
+            if calls["n"] == 4:  # iteration index 3
+                losses["loss_dice"] = losses["loss_dice"] * float("nan")
+            return losses
+
+        criterion.forward = forward
+        return criterion
+
+    monkeypatch.setattr(train_module, "build_criterion", poisoned_criterion)
+    cfg = load_config(write_run_config(tmp_path, tiny_data))
+    with pytest.raises(NonFiniteLossError, match="'loss_dice' is nan at iteration 3"):
+        train(cfg)
+    run = only_run(cfg)
+    assert run.info.status == "FAILED" and "loss_dice" in run.data.tags["error"]
+    assert load_checkpoint(runs.checkpoint_path(cfg))["iteration"] == 2  # the last good checkpoint survives
+
+
+def test_a_corrupt_annotation_file_fails_with_a_clear_error(tmp_path, tiny_data):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "train.json").write_text("{not json")
+    (broken / "JPEGImages").symlink_to(tiny_data / "JPEGImages")
+    cfg = load_config(write_run_config(tmp_path, broken))
+    with pytest.raises(ValueError, match="train.json"):
+        train(cfg)
+    assert only_run(cfg).info.status == "FAILED"
+
+
+def test_two_process_ddp_with_gloo_logs_one_run(tmp_path, tiny_data):
+    config = write_run_config(tmp_path, tiny_data, max_iters=4)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "ifrvis.engine.train",
+            str(config),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    cfg = load_config(config)
+    run = only_run(cfg)
+    assert run.info.status == "FINISHED" and "AP" in run.data.metrics
+    state = load_checkpoint(runs.checkpoint_path(cfg))
+    assert [s["rank"] for s in state["sampler"]] == [0, 1] and state["sampler"][1]["position"] == 4
