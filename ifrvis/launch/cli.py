@@ -11,6 +11,17 @@ from ifrvis.config import Config
 from ifrvis.launch import executors
 from ifrvis.launch.sweep import DONE, FAILED, plan, summary_table, to_launch
 
+# Profile keys (slurm/profiles/*.yaml) that can be overridden by a flag of the same name.
+SLURM_FLAGS = {
+    "partition": str,
+    "account": str,
+    "time_min": int,
+    "gpus_per_node": int,
+    "cpus_per_task": int,
+    "mem_gb": float,
+    "array_parallelism": int,
+}
+
 
 def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, default=5, help="independent seeds per configuration (0..N-1)")
@@ -32,28 +43,19 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="config overrides applied to every run",
     )
-    slurm = parser.add_argument_group("slurm (submitit)")
+    slurm = parser.add_argument_group("slurm (submitit): a profile, then these overrides of its keys")
     slurm.add_argument("--slurm-profile", default="local", help="slurm/profiles/<name>.yaml or a path")
-    for flag in ("partition", "time", "gpus", "cpus", "mem", "account", "array-parallelism"):
-        slurm.add_argument(f"--{flag}", dest=f"slurm_{flag.replace('-', '_')}")
+    for flag, kind in SLURM_FLAGS.items():
+        slurm.add_argument(f"--{flag.replace('_', '-')}", dest=f"slurm_{flag}", type=kind)
     ray = parser.add_argument_group("ray")
     ray.add_argument("--ray-address", default="", help="an existing Ray cluster (default: a local Ray)")
     ray.add_argument("--gpus-per-run", type=float, default=0.0)
 
 
-def slurm_parameters(args: argparse.Namespace) -> dict:
-    from ifrvis.launch.slurm_profile import load_slurm_profile
-
-    flags = {
-        "partition": args.slurm_partition,
-        "time": args.slurm_time,
-        "gpus": args.slurm_gpus,
-        "cpus": args.slurm_cpus,
-        "mem": args.slurm_mem,
-        "account": args.slurm_account,
-        "array_parallelism": args.slurm_array_parallelism,
-    }
-    return load_slurm_profile(args.slurm_profile, {k: v for k, v in flags.items() if v is not None})
+def slurm_overrides(args: argparse.Namespace) -> dict:
+    """The Slurm profile keys given on the command line."""
+    values = {key: getattr(args, f"slurm_{key}") for key in SLURM_FLAGS}
+    return {key: value for key, value in values.items() if value is not None}
 
 
 def run_sweep(cfgs: Sequence[Config], args: argparse.Namespace) -> int:
@@ -72,7 +74,7 @@ def run_sweep(cfgs: Sequence[Config], args: argparse.Namespace) -> int:
         if args.executor == "local":
             executors.run_local(launch, max_parallel)
         elif args.executor == "slurm":
-            executors.run_slurm(launch, args.sweep, slurm_parameters(args))
+            executors.run_slurm(launch, args.sweep, args.slurm_profile, slurm_overrides(args))
         else:
             executors.run_ray(launch, args.sweep, max_parallel, args.ray_address, args.gpus_per_run)
     print(summary_table(specs))

@@ -86,6 +86,10 @@ def slurm_job_class():
         callable resumes from the latest checkpoint on disk (written every `checkpoint_every`)."""
 
         def __call__(self, cfg_dict: dict) -> dict:
+            import torch
+
+            # As many threads as CPUs the task was given (Slurm does not set OMP_NUM_THREADS).
+            torch.set_num_threads(int(os.environ.get("SLURM_CPUS_PER_TASK", torch.get_num_threads())))
             if submitit.JobEnvironment().num_tasks > 1:  # one task per GPU -> torch.distributed
                 submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
             return run_spec(cfg_dict, install_signal_handlers=False)
@@ -101,11 +105,11 @@ def slurm_folder(sweep: str) -> Path:
     return Path(os.environ.get("IFRVIS_SLURM_LOGS", Path.cwd() / "slurm" / "logs")).resolve() / sweep
 
 
-def run_slurm(specs: Sequence[Spec], sweep: str, parameters: dict, poll_s: float = 5.0) -> list:
-    import submitit
+def run_slurm(specs: Sequence[Spec], sweep: str, profile: str, overrides: dict, poll_s: float = 5.0) -> list:
+    from ifrvis.launch.slurm_profile import slurm_executor
 
-    executor = submitit.AutoExecutor(folder=slurm_folder(sweep) / "%j", cluster="slurm")
-    executor.update_parameters(name=f"ifrvis-{sweep}", **parameters)
+    executor = slurm_executor(slurm_folder(sweep) / "%j", profile, overrides)
+    executor.update_parameters(name=f"ifrvis-{sweep}")
     jobs = executor.map_array(slurm_job_class()(), [to_dict(spec.cfg) for spec in specs])
     started = time.perf_counter()
     pending = dict(zip(jobs, specs))

@@ -1,0 +1,161 @@
+"""The same 2-seed tiny sweep through the local, Slurm and Ray executors: identical MLflow records
+up to run ids and timings; a re-run skips finished runs; a preempted Slurm job resumes."""
+
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import ROOT, write_run_config
+
+from ifrvis import tracking
+from ifrvis.config import load_config
+from ifrvis.engine import runs
+from ifrvis.engine.checkpoint import load_checkpoint
+from ifrvis.launch.executors import slurm_job_class
+from ifrvis.launch.slurm_profile import slurm_executor
+
+SEEDS = 2
+TIMING_KEYS = ("train_time_s",)
+
+
+def slurm_available() -> bool:
+    if shutil.which("sbatch") is None:
+        return False
+    return subprocess.run(["sinfo"], capture_output=True).returncode == 0
+
+
+def launch(config, executor, *extra):
+    return subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "experiments" / "run_seeds.py"),
+            str(config),
+            "--seeds",
+            str(SEEDS),
+            "--executor",
+            executor,
+            "--sweep",
+            "t",
+            "--max-parallel",
+            "2",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "IFRVIS_SLURM_LOGS": str(config.parent / "slurm-logs")},
+        timeout=900,
+    )
+
+
+def records(config):
+    """Per seed: (status, params but logging.*, tags but ids/paths, metrics but timings)."""
+    cfg = load_config(config)
+    mlflow = tracking.client(cfg.logging.mlflow_uri)
+    children = [
+        r
+        for r in tracking.find_runs(mlflow, cfg.logging.experiment, sweep="t")
+        if "sweep_parent" not in r.data.tags
+    ]
+    out = {}
+    for run in children:
+        params = {k: v for k, v in run.data.params.items() if not k.startswith("logging.")}
+        tags = {k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.") and k != "run_dir"}
+        metrics = {
+            k: "nan" if math.isnan(v) else v for k, v in run.data.metrics.items() if k not in TIMING_KEYS
+        }
+        assert run.data.tags["seed"] not in out, "two MLflow runs for one identity"
+        out[run.data.tags["seed"]] = (run.info.status, params, tags, metrics)
+    return out
+
+
+@pytest.fixture(scope="module")
+def local_sweep(tmp_path_factory, tiny_data):
+    config = write_run_config(tmp_path_factory.mktemp("local"), tiny_data, max_iters=4)
+    result = launch(config, "local")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return config, result.stdout
+
+
+def test_local_sweep_logs_every_seed_under_a_parent_run(local_sweep):
+    config, stdout = local_sweep
+    found = records(config)
+    assert sorted(found) == ["0", "1"] and all(r[0] == "FINISHED" for r in found.values())
+    assert "| done |" in stdout and "2 pending" in stdout
+    cfg = load_config(config)
+    parent = tracking.find_runs(
+        tracking.client(cfg.logging.mlflow_uri), cfg.logging.experiment, sweep_parent="1"
+    )
+    assert len(parent) == 1
+    for seed in range(SEEDS):
+        log = runs.run_dir(load_config(config, [f"seed={seed}", "logging.sweep=t"])) / "train.log"
+        assert log.exists()
+
+
+def test_rerunning_a_sweep_skips_finished_runs(local_sweep):
+    config, _ = local_sweep
+    before = records(config)
+    started = time.time()
+    result = launch(config, "local")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "2 done, 0 resume, 0 failed, 0 pending" in result.stdout
+    assert time.time() - started < 60
+    assert records(config) == before
+
+
+def test_dry_run_lists_the_specs(local_sweep):
+    config, _ = local_sweep
+    result = launch(config, "local", "--dry-run")
+    assert result.returncode == 0 and result.stdout.count("| done |") == SEEDS
+
+
+def test_ray_executor_gives_the_same_records(local_sweep, tmp_path, tiny_data):
+    config = write_run_config(tmp_path, tiny_data, max_iters=4)
+    result = launch(config, "ray")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert records(config) == records(local_sweep[0])
+
+
+@pytest.mark.slurm
+@pytest.mark.skipif(not slurm_available(), reason="no Slurm cluster: start it with slurm/start_cluster.sh")
+def test_slurm_executor_gives_the_same_records(local_sweep, tmp_path, tiny_data):
+    config = write_run_config(tmp_path, tiny_data, max_iters=4)
+    result = launch(config, "slurm", "--time-min", "10")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert records(config) == records(local_sweep[0])
+    assert list((tmp_path / "slurm-logs" / "t").iterdir()), "submitit logs land in the sweep's folder"
+
+
+@pytest.mark.slurm
+@pytest.mark.skipif(not slurm_available(), reason="no Slurm cluster: start it with slurm/start_cluster.sh")
+def test_a_preempted_slurm_job_resumes_into_the_same_run_with_the_same_metrics(tmp_path, tiny_data):
+    reference_cfg = load_config(write_run_config(tmp_path / "reference", tiny_data, max_iters=12))
+    from ifrvis.engine.train import train
+
+    reference = train(reference_cfg)
+
+    cfg = load_config(write_run_config(tmp_path / "slurm", tiny_data, max_iters=12))
+    executor = slurm_executor(tmp_path / "slurm-logs" / "%j", "local", {"time_min": 10})
+    job = executor.submit(slurm_job_class()(), __import__("ifrvis.config").config.to_dict(cfg))
+    checkpoint = runs.checkpoint_path(cfg)
+    deadline = time.time() + 300
+    while not (checkpoint.exists() and load_checkpoint(checkpoint)["iteration"] >= 2):
+        assert not job.done(), job.stderr()
+        assert time.time() < deadline, "no checkpoint appeared"
+        time.sleep(0.2)
+    job._interrupt()  # USR2, as Slurm sends before preemption: submitit requeues via checkpoint()
+    metrics = job.result()
+    run = tracking.find_runs(tracking.client(cfg.logging.mlflow_uri), cfg.logging.experiment)
+    assert len(run) == 1 and run[0].info.status == "FINISHED"
+    assert (
+        "REQUEUE"
+        in subprocess.run(
+            ["sacct", "-D", "-n", "-X", "-j", job.job_id, "-o", "State"], capture_output=True, text=True
+        ).stdout
+    )
+    for key in ("AP", "AP50", "AR10", "IDF1", "IDs"):
+        assert metrics[key] == pytest.approx(reference[key], nan_ok=True), key
