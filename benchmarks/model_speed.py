@@ -1,0 +1,271 @@
+"""Model speed: training step time per clip, inference frames/s, and peak inference memory.
+
+    .venv/bin/python benchmarks/model_speed.py [--threads 1] [--iters 5] [--frames 120]
+
+CPU, tiny config (experiments/configs/synthetic_tiny.yaml): random 96x128 clips (batch 4 x 2 frames,
+two rectangle instances each) for the training step; a long in-memory video (`--frames` frames of
+96x128, moving squares) for inference. Both decoders are measured in the same run, so the IFR /
+Mask2Former-VIS ratios compare like with like. Peak memory of whole-video vs per-clip inference
+(`inference.mode=video|clip`) is the RSS high-water mark (VmHWM, reset through /proc/self/clear_refs
+just before the call) of a fresh subprocess per (decoder, mode): torch's CPU allocations are invisible
+to tracemalloc, and `ru_maxrss` cannot be reset, so it keeps the peak of importing torch. With a GPU,
+the same figures for ResNet-50 at 360 px (experiments/configs/ytvis19_r50.yaml), peak memory from
+`torch.cuda.max_memory_allocated`. Prints Markdown tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from ifrvis.config import Config, load_config
+from ifrvis.engine.solver import build_optimizer
+from ifrvis.inference import predict_video
+from ifrvis.modeling import build_model
+from ifrvis.modeling.criterion import build_criterion
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_CONFIG = ROOT / "experiments/configs/synthetic_tiny.yaml"
+R50_CONFIG = ROOT / "experiments/configs/ytvis19_r50.yaml"
+DECODERS = ("ifr", "mask2former")
+MODES = ("video", "clip")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One benchmarked model size: its config, input frame size and training batch."""
+
+    label: str
+    config: Path
+    height: int
+    width: int
+    batch: int = 4
+    clip_frames: int = 2
+
+
+TINY = Setting("tiny, 96x128, CPU", TINY_CONFIG, 96, 128)
+R50 = Setting("R50, 360x480, GPU", R50_CONFIG, 360, 480)
+
+
+def model_config(setting: Setting, decoder: str) -> Config:
+    return load_config(setting.config, [f"model.decoder={decoder}", "model.weights="])
+
+
+def random_clips(setting: Setting, num_classes: int, generator: torch.Generator, device) -> tuple:
+    """Random images `(B, T, 3, H, W)` in [0, 255] and per-clip targets with two rectangle instances
+    (`labels (2,)`, `masks (2, T, H, W)` bool, `present (2, T)` bool)."""
+    b, t, h, w = setting.batch, setting.clip_frames, setting.height, setting.width
+    images = torch.rand(b, t, 3, h, w, generator=generator) * 255
+    targets = []
+    for _ in range(b):
+        masks = torch.zeros(2, t, h, w, dtype=torch.bool)
+        for m in range(2):
+            y0 = int(torch.randint(0, h // 2, (1,), generator=generator))
+            x0 = int(torch.randint(0, w // 2, (1,), generator=generator))
+            masks[m, :, y0 : y0 + h // 3, x0 : x0 + w // 3] = True
+        targets.append(
+            {
+                "labels": torch.randint(0, num_classes, (2,), generator=generator).to(device),
+                "masks": masks.to(device),
+                "present": torch.ones(2, t, dtype=torch.bool, device=device),
+            }
+        )
+    return images.to(device), targets
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def train_seconds_per_clip(setting: Setting, decoder: str, iters: int, device: torch.device) -> float:
+    """Mean wall time of one optimiser step (forward, loss, backward, step) divided by the batch size;
+    one untimed warm-up step first."""
+    cfg = model_config(setting, decoder)
+    torch.manual_seed(0)
+    model = build_model(cfg.model).to(device).train()
+    criterion = build_criterion(cfg).to(device)
+    optimizer = build_optimizer(model, cfg.solver)
+    generator = torch.Generator().manual_seed(0)
+    batches = [random_clips(setting, cfg.model.num_classes, generator, device) for _ in range(iters + 1)]
+    for n, (images, targets) in enumerate(batches):
+        if n == 1:
+            synchronize(device)
+            tic = time.perf_counter()
+        loss = sum(criterion(model(images), targets).values())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    synchronize(device)
+    return (time.perf_counter() - tic) / (iters * setting.batch)
+
+
+class InMemoryVideo:
+    """A video for `predict_video`: `len()`, `[t] -> (3, h, w)` in [0, 255], `.size`, `.orig_size`.
+    Two squares move across a grey background, one frame per step."""
+
+    def __init__(self, num_frames: int, height: int, width: int):
+        self.frames = torch.full((num_frames, 3, height, width), 96.0)
+        side = height // 4
+        for t in range(num_frames):
+            x = (3 * t) % (width - side)
+            y = (2 * t) % (height - side)
+            self.frames[t, 0, y : y + side, x : x + side] = 230.0
+            self.frames[t, 2, height - side - y : height - y, width - side - x : width - x] = 230.0
+        self.size = (height, width)
+        self.orig_size = (height, width)
+
+    def __len__(self) -> int:
+        return self.frames.shape[0]
+
+    def __getitem__(self, t: int) -> torch.Tensor:
+        return self.frames[t]
+
+
+def inference_model(setting: Setting, decoder: str, device: torch.device):
+    cfg = model_config(setting, decoder)
+    torch.manual_seed(0)
+    return build_model(cfg.model).to(device).eval(), cfg
+
+
+def inference_fps(setting: Setting, decoder: str, num_frames: int, device: torch.device) -> float:
+    """Frames/s of whole-video inference (`inference.mode=video`, postprocessing included)."""
+    model, cfg = inference_model(setting, decoder, device)
+    video = InMemoryVideo(num_frames, setting.height, setting.width)
+    predict_video(model, InMemoryVideo(4, setting.height, setting.width), cfg.inference)  # warm-up
+    synchronize(device)
+    tic = time.perf_counter()
+    predict_video(model, video, cfg.inference)
+    synchronize(device)
+    return num_frames / (time.perf_counter() - tic)
+
+
+def peak_memory_here(
+    setting: Setting, decoder: str, mode: str, num_frames: int, device: torch.device
+) -> dict:
+    """Peak memory of one `predict_video` call in this process (MiB): on CPU the RSS high-water mark
+    during the call and its growth over the RSS just before it; on GPU `torch.cuda.max_memory_allocated`."""
+    model, cfg = inference_model(setting, decoder, device)
+    inference_cfg = replace(cfg.inference, mode=mode)
+    video = InMemoryVideo(num_frames, setting.height, setting.width)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        predict_video(model, video, inference_cfg)
+        return {"peak_mib": torch.cuda.max_memory_allocated() / 2**20}
+    before = proc_status_kib("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS (Linux)
+    predict_video(model, video, inference_cfg)
+    peak = proc_status_kib("VmHWM")
+    return {"peak_mib": peak / 1024, "growth_mib": (peak - before) / 1024}
+
+
+def proc_status_kib(field: str) -> int:
+    """A memory field of /proc/self/status (VmRSS, VmHWM) in KiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field} line")
+
+
+def peak_memory_subprocess(decoder: str, mode: str, num_frames: int, threads: int) -> dict:
+    """`peak_memory_here` for the tiny CPU setting in a fresh interpreter, so each figure starts from an
+    unused RSS high-water mark."""
+    command = [
+        sys.executable, __file__, "--threads", str(threads), "--frames", str(num_frames),
+        "--memory-probe", f"{decoder}:{mode}",
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    if done.returncode != 0:
+        raise RuntimeError(f"memory probe {decoder}:{mode} failed:\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def speed_rows(setting: Setting, iters: int, num_frames: int, device: torch.device) -> dict[str, dict]:
+    return {
+        decoder: {
+            "train_s_per_clip": train_seconds_per_clip(setting, decoder, iters, device),
+            "inference_fps": inference_fps(setting, decoder, num_frames, device),
+        }
+        for decoder in DECODERS
+    }
+
+
+def speed_table(setting: Setting, rows: dict[str, dict]) -> str:
+    ifr, base = rows["ifr"], rows["mask2former"]
+    lines = [
+        f"### {setting.label}",
+        "",
+        "| decoder | train step, ms/clip | inference, frames/s |",
+        "|---|---|---|",
+    ]
+    for decoder, row in rows.items():
+        lines.append(f"| {decoder} | {1000 * row['train_s_per_clip']:.1f} | {row['inference_fps']:.1f} |")
+    lines.append(
+        f"| IFR / Mask2Former-VIS | {ifr['train_s_per_clip'] / base['train_s_per_clip']:.2f}x time "
+        f"| {ifr['inference_fps'] / base['inference_fps']:.2f}x speed |"
+    )
+    return "\n".join(lines)
+
+
+def memory_table(label: str, num_frames: int, memory: dict[tuple[str, str], dict], cuda: bool) -> str:
+    if cuda:
+        header = "| decoder | mode | peak allocated, MiB |\n|---|---|---|"
+        body = [f"| {d} | {m} | {v['peak_mib']:.0f} |" for (d, m), v in memory.items()]
+    else:
+        header = "| decoder | mode | peak RSS, MiB | growth during inference, MiB |\n|---|---|---|---|"
+        body = [
+            f"| {d} | {m} | {v['peak_mib']:.0f} | {v['growth_mib']:.0f} |" for (d, m), v in memory.items()
+        ]
+    return "\n".join([f"### Peak inference memory, {label}, {num_frames} frames", "", header, *body])
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (CPU)")
+    parser.add_argument("--iters", type=int, default=5, help="timed training steps per decoder")
+    parser.add_argument("--frames", type=int, default=120, help="frames of the inference video")
+    parser.add_argument("--memory-probe", default="", help=argparse.SUPPRESS)  # DECODER:MODE, internal
+    args = parser.parse_args(argv)
+    if args.threads < 1 or args.iters < 1 or args.frames < 2:
+        parser.error("need --threads >= 1, --iters >= 1 and --frames >= 2")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    cpu = torch.device("cpu")
+    if args.memory_probe:
+        decoder, mode = args.memory_probe.split(":")
+        print(json.dumps(peak_memory_here(TINY, decoder, mode, args.frames, cpu)))
+        return 0
+    print(
+        f"torch {torch.__version__}, {args.threads} thread(s), OMP_NUM_THREADS="
+        f"{os.environ.get('OMP_NUM_THREADS', 'unset')}, {args.iters} timed steps, {args.frames}-frame video\n"
+    )
+    print(speed_table(TINY, speed_rows(TINY, args.iters, args.frames, cpu)), "\n")
+    memory = {
+        (d, m): peak_memory_subprocess(d, m, args.frames, args.threads) for d in DECODERS for m in MODES
+    }
+    print(memory_table(TINY.label, args.frames, memory, cuda=False), "\n")
+    if not torch.cuda.is_available():
+        print("No GPU (torch.cuda.is_available() is False): the R50 360 px measurements are skipped.")
+        return 0
+    gpu = torch.device("cuda")
+    print(speed_table(R50, speed_rows(R50, args.iters, args.frames, gpu)), "\n")
+    gpu_memory = {(d, m): peak_memory_here(R50, d, m, args.frames, gpu) for d in DECODERS for m in MODES}
+    print(memory_table(R50.label, args.frames, gpu_memory, cuda=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
