@@ -320,8 +320,11 @@ def test_real_model_whole_video_chunked_top_k_and_tta(decoder):
     frames = Frames(moving_video(num_frames=5), orig_size=(48, 72))
     single = infer(model, frames, mode="video", top_k=7, chunk_frames=5)
     assert len(single) == 7 and all(p.masks.shape == (5, 48, 72) for p in single)
-    assert_same_predictions(single, infer(model, frames, mode="video", top_k=7, chunk_frames=2))
-    assert_same_predictions(single, infer(model, frames, mode="tta", top_k=7, tta_short_sides=[32, 32]))
+    # Chunked encoding sums in another order: a logit at the threshold may flip one pixel.
+    chunked = infer(model, frames, mode="video", top_k=7, chunk_frames=2)
+    assert_same_predictions(single, chunked, max_mask_mismatch=1e-3)
+    tta = infer(model, frames, mode="tta", top_k=7, tta_short_sides=[32, 32])
+    assert_same_predictions(single, tta, max_mask_mismatch=1e-3)
 
 
 @pytest.mark.parametrize("decoder", ["ifr", "mask2former"])
