@@ -146,8 +146,9 @@ def target_lines(rows: list[dict]) -> list[str]:
     """For each (minutes, AP) target and decoder: the best mean valid AP among the budgets whose mean
     training time fits in the minutes."""
     lines = []
+    decoders = [name for name in CONFIGS if any(r["decoder"] == name for r in rows)]
     for minutes, target in TARGETS:
-        for decoder in CONFIGS:
+        for decoder in decoders:
             fitting = [
                 mean_std([r["valid"]["AP"] for r in group])[0]
                 for (name, _), group in group_rows(rows).items()
