@@ -8,9 +8,10 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root, for `analysis`
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the project root, for `analysis`
 
-from analysis.figures import figure4_from_mlflow  # noqa: E402
+from analysis.figures import make_figure  # noqa: E402
 from ifrvis.launch.cli import add_sweep_arguments, run_sweep  # noqa: E402
 from ifrvis.launch.sweep import expand  # noqa: E402
 
@@ -24,6 +25,7 @@ def main(argv=None) -> int:
     parser.add_argument("--config", help="a config to ablate instead of the profile's")
     parser.add_argument("--lambdas", type=float, nargs="+", default=[0.0, 0.1, 0.3, 0.5, 1.0])
     parser.add_argument("--no-figure", action="store_true", help="skip Figure 4 at the end")
+    parser.add_argument("--out", type=Path, default=ROOT / "results", help="Figure 4 lands in <out>/<sweep>/")
     add_sweep_arguments(parser)
     args = parser.parse_args(argv)
     args.sweep = args.sweep or ("ablation_lambda_e" if args.profile == "tiny" else "ablation_lambda_e_paper")
@@ -33,7 +35,15 @@ def main(argv=None) -> int:
     )
     status = run_sweep(cfgs, args)
     if not args.dry_run and not args.no_figure:
-        paths = figure4_from_mlflow(sweep=args.sweep, experiment=cfgs[0].logging.experiment)
+        paths, warnings, _ = make_figure(
+            args.sweep,
+            "4",
+            cfgs[0].logging.experiment,
+            cfgs[0].logging.mlflow_uri,
+            args.out,
+            args.seeds,
+        )
+        print("\n".join(warnings), file=sys.stderr)
         print("Figure 4:", ", ".join(str(p) for p in paths))
     return status
 
