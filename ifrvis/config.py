@@ -122,7 +122,7 @@ class LoggingConfig:
     parent_run_id: str = ""
     log_every: int = 20
     checkpoint_every: int = 200
-    eval_every: int = 0  # 0: only at the end
+    eval_every: int = 0  # > 0: also validate every N iterations (metrics val/AP ...); 0: only at the end
     visualize: bool = True
     progress: bool = True
 

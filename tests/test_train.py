@@ -38,7 +38,9 @@ def run_cli(config, *extra, env=None):
 
 
 def test_a_run_is_logged_to_mlflow_with_tags_params_metrics_artifacts(tmp_path, tiny_data):
-    cfg = load_config(write_run_config(tmp_path, tiny_data), ["seed=1", "logging.sweep=unit"])
+    cfg = load_config(
+        write_run_config(tmp_path, tiny_data), ["seed=1", "logging.sweep=unit", "logging.eval_every=3"]
+    )
     metrics = train(cfg)
     run = only_run(cfg)
     assert run.info.status == "FINISHED"
@@ -54,6 +56,8 @@ def test_a_run_is_logged_to_mlflow_with_tags_params_metrics_artifacts(tmp_path, 
             assert run.data.metrics[key] == pytest.approx(metrics[key], nan_ok=True)
     history = tracking.client(cfg.logging.mlflow_uri).get_metric_history(run.info.run_id, "train/loss")
     assert sorted(m.step for m in history) == list(range(1, 7))
+    validation = tracking.client(cfg.logging.mlflow_uri).get_metric_history(run.info.run_id, "val/AP")
+    assert [m.step for m in validation] == [3]
     for term in ("loss_cls", "loss_mask", "loss_dice", "loss_mask_cross", "loss_dice_cross", "lr"):
         assert f"train/{term}" in run.data.metrics
     artifacts = {a.path for a in tracking.client(cfg.logging.mlflow_uri).list_artifacts(run.info.run_id)}

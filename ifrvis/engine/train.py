@@ -31,6 +31,8 @@ from ifrvis.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint
 from ifrvis.engine.distributed import DistInfo, cleanup, init_distributed, resolve_device
 from ifrvis.engine.evaluate import evaluate_model
 from ifrvis.engine.solver import build_optimizer, build_scheduler
+from ifrvis.evaluation import evaluate_ytvis
+from ifrvis.inference import run_inference
 from ifrvis.modeling import build_model
 from ifrvis.modeling.criterion import build_criterion
 
@@ -280,6 +282,9 @@ def _train_and_evaluate(cfg, state, logger, info, device, out_dir, ckpt_path, fl
             clips_per_s = cfg.solver.batch_size * (done - start_iter) / (time.perf_counter() - tic)
             metrics_buffer.append((done, _loss_metrics(losses, loss, lr)))
             bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}", clips_s=f"{clips_per_s:.1f}")
+        if cfg.logging.eval_every and done % cfg.logging.eval_every == 0 and done < cfg.solver.max_iters:
+            if info.is_main and valid_set is not None and valid_set.has_annotations:
+                metrics_buffer.append((done, _validation_metrics(model, valid_set, cfg, info)))
         if done % cfg.logging.checkpoint_every == 0 or done == cfg.solver.max_iters:
             checkpoint(done)
         if flag.received is not None:
@@ -296,6 +301,17 @@ def _train_and_evaluate(cfg, state, logger, info, device, out_dir, ckpt_path, fl
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     logger.log_artifact(out_dir / "metrics.json")
     return metrics
+
+
+def _validation_metrics(model, valid_set: YTVIS, cfg: Config, info: DistInfo) -> dict[str, float]:
+    """Periodic validation (`logging.eval_every`): AP/AR of the current weights as `val/<metric>`.
+    Inference draws no random numbers, so a resumed run's training is unaffected."""
+    unwrapped = model.module if info.world_size > 1 else model
+    unwrapped.eval()
+    results = run_inference(unwrapped, valid_set, cfg, progress=False)
+    unwrapped.train()
+    ap = evaluate_ytvis(valid_set.raw, results)
+    return {f"val/{key}": float(ap[key]) for key in ("AP", "AP50", "AP75", "AR1", "AR10")}
 
 
 def _gather(value, info: DistInfo) -> list:
