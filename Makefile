@@ -25,7 +25,7 @@ test: venv
 
 lint: venv
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff format --check ifrvis experiments analysis benchmarks tests
 
 data: venv
 	test -f $(DATA)/train.json || $(VENV)/bin/ifrvis synth --out $(DATA) --seed 0

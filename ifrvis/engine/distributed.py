@@ -42,15 +42,6 @@ def resolve_device(name: str, info: DistInfo | None = None) -> torch.device:
     return torch.device(name)
 
 
-def broadcast_object(value, info: DistInfo):
-    """Rank 0's `value` on every rank."""
-    if info.world_size == 1:
-        return value
-    holder = [value]
-    dist.broadcast_object_list(holder, src=0)
-    return holder[0]
-
-
 def cleanup(info: DistInfo) -> None:
     if info.world_size > 1 and dist.is_initialized():
         dist.destroy_process_group()
