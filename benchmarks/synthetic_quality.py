@@ -6,13 +6,14 @@
 Generates the data when missing (`ifrvis synth` defaults into data/synthetic, seed 0; a crossing split
 of 50 validation videos, all crossing, into data/synthetic_crossing, seed 1), then for each decoder
 (synthetic_tiny.yaml, synthetic_tiny_mask2former.yaml), seed and training budget trains one run with
-`ifrvis.train` (`solver.max_iters` = the budget, the learning-rate step kept at 80 % of it) in a private
-MLflow store (<out>/mlflow.db, sweep tag `quality`), which evaluates it on the synthetic valid split;
-the final checkpoint is then evaluated on the crossing split. A run whose metrics are already in <out>
-is reused, so an interrupted benchmark continues where it stopped. Prints a Markdown table (mean ± std
-over seeds), checks the targets (valid AP >= 0.3 within 3 training minutes, >= 0.5 within 10), and
-writes <out>/rows.json and <out>/ap_curve.png (valid AP against training minutes, mean ± std per
-decoder). `--quick`: one seed, budgets of 20 and 40 iterations (a smoke run, not a measurement).
+`ifrvis.train` (`solver.max_iters` = the budget, learning-rate steps at the config's fractions of
+training) in a private MLflow store (<out>/mlflow.db, sweep tag `quality`), which evaluates it on the
+synthetic valid split; the final checkpoint is then evaluated on the crossing split. A run whose metrics
+are already in <out> is reused, so an interrupted benchmark continues where it stopped. Prints a
+Markdown table (mean ± std over seeds), checks the targets (valid AP >= 0.3 within 3 training minutes,
+>= 0.5 within 10), and writes <out>/rows.json and <out>/ap_curve.png (valid and crossing AP against
+training minutes, mean ± std per decoder). `--quick`: one seed, budgets of 20 and 40 iterations (a smoke
+run, not a measurement).
 """
 
 from __future__ import annotations
@@ -43,7 +44,6 @@ CONFIGS = {
 METRICS = ("AP", "AP50", "AP75", "AR1", "AR10", "IDF1", "IDs")
 CROSSING_METRICS = ("AP", "IDF1", "IDs")
 TARGETS = ((3.0, 0.3), (10.0, 0.5))  # (training minutes, valid AP to reach within them)
-STEP_FRACTION = 0.8  # synthetic_tiny.yaml drops the learning rate at 480 of 600 iterations
 
 
 def ensure_data(data_root: Path, crossing_root: Path) -> None:
@@ -61,15 +61,17 @@ def ensure_data(data_root: Path, crossing_root: Path) -> None:
 
 
 def run_config(decoder: str, seed: int, iters: int, data_root: Path, out: Path) -> Config:
-    """The tiny config of `decoder` trained for `iters` iterations, logging into `out`."""
-    step = max(1, round(STEP_FRACTION * iters))
+    """The tiny config of `decoder` trained for `iters` iterations, logging into `out`; the learning-rate
+    steps stay at the same fractions of training as in the config."""
+    solver = load_config(CONFIGS[decoder]).solver
+    steps = [max(1, round(step / solver.max_iters * iters)) for step in solver.steps]
     return load_config(
         CONFIGS[decoder],
         [
             f"seed={seed}",
             f"data.root={data_root}",
             f"solver.max_iters={iters}",
-            f"solver.steps=[{step}]",
+            f"solver.steps={steps}",
             f"solver.warmup_iters={min(20, iters // 2)}",
             f"logging.mlflow_uri=sqlite:///{out.resolve()}/mlflow.db",
             f"logging.output_dir={out / 'runs'}",
