@@ -89,6 +89,18 @@ class _SignalFlag:
             signal.signal(sig, handler)
 
 
+class _NoSignals:
+    """Stands in for `_SignalFlag` when the launcher handles the signals itself."""
+
+    received = None
+
+    def __enter__(self) -> _NoSignals:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
 def _batches(dataset: ClipDataset, sampler: TrainSampler, per_rank: int, workers: int) -> Iterator:
     loader = torch.utils.data.DataLoader(
         dataset,
@@ -115,8 +127,10 @@ class _BatchOf:
 def train(cfg: Config, resume: bool = False, install_signal_handlers: bool = True) -> dict:
     """Train `cfg` (resuming from its checkpoint when `resume`), evaluate, and return final metrics.
 
-    The MLflow run is `cfg.logging`'s store; a run started by a sweep passes its id through the
-    checkpoint-free path `runs.find_run`. Exceptions mark the run FAILED (checkpoints survive)."""
+    Logs into the MLflow run of this identity (the checkpoint's, else the one a sweep created, else a
+    new one). Exceptions mark the run FAILED (checkpoints survive); SIGTERM/SIGUSR2 mark it KILLED
+    after a checkpoint. `install_signal_handlers=False` where the launcher owns the signals (submitit,
+    Ray's worker threads)."""
     device = resolve_device(cfg.device)
     info = init_distributed(device)
     out_dir = runs.run_dir(cfg)
@@ -141,16 +155,6 @@ def train(cfg: Config, resume: bool = False, install_signal_handlers: bool = Tru
     if logger:
         logger.set_status("FINISHED")
     return metrics
-
-
-class _NoSignals:
-    received = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return None
 
 
 def _load_state(cfg: Config, ckpt_path: Path, resume: bool, info: DistInfo) -> dict | None:
