@@ -81,7 +81,12 @@ def experiment_id(mlflow: MlflowClient, name: str) -> str:
     if experiment is not None:
         return experiment.experiment_id
     try:
-        return with_retry(mlflow.create_experiment, name, artifact_location=_artifact_location(mlflow, name))
+        return with_retry(
+            mlflow.create_experiment,
+            name,
+            artifact_location=_artifact_location(mlflow, name),
+            tags={"mlflow.experimentKind": "custom_model_development"},  # the UI's model-training view
+        )
     except Exception:  # created meanwhile by a concurrent run
         return with_retry(mlflow.get_experiment_by_name, name).experiment_id
 

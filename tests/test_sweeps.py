@@ -90,7 +90,7 @@ def test_local_sweep_logs_every_seed_under_a_parent_run(local_sweep):
     parent = tracking.find_runs(
         tracking.client(cfg.logging.mlflow_uri), cfg.logging.experiment, sweep_parent="1"
     )
-    assert len(parent) == 1
+    assert len(parent) == 1 and parent[0].info.status == "FINISHED"
     for seed in range(SEEDS):
         log = runs.run_dir(load_config(config, [f"seed={seed}", "logging.sweep=t"])) / "train.log"
         assert log.exists()

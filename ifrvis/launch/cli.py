@@ -7,9 +7,10 @@ import os
 import sys
 from collections.abc import Sequence
 
+from ifrvis import tracking
 from ifrvis.config import Config
 from ifrvis.launch import executors
-from ifrvis.launch.sweep import DONE, FAILED, plan, summary_table, to_launch
+from ifrvis.launch.sweep import DONE, FAILED, Spec, plan, summary_table, to_launch
 
 # Profile keys (slurm/profiles/*.yaml) that can be overridden by a flag of the same name.
 SLURM_FLAGS = {
@@ -58,6 +59,12 @@ def slurm_overrides(args: argparse.Namespace) -> dict:
     return {key: value for key, value in values.items() if value is not None}
 
 
+def _set_parent_status(specs: Sequence[Spec], status: str) -> None:
+    """The sweep's parent run runs while its children do and ends FINISHED when all finished."""
+    logging = specs[0].cfg.logging
+    tracking.RunLogger(logging.mlflow_uri, logging.parent_run_id).set_status(status)
+
+
 def run_sweep(cfgs: Sequence[Config], args: argparse.Namespace) -> int:
     """Plan, launch what is missing on the chosen executor, print the summary; 1 if a run failed."""
     specs = plan(cfgs, args.sweep, retry_failed=args.retry_failed, create=not args.dry_run)
@@ -70,6 +77,7 @@ def run_sweep(cfgs: Sequence[Config], args: argparse.Namespace) -> int:
         print(summary_table(specs))
         return 0
     if launch:
+        _set_parent_status(specs, "RUNNING")
         max_parallel = min(args.max_parallel, len(launch))
         if args.executor == "local":
             executors.run_local(launch, max_parallel)
@@ -79,6 +87,7 @@ def run_sweep(cfgs: Sequence[Config], args: argparse.Namespace) -> int:
             executors.run_ray(launch, args.sweep, max_parallel, args.ray_address, args.gpus_per_run)
     print(summary_table(specs))
     failed = [s for s in specs if s.state == FAILED]
+    _set_parent_status(specs, "FINISHED" if all(s.state == DONE for s in specs) else "FAILED")
     if failed:
         print(f"{len(failed)} run(s) failed; fix and re-run with --retry-failed", file=sys.stderr)
     return 1 if failed or any(s.state != DONE for s in specs) else 0
