@@ -85,7 +85,7 @@ def experiment_id(mlflow: MlflowClient, name: str) -> str:
             mlflow.create_experiment,
             name,
             artifact_location=_artifact_location(mlflow, name),
-            tags={"mlflow.experimentKind": "custom_model_development"},  # the UI's model-training view
+            tags={"mlflow.experimentKind": "custom_model_development"},  # model training, not GenAI
         )
     except Exception:  # created meanwhile by a concurrent run
         return with_retry(mlflow.get_experiment_by_name, name).experiment_id
