@@ -57,7 +57,7 @@ ablation: data mlflow-init
 	$(PY) experiments/ablate_lambda_e.py --profile $(PROFILE) --seeds $(SEEDS) --executor $(EXECUTOR)
 
 figures: venv
-	$(PY) analysis/run_notebook.py analysis/figures.ipynb
+	$(PY) analysis/run_notebook.py analysis/figures.ipynb --out results/figures.ipynb
 
 mlflow-ui: mlflow-init
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow ui --host 127.0.0.1 --port 5000 --workers 1 \
