@@ -45,6 +45,7 @@ def run_notebook(path: str | Path, out: str | Path | None = None, timeout: int =
         resources={"metadata": {"path": str(path.parent)}},
     )
     target = Path(out) if out else path
+    target.parent.mkdir(parents=True, exist_ok=True)
     try:
         client.execute()
     finally:
