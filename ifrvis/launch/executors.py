@@ -67,9 +67,9 @@ def _start_local(spec: Spec, env: dict) -> subprocess.Popen:
     folder.mkdir(parents=True, exist_ok=True)
     config_file = folder / "sweep_config.yaml"
     dump_config(spec.cfg, config_file)
-    log = open(folder / "train.log", "a")  # noqa: SIM115 - closed when the process object is collected
     command = [sys.executable, "-m", "ifrvis.engine.train", str(config_file), "--resume"]
-    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    with open(folder / "train.log", "a") as log:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
 
 
 def _last_line(log: Path) -> str:
