@@ -151,8 +151,10 @@ def run_ray(specs: Sequence[Spec], sweep: str, max_parallel: int, address: str =
             tune.with_resources(_ray_trainable, per_trial),
             param_space={"spec": tune.grid_search([to_dict(s.cfg) for s in specs]), "cwd": str(Path.cwd())},
             tune_config=tune.TuneConfig(max_concurrent_trials=max_parallel),
-            run_config=tune.RunConfig(
-                name=sweep, storage_path=str((Path.cwd() / "outputs" / "ray").resolve()), verbose=0
+            run_config=tune.RunConfig(  # Ray's own trial records, beside the runs' folders
+                name=sweep,
+                storage_path=str(Path(specs[0].cfg.logging.output_dir).resolve() / "ray"),
+                verbose=0,
             ),
         )
         started = time.perf_counter()
