@@ -11,7 +11,7 @@ from ifrvis.modeling.backbone import build_backbone
 from ifrvis.modeling.weights import detectron2_resnet_name
 
 CHANNELS = {
-    "tiny": (16, 32, 48, 64),
+    "tiny": (32, 64, 128, 256),
     "resnet50": (256, 512, 1024, 2048),
     "resnet101": (256, 512, 1024, 2048),
     "swin_t": (96, 192, 384, 768),
