@@ -20,6 +20,7 @@ from torch import Tensor
 
 from ifrvis.config import Config, InferenceConfig
 from ifrvis.modeling.matcher import HungarianMatcher, hungarian
+from ifrvis.modeling.meta_arch import concat_features
 from ifrvis.modeling.point_sampling import point_sample
 
 SIZE_DIVISIBILITY = 32  # as collate_clips pads training clips
@@ -83,19 +84,6 @@ def load_chunk(frames, indices: Sequence[int], flip: bool, device: torch.device)
             raise ValueError(f"frame {t} has size {tuple(frame.shape[-2:])}, the video's .size is {(h, w)}")
         batch[i, :, :h, :w] = frame.flip(-1) if flip else frame
     return batch
-
-
-def concat_features(chunks: list):
-    """Concatenate `model.encode` outputs of consecutive frame chunks along the frame dimension, whatever
-    their nesting (tensor, list, tuple, dict)."""
-    first = chunks[0]
-    if torch.is_tensor(first):
-        return torch.cat(chunks)
-    if isinstance(first, dict):
-        return {key: concat_features([c[key] for c in chunks]) for key in first}
-    if isinstance(first, (list, tuple)):
-        return type(first)(concat_features(list(parts)) for parts in zip(*chunks))
-    raise TypeError(f"model.encode returned {type(first).__name__}; expected tensors, lists, tuples or dicts")
 
 
 def run_frames(model, frames, indices: Sequence[int], chunk_frames: int, flip: bool = False) -> QueryResult:

@@ -22,12 +22,17 @@ from ifrvis.modeling.weights import load_weights
 DECODERS = {"ifr": IFRDecoder, "mask2former": Mask2FormerVISDecoder}
 
 
-def concat_features(chunks: list[dict]) -> dict:
-    """Join `encode` outputs of consecutive frame chunks along the frame axis."""
-    return {
-        "mask_features": torch.cat([c["mask_features"] for c in chunks]),
-        "multi_scale": [torch.cat(level) for level in zip(*(c["multi_scale"] for c in chunks))],
-    }
+def concat_features(chunks: list):
+    """Join `encode` outputs of consecutive frame chunks along the frame axis, whatever their nesting
+    (tensors in dicts, lists or tuples)."""
+    first = chunks[0]
+    if torch.is_tensor(first):
+        return torch.cat(chunks)
+    if isinstance(first, dict):
+        return {key: concat_features([c[key] for c in chunks]) for key in first}
+    if isinstance(first, (list, tuple)):
+        return type(first)(concat_features(list(parts)) for parts in zip(*chunks))
+    raise TypeError(f"model.encode returned {type(first).__name__}; expected tensors, lists, tuples or dicts")
 
 
 class VISModel(nn.Module):

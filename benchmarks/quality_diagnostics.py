@@ -1,0 +1,111 @@
+"""Where a trained model loses AP: classes, masks, or identities.
+
+    .venv/bin/python benchmarks/quality_diagnostics.py CONFIG.yaml [key=value ...] [--checkpoint PATH]
+
+Loads the run's checkpoint (by default the one `ifrvis train CONFIG` writes) and reports on its
+validation split:
+- AP / AP50 / AR10 as `ifrvis eval` computes them;
+- the same with every category merged into one (class-agnostic): the gap to the line above is what
+  wrong classes cost;
+- oracle mask quality over ALL queries, scores ignored: for each ground-truth instance, the best
+  per-frame mask IoU of any query (mean over frames where it is visible), and the best video IoU of
+  any single query over the whole video. A high per-frame but low video figure means the queries do
+  not keep one identity across the video.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+
+import numpy as np
+import torch
+
+from ifrvis.config import load_config
+from ifrvis.data.datasets import VideoFrames
+from ifrvis.engine import runs
+from ifrvis.engine.train import load_splits
+from ifrvis.evaluation import evaluate_ytvis
+from ifrvis.inference import postprocess, run_frames, run_inference
+from ifrvis.modeling import build_model
+
+KEYS = ("AP", "AP50", "AR10")
+
+
+def class_agnostic(gt: dict, results: list[dict]) -> tuple[dict, list[dict]]:
+    """Ground truth and results with every category id replaced by 1."""
+    merged = copy.deepcopy(gt)
+    merged["categories"] = [{"id": 1, "name": "object", "supercategory": "object"}]
+    for ann in merged["annotations"]:
+        ann["category_id"] = 1
+    return merged, [dict(r, category_id=1) for r in results]
+
+
+def all_query_masks(model, frames, cfg) -> np.ndarray:
+    """Every query's binary masks at the original size: `(Q, T, H0, W0)` bool."""
+    result = run_frames(model, frames, range(len(frames)), cfg.inference.chunk_frames)
+    num_queries = result.probs.shape[0]
+    one_class = dataclasses.replace(result, probs=torch.ones(num_queries, 1))
+    top_all = dataclasses.replace(cfg.inference, top_k=num_queries, score_with_mask=False)
+    return np.stack([p.masks for p in postprocess(one_class, tuple(frames.orig_size), top_all)])
+
+
+def oracle_ious(queries: np.ndarray, gt_masks: np.ndarray) -> tuple[float, float]:
+    """`queries (Q, T, H, W)`, one instance's `gt_masks (T, H, W)` -> (mean over its visible frames of
+    the best per-frame IoU, best video IoU of a single query)."""
+    q = queries.reshape(*queries.shape[:2], -1)
+    g = gt_masks.reshape(gt_masks.shape[0], -1)[None]
+    inter = (q & g).sum(-1).astype(float)  # (Q, T)
+    union = (q | g).sum(-1).astype(float)
+    visible = g[0].any(-1)
+    per_frame = (inter[:, visible] / np.maximum(union[:, visible], 1)).max(0).mean()
+    video = (inter.sum(1) / np.maximum(union.sum(1), 1)).max()
+    return float(per_frame), float(video)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("config")
+    parser.add_argument("overrides", nargs="*")
+    parser.add_argument("--checkpoint", help="default: the run's own checkpoint")
+    args = parser.parse_args()
+    cfg = load_config(args.config, args.overrides)
+    checkpoint = args.checkpoint or runs.checkpoint_path(cfg)
+    model = build_model(cfg.model)
+    model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True)["model"])
+    model.eval()
+    _, valid = load_splits(cfg)
+    if valid is None or not valid.has_annotations:
+        raise SystemExit("the config has no validation split with ground truth")
+
+    results = run_inference(model, valid, cfg)
+    report = {
+        "AP": evaluate_ytvis(valid.raw, results),
+        "class_agnostic": evaluate_ytvis(*class_agnostic(valid.raw, results)),
+    }
+    per_frame, video = [], []
+    with torch.no_grad():
+        for item in valid.videos:
+            frames = VideoFrames(valid, item, cfg.data.test_short_side, cfg.data.max_long_side)
+            queries = all_query_masks(model, frames, cfg)
+            for ann in valid.annotations_of(item["id"]):
+                gt = np.stack([valid.decode_frame(ann, t) for t in range(len(frames))]).astype(bool)
+                best_frame, best_video = oracle_ious(queries, gt)
+                per_frame.append(best_frame)
+                video.append(best_video)
+    summary = {
+        "AP": {k: round(report["AP"][k], 4) for k in KEYS},
+        "class_agnostic": {k: round(report["class_agnostic"][k], 4) for k in KEYS},
+        "oracle_per_frame_iou": round(float(np.mean(per_frame)), 3),
+        "oracle_per_frame_iou_over_0.5": round(float(np.mean(np.array(per_frame) > 0.5)), 3),
+        "oracle_video_iou": round(float(np.mean(video)), 3),
+        "oracle_video_iou_over_0.5": round(float(np.mean(np.array(video) > 0.5)), 3),
+        "instances": len(video),
+    }
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()
