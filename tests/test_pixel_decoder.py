@@ -112,7 +112,7 @@ def test_pixel_decoder_shapes_and_gradients():
 def test_pixel_decoder_is_per_frame():
     """Frames are independent: a frame's output does not depend on the other frames of the batch."""
     torch.manual_seed(0)
-    backbone = TinyBackbone()
+    backbone = TinyBackbone().eval()  # BatchNorm in training mode mixes the frames of a batch
     decoder = MSDeformAttnPixelDecoder(
         backbone.out_channels, dim=32, mask_dim=32, layers=1, heads=4, points=2, ffn_dim=64
     ).eval()
