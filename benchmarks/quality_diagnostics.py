@@ -81,23 +81,20 @@ def main() -> None:
         raise SystemExit("the config has no validation split with ground truth")
 
     results = run_inference(model, valid, cfg)
-    report = {
-        "AP": evaluate_ytvis(valid.raw, results),
-        "class_agnostic": evaluate_ytvis(*class_agnostic(valid.raw, results)),
-    }
+    ap = evaluate_ytvis(valid.raw, results)
+    agnostic = evaluate_ytvis(*class_agnostic(valid.raw, results))
     per_frame, video = [], []
     with torch.no_grad():
         for item in valid.videos:
             frames = VideoFrames(valid, item, cfg.data.test_short_side, cfg.data.max_long_side)
             queries = all_query_masks(model, frames, cfg)
             for ann in valid.annotations_of(item["id"]):
-                gt = np.stack([valid.decode_frame(ann, t) for t in range(len(frames))]).astype(bool)
-                best_frame, best_video = oracle_ious(queries, gt)
+                best_frame, best_video = oracle_ious(queries, valid.decode_instance(ann)[0])
                 per_frame.append(best_frame)
                 video.append(best_video)
     summary = {
-        "AP": {k: round(report["AP"][k], 4) for k in KEYS},
-        "class_agnostic": {k: round(report["class_agnostic"][k], 4) for k in KEYS},
+        "AP": {k: round(ap[k], 4) for k in KEYS},
+        "class_agnostic": {k: round(agnostic[k], 4) for k in KEYS},
         "oracle_per_frame_iou": round(float(np.mean(per_frame)), 3),
         "oracle_per_frame_iou_over_0.5": round(float(np.mean(np.array(per_frame) > 0.5)), 3),
         "oracle_video_iou": round(float(np.mean(video)), 3),
