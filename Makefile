@@ -27,8 +27,11 @@ lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check ifrvis experiments analysis benchmarks tests
 
+# The synthetic data set, and the tiny backbone pretrained on it once for every run (ifrvis pretrain).
 data: venv
 	test -f $(DATA)/train.json || $(VENV)/bin/ifrvis synth --out $(DATA) --seed 0
+	test -f checkpoints/synthetic_tiny_backbone.pth || \
+	  $(VENV)/bin/ifrvis pretrain experiments/configs/synthetic_tiny.yaml data.root=$(DATA)
 
 demo: data
 	$(VENV)/bin/ifrvis train experiments/configs/synthetic_tiny.yaml data.root=$(DATA)
@@ -43,7 +46,7 @@ table1: data mlflow-init
 
 # Table 2 is YouTube-VIS 2021 with PROFILE=paper; on the tiny profile, the same two configs on the
 # synthetic set whose every video is a same-category crossing.
-table2: mlflow-init
+table2: data mlflow-init
 	test -f data/synthetic_crossing/train.json || \
 	  $(VENV)/bin/ifrvis synth --out data/synthetic_crossing --seed 1 --split-style crossing
 	$(PY) experiments/run_seeds.py $(if $(filter paper,$(PROFILE)),experiments/configs/ytvis21_r50.yaml experiments/configs/ytvis21_r50_mask2former.yaml,experiments/configs/synthetic_tiny.yaml experiments/configs/synthetic_tiny_mask2former.yaml --set data.root=data/synthetic_crossing dataset=synthetic-crossing) \
@@ -73,7 +76,7 @@ slurm-up:
 slurm-down:
 	bash slurm/stop_cluster.sh
 
-benchmarks: venv
+benchmarks: data
 	$(PY) benchmarks/eval_speed.py
 	$(PY) benchmarks/model_speed.py
 	$(PY) benchmarks/synthetic_quality.py

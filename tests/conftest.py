@@ -5,10 +5,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from ifrvis.config import load_config
 from ifrvis.data.synthetic import generate
+from ifrvis.engine.pretrain import pretrain_backbone
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_CONFIG = ROOT / "experiments" / "configs" / "synthetic_tiny.yaml"
+PRETRAINED = "tiny_backbone.pth"  # in the tiny data folder
 
 # Two threads fight over the many small matrix products of the decoders on 2 cores.
 torch.set_num_threads(1)
@@ -16,17 +19,22 @@ torch.set_num_threads(1)
 
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
-    """8 training and 3 validation videos of 6 frames, 64x85 px."""
+    """8 training and 3 validation videos of 6 frames, 64x85 px, and the tiny backbone pretrained on
+    them for a few iterations (what the tiny configs load)."""
     out = tmp_path_factory.mktemp("synthetic")
     generate(out, seed=3, train_videos=8, valid_videos=3, size=64, frames=6, progress=False)
+    pretrain_cfg = load_config(TINY_CONFIG, [f"data.root={out}", "data.train_short_sides=[64]"])
+    pretrain_backbone(pretrain_cfg, out / PRETRAINED, iters=3, batch_size=2, progress=False)
     return out
 
 
 def write_run_config(folder: Path, data: Path, max_iters: int = 6, **extra: str) -> Path:
-    """A tiny run config whose MLflow store and outputs live in `folder`."""
+    """A tiny run config whose MLflow store and outputs live in `folder`; it loads the backbone
+    pretrained in `data` when there is one (`tiny_data`), else starts from scratch."""
+    weights = data / PRETRAINED if (data / PRETRAINED).exists() else '""'
     lines = [
         f"_base_: {TINY_CONFIG}",
-        "model:\n  num_queries: 8\n  dec_layers: 2",
+        f"model:\n  num_queries: 8\n  dec_layers: 2\n  weights: {weights}",
         f"data:\n  root: {data}\n  train_short_sides: [64]\n  test_short_side: 64\n  max_long_side: 96",
         f"solver:\n  batch_size: 2\n  max_iters: {max_iters}\n  steps: [{max_iters}]\n  warmup_iters: 0",
         "loss:\n  num_points: 0",

@@ -44,7 +44,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Tensor]:
     """The state dict in `path` (.pkl detectron2 pickle, or a torch file), values as tensors."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"model.weights: no such file {path}")
+        raise FileNotFoundError(
+            f"model.weights: no such file {path} (for the tiny backbone, `ifrvis pretrain CONFIG` writes it)"
+        )
     if path.suffix == ".pkl":
         with path.open("rb") as handle:
             data = pickle.load(handle, encoding="latin1")
