@@ -7,7 +7,7 @@
   `SwinTransformer` class with Swin-L's hyper-parameters (embed 192, depths 2-2-18-2, heads 6-12-24-48,
   window 12 as Mask2Former's Swin-L); torchvision ships no Swin-L weights, load them from `model.weights`.
   A LayerNorm per output level, as Mask2Former's D2SwinTransformer.
-- `tiny`: a small CNN trained from scratch, for CPU work.
+- `tiny`: a small CNN for CPU work; `ifrvis pretrain` (engine/pretrain.py) pretrains it on synthetic data.
 
 Every backbone is built with random initialisation: weights come only from `model.weights` (weights.py).
 """
@@ -99,7 +99,7 @@ def conv_bn_relu(in_ch: int, out_ch: int, stride: int) -> nn.Sequential:
 
 
 class TinyBackbone(Backbone):
-    """A VGG-style CNN for CPU work, trained from scratch: a stride-2 stem, then per level a stride-2 3x3
+    """A VGG-style CNN for CPU work: a stride-2 stem, then per level a stride-2 3x3
     convolution and `depth - 1` more at that stride; channels 32/64/128/256 at strides 4/8/16/32.
 
     BatchNorm, not GroupNorm: trained from scratch to classify the synthetic shapes, its stride-32
