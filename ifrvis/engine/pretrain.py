@@ -34,11 +34,21 @@ IGNORE = -1  # label of padding pixels
 
 
 class SemanticSegmenter(nn.Module):
-    """Backbone + FPN-style head: `images (N, 3, H, W)` normalised -> logits `(N, K + 1, H / 4, W / 4)`."""
+    """Backbone + FPN-style head: `images (N, 3, H, W)` in [0, 255] -> logits `(N, K + 1, H / 4, W / 4)`,
+    normalised as `VISModel` does."""
 
-    def __init__(self, backbone: Backbone, num_classes: int, dim: int = 64):
+    def __init__(
+        self,
+        backbone: Backbone,
+        num_classes: int,
+        pixel_mean: list[float],
+        pixel_std: list[float],
+        dim: int = 64,
+    ):
         super().__init__()
         self.backbone = backbone
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(1, 3, 1, 1), persistent=False)
         self.lateral = nn.ModuleDict({k: nn.Conv2d(c, dim, 1) for k, c in backbone.out_channels.items()})
         self.head = nn.Sequential(
             nn.Conv2d(dim, dim, 3, padding=1, bias=False),
@@ -48,7 +58,7 @@ class SemanticSegmenter(nn.Module):
         )
 
     def forward(self, images: Tensor) -> Tensor:
-        features = self.backbone(images)
+        features = self.backbone((images - self.pixel_mean) / self.pixel_std)
         size = features["res2"].shape[-2:]
         fused = sum(
             F.interpolate(self.lateral[k](x), size=size, mode="bilinear", align_corners=False)
@@ -96,23 +106,23 @@ def pretrain_backbone(
     seed_everything(cfg.seed)
     train_set, valid_set = load_splits(cfg)
     num_classes = len(train_set.category_ids)
-    model = SemanticSegmenter(build_backbone(cfg.model.backbone), num_classes)
-    mean = torch.tensor(cfg.model.pixel_mean).view(1, 3, 1, 1)
-    std = torch.tensor(cfg.model.pixel_std).view(1, 3, 1, 1)
+    model = SemanticSegmenter(
+        build_backbone(cfg.model.backbone), num_classes, cfg.model.pixel_mean, cfg.model.pixel_std
+    )
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=cfg.solver.weight_decay)
     dataset = ClipDataset(train_set, cfg.data, train=True, seed=cfg.seed)
     stream = iter(TrainSampler(len(dataset), seed=cfg.seed))
     model.train()
     tic = time.perf_counter()
     bar = tqdm(range(iters), desc=f"pretrain {cfg.model.backbone}", disable=not progress, dynamic_ncols=True)
-    for _ in bar:
+    for iteration in bar:
         images, targets = collate_clips([dataset[next(stream)] for _ in range(batch_size)])
         labels = semantic_labels(targets, images.shape[-2:])
-        logits = model((images.flatten(0, 1) - mean) / std)
+        logits = model(images.flatten(0, 1))
         up = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
         loss = F.cross_entropy(up, labels, ignore_index=IGNORE)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"pretraining loss is {loss.item()} at iteration {bar.n}")
+            raise FloatingPointError(f"pretraining loss is {loss.item()} at iteration {iteration}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -127,14 +137,14 @@ def pretrain_backbone(
         "train_time_s": round(time.perf_counter() - tic, 1),
     }
     if valid_set is not None and valid_set.has_annotations:
-        summary["valid_iou"] = validation_iou(model, valid_set, cfg, mean, std, num_classes)
+        summary["valid_iou"] = validation_iou(model, valid_set, cfg, num_classes)
     state = {f"backbone.{k}": v for k, v in model.backbone.state_dict().items()}
     save_checkpoint(Path(out), {"model": state, "pretrain": summary})
     return summary
 
 
 @torch.no_grad()
-def validation_iou(model, valid_set, cfg: Config, mean: Tensor, std: Tensor, num_classes: int) -> dict:
+def validation_iou(model: SemanticSegmenter, valid_set, cfg: Config, num_classes: int) -> dict:
     """Background IoU and mean foreground-class IoU over the validation clips (`ClipDataset` frames)."""
     model.eval()
     dataset = ClipDataset(valid_set, cfg.data, train=False, seed=cfg.seed)
@@ -142,7 +152,7 @@ def validation_iou(model, valid_set, cfg: Config, mean: Tensor, std: Tensor, num
     for start in range(0, len(dataset), 8):
         images, targets = collate_clips([dataset[i] for i in range(start, min(start + 8, len(dataset)))])
         labels = semantic_labels(targets, images.shape[-2:])
-        counts += intersections_unions(model((images.flatten(0, 1) - mean) / std), labels, num_classes)
+        counts += intersections_unions(model(images.flatten(0, 1)), labels, num_classes)
     model.train()
     iou = counts[:, 0] / np.maximum(counts[:, 1], 1)
     return {"background": round(float(iou[0]), 4), "mean_foreground": round(float(iou[1:].mean()), 4)}
