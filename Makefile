@@ -27,10 +27,10 @@ lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check ifrvis experiments analysis benchmarks tests
 
-# The synthetic data set, and the tiny backbone pretrained on it once for every run (ifrvis pretrain).
+# The synthetic data set, and the tiny model pretrained on its frames once for every run (ifrvis pretrain).
 data: venv
 	test -f $(DATA)/train.json || $(VENV)/bin/ifrvis synth --out $(DATA) --seed 0
-	test -f checkpoints/synthetic_tiny_backbone.pth || \
+	test -f checkpoints/synthetic_tiny_pretrained.pth || \
 	  $(VENV)/bin/ifrvis pretrain experiments/configs/synthetic_tiny.yaml data.root=$(DATA)
 
 demo: data

@@ -5,7 +5,7 @@
 
 Generates the data when missing (`ifrvis synth` defaults into data/synthetic, seed 0; a crossing split
 of 50 validation videos, all crossing, into data/synthetic_crossing, seed 1) and the configs' pretrained
-tiny backbone (`ifrvis pretrain`, once for all runs, like a downloaded checkpoint), then for each decoder
+tiny model (`ifrvis pretrain`, once for all runs, like a downloaded checkpoint), then for each decoder
 (synthetic_tiny.yaml, synthetic_tiny_mask2former.yaml), seed and training budget trains one run with
 `ifrvis.train` (`solver.max_iters` = the budget, learning-rate steps at the config's fractions of
 training) in a private MLflow store (<out>/mlflow.db, sweep tag `quality`), which evaluates it on the
@@ -35,7 +35,7 @@ from ifrvis.data.ytvis import YTVIS, load_ytvis
 from ifrvis.engine import runs
 from ifrvis.engine.checkpoint import load_checkpoint
 from ifrvis.engine.evaluate import evaluate_model
-from ifrvis.engine.pretrain import pretrain_backbone
+from ifrvis.engine.pretrain import pretrain
 from ifrvis.modeling import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,7 +50,7 @@ TARGETS = ((3.0, 0.3), (10.0, 0.5))  # (training minutes, valid AP to reach with
 
 def ensure_data(data_root: Path, crossing_root: Path) -> None:
     """Write the synthetic data set and the crossing split with `ifrvis synth`, and the pretrained tiny
-    backbone with `ifrvis pretrain`, unless they exist."""
+    model with `ifrvis pretrain`, unless they exist."""
     jobs = (
         (data_root, ["--seed", "0"]),
         (crossing_root, ["--seed", "1", "--train-videos", "0", "--split-style", "crossing"]),
@@ -63,10 +63,8 @@ def ensure_data(data_root: Path, crossing_root: Path) -> None:
             raise RuntimeError(f"ifrvis synth --out {root} {' '.join(flags)} exited with {code}")
     cfg = load_config(CONFIGS["ifr"], [f"data.root={data_root}"])
     if not Path(cfg.model.weights).exists():
-        summary = pretrain_backbone(cfg, cfg.model.weights, progress=False)
-        print(
-            f"pretrained the tiny backbone in {summary['train_time_s'] / 60:.1f} min: {summary}", flush=True
-        )
+        summary = pretrain(cfg, cfg.model.weights, progress=False)
+        print(f"pretrained the tiny model: {summary}", flush=True)
 
 
 def run_config(decoder: str, seed: int, iters: int, data_root: Path, out: Path) -> Config:

@@ -9,7 +9,7 @@ import sys
 COMMANDS = {
     "synth": ("ifrvis.data.synthetic", "main", "write a synthetic YouTube-VIS data set"),
     "eval": ("ifrvis.evaluation.cli", "main", "evaluate a results.json against ground truth"),
-    "pretrain": ("ifrvis.engine.pretrain", "main", "pretrain a backbone by semantic segmentation"),
+    "pretrain": ("ifrvis.engine.pretrain", "main", "pretrain the tiny model once (the COCO stand-in)"),
     "train": ("ifrvis.engine.train", "main", "train (and evaluate) one run, logged to MLflow"),
     "visualize": ("ifrvis.visualize", "main", "draw ground truth above predictions for one video"),
 }

@@ -7,11 +7,11 @@ import torch
 
 from ifrvis.config import load_config
 from ifrvis.data.synthetic import generate
-from ifrvis.engine.pretrain import pretrain_backbone
+from ifrvis.engine.pretrain import pretrain
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_CONFIG = ROOT / "experiments" / "configs" / "synthetic_tiny.yaml"
-PRETRAINED = "tiny_backbone.pth"  # in the tiny data folder
+PRETRAINED = "tiny_pretrained.pth"  # in the tiny data folder
 
 # Two threads fight over the many small matrix products of the decoders on 2 cores.
 torch.set_num_threads(1)
@@ -19,17 +19,17 @@ torch.set_num_threads(1)
 
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
-    """8 training and 3 validation videos of 6 frames, 64x85 px, and the tiny backbone pretrained on
-    them for a few iterations (what the tiny configs load)."""
+    """8 training and 3 validation videos of 6 frames, 64x85 px, and the tiny model pretrained on
+    them for a few iterations of each stage (what the tiny configs load)."""
     out = tmp_path_factory.mktemp("synthetic")
     generate(out, seed=3, train_videos=8, valid_videos=3, size=64, frames=6, progress=False)
     pretrain_cfg = load_config(TINY_CONFIG, [f"data.root={out}", "data.train_short_sides=[64]"])
-    pretrain_backbone(pretrain_cfg, out / PRETRAINED, iters=3, batch_size=2, progress=False)
+    pretrain(pretrain_cfg, out / PRETRAINED, backbone_iters=3, image_iters=3, batch_size=2, progress=False)
     return out
 
 
 def write_run_config(folder: Path, data: Path, max_iters: int = 6, **extra: str) -> Path:
-    """A tiny run config whose MLflow store and outputs live in `folder`; it loads the backbone
+    """A tiny run config whose MLflow store and outputs live in `folder`; it loads the model
     pretrained in `data` when there is one (`tiny_data`), else starts from scratch."""
     weights = data / PRETRAINED if (data / PRETRAINED).exists() else '""'
     lines = [

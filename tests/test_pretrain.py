@@ -1,4 +1,4 @@
-"""Backbone pretraining by semantic segmentation (ifrvis pretrain): labels, IoU counts, the file."""
+"""Pretraining (ifrvis pretrain): semantic labels, IoU counts, and the file both tiny configs load."""
 
 import numpy as np
 import pytest
@@ -41,31 +41,43 @@ def test_intersections_unions_by_hand():
     np.testing.assert_array_equal(counts, [[0, 2], [1, 3]])
 
 
-def test_pretrain_writes_weights_that_the_tiny_config_loads(tmp_path, tiny_data):
-    out = tmp_path / "backbone.pth"
-    code = main(
-        [
-            str(TINY_CONFIG),
-            f"data.root={tiny_data}",
-            "data.train_short_sides=[64]",
-            "--iters",
-            "2",
-            "--batch-size",
-            "2",
-            "--out",
-            str(out),
-            "--no-progress",
-        ]
-    )
+INTER_FRAME_BLOCKS = ("temporal_cross_attn", "clip_self_attn", "clip_ffn")
+
+
+def test_pretrain_writes_a_model_that_both_tiny_configs_load(tmp_path, tiny_data):
+    out = tmp_path / "pretrained.pth"
+    args = [str(TINY_CONFIG), f"data.root={tiny_data}", "data.train_short_sides=[64]", "--out", str(out)]
+    code = main([*args, "--backbone-iters", "2", "--iters", "2", "--batch-size", "2", "--no-progress"])
     assert code == 0 and out.exists()
     stored = torch.load(out, weights_only=True)
-    assert stored["pretrain"]["iters"] == 2 and 0 <= stored["pretrain"]["valid_iou"]["background"] <= 1
-    model = build_model(load_config(TINY_CONFIG, [f"model.weights={out}"]).model)
-    report = load_weights(model, out)
+    summary = stored["pretrain"]
+    assert summary["semantic_segmentation"]["iters"] == 2
+    assert 0 <= summary["semantic_segmentation"]["valid_iou"]["background"] <= 1
+    assert summary["image_instance_segmentation"]["iters"] == 2
+    assert 0 <= summary["image_instance_segmentation"]["valid"]["AP"] <= 1
+
+    baseline = build_model(load_config(TINY_CONFIG, ["model.decoder=mask2former", "model.weights="]).model)
+    report = load_weights(baseline, out)
     assert not report.missing and not report.unexpected and not report.mismatched
-    assert {key.split(".")[0] for key in report.loaded} == {"backbone"}
+    assert {key.split(".")[0] for key in report.loaded} == {"backbone", "pixel_decoder", "decoder"}
     for key, value in stored["model"].items():
-        assert torch.equal(model.state_dict()[key], value), key
+        if not key.endswith("num_batches_tracked"):
+            assert torch.equal(baseline.state_dict()[key], value), key
+
+    # IFR (Sec. 4.1): everything but the inter-frame blocks, which start at random.
+    ifr = build_model(load_config(TINY_CONFIG, ["model.weights="]).model)
+    report = load_weights(ifr, out)
+    assert not report.unexpected and not report.mismatched and report.missing
+    assert all(key.split(".")[3] in INTER_FRAME_BLOCKS for key in report.missing)
+    layer = "decoder.layers.1"
+    state = ifr.state_dict()
+    assert torch.equal(
+        state[f"{layer}.frame_ffn.linear1.weight"], stored["model"][f"{layer}.ffn.linear1.weight"]
+    )
+    assert torch.equal(
+        state[f"{layer}.frame_cross_attn.attn.in_proj_weight"],
+        stored["model"][f"{layer}.cross_attn.attn.in_proj_weight"],
+    )
 
 
 def test_the_tiny_configs_name_the_file_that_pretrain_writes_by_default(tmp_path, tiny_data):
@@ -76,9 +88,9 @@ def test_the_tiny_configs_name_the_file_that_pretrain_writes_by_default(tmp_path
         "data.train_short_sides=[64]",
         f"model.weights={target}",
     ]
-    assert main([*args, "--iters", "1", "--batch-size", "1", "--no-progress"]) == 0
+    assert main([*args, "--backbone-iters", "1", "--iters", "1", "--batch-size", "1", "--no-progress"]) == 0
     assert target.exists()
-    assert load_config(TINY_CONFIG).model.weights == "checkpoints/synthetic_tiny_backbone.pth"
+    assert load_config(TINY_CONFIG).model.weights == "checkpoints/synthetic_tiny_pretrained.pth"
 
 
 def test_missing_weights_say_how_to_make_them(tmp_path):

@@ -456,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {out} ({args.train_videos} train / {args.valid_videos} valid videos; {counts})")
     if args.train_videos:
         print(
-            "next, for the tiny configs' pretrained backbone: "
+            "next, once, the tiny configs' pretrained model: "
             f"ifrvis pretrain experiments/configs/synthetic_tiny.yaml data.root={out}"
         )
     return 0

@@ -1,14 +1,21 @@
-"""Backbone pretraining by dense semantic segmentation: the synthetic benchmark's stand-in for the
-ImageNet/COCO initialisation the paper's models start from (Sec. 4.1).
+"""Pretraining for the synthetic benchmark: the stand-in for the COCO-pretrained initialisation the
+paper's models start from (Sec. 4.1).
 
-    ifrvis pretrain experiments/configs/synthetic_tiny.yaml [key=value ...] [--iters 2000] [--out PATH]
+    ifrvis pretrain experiments/configs/synthetic_tiny.yaml [key=value ...] [--backbone-iters 2000]
+        [--iters 4000] [--out PATH]
 
-Trains `model.backbone` with a light FPN head to label every pixel of the training frames with its
-instance's category (0 = background), then writes the backbone's weights to `--out` (default: the
-config's `model.weights`, so the file lands where the runs load it). Why: trained from scratch inside a
-run, the tiny backbone learns shape categories far slower than the decoder learns masks (benchmarks/
-README.md, "Synthetic quality"); per-pixel labels are a much denser signal, and the file is made once
-and shared by every run of a sweep, as a pretrained checkpoint is.
+Two stages on single frames of the training split, as a COCO Mask2Former is an ImageNet backbone
+trained further on image instance segmentation:
+1. `model.backbone` with a light FPN head labels every pixel with its instance's category (0 =
+   background): dense semantic segmentation;
+2. the image-level Mask2Former (the baseline decoder on clips of one frame) is trained from that
+   backbone with the runs' matcher and losses (Eqs. 4-5).
+The whole model is written to `--out` (default: the config's `model.weights`, where the runs load it).
+Mask2Former-VIS loads all of it; IFR its backbone, pixel decoder and per-frame decoder blocks, its
+inter-frame blocks starting at random, as the paper initialises IFR from COCO Mask2Former. Why: inside
+a few-minute run the tiny model learns categories and masks far slower than from this start
+(benchmarks/README.md, "Synthetic quality"); the file is made once and shared by every run of a sweep,
+as a downloaded checkpoint is.
 """
 
 from __future__ import annotations
@@ -16,6 +23,8 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -24,11 +33,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from ifrvis.config import Config, load_config
+from ifrvis.config import Config, SolverConfig, load_config
 from ifrvis.data.datasets import ClipDataset, TrainSampler, collate_clips
+from ifrvis.data.ytvis import YTVIS
 from ifrvis.engine.checkpoint import save_checkpoint
+from ifrvis.engine.solver import build_optimizer, build_scheduler
 from ifrvis.engine.train import load_splits, seed_everything
+from ifrvis.evaluation import evaluate_ytvis
+from ifrvis.inference import run_inference
+from ifrvis.modeling import VISModel, build_model
 from ifrvis.modeling.backbone import Backbone, build_backbone
+from ifrvis.modeling.criterion import build_criterion
 
 IGNORE = -1  # label of padding pixels
 
@@ -92,54 +107,144 @@ def intersections_unions(logits: Tensor, labels: Tensor, num_classes: int) -> np
     return counts
 
 
+def frame_batches(train_set: YTVIS, cfg: Config, batch_size: int) -> Iterator[tuple[Tensor, list[dict]]]:
+    """Endless batches of single training frames: images `(B, 1, 3, H, W)` and their targets."""
+    dataset = ClipDataset(train_set, replace(cfg.data, clip_length=1), train=True, seed=cfg.seed)
+    stream = iter(TrainSampler(len(dataset), seed=cfg.seed))
+    while True:
+        yield collate_clips([dataset[next(stream)] for _ in range(batch_size)])
+
+
+def fit(
+    loss_of: Callable[[Tensor, list[dict]], Tensor],
+    batches: Iterator,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    iters: int,
+    desc: str,
+    progress: bool,
+) -> None:
+    """`iters` optimisation steps of `loss_of(images, targets)` on `batches`."""
+    bar = tqdm(range(iters), desc=desc, disable=not progress, dynamic_ncols=True)
+    for iteration in bar:
+        loss = loss_of(*next(batches))
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{desc}: the loss is {loss.item()} at iteration {iteration}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+
+
+def stage_solver(cfg: Config, iters: int, lr: float, batch_size: int) -> SolverConfig:
+    """The run's solver for a pretraining stage of `iters` steps, the lr divided by 10 at 80 %."""
+    return replace(cfg.solver, lr=lr, batch_size=batch_size, max_iters=iters, steps=[int(0.8 * iters)])
+
+
 def pretrain_backbone(
     cfg: Config,
-    out: str | Path,
-    iters: int = 2000,
-    lr: float = 1e-3,
-    batch_size: int = 4,
-    progress: bool = True,
-) -> dict:
-    """Pretrain `cfg.model.backbone` on the training split of `cfg.data`, save it to `out` as
-    `{"model": {"backbone.*": ...}, "pretrain": recipe and validation IoU}` (what `model.weights`
-    loads) and return that summary. Deterministic for a given `cfg.seed` on one machine."""
-    seed_everything(cfg.seed)
-    train_set, valid_set = load_splits(cfg)
+    train_set: YTVIS,
+    valid_set: YTVIS | None,
+    iters: int,
+    lr: float,
+    batch_size: int,
+    progress: bool,
+) -> tuple[Backbone, dict]:
+    """Stage 1: `cfg.model.backbone` trained by semantic segmentation; returns it and its summary."""
     num_classes = len(train_set.category_ids)
     model = SemanticSegmenter(
         build_backbone(cfg.model.backbone), num_classes, cfg.model.pixel_mean, cfg.model.pixel_std
     )
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=cfg.solver.weight_decay)
-    dataset = ClipDataset(train_set, cfg.data, train=True, seed=cfg.seed)
-    stream = iter(TrainSampler(len(dataset), seed=cfg.seed))
-    model.train()
-    tic = time.perf_counter()
-    bar = tqdm(range(iters), desc=f"pretrain {cfg.model.backbone}", disable=not progress, dynamic_ncols=True)
-    for iteration in bar:
-        images, targets = collate_clips([dataset[next(stream)] for _ in range(batch_size)])
+    solver = stage_solver(cfg, iters, lr, batch_size)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=solver.weight_decay)
+
+    def loss_of(images: Tensor, targets: list[dict]) -> Tensor:
         labels = semantic_labels(targets, images.shape[-2:])
         logits = model(images.flatten(0, 1))
         up = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
-        loss = F.cross_entropy(up, labels, ignore_index=IGNORE)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"pretraining loss is {loss.item()} at iteration {iteration}")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        bar.set_postfix(loss=f"{loss.item():.3f}")
+        return F.cross_entropy(up, labels, ignore_index=IGNORE)
+
+    model.train()
+    tic = time.perf_counter()
+    batches = frame_batches(train_set, cfg, batch_size)
+    scheduler = build_scheduler(optimizer, solver)
+    fit(loss_of, batches, optimizer, scheduler, iters, "pretrain 1/2 backbone", progress)
+    summary = {"iters": iters, "train_time_s": round(time.perf_counter() - tic, 1)}
+    if valid_set is not None and valid_set.has_annotations:
+        summary["valid_iou"] = validation_iou(model, valid_set, cfg, num_classes)
+    return model.backbone, summary
+
+
+def pretrain_image_model(
+    cfg: Config,
+    backbone: Backbone,
+    train_set: YTVIS,
+    valid_set: YTVIS | None,
+    iters: int,
+    lr: float,
+    batch_size: int,
+    progress: bool,
+) -> tuple[VISModel, dict]:
+    """Stage 2: the image-level Mask2Former of `cfg.model` (baseline decoder) on single frames, from
+    `backbone`; returns it and its summary (with the AP it reaches on the validation videos)."""
+    image_cfg = replace(
+        cfg,
+        model=replace(cfg.model, decoder="mask2former", weights=""),
+        data=replace(cfg.data, clip_length=1),
+        solver=stage_solver(cfg, iters, lr, batch_size),
+    )
+    model = build_model(image_cfg.model)
+    model.backbone.load_state_dict(backbone.state_dict())
+    criterion = build_criterion(image_cfg)
+    optimizer = build_optimizer(model, image_cfg.solver)
+
+    def loss_of(images: Tensor, targets: list[dict]) -> Tensor:
+        return sum(criterion(model(images), targets).values())
+
+    model.train()
+    tic = time.perf_counter()
+    batches = frame_batches(train_set, cfg, batch_size)
+    scheduler = build_scheduler(optimizer, image_cfg.solver)
+    fit(loss_of, batches, optimizer, scheduler, iters, "pretrain 2/2 image model", progress)
+    summary: dict = {"iters": iters, "train_time_s": round(time.perf_counter() - tic, 1)}
+    if valid_set is not None and valid_set.has_annotations:
+        model.eval()
+        with torch.no_grad():
+            results = run_inference(model, valid_set, image_cfg, progress=False)
+        stats = evaluate_ytvis(valid_set.raw, results)
+        summary["valid"] = {key: round(float(stats[key]), 4) for key in ("AP", "AP50", "AP75", "AR10")}
+    return model, summary
+
+
+def pretrain(
+    cfg: Config,
+    out: str | Path,
+    backbone_iters: int = 2000,
+    image_iters: int = 4000,
+    lr: float = 1e-3,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> dict:
+    """Both stages on the training split of `cfg.data`; saves `{"model": state dict, "pretrain":
+    summary}` to `out` (what `model.weights` loads) and returns the summary. `batch_size` frames per
+    iteration. Deterministic for a given `cfg.seed` on one machine."""
+    seed_everything(cfg.seed)
+    train_set, valid_set = load_splits(cfg)
+    backbone, stage1 = pretrain_backbone(cfg, train_set, valid_set, backbone_iters, lr, batch_size, progress)
+    model, stage2 = pretrain_image_model(
+        cfg, backbone, train_set, valid_set, image_iters, lr, batch_size, progress
+    )
     summary = {
         "backbone": cfg.model.backbone,
         "data": str(Path(cfg.data.root) / cfg.data.train_json),
-        "iters": iters,
         "lr": lr,
         "batch_size": batch_size,
         "seed": cfg.seed,
-        "train_time_s": round(time.perf_counter() - tic, 1),
+        "semantic_segmentation": stage1,
+        "image_instance_segmentation": stage2,
     }
-    if valid_set is not None and valid_set.has_annotations:
-        summary["valid_iou"] = validation_iou(model, valid_set, cfg, num_classes)
-    state = {f"backbone.{k}": v for k, v in model.backbone.state_dict().items()}
-    save_checkpoint(Path(out), {"model": state, "pretrain": summary})
+    save_checkpoint(Path(out), {"model": model.state_dict(), "pretrain": summary})
     return summary
 
 
@@ -163,15 +268,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("config", help="run config: its data, model.backbone and model.weights are used")
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides")
     parser.add_argument("--out", help="where to write the weights (default: the config's model.weights)")
-    parser.add_argument("--iters", type=int, default=2000)
+    parser.add_argument("--backbone-iters", type=int, default=2000, help="stage 1: semantic segmentation")
+    parser.add_argument("--iters", type=int, default=4000, help="stage 2: image-level Mask2Former")
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--batch-size", type=int, default=4, help="clips per iteration")
+    parser.add_argument("--batch-size", type=int, default=8, help="frames per iteration")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     cfg = load_config(args.config, args.overrides)
     out = args.out or cfg.model.weights
     if not out:
         parser.error("the config sets no model.weights: pass --out")
-    summary = pretrain_backbone(cfg, out, args.iters, args.lr, args.batch_size, not args.no_progress)
+    summary = pretrain(
+        cfg, out, args.backbone_iters, args.iters, args.lr, args.batch_size, not args.no_progress
+    )
     print(json.dumps({"out": str(out), **summary}))
     return 0

@@ -10,7 +10,8 @@ Accepted files:
   decoder and decoder (for IFR, its per-frame blocks of Eqs. 2-3; the temporal/clip blocks stay random,
   as the paper initialises from COCO Mask2Former); its class head (K + 1 COCO classes) is reported as a
   shape mismatch; other keys are kept when the model has them under the same name, else unexpected;
-- this project's own state dicts (`backbone.*`, `pixel_decoder.*`, `decoder.*`), optionally under "model".
+- this project's own state dicts (`backbone.*`, `pixel_decoder.*`, `decoder.*`), optionally under "model";
+  the Mask2Former-VIS decoder's layer blocks go to IFR's per-frame blocks, as Mask2Former's do.
 
 BatchNorm's `num_batches_tracked` counters are skipped (frozen BatchNorm has none). Missing keys are
 counted only inside the top-level modules the file covers (a backbone-only file does
@@ -45,7 +46,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Tensor]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
-            f"model.weights: no such file {path} (for the tiny backbone, `ifrvis pretrain CONFIG` writes it)"
+            f"model.weights: no such file {path} (for the tiny configs, `ifrvis pretrain CONFIG` writes it)"
         )
     if path.suffix == ".pkl":
         with path.open("rb") as handle:
@@ -123,6 +124,17 @@ def mask2former_name(key: str, blocks: dict[str, str]) -> str | None:
     return None
 
 
+def baseline_block_name(key: str, blocks: dict[str, str]) -> str | None:
+    """This project's Mask2Former-VIS decoder key -> the same block of the model's decoder, e.g.
+    `decoder.layers.0.cross_attn.norm.weight` -> `decoder.layers.0.frame_cross_attn.norm.weight` (IFR
+    blocks), so that an image-level Mask2Former initialises IFR's per-frame blocks; None if not one."""
+    match = re.match(r"^decoder\.layers\.(\d+)\.(cross_attn|self_attn|ffn)\.(.+)$", key)
+    if match is None:
+        return None
+    block = {"cross_attn": "cross", "self_attn": "self", "ffn": "ffn"}[match[2]]
+    return f"decoder.layers.{match[1]}.{blocks[block]}.{match[3]}"
+
+
 def detectron2_resnet_name(key: str) -> str | None:
     """detectron2 ResNet name -> this project's, e.g. `backbone.res2.0.conv1.norm.weight` ->
     `backbone.layer1.0.bn1.weight`; None if `key` is not a detectron2 ResNet key."""
@@ -168,6 +180,7 @@ def map_key(key: str, model_keys: set[str], blocks: dict[str, str]) -> str | Non
         detectron2_resnet_name(key),
         swin_name(key),
         mask2former_name(key, blocks),
+        baseline_block_name(key, blocks),
         key,
         f"backbone.{key}",
     ]
