@@ -117,15 +117,19 @@ def frame_batches(train_set: YTVIS, cfg: Config, batch_size: int) -> Iterator[tu
 
 def fit(
     loss_of: Callable[[Tensor, list[dict]], Tensor],
-    batches: Iterator,
     optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    iters: int,
+    solver: SolverConfig,
+    train_set: YTVIS,
+    cfg: Config,
     desc: str,
     progress: bool,
-) -> None:
-    """`iters` optimisation steps of `loss_of(images, targets)` on `batches`."""
-    bar = tqdm(range(iters), desc=desc, disable=not progress, dynamic_ncols=True)
+) -> float:
+    """`solver.max_iters` steps of `loss_of(images, targets)` on batches of `solver.batch_size` single
+    training frames, with `solver`'s schedule; returns the seconds it took."""
+    batches = frame_batches(train_set, cfg, solver.batch_size)
+    scheduler = build_scheduler(optimizer, solver)
+    tic = time.perf_counter()
+    bar = tqdm(range(solver.max_iters), desc=desc, disable=not progress, dynamic_ncols=True)
     for iteration in bar:
         loss = loss_of(*next(batches))
         if not torch.isfinite(loss):
@@ -135,6 +139,7 @@ def fit(
         optimizer.step()
         scheduler.step()
         bar.set_postfix(loss=f"{loss.item():.3f}")
+    return round(time.perf_counter() - tic, 1)
 
 
 def stage_solver(cfg: Config, iters: int, lr: float, batch_size: int) -> SolverConfig:
@@ -143,21 +148,14 @@ def stage_solver(cfg: Config, iters: int, lr: float, batch_size: int) -> SolverC
 
 
 def pretrain_backbone(
-    cfg: Config,
-    train_set: YTVIS,
-    valid_set: YTVIS | None,
-    iters: int,
-    lr: float,
-    batch_size: int,
-    progress: bool,
+    cfg: Config, train_set: YTVIS, valid_set: YTVIS | None, solver: SolverConfig, progress: bool
 ) -> tuple[Backbone, dict]:
     """Stage 1: `cfg.model.backbone` trained by semantic segmentation; returns it and its summary."""
     num_classes = len(train_set.category_ids)
     model = SemanticSegmenter(
         build_backbone(cfg.model.backbone), num_classes, cfg.model.pixel_mean, cfg.model.pixel_std
     )
-    solver = stage_solver(cfg, iters, lr, batch_size)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=solver.weight_decay)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=solver.lr, weight_decay=solver.weight_decay)
 
     def loss_of(images: Tensor, targets: list[dict]) -> Tensor:
         labels = semantic_labels(targets, images.shape[-2:])
@@ -165,12 +163,8 @@ def pretrain_backbone(
         up = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
         return F.cross_entropy(up, labels, ignore_index=IGNORE)
 
-    model.train()
-    tic = time.perf_counter()
-    batches = frame_batches(train_set, cfg, batch_size)
-    scheduler = build_scheduler(optimizer, solver)
-    fit(loss_of, batches, optimizer, scheduler, iters, "pretrain 1/2 backbone", progress)
-    summary = {"iters": iters, "train_time_s": round(time.perf_counter() - tic, 1)}
+    seconds = fit(loss_of, optimizer, solver, train_set, cfg, "pretrain 1/2 backbone", progress)
+    summary = {"iters": solver.max_iters, "train_time_s": seconds}
     if valid_set is not None and valid_set.has_annotations:
         summary["valid_iou"] = validation_iou(model, valid_set, cfg, num_classes)
     return model.backbone, summary
@@ -181,9 +175,7 @@ def pretrain_image_model(
     backbone: Backbone,
     train_set: YTVIS,
     valid_set: YTVIS | None,
-    iters: int,
-    lr: float,
-    batch_size: int,
+    solver: SolverConfig,
     progress: bool,
 ) -> tuple[VISModel, dict]:
     """Stage 2: the image-level Mask2Former of `cfg.model` (baseline decoder) on single frames, from
@@ -192,7 +184,7 @@ def pretrain_image_model(
         cfg,
         model=replace(cfg.model, decoder="mask2former", weights=""),
         data=replace(cfg.data, clip_length=1),
-        solver=stage_solver(cfg, iters, lr, batch_size),
+        solver=solver,
     )
     model = build_model(image_cfg.model)
     model.backbone.load_state_dict(backbone.state_dict())
@@ -202,12 +194,8 @@ def pretrain_image_model(
     def loss_of(images: Tensor, targets: list[dict]) -> Tensor:
         return sum(criterion(model(images), targets).values())
 
-    model.train()
-    tic = time.perf_counter()
-    batches = frame_batches(train_set, cfg, batch_size)
-    scheduler = build_scheduler(optimizer, image_cfg.solver)
-    fit(loss_of, batches, optimizer, scheduler, iters, "pretrain 2/2 image model", progress)
-    summary: dict = {"iters": iters, "train_time_s": round(time.perf_counter() - tic, 1)}
+    seconds = fit(loss_of, optimizer, solver, train_set, cfg, "pretrain 2/2 image model", progress)
+    summary: dict = {"iters": solver.max_iters, "train_time_s": seconds}
     if valid_set is not None and valid_set.has_annotations:
         model.eval()
         with torch.no_grad():
@@ -231,10 +219,10 @@ def pretrain(
     iteration. Deterministic for a given `cfg.seed` on one machine."""
     seed_everything(cfg.seed)
     train_set, valid_set = load_splits(cfg)
-    backbone, stage1 = pretrain_backbone(cfg, train_set, valid_set, backbone_iters, lr, batch_size, progress)
-    model, stage2 = pretrain_image_model(
-        cfg, backbone, train_set, valid_set, image_iters, lr, batch_size, progress
-    )
+    backbone_solver = stage_solver(cfg, backbone_iters, lr, batch_size)
+    backbone, stage1 = pretrain_backbone(cfg, train_set, valid_set, backbone_solver, progress)
+    image_solver = stage_solver(cfg, image_iters, lr, batch_size)
+    model, stage2 = pretrain_image_model(cfg, backbone, train_set, valid_set, image_solver, progress)
     summary = {
         "backbone": cfg.model.backbone,
         "data": str(Path(cfg.data.root) / cfg.data.train_json),
