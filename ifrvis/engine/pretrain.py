@@ -2,7 +2,7 @@
 paper's models start from (Sec. 4.1).
 
     ifrvis pretrain experiments/configs/synthetic_tiny.yaml [key=value ...] [--backbone-iters 2000]
-        [--iters 4000] [--out PATH]
+        [--iters 8000] [--out PATH]
 
 Two stages on single frames of the training split, as a COCO Mask2Former is an ImageNet backbone
 trained further on image instance segmentation:
@@ -209,7 +209,7 @@ def pretrain(
     cfg: Config,
     out: str | Path,
     backbone_iters: int = 2000,
-    image_iters: int = 4000,
+    image_iters: int = 8000,
     lr: float = 1e-3,
     batch_size: int = 8,
     progress: bool = True,
@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides")
     parser.add_argument("--out", help="where to write the weights (default: the config's model.weights)")
     parser.add_argument("--backbone-iters", type=int, default=2000, help="stage 1: semantic segmentation")
-    parser.add_argument("--iters", type=int, default=4000, help="stage 2: image-level Mask2Former")
+    parser.add_argument("--iters", type=int, default=8000, help="stage 2: image-level Mask2Former")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--batch-size", type=int, default=8, help="frames per iteration")
     parser.add_argument("--no-progress", action="store_true")
