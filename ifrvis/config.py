@@ -107,8 +107,8 @@ class InferenceConfig:
     mask_threshold: float = 0.5
     score_with_mask: bool = False
     chunk_frames: int = 16  # backbone + encoder over this many frames at a time
-    clip_frames: int = 10  # per-clip mode
-    clip_overlap: int = 2
+    clip_frames: int = 10  # per-clip mode; 1 = every frame decoded alone
+    clip_overlap: int = 2  # 0 = clips linked through the frames on either side of their border
     tta_short_sides: list[int] = field(default_factory=lambda: [288, 360, 432, 480])
     tta_flip: bool = False
 

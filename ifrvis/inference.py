@@ -2,7 +2,8 @@
 
 Every mode first produces a `QueryResult`: all Q queries' class probabilities and mask logits on the
 stride-4 grid of the padded input. Per clip, clips are linked by Hungarian matching on soft mask IoU
-over the overlapping frames (IFC); TTA matches every pass to a pivot pass with the Eq. 4 cost and
+over the overlapping frames (IFC), or, with no overlap, between a clip's first frame and the frame
+before it; TTA matches every pass to a pivot pass with the Eq. 4 cost and
 averages class and mask probabilities. `postprocess` then keeps the top-k (query, class) pairs and
 brings their masks to the original resolution.
 """
@@ -108,9 +109,9 @@ def run_frames(model, frames, indices: Sequence[int], chunk_frames: int, flip: b
 
 def clip_starts(num_frames: int, clip_frames: int, overlap: int) -> list[int]:
     """First frames of the clips covering `num_frames`, consecutive clips sharing >= `overlap` frames."""
-    if clip_frames < 2 or not 1 <= overlap < clip_frames:
+    if clip_frames < 1 or not 0 <= overlap < clip_frames:
         raise ValueError(
-            f"inference.clip_frames must be >= 2 and 1 <= inference.clip_overlap < clip_frames, "
+            f"inference.clip_frames must be >= 1 and 0 <= inference.clip_overlap < clip_frames, "
             f"got {clip_frames} and {overlap}"
         )
     last = max(num_frames - clip_frames, 0)
@@ -129,8 +130,10 @@ def soft_iou(a: Tensor, b: Tensor) -> Tensor:
 
 def predict_clips(model, frames, cfg: InferenceConfig) -> QueryResult:
     """Clips of `clip_frames` frames; each clip's queries are matched to the tracks (the first clip's
-    query order) by soft mask IoU on the frames it shares with the clips before it; class and mask
-    probabilities are averaged over the clips that saw them. Memory is linear in the video length."""
+    query order) by soft mask IoU on the frames it shares with the clips before it, or, when it shares
+    none (`clip_overlap = 0`), between its first frame and the tracks' masks in the frame before it
+    (objects move little between adjacent frames); class and mask probabilities are averaged over the
+    clips that saw them. Memory is linear in the video length."""
     num_frames = len(frames)
     prob_sum = mask_sum = None
     counts = torch.zeros(num_frames, device=model_device(model))
@@ -146,8 +149,12 @@ def predict_clips(model, frames, cfg: InferenceConfig) -> QueryResult:
             order = torch.arange(clip_masks.shape[0])
         else:
             shared = int((counts[start:stop] > 0).sum())  # frames seen before: a prefix of this clip
-            track_masks = mask_sum[:, start : start + shared] / counts[start : start + shared, None, None]
-            iou = soft_iou(clip_masks[:, :shared].flatten(1), track_masks.flatten(1))  # (Q clip, Q tracks)
+            if shared:
+                clip_part, seen = clip_masks[:, :shared], slice(start, start + shared)
+            else:
+                clip_part, seen = clip_masks[:, :1], slice(start - 1, start)
+            track_masks = mask_sum[:, seen] / counts[seen, None, None]
+            iou = soft_iou(clip_part.flatten(1), track_masks.flatten(1))  # (Q clip, Q tracks)
             rows, cols = hungarian(-iou)
             order = torch.empty_like(rows)
             order[cols] = rows  # track j continues with clip query order[j]

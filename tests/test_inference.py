@@ -130,15 +130,21 @@ def test_per_clip_agrees_with_whole_video(static):
     assert_same_predictions(whole, clips)
 
 
-def test_linking_restores_identity_when_queries_are_permuted_between_clips():
-    frames = Frames(moving_video(num_frames=10), orig_size=(32, 48))
+@pytest.mark.parametrize(
+    "clip_frames, overlap, num_frames",
+    # Linked on shared frames; each frame alone, linked to the frame before (8 frames: at frame 8 the
+    # third square jumps onto the first one's previous place, which adjacent-frame linking cannot undo).
+    [(4, 2, 10), (1, 0, 8)],
+)
+def test_linking_restores_identity_when_queries_are_permuted_between_clips(clip_frames, overlap, num_frames):
+    frames = Frames(moving_video(num_frames=num_frames), orig_size=(32, 48))
     model = PixelQueryModel(permute=True)
     first = model.decode({"maps": [torch.rand(2, 3, 2, 2)]}, 1, 2)["pred_logits"]
     second = model.decode({"maps": [torch.rand(2, 3, 2, 2)]}, 1, 2)["pred_logits"]
     assert not torch.equal(first, second)  # the permutation is real
     model.decode_calls = 0
-    linked = infer(model, frames, mode="clip", clip_frames=4, clip_overlap=2, top_k=6)
-    assert model.decode_calls == 4
+    linked = infer(model, frames, mode="clip", clip_frames=clip_frames, clip_overlap=overlap, top_k=6)
+    assert model.decode_calls == len(clip_starts(num_frames, clip_frames, overlap)) > 1
     assert_same_predictions(infer(PixelQueryModel(), frames, mode="video", top_k=6), linked)
 
 
@@ -201,7 +207,9 @@ def test_clip_starts_cover_the_video_with_overlap():
     assert clip_starts(10, 4, 1) == [0, 3, 6]
     assert clip_starts(11, 4, 1) == [0, 3, 6, 7]
     assert clip_starts(3, 4, 1) == [0]
-    for bad in [(10, 4, 0), (10, 4, 4), (10, 1, 0)]:
+    assert clip_starts(10, 4, 0) == [0, 4, 6]
+    assert clip_starts(3, 1, 0) == [0, 1, 2]
+    for bad in [(10, 4, -1), (10, 4, 4), (10, 0, 0)]:
         with pytest.raises(ValueError, match="clip_overlap"):
             clip_starts(*bad)
 
