@@ -3,6 +3,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import OrderedDict
 
 import pytest
 import torch
@@ -88,3 +89,38 @@ def test_a_kill_during_a_save_keeps_the_last_good_checkpoint(tmp_path):
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     assert load_checkpoint(path)["iteration"] == 1
+
+
+class SignalsWhilePickled:
+    """Sends SIGUSR2 to this process when `torch.save` pickles it, i.e. in the middle of the save."""
+
+    def __reduce__(self):
+        os.kill(os.getpid(), signal.SIGUSR2)
+        return (OrderedDict, ())  # a type the weights-only loader allows
+
+
+class Preempted(Exception):
+    pass
+
+
+def test_a_preemption_signal_during_a_save_waits_for_the_complete_checkpoint(tmp_path):
+    """As submitit's requeue handler does, the handler here leaves by raising; it must run after the
+    checkpoint is in place, not inside torch.save (whose zip writer would fail on the way out)."""
+    path = tmp_path / "checkpoint.pt"
+    seen_during_save = []
+
+    def handler(signum, frame):
+        seen_during_save.append(path.exists())
+        raise Preempted
+
+    previous = signal.signal(signal.SIGUSR2, handler)
+    try:
+        with pytest.raises(Preempted):
+            save_checkpoint(
+                path, {"iteration": 3, "model": Toy().state_dict(), "marker": SignalsWhilePickled()}
+            )
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert seen_during_save == [True]
+    assert load_checkpoint(path)["iteration"] == 3
+    assert signal.getsignal(signal.SIGUSR2) is previous

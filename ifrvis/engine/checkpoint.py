@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import os
 import random
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +15,7 @@ import numpy as np
 import torch
 
 CHECKPOINT_NAME = "checkpoint.pt"
+PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR2)  # what Slurm sends before preemption or time-out
 
 
 def rng_state() -> dict[str, Any]:
@@ -34,17 +39,39 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+@contextmanager
+def deferred_signals(signums: tuple[signal.Signals, ...] = PREEMPTION_SIGNALS) -> Iterator[None]:
+    """Hold `signums` back while the block runs, then deliver them to the handlers that were installed.
+
+    A launcher's handler (submitit's requeue exits the process) would otherwise run in the middle of
+    `torch.save`, whose zip writer then fails on the way out and turns the requeue into a job error.
+    Python handlers live in the main thread only: elsewhere the block runs as is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = {signum: signal.signal(signum, lambda num, frame: received.append(num)) for signum in signums}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in received:
+            signal.raise_signal(signum)
+
+
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     """Write to a temporary file in the same folder, fsync, then rename: a kill during the save
-    leaves the previous checkpoint intact."""
+    leaves the previous checkpoint intact, and a preemption signal waits until the save is done."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as file:
-        torch.save(state, file)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(tmp, path)
+    with deferred_signals():
+        with open(tmp, "wb") as file:
+            torch.save(state, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
     return path
 
 

@@ -27,7 +27,13 @@ from ifrvis.config import Config, dump_config, load_config
 from ifrvis.data.datasets import ClipDataset, TrainSampler, collate_clips
 from ifrvis.data.ytvis import YTVIS, load_ytvis
 from ifrvis.engine import runs
-from ifrvis.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from ifrvis.engine.checkpoint import (
+    PREEMPTION_SIGNALS,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from ifrvis.engine.distributed import DistInfo, cleanup, init_distributed, resolve_device
 from ifrvis.engine.evaluate import evaluate_model
 from ifrvis.engine.solver import build_optimizer, build_scheduler
@@ -77,7 +83,7 @@ class _SignalFlag:
         self._previous: dict[int, object] = {}
 
     def __enter__(self) -> _SignalFlag:
-        for sig in (signal.SIGTERM, signal.SIGUSR2):
+        for sig in PREEMPTION_SIGNALS:
             self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
