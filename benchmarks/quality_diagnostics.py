@@ -10,7 +10,10 @@ validation split:
 - oracle mask quality over ALL queries, scores ignored: for each ground-truth instance, the best
   per-frame mask IoU of any query (mean over frames where it is visible), and the best video IoU of
   any single query over the whole video. A high per-frame but low video figure means the queries do
-  not keep one identity across the video.
+  not keep one identity across the video;
+- AP with every frame decoded alone and the queries linked frame to frame by Hungarian matching on
+  the cosine similarity of their mask embeddings (MinVIS-style): what whole-video decoding gains or
+  loses against linking by appearance.
 """
 
 from __future__ import annotations
@@ -22,14 +25,25 @@ import json
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ifrvis.config import load_config
 from ifrvis.data.datasets import VideoFrames
 from ifrvis.engine import runs
 from ifrvis.engine.train import load_splits
 from ifrvis.evaluation import evaluate_ytvis
-from ifrvis.inference import postprocess, run_frames, run_inference
+from ifrvis.evaluation.results import encode_video_predictions
+from ifrvis.inference import (
+    QueryResult,
+    load_chunk,
+    model_device,
+    padded_size,
+    postprocess,
+    run_frames,
+    run_inference,
+)
 from ifrvis.modeling import build_model
+from ifrvis.modeling.matcher import hungarian
 
 KEYS = ("AP", "AP50", "AR10")
 
@@ -65,6 +79,33 @@ def oracle_ious(queries: np.ndarray, gt_masks: np.ndarray) -> tuple[float, float
     return float(per_frame), float(video)
 
 
+@torch.no_grad()
+def linked_frames(model, frames) -> QueryResult:
+    """Every frame decoded as a one-frame clip; frame t's queries matched to frame t-1's linked queries
+    by Hungarian matching on the cosine similarity of their mask embeddings; class probabilities
+    averaged over the frames."""
+    embeddings = []  # the decoders do not return query embeddings: read the last mask-embedding call
+    hook = model.decoder.heads_out.mask_embed.register_forward_hook(lambda m, i, out: embeddings.append(out))
+    num_frames = len(frames)
+    features = model.encode(load_chunk(frames, range(num_frames), False, model_device(model)))
+    outputs = model.decode(features, num_frames, 1)
+    hook.remove()
+    emb = F.normalize(embeddings[-1].reshape(num_frames, -1, embeddings[-1].shape[-1]), dim=-1)  # (T, Q, D)
+    probs, masks = outputs["pred_logits"].sigmoid(), outputs["pred_masks"][:, :, 0]  # (T, Q, K), (T, Q, h, w)
+    orders = [torch.arange(emb.shape[1])]
+    for t in range(1, num_frames):
+        rows, cols = hungarian(-(emb[t] @ emb[t - 1, orders[-1]].T))
+        order = torch.empty_like(rows)
+        order[cols] = rows  # track j continues with frame t's query order[j]
+        orders.append(order)
+    return QueryResult(
+        probs=torch.stack([probs[t, o] for t, o in enumerate(orders)]).mean(0),
+        mask_logits=torch.stack([masks[t, o] for t, o in enumerate(orders)], dim=1),
+        image_size=tuple(frames.size),
+        padded_size=padded_size(tuple(frames.size)),
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("config")
@@ -83,10 +124,12 @@ def main() -> None:
     results = run_inference(model, valid, cfg)
     ap = evaluate_ytvis(valid.raw, results)
     agnostic = evaluate_ytvis(*class_agnostic(valid.raw, results))
-    per_frame, video = [], []
+    per_frame, video, linked = [], [], []
     with torch.no_grad():
         for item in valid.videos:
             frames = VideoFrames(valid, item, cfg.data.test_short_side, cfg.data.max_long_side)
+            predictions = postprocess(linked_frames(model, frames), tuple(frames.orig_size), cfg.inference)
+            linked.extend(encode_video_predictions(int(item["id"]), predictions, valid.category_ids))
             queries = all_query_masks(model, frames, cfg)
             for ann in valid.annotations_of(item["id"]):
                 best_frame, best_video = oracle_ious(queries, valid.decode_instance(ann)[0])
@@ -95,6 +138,9 @@ def main() -> None:
     summary = {
         "AP": {k: round(ap[k], 4) for k in KEYS},
         "class_agnostic": {k: round(agnostic[k], 4) for k in KEYS},
+        "frames_linked_by_embedding": {
+            k: round(v, 4) for k, v in evaluate_ytvis(valid.raw, linked).items() if k in KEYS
+        },
         "oracle_per_frame_iou": round(float(np.mean(per_frame)), 3),
         "oracle_per_frame_iou_over_0.5": round(float(np.mean(np.array(per_frame) > 0.5)), 3),
         "oracle_video_iou": round(float(np.mean(video)), 3),
