@@ -119,8 +119,8 @@ def test_a_preemption_signal_during_a_save_waits_for_the_complete_checkpoint(tmp
             save_checkpoint(
                 path, {"iteration": 3, "model": Toy().state_dict(), "marker": SignalsWhilePickled()}
             )
+        assert signal.getsignal(signal.SIGUSR2) is handler  # the save put the handler back
     finally:
         signal.signal(signal.SIGUSR2, previous)
     assert seen_during_save == [True]
     assert load_checkpoint(path)["iteration"] == 3
-    assert signal.getsignal(signal.SIGUSR2) is previous
