@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ifrvis.config import Config, InferenceConfig
+from ifrvis.config import Config, DataConfig, InferenceConfig
 from ifrvis.modeling.matcher import HungarianMatcher, hungarian
 from ifrvis.modeling.meta_arch import concat_features
 from ifrvis.modeling.point_sampling import point_sample
@@ -223,11 +223,19 @@ def merge_tta(results: list[QueryResult]) -> QueryResult:
 
 
 def tta_augmentations(cfg: InferenceConfig) -> list[tuple[int, bool]]:
-    """(short side, flip) pairs; the first (un-flipped) is the pivot."""
+    """(short side, flip) pairs; the first, un-flipped at the largest side, is the pivot: every other
+    pass is resampled onto its stride-4 grid, the finest of them."""
     if not cfg.tta_short_sides:
         raise ValueError("inference.tta_short_sides is empty: TTA needs at least one input size")
     flips = (False, True) if cfg.tta_flip else (False,)
-    return [(side, flip) for flip in flips for side in cfg.tta_short_sides]
+    sides = sorted(cfg.tta_short_sides, reverse=True)
+    return [(side, flip) for flip in flips for side in sides]
+
+
+def tta_max_long_side(short_side: int, data_cfg: DataConfig) -> int:
+    """The long-side cap of a TTA pass: `data.max_long_side` scaled with the pass's short side, so that
+    every size stays distinct (one fixed cap of 768 turns both 432 and 480 into 432 x 768 at 16:9)."""
+    return round(data_cfg.max_long_side * short_side / data_cfg.test_short_side)
 
 
 def postprocess(result: QueryResult, orig_size: tuple[int, int], cfg: InferenceConfig) -> list[Prediction]:
@@ -303,7 +311,7 @@ def run_inference(model, ytvis, cfg: Config, progress: bool = True) -> list[dict
         frames = VideoFrames(ytvis, video, cfg.data.test_short_side, cfg.data.max_long_side)
 
         def frames_at(side: int, video=video):
-            return VideoFrames(ytvis, video, side, cfg.data.max_long_side)
+            return VideoFrames(ytvis, video, side, tta_max_long_side(side, cfg.data))
 
         predictions = predict_video(model, frames, cfg.inference, frames_at)
         results.extend(encode_video_predictions(video_id(video), predictions, ytvis.category_ids))

@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ifrvis.config import InferenceConfig
+from ifrvis.config import DataConfig, InferenceConfig
+from ifrvis.data.datasets import resized_shape
 from ifrvis.data.masks import decode_segmentation
 from ifrvis.evaluation.results import encode_video_predictions
 from ifrvis.inference import (
@@ -21,6 +22,8 @@ from ifrvis.inference import (
     postprocess,
     predict_video,
     soft_iou,
+    tta_augmentations,
+    tta_max_long_side,
 )
 
 NUM_CLASSES = 3
@@ -168,6 +171,22 @@ def test_tta_over_input_sizes_stays_close_to_single_pass():
     single = infer(PixelQueryModel(), frames, mode="video")
     sizes = infer(PixelQueryModel(), frames, mode="tta", tta_short_sides=[32, 48, 64], tta_flip=True)
     assert_same_predictions(single, sizes, max_mask_mismatch=0.02)  # edges of the squares only
+
+
+@pytest.mark.parametrize("orig_size", [(720, 1280), (1280, 720), (1080, 1920), (480, 640)])
+def test_tta_sizes_stay_distinct_under_the_long_side_cap(orig_size):
+    """A fixed 768 cap would resize 16:9 videos at 432 and 480 to the same 432 x 768."""
+    data = DataConfig(test_short_side=360, max_long_side=768)
+    sides = [288, 360, 432, 480]
+    shapes = [resized_shape(*orig_size, side, tta_max_long_side(side, data)) for side in sides]
+    assert len(set(shapes)) == len(sides)
+    assert shapes[1] == resized_shape(*orig_size, data.test_short_side, data.max_long_side)
+
+
+def test_tta_pivot_is_the_largest_unflipped_pass():
+    passes = tta_augmentations(InferenceConfig(tta_short_sides=[288, 480, 360], tta_flip=True))
+    assert passes[0] == (480, False)
+    assert sorted(passes) == sorted((side, flip) for side in (288, 360, 480) for flip in (False, True))
 
 
 def test_tta_matches_permuted_passes_to_the_pivot():
