@@ -36,7 +36,6 @@ from ifrvis.evaluation.results import encode_video_predictions
 from ifrvis.inference import (
     QueryResult,
     load_chunk,
-    model_device,
     padded_size,
     postprocess,
     run_frames,
@@ -87,7 +86,7 @@ def linked_frames(model, frames) -> QueryResult:
     embeddings = []  # the decoders do not return query embeddings: read the last mask-embedding call
     hook = model.decoder.heads_out.mask_embed.register_forward_hook(lambda m, i, out: embeddings.append(out))
     num_frames = len(frames)
-    features = model.encode(load_chunk(frames, range(num_frames), False, model_device(model)))
+    features = model.encode(load_chunk(frames, range(num_frames), False, model.pixel_mean))
     outputs = model.decode(features, num_frames, 1)
     hook.remove()
     emb = F.normalize(embeddings[-1].reshape(num_frames, -1, embeddings[-1].shape[-1]), dim=-1)  # (T, Q, D)

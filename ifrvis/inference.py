@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ifrvis.config import Config, DataConfig, InferenceConfig
+from ifrvis.data.datasets import padded_batch
 from ifrvis.modeling.matcher import HungarianMatcher, hungarian
 from ifrvis.modeling.meta_arch import concat_features
 from ifrvis.modeling.point_sampling import point_sample
@@ -74,13 +75,14 @@ def padded_size(size: tuple[int, int]) -> tuple[int, int]:
     return tuple(math.ceil(s / SIZE_DIVISIBILITY) * SIZE_DIVISIBILITY for s in size)
 
 
-def load_chunk(frames, indices: Sequence[int], flip: bool, device: torch.device) -> Tensor:
-    """Frames `indices` -> `(N, 3, Hp, Wp)` on `device`, zero-padded at the bottom and right."""
+def load_chunk(frames, indices: Sequence[int], flip: bool, pad_value: Tensor) -> Tensor:
+    """Frames `indices` -> `(N, 3, Hp, Wp)` on `pad_value`'s device, padded at the bottom and right
+    with `pad_value` (the model's `pixel_mean`, 3 values) as training batches are."""
     h, w = frames.size
     hp, wp = padded_size((h, w))
-    batch = torch.zeros(len(indices), 3, hp, wp, device=device)
+    batch = padded_batch((len(indices), 3, hp, wp), pad_value)
     for i, t in enumerate(indices):
-        frame = frames[t].to(device)
+        frame = frames[t].to(batch.device)
         if tuple(frame.shape[-2:]) != (h, w):
             raise ValueError(f"frame {t} has size {tuple(frame.shape[-2:])}, the video's .size is {(h, w)}")
         batch[i, :, :h, :w] = frame.flip(-1) if flip else frame
@@ -91,10 +93,9 @@ def run_frames(model, frames, indices: Sequence[int], chunk_frames: int, flip: b
     """Backbone + encoder over chunks of `chunk_frames` frames, then the decoder over all `indices`."""
     if chunk_frames < 1:
         raise ValueError(f"inference.chunk_frames must be >= 1, got {chunk_frames}")
-    device = model_device(model)
     indices = list(indices)
     chunks = [
-        model.encode(load_chunk(frames, indices[i : i + chunk_frames], flip, device))
+        model.encode(load_chunk(frames, indices[i : i + chunk_frames], flip, model.pixel_mean))
         for i in range(0, len(indices), chunk_frames)
     ]
     outputs = model.decode(concat_features(chunks), 1, len(indices))

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
+from functools import partial
 
 import numpy as np
 import pytest
 import torch
 
-from ifrvis.config import DataConfig
+from ifrvis.config import DataConfig, ModelConfig
 from ifrvis.data.datasets import ClipDataset, TrainSampler, VideoFrames, collate_clips, resized_shape
 from ifrvis.data.masks import encode_rle
 from ifrvis.data.synthetic import generate
@@ -265,19 +266,22 @@ def test_clip_determinism(folder):
     assert len({tuple(x) for x in different}) > 1  # draws of one video differ
 
 
-def test_collate_pads_to_multiple_of_32(folder):
+def test_collate_pads_to_multiple_of_32_with_the_pixel_mean(folder):
     ytvis = load_ytvis(folder / "train.json", folder / "JPEGImages")
     dataset = ClipDataset(ytvis, _cfg(), seed=0)
     items = [dataset[(0, 0)], dataset[(1, 1)], dataset[(2, 2)]]
-    images, targets = collate_clips(items)
+    mean = torch.tensor(ModelConfig().pixel_mean).view(3, 1, 1)
+    images, targets = collate_clips(items, ModelConfig().pixel_mean)
     hp, wp = images.shape[-2:]
+    assert any(item["images"].shape[-1] < wp for item in items)  # some padding to check
     assert hp % 32 == 0 and wp % 32 == 0 and images.shape[:3] == (3, 3, 3)
     assert hp == -(-max(i["images"].shape[-2] for i in items) // 32) * 32
     for b, (item, target) in enumerate(zip(items, targets)):
         h, w = item["images"].shape[-2:]
         assert target["image_size"] == (h, w)
         assert torch.equal(images[b, :, :, :h, :w], item["images"])
-        assert images[b, :, :, h:].abs().sum() == 0 and images[b, :, :, :, w:].abs().sum() == 0
+        # Padding is zero after normalisation, as Mask2Former pads.
+        assert (images[b, :, :, h:] == mean).all() and (images[b, :, :, :, w:] == mean).all()
         assert target["masks"].shape[-2:] == (hp, wp)
         assert (
             torch.equal(target["masks"][..., :h, :w], item["masks"]) and not target["masks"][..., h:, :].any()
@@ -291,7 +295,9 @@ def test_dataloader_with_sampler_batches(folder):
     sampler = TrainSampler(len(dataset), seed=0)
     stream = iter(sampler)
     loader = torch.utils.data.DataLoader(
-        dataset, batch_sampler=[[next(stream) for _ in range(2)]], collate_fn=collate_clips
+        dataset,
+        batch_sampler=[[next(stream) for _ in range(2)]],
+        collate_fn=partial(collate_clips, pad_value=ModelConfig().pixel_mean),
     )
     images, targets = next(iter(loader))
     assert images.shape[:3] == (2, 3, 3) and len(targets) == 2

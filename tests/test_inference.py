@@ -18,6 +18,7 @@ from ifrvis.inference import (
     Prediction,
     QueryResult,
     clip_starts,
+    load_chunk,
     merge_tta,
     postprocess,
     predict_video,
@@ -41,6 +42,7 @@ class PixelQueryModel(nn.Module):
             torch.tensor([[2.0, -3, -3], [-3, 1.0, -3], [-3, -3, 0.5], [-2.0, -2.5, -4]])
         )
         self.permute = permute
+        self.register_buffer("pixel_mean", torch.zeros(1, 3, 1, 1))  # pads frames with 0 (background)
         self.decode_calls = 0
         self.encode_sizes: list[int] = []
         self.decode_sizes: list[int] = []
@@ -121,6 +123,15 @@ def test_encoder_runs_in_bounded_chunks():
     model = PixelQueryModel()
     infer(model, Frames(moving_video(num_frames=9), (32, 48)), mode="video", chunk_frames=4)
     assert model.encode_sizes == [4, 4, 1] and model.decode_sizes == [9]
+
+
+def test_frames_are_padded_with_the_pixel_mean():
+    frames = Frames(moving_video(num_frames=2, h=40, w=60), orig_size=(40, 60))
+    mean = torch.tensor([10.0, 20.0, 30.0]).view(1, 3, 1, 1)
+    batch = load_chunk(frames, [1, 0], True, mean)
+    assert batch.shape == (2, 3, 64, 64)
+    assert (batch[:, :, 40:] == mean).all() and (batch[:, :, :, 60:] == mean).all()
+    assert torch.equal(batch[0, :, :40, :60], frames[1].flip(-1))
 
 
 @pytest.mark.parametrize("static", [True, False])
@@ -329,6 +340,7 @@ class PermutingModel(nn.Module):
     def __init__(self, model):
         super().__init__()
         self.model = model
+        self.pixel_mean = model.pixel_mean
         self.calls = 0
 
     def encode(self, frames):

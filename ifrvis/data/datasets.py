@@ -141,15 +141,24 @@ def padded_shape(height: int, width: int, divisibility: int = SIZE_DIVISIBILITY)
     return math.ceil(height / divisibility) * divisibility, math.ceil(width / divisibility) * divisibility
 
 
-def collate_clips(items: Sequence[dict]) -> tuple[torch.Tensor, list[dict]]:
-    """Items -> (images (B, T, 3, Hp, Wp) zero-padded to a multiple of 32, targets with masks padded
-    with False). Each target keeps the item's keys except `images`, plus `image_size` (h, w) before
-    padding."""
+def padded_batch(shape: tuple[int, ...], pad_value: Sequence[float] | torch.Tensor) -> torch.Tensor:
+    """A float32 tensor of `shape` (..., 3, Hp, Wp) filled with `pad_value` (3 values, one per channel).
+
+    Images are padded with the model's pixel mean, i.e. with zero after normalisation, as Mask2Former
+    pads: what its COCO weights saw."""
+    fill = torch.as_tensor(pad_value, dtype=torch.float32).reshape(3, 1, 1)
+    return fill.expand(shape).clone()
+
+
+def collate_clips(items: Sequence[dict], pad_value: Sequence[float]) -> tuple[torch.Tensor, list[dict]]:
+    """Items -> (images (B, T, 3, Hp, Wp) padded to a multiple of 32 with `pad_value` (`model.pixel_mean`),
+    targets with masks padded with False). Each target keeps the item's keys except `images`, plus
+    `image_size` (h, w) before padding."""
     heights = [item["images"].shape[-2] for item in items]
     widths = [item["images"].shape[-1] for item in items]
     hp, wp = padded_shape(max(heights), max(widths))
     t = items[0]["images"].shape[0]
-    images = torch.zeros((len(items), t, 3, hp, wp), dtype=torch.float32)
+    images = padded_batch((len(items), t, 3, hp, wp), pad_value)
     targets = []
     for b, item in enumerate(items):
         h, w = item["images"].shape[-2:]

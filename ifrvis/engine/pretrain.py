@@ -112,7 +112,7 @@ def frame_batches(train_set: YTVIS, cfg: Config, batch_size: int) -> Iterator[tu
     dataset = ClipDataset(train_set, replace(cfg.data, clip_length=1), train=True, seed=cfg.seed)
     stream = iter(TrainSampler(len(dataset), seed=cfg.seed))
     while True:
-        yield collate_clips([dataset[next(stream)] for _ in range(batch_size)])
+        yield collate_clips([dataset[next(stream)] for _ in range(batch_size)], cfg.model.pixel_mean)
 
 
 def fit(
@@ -243,7 +243,8 @@ def validation_iou(model: SemanticSegmenter, valid_set, cfg: Config, num_classes
     dataset = ClipDataset(valid_set, cfg.data, train=False, seed=cfg.seed)
     counts = np.zeros((num_classes + 1, 2))
     for start in range(0, len(dataset), 8):
-        images, targets = collate_clips([dataset[i] for i in range(start, min(start + 8, len(dataset)))])
+        items = [dataset[i] for i in range(start, min(start + 8, len(dataset)))]
+        images, targets = collate_clips(items, cfg.model.pixel_mean)
         labels = semantic_labels(targets, images.shape[-2:])
         counts += intersections_unions(model(images.flatten(0, 1)), labels, num_classes)
     model.train()

@@ -16,6 +16,7 @@ import signal
 import sys
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -107,11 +108,13 @@ class _NoSignals:
         return None
 
 
-def _batches(dataset: ClipDataset, sampler: TrainSampler, per_rank: int, workers: int) -> Iterator:
+def _batches(
+    dataset: ClipDataset, sampler: TrainSampler, per_rank: int, workers: int, pad_value: list[float]
+) -> Iterator:
     loader = torch.utils.data.DataLoader(
         dataset,
         batch_sampler=_BatchOf(sampler, per_rank),
-        collate_fn=collate_clips,
+        collate_fn=partial(collate_clips, pad_value=pad_value),
         num_workers=workers,
         persistent_workers=workers > 0,
     )
@@ -258,7 +261,7 @@ def _train_and_evaluate(cfg, state, logger, info, device, out_dir, ckpt_path, fl
             metrics_buffer.clear()
 
     model.train()
-    batches = _batches(dataset, sampler, per_rank, cfg.data.num_workers)
+    batches = _batches(dataset, sampler, per_rank, cfg.data.num_workers, cfg.model.pixel_mean)
     bar = tqdm(
         range(start_iter, cfg.solver.max_iters),
         initial=start_iter,
