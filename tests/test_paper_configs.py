@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from ifrvis.config import load_config
+from ifrvis.data.datasets import resized_shape
 from ifrvis.modeling import build_model
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "experiments" / "configs").glob("ytvis*.yaml"))
@@ -25,6 +26,9 @@ def test_paper_config(path):
     assert cfg.loss.lambda_e == 0.3 and cfg.data.clip_length == 2 and cfg.model.num_classes == 40
     assert cfg.model.num_queries == (200 if "swin_l_200" in path.stem else 100)
     assert cfg.solver.backbone_lr_multiplier == 0.1
+    # Sec. 4.1: shorter side 360 or 480, also for 16:9 videos (no long-side cap binding).
+    for side in cfg.data.train_short_sides:
+        assert resized_shape(720, 1280, side, cfg.data.max_long_side)[0] == side
     model = build_model(cfg.model).eval()
     with torch.no_grad():
         outputs = model(torch.rand(1, 2, 3, 64, 64) * 255)
