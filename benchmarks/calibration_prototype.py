@@ -46,7 +46,7 @@ from ifrvis.evaluation import evaluate_ytvis
 
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1) * 255
 STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1) * 255
-LOSS_SIZES = {"quarter": (24, 32), "half": (48, 64), "full": (96, 128)}
+LOSS_SCALES = {"quarter": 0.25, "half": 0.5, "full": 1.0}  # of the frame size
 
 
 # Data -------------------------------------------------------------------------------------------
@@ -252,8 +252,10 @@ def pair_costs(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
     return bce, dice
 
 
-def set_loss(outputs: list, targets: list[dict], size: tuple[int, int], no_object: Tensor) -> Tensor:
-    """Sum over prediction sets of 2 CE + 5 BCE + 5 Dice (Hungarian-matched, clip masks at `size`)."""
+def set_loss(outputs: list, targets: list[dict], scale: float, no_object: Tensor) -> Tensor:
+    """Sum over prediction sets of 2 CE + 5 BCE + 5 Dice (Hungarian-matched, clip masks at `scale` x the
+    frame size)."""
+    size = tuple(round(scale * n) for n in targets[0]["masks"].shape[-2:])
     num_classes = no_object.numel() - 1
     gt = [F.interpolate(t["masks"], size=size, mode="area").gt(0.5).flatten(1).float() for t in targets]
     norm = max(1, sum(len(t["labels"]) for t in targets))
@@ -318,7 +320,7 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=Path("data/synthetic"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--loss-res", choices=sorted(LOSS_SIZES), default="half")
+    parser.add_argument("--loss-res", choices=sorted(LOSS_SCALES), default="half")
     parser.add_argument("--no-masked-attention", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -340,7 +342,7 @@ def main() -> None:
                 group["lr"] *= 0.1
             decayed = True
         images, targets = zip(*(train.clip(rng) for _ in range(4)))
-        loss = set_loss(model(torch.stack(images)), list(targets), LOSS_SIZES[args.loss_res], no_object)
+        loss = set_loss(model(torch.stack(images)), list(targets), LOSS_SCALES[args.loss_res], no_object)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
