@@ -9,20 +9,9 @@ from conftest import ROOT
 
 def test_calibration_prototype_trains_and_evaluates(tiny_data, tmp_path):
     script = ROOT / "benchmarks" / "calibration_prototype.py"
-    command = [
-        sys.executable,
-        str(script),
-        "--minutes",
-        "0.01",
-        "--root",
-        str(tiny_data),
-        "--out",
-        str(tmp_path),
-    ]
-    subprocess.run(command, check=True, capture_output=True, timeout=300)
+    args = ["--minutes", "0.01", "--root", str(tiny_data), "--out", str(tmp_path)]
+    subprocess.run([sys.executable, str(script), *args], check=True, capture_output=True, timeout=300)
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["iterations"] >= 1 and 0.0 <= summary["AP"] <= 1.0
-    results = json.loads((tmp_path / "results.json").read_text())
-    assert {r["video_id"] for r in results} == {
-        v["id"] for v in json.loads((tiny_data / "valid.json").read_text())["videos"]
-    }
+    videos = {v["id"] for v in json.loads((tiny_data / "valid.json").read_text())["videos"]}
+    assert {r["video_id"] for r in json.loads((tmp_path / "results.json").read_text())} == videos
