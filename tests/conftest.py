@@ -28,7 +28,7 @@ def tiny_data(tmp_path_factory) -> Path:
     return out
 
 
-def write_run_config(folder: Path, data: Path, max_iters: int = 6, **extra: str) -> Path:
+def write_run_config(folder: Path, data: Path, max_iters: int = 6, num_points: int = 0, **extra: str) -> Path:
     """A tiny run config whose MLflow store and outputs live in `folder`; it loads the model
     pretrained in `data` when there is one (`tiny_data`), else starts from scratch."""
     weights = data / PRETRAINED if (data / PRETRAINED).exists() else '""'
@@ -37,7 +37,7 @@ def write_run_config(folder: Path, data: Path, max_iters: int = 6, **extra: str)
         f"model:\n  num_queries: 8\n  dec_layers: 2\n  weights: {weights}",
         f"data:\n  root: {data}\n  train_short_sides: [64]\n  test_short_side: 64\n  max_long_side: 96",
         f"solver:\n  batch_size: 2\n  max_iters: {max_iters}\n  steps: [{max_iters}]\n  warmup_iters: 0",
-        "loss:\n  num_points: 0",
+        f"loss:\n  num_points: {num_points}",
         f"logging:\n  mlflow_uri: sqlite:///{folder / 'mlflow.db'}\n  output_dir: {folder / 'outputs'}\n"
         "  log_every: 1\n  checkpoint_every: 2\n  progress: false\n  visualize: true",
     ]

@@ -229,6 +229,9 @@ def _train_and_evaluate(cfg, state, logger, info, device, out_dir, ckpt_path, fl
         )
     dataset = ClipDataset(train_set, cfg.data, train=True, seed=cfg.seed)
     sampler = TrainSampler(len(dataset), seed=cfg.seed, rank=info.rank, world_size=info.world_size)
+    # The loader draws its base seed from torch's generator when it starts: start it before restoring
+    # the RNG state, so that a resumed run draws (sampled loss points, drop-path) as an uninterrupted one.
+    batches = _batches(dataset, sampler, per_rank, cfg.data.num_workers, cfg.model.pixel_mean)
     if state is not None:
         sampler.load_state_dict(state["sampler"][info.rank])
         set_rng_state(state["rng"][info.rank])
@@ -261,7 +264,6 @@ def _train_and_evaluate(cfg, state, logger, info, device, out_dir, ckpt_path, fl
             metrics_buffer.clear()
 
     model.train()
-    batches = _batches(dataset, sampler, per_rank, cfg.data.num_workers, cfg.model.pixel_mean)
     bar = tqdm(
         range(start_iter, cfg.solver.max_iters),
         initial=start_iter,
