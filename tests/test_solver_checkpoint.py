@@ -36,6 +36,18 @@ def test_backbone_gets_a_tenth_of_the_learning_rate_and_norms_no_decay():
     assert sum(len(g["params"]) for g in groups.values()) == len(list(model.parameters()))
 
 
+def test_swin_position_biases_get_no_weight_decay():
+    from ifrvis.modeling.backbone import build_backbone
+
+    backbone = nn.Module()
+    backbone.backbone = build_backbone("swin_t")
+    groups = {g["name"]: g for g in param_groups(backbone, SolverConfig(weight_decay=0.05))}
+    names = {id(p): n for n, p in backbone.named_parameters()}
+    no_decay = [names[id(p)] for p in groups["backbone/no_decay"]["params"]]
+    assert sum("relative_position_bias_table" in n for n in no_decay) == 12  # one per Swin-T block
+    assert not any("relative_position_bias_table" in names[id(p)] for p in groups["backbone"]["params"])
+
+
 def test_step_schedule_with_warmup():
     cfg = SolverConfig(schedule="step", steps=[10, 20], gamma=0.1, warmup_iters=4, warmup_factor=0.5)
     assert lr_factor(0, cfg) == pytest.approx(0.5)

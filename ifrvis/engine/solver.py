@@ -8,6 +8,9 @@ from torch import nn
 from ifrvis.config import SolverConfig
 
 NO_DECAY_TYPES = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm2d, nn.Embedding)
+# Learned embeddings held as plain parameters: the pixel decoder's level embedding, Swin's position
+# biases (Mask2Former exempts the latter two from weight decay too).
+NO_DECAY_NAMES = ("query", "level_embed", "relative_position_bias_table", "absolute_pos_embed")
 
 
 def param_groups(model: nn.Module, cfg: SolverConfig) -> list[dict]:
@@ -21,7 +24,7 @@ def param_groups(model: nn.Module, cfg: SolverConfig) -> list[dict]:
             seen.add(id(param))
             full_name = f"{module_name}.{name}" if module_name else name
             is_backbone = full_name.startswith(("backbone.", "module.backbone."))
-            no_decay = isinstance(module, NO_DECAY_TYPES) or "query" in name or "level_embed" in name
+            no_decay = isinstance(module, NO_DECAY_TYPES) or any(key in name for key in NO_DECAY_NAMES)
             groups.setdefault((is_backbone, no_decay), []).append(param)
     return [
         {
