@@ -137,6 +137,11 @@ class RunLogger:
     def set_tags(self, tags: dict[str, Any]) -> None:
         with_retry(self.mlflow.log_batch, self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
+    def delete_tag(self, key: str) -> None:
+        """Remove tag `key` if the run has it."""
+        if key in with_retry(self.mlflow.get_run, self.run_id).data.tags:
+            with_retry(self.mlflow.delete_tag, self.run_id, key)
+
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         with_retry(self.mlflow.log_artifact, self.run_id, str(path), artifact_path)
 

@@ -151,6 +151,7 @@ def test_a_preempted_slurm_job_resumes_into_the_same_run_with_the_same_metrics(t
     metrics = job.result()
     run = tracking.find_runs(tracking.client(cfg.logging.mlflow_uri), cfg.logging.experiment)
     assert len(run) == 1 and run[0].info.status == "FINISHED"
+    assert "error" not in run[0].data.tags  # the requeue was a preemption, not a failure
     assert (
         "REQUEUE"
         in subprocess.run(

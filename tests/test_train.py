@@ -6,10 +6,12 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
-from conftest import write_run_config
+from conftest import ROOT, write_run_config
+from poisoned_train import nan_criterion
 
 from ifrvis import tracking
 from ifrvis.config import flatten, load_config, run_identity, to_dict
@@ -38,9 +40,8 @@ def run_cli(config, *extra, env=None):
 
 
 def test_a_run_is_logged_to_mlflow_with_tags_params_metrics_artifacts(tmp_path, tiny_data):
-    cfg = load_config(
-        write_run_config(tmp_path, tiny_data), ["seed=1", "logging.sweep=unit", "logging.eval_every=3"]
-    )
+    overrides = ["seed=1", "logging.sweep=unit", "logging.eval_every=3", "solver.steps=[3]"]
+    cfg = load_config(write_run_config(tmp_path, tiny_data), overrides)
     metrics = train(cfg)
     run = only_run(cfg)
     assert run.info.status == "FINISHED"
@@ -58,7 +59,10 @@ def test_a_run_is_logged_to_mlflow_with_tags_params_metrics_artifacts(tmp_path, 
     assert sorted(m.step for m in history) == list(range(1, 7))
     validation = tracking.client(cfg.logging.mlflow_uri).get_metric_history(run.info.run_id, "val/AP")
     assert [m.step for m in validation] == [3]
-    for term in ("loss_cls", "loss_mask", "loss_dice", "loss_mask_cross", "loss_dice_cross", "lr"):
+    lr = tracking.client(cfg.logging.mlflow_uri).get_metric_history(run.info.run_id, "train/lr")
+    # The lr an iteration used, logged at its step: x0.1 from iteration 3 on, i.e. from step 4.
+    assert [m.value for m in sorted(lr, key=lambda m: m.step)] == pytest.approx([1e-3] * 3 + [1e-4] * 3)
+    for term in ("loss_cls", "loss_mask", "loss_dice", "loss_mask_cross", "loss_dice_cross"):
         assert f"train/{term}" in run.data.metrics
     artifacts = {a.path for a in tracking.client(cfg.logging.mlflow_uri).list_artifacts(run.info.run_id)}
     assert {"config.yaml", "results.json", "metrics.json", "vis"} <= artifacts
@@ -122,24 +126,7 @@ def test_a_killed_run_resumes_to_the_same_final_metrics(tmp_path, tiny_data, kil
 
 
 def test_a_nan_loss_names_the_term_and_iteration_and_marks_the_run_failed(tmp_path, tiny_data, monkeypatch):
-    real_build = train_module.build_criterion
-
-    def poisoned_criterion(cfg):
-        criterion = real_build(cfg)
-        calls = {"n": 0}
-        original = criterion.forward
-
-        def forward(outputs, targets):
-            losses = original(outputs, targets)
-            calls["n"] += 1
-            if calls["n"] == 4:  # iteration index 3
-                losses["loss_dice"] = losses["loss_dice"] * float("nan")
-            return losses
-
-        criterion.forward = forward
-        return criterion
-
-    monkeypatch.setattr(train_module, "build_criterion", poisoned_criterion)
+    monkeypatch.setattr(train_module, "build_criterion", nan_criterion(train_module.build_criterion))
     cfg = load_config(write_run_config(tmp_path, tiny_data))
     with pytest.raises(NonFiniteLossError, match="'loss_dice' is nan at iteration 3"):
         train(cfg)
@@ -162,17 +149,7 @@ def test_a_corrupt_annotation_file_fails_with_a_clear_error(tmp_path, tiny_data)
 def test_two_process_ddp_with_gloo_logs_one_run(tmp_path, tiny_data):
     config = write_run_config(tmp_path, tiny_data, max_iters=4)
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node",
-            "2",
-            "-m",
-            "ifrvis.engine.train",
-            str(config),
-        ],
+        torchrun("-m", "ifrvis.engine.train", str(config)),
         capture_output=True,
         text=True,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
@@ -184,3 +161,67 @@ def test_two_process_ddp_with_gloo_logs_one_run(tmp_path, tiny_data):
     assert run.info.status == "FINISHED" and "AP" in run.data.metrics
     state = load_checkpoint(runs.checkpoint_path(cfg))
     assert [s["rank"] for s in state["sampler"]] == [0, 1] and state["sampler"][1]["position"] == 4
+
+
+def torchrun(*args: str) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args]
+
+
+def test_a_nan_loss_on_one_ddp_rank_stops_every_rank_with_its_name(tmp_path, tiny_data):
+    config = write_run_config(tmp_path, tiny_data, max_iters=6)
+    result = subprocess.run(
+        torchrun(str(ROOT / "tests" / "poisoned_train.py"), str(config)),
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=300,
+    )
+    assert result.returncode != 0
+    run = only_run(load_config(config))
+    assert run.info.status == "FAILED"
+    assert "'loss_dice' is nan at iteration 3 on rank 1" in run.data.tags["error"], run.data.tags["error"]
+
+
+def worker_pid(parent: int, rank: int) -> int:
+    """The pid of torchrun's worker process of `rank` (a child of `parent` with RANK=rank)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if ppid == parent and f"RANK={rank}".encode() in environ:
+            return int(entry.name)
+    raise LookupError(f"no rank-{rank} worker under pid {parent}")
+
+
+def test_a_signal_to_one_ddp_rank_stops_every_rank_at_the_same_checkpoint(tmp_path, tiny_data):
+    config = write_run_config(tmp_path, tiny_data, max_iters=60)
+    cfg = load_config(config)
+    checkpoint = runs.checkpoint_path(cfg)
+    process = subprocess.Popen(
+        torchrun("-m", "ifrvis.engine.train", str(config)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        start_new_session=True,  # one process group: nothing outlives a failure
+    )
+    try:
+        deadline = time.time() + 180
+        while not (checkpoint.exists() and load_checkpoint(checkpoint)["iteration"] >= 2):
+            assert process.poll() is None, process.stdout.read()
+            assert time.time() < deadline
+            time.sleep(0.05)
+        os.kill(worker_pid(process.pid, rank=0), signal.SIGUSR2)  # rank 1 never sees it
+        output = process.communicate(timeout=120)[0]  # a rank left alone in a collective would hang here
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    state = load_checkpoint(checkpoint)
+    assert state["iteration"] < 60, "the run finished before it could be interrupted"
+    assert "checkpoint saved" in output
+    assert [s["position"] for s in state["sampler"]] == [state["iteration"]] * 2  # 1 clip per rank per step
+    assert only_run(cfg).info.status == "KILLED"

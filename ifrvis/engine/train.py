@@ -30,6 +30,7 @@ from ifrvis.data.ytvis import YTVIS, load_ytvis
 from ifrvis.engine import runs
 from ifrvis.engine.checkpoint import (
     PREEMPTION_SIGNALS,
+    deferred_signals,
     load_checkpoint,
     rng_state,
     save_checkpoint,
@@ -49,7 +50,12 @@ class NonFiniteLossError(FloatingPointError):
 
 
 class Interrupted(Exception):
-    """SIGTERM / SIGUSR2 arrived: a checkpoint was written and the run can be resumed."""
+    """SIGTERM / SIGUSR2 arrived: a checkpoint was written and the run can be resumed. `signum` is the
+    signal, for a launcher to pass on (submitit requeues on SIGUSR2)."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
 
 
 def seed_everything(seed: int) -> None:
@@ -70,10 +76,26 @@ def load_splits(cfg: Config) -> tuple[YTVIS, YTVIS | None]:
     return train_set, None
 
 
-def check_finite(losses: dict[str, torch.Tensor], iteration: int) -> None:
+def nonfinite_term(losses: dict[str, torch.Tensor]) -> str | None:
+    """ "'name' is nan" for the first loss term that is NaN or infinite, else None."""
     for name, value in losses.items():
         if not torch.isfinite(value):
-            raise NonFiniteLossError(f"loss term '{name}' is {value.item()} at iteration {iteration}")
+            return f"'{name}' is {value.item()}"
+    return None
+
+
+def agree_to_stop(
+    bad_term: str | None, signum: int | None, info: DistInfo, device: torch.device
+) -> tuple[list, int | None]:
+    """What every rank must act on at this iteration, the same on all ranks (a rank that stopped
+    alone would leave the others waiting in a collective): `[(rank, bad term)]` of the ranks whose loss
+    is not finite, and a preemption signal any rank received (None if none)."""
+    if info.world_size == 1:
+        return ([(0, bad_term)] if bad_term else []), signum
+    flags = torch.tensor([float(bad_term is not None), float(signum or 0)], device=device)
+    torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
+    bad = [(r, term) for r, term in _gather((info.rank, bad_term), info) if term] if flags[0] else []
+    return bad, int(flags[1]) or None
 
 
 class _SignalFlag:
@@ -138,8 +160,9 @@ def train(cfg: Config, resume: bool = False, install_signal_handlers: bool = Tru
 
     Logs into the MLflow run of this identity (the checkpoint's, else the one a sweep created, else a
     new one). Exceptions mark the run FAILED (checkpoints survive); SIGTERM/SIGUSR2 mark it KILLED
-    after a checkpoint. `install_signal_handlers=False` where the launcher owns the signals (submitit,
-    Ray's worker threads)."""
+    after a checkpoint at the next iteration boundary (on every rank at the same one), as do a
+    KeyboardInterrupt or SystemExit. `install_signal_handlers=False` where signal handlers cannot be
+    installed (Ray's worker threads)."""
     device = resolve_device(cfg.device)
     info = init_distributed(device)
     out_dir = runs.run_dir(cfg)
@@ -149,7 +172,7 @@ def train(cfg: Config, resume: bool = False, install_signal_handlers: bool = Tru
     try:
         with _SignalFlag() if install_signal_handlers else _NoSignals() as flag:
             metrics = _train_and_evaluate(cfg, state, logger, info, device, out_dir, ckpt_path, flag)
-    except Interrupted:
+    except (Interrupted, KeyboardInterrupt, SystemExit):  # stopped from outside; the checkpoint resumes it
         if logger:
             logger.set_status("KILLED")
         raise
@@ -188,6 +211,7 @@ def _open_run(cfg: Config, state: dict | None, info: DistInfo) -> tracking.RunLo
     run_id = run_id or runs.create_run(cfg)
     logger = tracking.RunLogger(cfg.logging.mlflow_uri, run_id)
     logger.set_status("RUNNING")
+    logger.delete_tag("error")  # a resumed run's earlier failure is no longer its state
     return logger
 
 
@@ -243,8 +267,11 @@ def _train_and_evaluate(cfg, state, logger, info, device, out_dir, ckpt_path, fl
         # (the loader's prefetching runs the live sampler ahead of what training has consumed).
         samplers = _gather({**sampler.state_dict(), "position": iteration * per_rank}, info)
         rngs = _gather(rng_state(), info)
-        if info.is_main:
-            unwrapped = model.module if info.world_size > 1 else model
+        if not info.is_main:
+            return
+        unwrapped = model.module if info.world_size > 1 else model
+        # A signal waits for both: the metrics of a checkpoint's steps are never lost nor logged twice.
+        with deferred_signals():
             save_checkpoint(
                 ckpt_path,
                 {
@@ -274,14 +301,18 @@ def _train_and_evaluate(cfg, state, logger, info, device, out_dir, ckpt_path, fl
     )
     tic = time.perf_counter()
     prior_seconds = state["train_time_s"] if state else 0.0
+    amp_dtype = _amp_dtype(cfg, device)
     for iteration in bar:
         images, targets = next(batches)
         images = images.to(device, non_blocking=True)
         targets = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
-        with torch.autocast(device.type, dtype=_amp_dtype(cfg), enabled=_amp_dtype(cfg) is not None):
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             outputs = model(images)
             losses = criterion(outputs, targets)
-        check_finite(losses, iteration)
+        bad, signum = agree_to_stop(nonfinite_term(losses), flag.received, info, device)
+        if bad:
+            where = "".join(f" on rank {r}" for r, _ in bad) if info.world_size > 1 else ""
+            raise NonFiniteLossError(f"loss term {bad[0][1]} at iteration {iteration}{where}")
         loss = sum(losses.values())
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
@@ -290,10 +321,10 @@ def _train_and_evaluate(cfg, state, logger, info, device, out_dir, ckpt_path, fl
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.solver.clip_grad_norm)
         scaler.step(optimizer)
         scaler.update()
+        lr = optimizer.param_groups[0]["lr"]  # this iteration's head (non-backbone) learning rate
         scheduler.step()
         done = iteration + 1
         if done % cfg.logging.log_every == 0 or done == cfg.solver.max_iters:
-            lr = optimizer.param_groups[0]["lr"]  # the head (non-backbone) learning rate
             clips_per_s = cfg.solver.batch_size * (done - start_iter) / (time.perf_counter() - tic)
             metrics_buffer.append((done, _loss_metrics(losses, loss, lr)))
             bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}", clips_s=f"{clips_per_s:.1f}")
@@ -302,9 +333,9 @@ def _train_and_evaluate(cfg, state, logger, info, device, out_dir, ckpt_path, fl
                 metrics_buffer.append((done, _validation_metrics(model, valid_set, cfg, info)))
         if done % cfg.logging.checkpoint_every == 0 or done == cfg.solver.max_iters:
             checkpoint(done)
-        if flag.received is not None:
+        if signum is not None:
             checkpoint(done)
-            raise Interrupted(f"signal {flag.received} at iteration {done}: checkpoint saved to {ckpt_path}")
+            raise Interrupted(f"signal {signum} at iteration {done}: checkpoint saved to {ckpt_path}", signum)
     bar.close()
     train_seconds = prior_seconds + time.perf_counter() - tic
     if not info.is_main:
@@ -338,7 +369,10 @@ def _gather(value, info: DistInfo) -> list:
     return values
 
 
-def _amp_dtype(cfg: Config) -> torch.dtype | None:
+def _amp_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype of `solver.amp`; fp16 only on a GPU, where the gradient scaler works with it."""
+    if cfg.solver.amp == "fp16" and device.type != "cuda":
+        return None
     return {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.solver.amp]
 
 

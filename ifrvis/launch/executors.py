@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -81,9 +82,12 @@ def _last_line(log: Path) -> str:
 def slurm_job_class():
     import submitit
 
+    from ifrvis.engine.train import Interrupted
+
     class TrainJob(submitit.helpers.Checkpointable):
-        """One run as a Slurm task. On preemption or time-out submitit calls `checkpoint`, whose fresh
-        callable resumes from the latest checkpoint on disk (written every `checkpoint_every`)."""
+        """One run as a Slurm task. On SIGUSR2 (preemption or time-out) the trainer checkpoints at the next
+        iteration boundary and stops; the signal then goes on to submitit, whose handler calls
+        `checkpoint` and requeues the task: the fresh callable resumes from that checkpoint."""
 
         def __call__(self, cfg_dict: dict) -> dict:
             import torch
@@ -92,7 +96,11 @@ def slurm_job_class():
             torch.set_num_threads(int(os.environ.get("SLURM_CPUS_PER_TASK", torch.get_num_threads())))
             if submitit.JobEnvironment().num_tasks > 1:  # one task per GPU -> torch.distributed
                 submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
-            return run_spec(cfg_dict, install_signal_handlers=False)
+            try:
+                return run_spec(cfg_dict)
+            except Interrupted as stop:
+                signal.raise_signal(stop.signum)  # submitit's handler: requeue on SIGUSR2 (and exit)
+                raise
 
         def checkpoint(self, cfg_dict: dict):
             return submitit.helpers.DelayedSubmission(TrainJob(), cfg_dict)

@@ -1,0 +1,37 @@
+"""A trainer whose loss turns NaN at one iteration: `nan_criterion` for in-process tests, and, run as
+`python -m torch.distributed.run ... tests/poisoned_train.py CONFIG`, `ifrvis train` with the NaN on
+rank 1 only."""
+
+import os
+import sys
+
+from ifrvis.engine import train as train_module
+
+NAN_ITERATION = 3
+
+
+def nan_criterion(build_criterion):
+    """`build_criterion` whose criterion makes `loss_dice` NaN at iteration NAN_ITERATION."""
+
+    def build(cfg):
+        criterion = build_criterion(cfg)
+        calls = {"n": 0}
+        original = criterion.forward
+
+        def forward(outputs, targets):
+            losses = original(outputs, targets)
+            if calls["n"] == NAN_ITERATION:
+                losses["loss_dice"] = losses["loss_dice"] * float("nan")
+            calls["n"] += 1
+            return losses
+
+        criterion.forward = forward
+        return criterion
+
+    return build
+
+
+if __name__ == "__main__":
+    if os.environ.get("RANK") == "1":
+        train_module.build_criterion = nan_criterion(train_module.build_criterion)
+    sys.exit(train_module.main())
