@@ -77,7 +77,7 @@ def load_splits(cfg: Config) -> tuple[YTVIS, YTVIS | None]:
 
 
 def nonfinite_term(losses: dict[str, torch.Tensor]) -> str | None:
-    """ "'name' is nan" for the first loss term that is NaN or infinite, else None."""
+    """The first loss term that is NaN or infinite, as `'name' is nan`; None when all are finite."""
     for name, value in losses.items():
         if not torch.isfinite(value):
             return f"'{name}' is {value.item()}"
