@@ -79,7 +79,6 @@ def run_config(decoder: str, seed: int, iters: int, data_root: Path, out: Path) 
             f"data.root={data_root}",
             f"solver.max_iters={iters}",
             f"solver.steps={steps}",
-            f"solver.warmup_iters={min(20, iters // 2)}",
             f"logging.mlflow_uri=sqlite:///{out.resolve()}/mlflow.db",
             f"logging.output_dir={out / 'runs'}",
             "logging.sweep=quality",

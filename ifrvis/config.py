@@ -95,7 +95,7 @@ class SolverConfig:
     gamma: float = 0.1
     poly_power: float = 0.9
     warmup_iters: int = 10
-    warmup_factor: float = 1.0
+    warmup_factor: float = 1.0  # Mask2Former's: lr starts at factor x lr, so 1.0 means no warm-up
     clip_grad_norm: float = 0.01
     amp: str = "none"  # none | bf16 | fp16 (GPU only)
 
