@@ -225,3 +225,34 @@ def test_a_signal_to_one_ddp_rank_stops_every_rank_at_the_same_checkpoint(tmp_pa
     assert "checkpoint saved" in output
     assert [s["position"] for s in state["sampler"]] == [state["iteration"]] * 2  # 1 clip per rank per step
     assert only_run(cfg).info.status == "KILLED"
+
+
+def test_a_signal_during_a_save_loses_no_logged_step(tmp_path, tiny_data, monkeypatch):
+    """A launcher's handler that exits (submitit's requeue) must not run between a checkpoint and the
+    flush of its steps' metrics: the resumed run would never log them."""
+    real_save = train_module.save_checkpoint
+
+    def save_while_signalled(path, state):
+        saved = real_save(path, state)
+        if state["iteration"] == 4:  # the signal arrives as the file lands
+            os.kill(os.getpid(), signal.SIGUSR2)
+        return saved
+
+    def exit_like_submitit(signum, frame):
+        raise SystemExit(-1)
+
+    monkeypatch.setattr(train_module, "save_checkpoint", save_while_signalled)
+    previous = signal.signal(signal.SIGUSR2, exit_like_submitit)
+    cfg = load_config(write_run_config(tmp_path, tiny_data, max_iters=6))
+    try:
+        with pytest.raises(SystemExit):
+            train(cfg, install_signal_handlers=False)
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert (
+        only_run(cfg).info.status == "KILLED" and load_checkpoint(runs.checkpoint_path(cfg))["iteration"] == 4
+    )
+    train(cfg, resume=True)
+    run = only_run(cfg)
+    history = tracking.client(cfg.logging.mlflow_uri).get_metric_history(run.info.run_id, "train/loss")
+    assert run.info.status == "FINISHED" and sorted(m.step for m in history) == list(range(1, 7))
