@@ -256,3 +256,27 @@ def test_a_signal_during_a_save_loses_no_logged_step(tmp_path, tiny_data, monkey
     run = only_run(cfg)
     history = tracking.client(cfg.logging.mlflow_uri).get_metric_history(run.info.run_id, "train/loss")
     assert run.info.status == "FINISHED" and sorted(m.step for m in history) == list(range(1, 7))
+
+
+def test_a_signal_during_the_final_evaluation_stops_and_the_resume_only_evaluates(
+    tmp_path, tiny_data, monkeypatch
+):
+    real_evaluate = train_module.evaluate_model
+    calls = []
+
+    def signalled_evaluation(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            os.kill(os.getpid(), signal.SIGTERM)  # Slurm's warning arrives while the model is evaluated
+            time.sleep(1)  # the handler stops the run here
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "evaluate_model", signalled_evaluation)
+    cfg = load_config(write_run_config(tmp_path, tiny_data, max_iters=4))
+    with pytest.raises(train_module.Interrupted, match="after training"):
+        train(cfg)
+    assert (
+        only_run(cfg).info.status == "KILLED" and load_checkpoint(runs.checkpoint_path(cfg))["iteration"] == 4
+    )
+    metrics = train(cfg, resume=True)
+    assert len(calls) == 2 and "AP" in metrics and only_run(cfg).info.status == "FINISHED"

@@ -99,10 +99,13 @@ def agree_to_stop(
 
 
 class _SignalFlag:
-    """Remembers SIGTERM / SIGUSR2 so the loop can checkpoint at the next iteration boundary."""
+    """Remembers SIGTERM / SIGUSR2 so the loop can checkpoint at the next iteration boundary. Once the
+    final checkpoint is written (`training_done`), a signal stops the run at once: the evaluation that
+    follows is redone by the resumed run."""
 
     def __init__(self) -> None:
         self.received: int | None = None
+        self.training_done = False
         self._previous: dict[int, object] = {}
 
     def __enter__(self) -> _SignalFlag:
@@ -112,16 +115,25 @@ class _SignalFlag:
 
     def _handle(self, signum, frame) -> None:
         self.received = signum
+        if self.training_done:
+            raise _after_training(signum)
 
     def __exit__(self, *exc) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
 
 
+def _after_training(signum: int) -> Interrupted:
+    return Interrupted(
+        f"signal {signum} after training: the final checkpoint is complete, evaluation is not", signum
+    )
+
+
 class _NoSignals:
     """Stands in for `_SignalFlag` when the launcher handles the signals itself."""
 
     received = None
+    training_done = False
 
     def __enter__(self) -> _NoSignals:
         return self
@@ -340,6 +352,9 @@ def _train_and_evaluate(cfg, state, logger, info, device, out_dir, ckpt_path, fl
     train_seconds = prior_seconds + time.perf_counter() - tic
     if not info.is_main:
         return {}
+    flag.training_done = True
+    if flag.received is not None:  # arrived after the last iteration's check
+        raise _after_training(flag.received)
     unwrapped = model.module if info.world_size > 1 else model
     metrics = evaluate_model(unwrapped, valid_set, cfg, out_dir, logger) if valid_set is not None else {}
     metrics["train_time_s"] = train_seconds
