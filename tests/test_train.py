@@ -246,7 +246,7 @@ def test_a_signal_during_a_save_loses_no_logged_step(tmp_path, tiny_data, monkey
     cfg = load_config(write_run_config(tmp_path, tiny_data, max_iters=6))
     try:
         with pytest.raises(SystemExit):
-            train(cfg, install_signal_handlers=False)
+            train(cfg, stop_signals=())
     finally:
         signal.signal(signal.SIGUSR2, previous)
     assert (

@@ -99,17 +99,18 @@ def agree_to_stop(
 
 
 class _SignalFlag:
-    """Remembers SIGTERM / SIGUSR2 so the loop can checkpoint at the next iteration boundary. Once the
-    final checkpoint is written (`training_done`), a signal stops the run at once: the evaluation that
-    follows is redone by the resumed run."""
+    """Remembers `signals` (SIGTERM, SIGUSR2) so the loop can checkpoint at the next iteration boundary.
+    Once the final checkpoint is written (`training_done`), a signal stops the run at once: the
+    evaluation that follows is redone by the resumed run."""
 
-    def __init__(self) -> None:
+    def __init__(self, signals: tuple[int, ...]) -> None:
+        self.signals = signals
         self.received: int | None = None
         self.training_done = False
         self._previous: dict[int, object] = {}
 
     def __enter__(self) -> _SignalFlag:
-        for sig in PREEMPTION_SIGNALS:
+        for sig in self.signals:
             self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
@@ -167,13 +168,13 @@ class _BatchOf:
             yield [next(stream) for _ in range(self.size)]
 
 
-def train(cfg: Config, resume: bool = False, install_signal_handlers: bool = True) -> dict:
+def train(cfg: Config, resume: bool = False, stop_signals: tuple[int, ...] = PREEMPTION_SIGNALS) -> dict:
     """Train `cfg` (resuming from its checkpoint when `resume`), evaluate, and return final metrics.
 
     Logs into the MLflow run of this identity (the checkpoint's, else the one a sweep created, else a
-    new one). Exceptions mark the run FAILED (checkpoints survive); SIGTERM/SIGUSR2 mark it KILLED
-    after a checkpoint at the next iteration boundary (on every rank at the same one), as do a
-    KeyboardInterrupt or SystemExit. `install_signal_handlers=False` where signal handlers cannot be
+    new one). Exceptions mark the run FAILED (checkpoints survive); `stop_signals` (SIGTERM, SIGUSR2)
+    mark it KILLED after a checkpoint at the next iteration boundary (on every rank at the same one),
+    as do a KeyboardInterrupt or SystemExit. `stop_signals=()` where signal handlers cannot be
     installed (Ray's worker threads)."""
     device = resolve_device(cfg.device)
     info = init_distributed(device)
@@ -182,7 +183,7 @@ def train(cfg: Config, resume: bool = False, install_signal_handlers: bool = Tru
     state = _load_state(cfg, ckpt_path, resume, info)
     logger = _open_run(cfg, state, info)
     try:
-        with _SignalFlag() if install_signal_handlers else _NoSignals() as flag:
+        with _SignalFlag(stop_signals) if stop_signals else _NoSignals() as flag:
             metrics = _train_and_evaluate(cfg, state, logger, info, device, out_dir, ckpt_path, flag)
     except (Interrupted, KeyboardInterrupt, SystemExit):  # stopped from outside; the checkpoint resumes it
         if logger:

@@ -25,12 +25,14 @@ from ifrvis.engine import runs
 from ifrvis.launch.sweep import DONE, FAILED, Spec
 
 
-def run_spec(cfg_dict: dict, install_signal_handlers: bool = True) -> dict:
-    """Train one spec, resuming from its checkpoint when there is one. Picklable for every executor."""
+def run_spec(cfg_dict: dict, stop_signals: tuple[int, ...] | None = None) -> dict:
+    """Train one spec, resuming from its checkpoint when there is one. Picklable for every executor.
+    `stop_signals`: the signals that checkpoint and stop the run (default: SIGTERM and SIGUSR2)."""
+    from ifrvis.engine.checkpoint import PREEMPTION_SIGNALS
     from ifrvis.engine.train import train
 
     cfg = config_from_dict(cfg_dict)
-    return train(cfg, resume=True, install_signal_handlers=install_signal_handlers)
+    return train(cfg, resume=True, stop_signals=PREEMPTION_SIGNALS if stop_signals is None else stop_signals)
 
 
 def _finish(spec: Spec, ok: bool, error: str = "") -> None:
@@ -97,9 +99,11 @@ def slurm_job_class():
             if submitit.JobEnvironment().num_tasks > 1:  # one task per GPU -> torch.distributed
                 submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
             try:
-                return run_spec(cfg_dict)
+                # Slurm sends SIGTERM, then SIGUSR2, on preemption: submitit ignores the first and
+                # requeues on the second, so the run stops on SIGUSR2 only.
+                return run_spec(cfg_dict, stop_signals=(signal.SIGUSR2,))
             except Interrupted as stop:
-                signal.raise_signal(stop.signum)  # submitit's handler: requeue on SIGUSR2 (and exit)
+                signal.raise_signal(stop.signum)  # submitit's handler: requeue (and exit)
                 raise
 
         def checkpoint(self, cfg_dict: dict):
@@ -140,7 +144,7 @@ def _ray_trainable(config: dict) -> None:
     from ray import tune
 
     os.chdir(config["cwd"])  # relative data paths are relative to where the sweep was launched
-    metrics = run_spec(config["spec"], install_signal_handlers=False)
+    metrics = run_spec(config["spec"], stop_signals=())  # Ray runs trials in threads: no signal handlers
     tune.report({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
 
 
