@@ -3,14 +3,13 @@
 Every mode first produces a `QueryResult`: all Q queries' class probabilities and mask logits on the
 stride-4 grid of the padded input. Per clip, clips are linked by Hungarian matching on soft mask IoU
 over the overlapping frames (IFC), or, with no overlap, between a clip's first frame and the frame
-before it; TTA matches every pass to a pivot pass with the Eq. 4 cost and
-averages class and mask probabilities. `postprocess` then keeps the top-k (query, class) pairs and
-brings their masks to the original resolution.
+before it; TTA matches every pass to a pivot pass with the Eq. 4 cost and averages class and mask
+probabilities. `postprocess` then keeps the top-k (query, class) pairs and brings their masks to the
+original resolution.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -20,12 +19,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ifrvis.config import Config, DataConfig, InferenceConfig
-from ifrvis.data.datasets import padded_batch
+from ifrvis.data.datasets import padded_batch, padded_shape
 from ifrvis.modeling.matcher import HungarianMatcher, hungarian
 from ifrvis.modeling.meta_arch import concat_features
 from ifrvis.modeling.point_sampling import point_sample
 
-SIZE_DIVISIBILITY = 32  # as collate_clips pads training clips
 MODES = ("video", "clip", "tta")
 
 
@@ -72,7 +70,8 @@ def model_device(model: torch.nn.Module) -> torch.device:
 
 
 def padded_size(size: tuple[int, int]) -> tuple[int, int]:
-    return tuple(math.ceil(s / SIZE_DIVISIBILITY) * SIZE_DIVISIBILITY for s in size)
+    """(h, w) -> (Hp, Wp) as training clips are padded (`collate_clips`)."""
+    return padded_shape(*size)
 
 
 def load_chunk(frames, indices: Sequence[int], flip: bool, pad_value: Tensor) -> Tensor:

@@ -131,7 +131,7 @@ def _after_training(signum: int) -> Interrupted:
 
 
 class _NoSignals:
-    """Stands in for `_SignalFlag` when the launcher handles the signals itself."""
+    """Stands in for `_SignalFlag` when no handler can be installed (`stop_signals=()`)."""
 
     received = None
     training_done = False
