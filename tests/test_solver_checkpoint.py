@@ -37,14 +37,15 @@ def test_backbone_gets_a_tenth_of_the_learning_rate_and_norms_no_decay():
 
 
 def test_swin_position_biases_get_no_weight_decay():
-    from ifrvis.modeling.backbone import build_backbone
+    from ifrvis.modeling.backbone import SWIN_SPECS, build_backbone
 
     backbone = nn.Module()
     backbone.backbone = build_backbone("swin_t")
     groups = {g["name"]: g for g in param_groups(backbone, SolverConfig(weight_decay=0.05))}
     names = {id(p): n for n, p in backbone.named_parameters()}
     no_decay = [names[id(p)] for p in groups["backbone/no_decay"]["params"]]
-    assert sum("relative_position_bias_table" in n for n in no_decay) == 12  # one per Swin-T block
+    blocks = sum(SWIN_SPECS["swin_t"][1])  # one bias table per block
+    assert sum("relative_position_bias_table" in n for n in no_decay) == blocks
     assert not any("relative_position_bias_table" in names[id(p)] for p in groups["backbone"]["params"])
 
 
