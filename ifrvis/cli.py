@@ -5,25 +5,39 @@ from __future__ import annotations
 import importlib
 import sys
 
+from ifrvis.errors import UserError
+
 # command -> (module, function taking argv, one-line help)
 COMMANDS = {
     "synth": ("ifrvis.data.synthetic", "main", "write a synthetic YouTube-VIS data set"),
+    "check-data": ("ifrvis.data.check", "main", "validate a YouTube-VIS folder without training"),
     "eval": ("ifrvis.evaluation.cli", "main", "evaluate a results.json against ground truth"),
     "pretrain": ("ifrvis.engine.pretrain", "main", "pretrain the tiny model once (the COCO stand-in)"),
     "train": ("ifrvis.engine.train", "main", "train (and evaluate) one run, logged to MLflow"),
     "visualize": ("ifrvis.visualize", "main", "draw ground truth above predictions for one video"),
+    "weights": ("ifrvis.modeling.weights", "main", "report what a checkpoint gives a config's model"),
 }
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. A user's mistake (a config, data or checkpoint error) is one line on stderr and
+    exit status 2; `--debug` anywhere on the line shows the traceback instead."""
     argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv
+    argv = [arg for arg in argv if arg != "--debug"]
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
-        print("usage: ifrvis <command> [args]\n\ncommands:")
+        print("usage: ifrvis <command> [args] [--debug]\n\ncommands:")
         for name, (_, _, text) in COMMANDS.items():
             print(f"  {name:<10} {text}")
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     module, function, _ = COMMANDS[argv[0]]
-    return getattr(importlib.import_module(module), function)(argv[1:]) or 0
+    try:
+        return getattr(importlib.import_module(module), function)(argv[1:]) or 0
+    except UserError as error:
+        if debug:
+            raise
+        print(f"ifrvis {argv[0]}: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -15,22 +15,29 @@ import json
 import types
 import typing
 from dataclasses import dataclass, field
+from difflib import get_close_matches
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
+from ifrvis.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError):
     """A config file or override names an unknown key or gives a value of the wrong type."""
 
 
 @dataclass
 class DataConfig:
-    root: str = "data/synthetic"  # a YouTube-VIS 2019/2021 folder (real or from `ifrvis synth`)
+    # A YouTube-VIS folder; each split's annotation file and frame folder are relative to it. The
+    # defaults are the 2019 release's layout (base/ytvis2021.yaml sets 2021's, base/synthetic.yaml the
+    # flat layout of `ifrvis synth`).
+    root: str = "data/ytvis2019"
     train_json: str = "train.json"
-    valid_json: str = "valid.json"  # "" when there is no validation split with ground truth
-    image_dir: str = "JPEGImages"
+    train_images: str = "train/JPEGImages"
+    valid_json: str = "valid.json"  # "": no validation split (or holdout_videos > 0)
+    valid_images: str = "valid/JPEGImages"
     holdout_videos: int = (
         0  # > 0: carve this many videos out of train.json as the validation split (Sec. 4.3)
     )
@@ -46,9 +53,15 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    decoder: str = "ifr"  # ifr | mask2former
-    backbone: str = "resnet50"  # tiny | resnet50 | resnet101 | swin_t | swin_s | swin_b | swin_l
+    decoder: Literal["ifr", "mask2former"] = "ifr"
+    backbone: Literal["tiny", "resnet50", "resnet101", "swin_t", "swin_s", "swin_b", "swin_l"] = "resnet50"
     weights: str = ""  # local checkpoint file (torchvision or Mask2Former); nothing is downloaded
+    # IFR's inter-frame recurrent blocks (Eqs. 2-3) at the start: random as the paper (Sec. 4.1), or
+    # copied from the checkpoint's decoder blocks (cross-attention, self-attention, FFN), an ablation.
+    ifr_init: Literal["random", "checkpoint"] = "random"
+    # A checkpoint with more learned queries than num_queries (Swin-L's 200-query COCO model into a
+    # 100-query run): keep its first num_queries, or refuse to load.
+    extra_queries: Literal["first", "error"] = "first"
     num_classes: int = 40
     num_queries: int = 100
     hidden_dim: int = 256
@@ -74,13 +87,18 @@ class LossConfig:
     mask_weight: float = 5.0  # λ_m
     dice_weight: float = 5.0  # λ_D
     lambda_e: float = 0.3  # cross-frame mask loss weight, Eqs. 6-7
+    # focal: sigmoid focal loss, IFR's (Eq. 5); softmax: cross-entropy with a "no object" class
+    # weighted no_object_weight, Mask2Former-VIS's (its configs set it)
+    class_loss: Literal["focal", "softmax"] = "focal"
+    no_object_weight: float = 0.1
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
     num_points: int = 12544  # 0: dense masks in loss and matching; > 0: sampled points
     oversample_ratio: float = 3.0
     importance_sample_ratio: float = 0.75
     deep_supervision: bool = True
-    matcher_class_cost: str = "prob"  # prob: Eq. 4's -λ_c p(c); focal: Deformable DETR's focal-style cost
+    # prob: Eq. 4's -λ_c p(c); focal: Deformable DETR's focal-style cost (focal class_loss only)
+    matcher_class_cost: Literal["prob", "focal"] = "prob"
 
 
 @dataclass
@@ -90,27 +108,28 @@ class SolverConfig:
     lr: float = 1e-4
     backbone_lr_multiplier: float = 0.1  # Sec. 4.1
     weight_decay: float = 0.05
-    schedule: str = "step"  # step | poly
+    schedule: Literal["step", "poly"] = "step"
     steps: list[int] = field(default_factory=lambda: [4000])
     gamma: float = 0.1
     poly_power: float = 0.9
     warmup_iters: int = 10
     warmup_factor: float = 1.0  # Mask2Former's: lr starts at factor x lr, so 1.0 means no warm-up
     clip_grad_norm: float = 0.01
-    amp: str = "none"  # none | bf16 | fp16 (GPU only)
+    amp: Literal["none", "bf16", "fp16"] = "none"  # fp16 only on a GPU
 
 
 @dataclass
 class InferenceConfig:
-    mode: str = "video"  # video | clip | tta
+    mode: Literal["video", "clip", "tta"] = "video"
     top_k: int = 10
     mask_threshold: float = 0.5
     score_with_mask: bool = False
     chunk_frames: int = 16  # backbone + encoder over this many frames at a time
     clip_frames: int = 10  # per-clip mode; 1 = every frame decoded alone
-    clip_overlap: int = 2  # 0 = clips linked through the frames on either side of their border
+    clip_overlap: int = 1  # frames shared by consecutive clips; 0 = linked across their border
     tta_short_sides: list[int] = field(default_factory=lambda: [288, 360, 432, 480])
     tta_flip: bool = False
+    tta_pivot: Literal["random", "largest"] = "random"  # random: the paper's (Sec. 3.2), seeded
 
 
 @dataclass
@@ -132,7 +151,7 @@ class Config:
     name: str = "ifr"
     dataset: str = "ytvis2019"  # tag for tables: ytvis2019 | ytvis2021 | synthetic ...
     seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda
+    device: Literal["auto", "cpu", "cuda"] = "auto"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -148,6 +167,14 @@ NON_SEMANTIC_KEYS = ("seed", "device", "data.num_workers", "logging")
 def _check_value(value: Any, hint: Any, key: str, source: str) -> Any:
     """Return `value` converted to `hint` (int -> float only), or raise ConfigError."""
     origin = typing.get_origin(hint)
+    if origin is Literal:
+        choices = typing.get_args(hint)
+        if value not in choices:
+            raise ConfigError(
+                f"{source}: '{key}' = {value!r} is not one of {', '.join(map(repr, choices))}"
+                + _did_you_mean(str(value), [str(c) for c in choices])
+            )
+        return value
     if origin in (typing.Union, types.UnionType):
         for option in typing.get_args(hint):
             try:
@@ -175,17 +202,28 @@ def _check_value(value: Any, hint: Any, key: str, source: str) -> Any:
     return value
 
 
+def _did_you_mean(word: str, options: typing.Iterable[str]) -> str:
+    close = get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _unknown_key(source: str, key: str, target: Any) -> ConfigError:
+    *_, leaf = key.split(".")
+    names = [f.name for f in dataclasses.fields(target)] if dataclasses.is_dataclass(target) else []
+    return ConfigError(f"{source}: unknown config key '{key}'" + _did_you_mean(leaf, names))
+
+
 def _apply(obj: Any, key: str, value: Any, source: str) -> None:
     """Set dotted `key` of dataclass `obj` to `value`, checking that the key exists and the type."""
     *parents, leaf = key.split(".")
     target = obj
     for i, part in enumerate(parents):
         if not dataclasses.is_dataclass(target) or part not in {f.name for f in dataclasses.fields(target)}:
-            raise ConfigError(f"{source}: unknown config key '{'.'.join(parents[: i + 1])}'")
+            raise _unknown_key(source, ".".join(parents[: i + 1]), target)
         target = getattr(target, part)
     fields = {f.name: f for f in dataclasses.fields(target)} if dataclasses.is_dataclass(target) else {}
     if leaf not in fields:
-        raise ConfigError(f"{source}: unknown config key '{key}'")
+        raise _unknown_key(source, key, target)
     hint = typing.get_type_hints(type(target))[leaf]
     if dataclasses.is_dataclass(hint):
         if not isinstance(value, dict):
@@ -240,22 +278,45 @@ def _is_float(text: str) -> bool:
     return True
 
 
+def check_config(cfg: Config, source: str = "config") -> Config:
+    """Raise ConfigError for settings that are each valid but do not go together."""
+    problems = []
+    if not cfg.data.train_short_sides or min(cfg.data.train_short_sides) < 1:
+        problems.append("data.train_short_sides must be a non-empty list of positive sizes")
+    if cfg.data.clip_length < 1:
+        problems.append(f"data.clip_length must be >= 1, got {cfg.data.clip_length}")
+    if not 0 <= cfg.inference.clip_overlap < max(cfg.inference.clip_frames, 1):
+        problems.append(
+            f"inference.clip_overlap must be in [0, inference.clip_frames), got {cfg.inference.clip_overlap}"
+            f" with clip_frames {cfg.inference.clip_frames}"
+        )
+    if cfg.inference.clip_frames < 1:
+        problems.append(f"inference.clip_frames must be >= 1, got {cfg.inference.clip_frames}")
+    if cfg.inference.mode == "tta" and not cfg.inference.tta_short_sides:
+        problems.append("inference.mode 'tta' needs inference.tta_short_sides")
+    if cfg.loss.class_loss == "softmax" and cfg.loss.matcher_class_cost == "focal":
+        problems.append("loss.matcher_class_cost 'focal' needs loss.class_loss 'focal'")
+    if problems:
+        raise ConfigError(f"{source}: " + "; ".join(problems))
+    return cfg
+
+
 def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:
-    """Defaults, then `path` (with its `_base_` chain), then `key=value` overrides."""
+    """Defaults, then `path` (with its `_base_` chain), then `key=value` overrides; checked."""
     cfg = Config()
     if path is not None:
         _apply_file(cfg, Path(path))
     for text in overrides:
         key, value = parse_override(text)
         _apply(cfg, key, value, f"override '{text}'")
-    return cfg
+    return check_config(cfg, str(path) if path is not None else "config")
 
 
 def config_from_dict(data: dict, source: str = "<dict>") -> Config:
     cfg = Config()
     for key, value in data.items():
         _apply(cfg, key, value, source)
-    return cfg
+    return check_config(cfg, source)
 
 
 def to_dict(cfg: Config) -> dict:

@@ -274,7 +274,7 @@ def _from_run(run_id: str, uri: str, work: Path, data_root: str | None) -> tuple
     root = Path(data_root or data.get("root", "."))
     if not root.is_absolute() and not root.exists() and (PROJECT_ROOT / root).exists():
         root = PROJECT_ROOT / root
-    return results, root / data["valid_json"], root / data.get("image_dir", "JPEGImages")
+    return results, root / data["valid_json"], root / data.get("valid_images", "JPEGImages")
 
 
 def main(argv: list[str] | None = None) -> int:

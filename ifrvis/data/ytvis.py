@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from ifrvis.data.masks import decode_segmentation
+from ifrvis.errors import UserError
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """A YouTube-VIS file or folder is missing, corrupt or inconsistent."""
 
 

@@ -67,12 +67,11 @@ def seed_everything(seed: int) -> None:
 def load_splits(cfg: Config) -> tuple[YTVIS, YTVIS | None]:
     """Training split and the validation split (a file, a held-out part of train, or none)."""
     root = Path(cfg.data.root)
-    image_root = root / cfg.data.image_dir
-    train_set = load_ytvis(root / cfg.data.train_json, image_root)
+    train_set = load_ytvis(root / cfg.data.train_json, root / cfg.data.train_images)
     if cfg.data.holdout_videos > 0:
         return train_set.holdout_split(cfg.data.holdout_videos, cfg.data.holdout_seed)
     if cfg.data.valid_json:
-        return train_set, load_ytvis(root / cfg.data.valid_json, image_root)
+        return train_set, load_ytvis(root / cfg.data.valid_json, root / cfg.data.valid_images)
     return train_set, None
 
 

@@ -30,7 +30,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ifrvis.errors import UserError
+
 log = logging.getLogger(__name__)
+
+
+class CheckpointError(UserError):
+    """A checkpoint file is missing, unreadable, unsafe or does not fit the model."""
 
 
 @dataclass
@@ -45,7 +51,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Tensor]:
     """The state dict in `path` (.pkl detectron2 pickle, or a torch file), values as tensors."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(
+        raise CheckpointError(
             f"model.weights: no such file {path} (for the tiny configs, `ifrvis pretrain CONFIG` writes it)"
         )
     if path.suffix == ".pkl":
@@ -54,7 +60,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Tensor]:
     else:
         data = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(data, dict):
-        raise ValueError(f"model.weights: {path} holds a {type(data).__name__}, expected a state dict")
+        raise CheckpointError(f"model.weights: {path} holds a {type(data).__name__}, expected a state dict")
     for wrapper in ("model", "state_dict"):
         if isinstance(data.get(wrapper), dict):
             data = data[wrapper]
@@ -65,7 +71,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Tensor]:
         if torch.is_tensor(value):
             state[key] = value
     if not state:
-        raise ValueError(f"model.weights: {path} holds no tensors")
+        raise CheckpointError(f"model.weights: {path} holds no tensors")
     return state
 
 
