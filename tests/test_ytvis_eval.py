@@ -229,6 +229,43 @@ def test_empty_results_give_zeros():
     assert stats["AP"] == 0.0 and stats["per_category_AP"] == {1: 0.0}
 
 
+def test_video_with_predictions_and_no_ground_truth():
+    """Video 2 has no ground truth: its prediction is a false positive ranked above video 1's true
+    positive. Precision is 1/2 at the only recall level (1), so AP = 0.5; recall is 1."""
+    a = box_masks(2, [(0, 10, 0, 10)] * 2)
+    gt = make_gt({1: (2, H, W), 2: (2, H, W)}, [(1, 1, a, 0)])
+    stats = evaluate_ytvis(gt, [pred(1, 1, 0.9, a), pred(2, 1, 0.95, a)])
+    assert stats["AP"] == pytest.approx(0.5) and stats["AP50"] == pytest.approx(0.5)
+    assert stats["AR1"] == pytest.approx(1.0) and stats["AR10"] == pytest.approx(1.0)
+
+
+def test_video_with_ground_truth_and_no_predictions():
+    """Two ground truths, one found: precision 1 up to recall 0.5, i.e. at 51 of the 101 recall
+    thresholds (0, 0.01, ..., 0.5): AP = 51/101, AR = 0.5."""
+    a = box_masks(2, [(0, 10, 0, 10)] * 2)
+    gt = make_gt({1: (2, H, W), 2: (2, H, W)}, [(1, 1, a, 0), (2, 1, a, 0)])
+    stats = evaluate_ytvis(gt, [pred(1, 1, 0.9, a)])
+    assert stats["AP"] == pytest.approx(51 / 101)
+    assert stats["AR10"] == pytest.approx(0.5)
+
+
+def test_category_with_predictions_only_and_videos_without_anything():
+    """Category 2 has predictions but no ground truth anywhere: left out of AP; video 3 has neither."""
+    a = box_masks(2, [(0, 10, 0, 10)] * 2)
+    gt = make_gt({1: (2, H, W), 2: (2, H, W), 3: (2, H, W)}, [(1, 1, a, 0)])
+    stats = evaluate_ytvis(gt, [pred(1, 1, 0.9, a), pred(2, 2, 0.99, a), pred(1, 2, 0.98, a)])
+    assert stats["per_category_AP"] == pytest.approx({1: 1.0})
+    assert stats["AP"] == pytest.approx(1.0)
+
+
+def test_empty_results_list_and_no_ground_truth_at_all():
+    gt = make_gt({1: (2, H, W)}, [])
+    assert all(evaluate_ytvis(gt, [])[k] == -1.0 for k in METRIC_KEYS)
+    a = box_masks(2, [(0, 10, 0, 10)] * 2)
+    stats = evaluate_ytvis(gt, [pred(1, 1, 0.9, a)])  # predictions, no ground truth: undefined
+    assert all(stats[k] == -1.0 for k in METRIC_KEYS) and stats["per_category_AP"] == {}
+
+
 def test_table_prints_percentages():
     gt = make_gt({1: (2, H, W)}, [(1, 1, box_masks(2, [(0, 10, 0, 10)] * 2), 0)])
     table = format_table(evaluate_ytvis(gt, gt_as_results(gt)), {1: "person"})

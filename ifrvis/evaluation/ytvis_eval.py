@@ -223,12 +223,15 @@ def evaluate_ytvis(gt, results) -> dict:
         gt_rles = [[_to_rle(s, info.height, info.width) for s in a["segmentations"]] for a in gts]
         dt_rles = [[_to_rle(s, info.height, info.width) for s in r["segmentations"]] for r in dts]
         dt_frame_areas, gt_frame_areas = frame_areas(dt_rles), frame_areas(gt_rles)
-        gt_area = np.array([_mean_nonempty_area(a.get("areas") or fa) for a, fa in zip(gts, gt_frame_areas)])
-        dt_area = np.array([_mean_nonempty_area(fa) for fa in dt_frame_areas])
+        # explicit dtypes: a video may have no ground truth, or no prediction (empty arrays)
+        gt_area = np.array(
+            [_mean_nonempty_area(a.get("areas") or fa) for a, fa in zip(gts, gt_frame_areas)], dtype=np.float64
+        )
+        dt_area = np.array([_mean_nonempty_area(fa) for fa in dt_frame_areas], dtype=np.float64)
         gt_cats = np.array([int(a["category_id"]) for a in gts], dtype=np.int64)
-        gt_crowd = np.array([bool(a.get("iscrowd", 0)) for a in gts])
+        gt_crowd = np.array([bool(a.get("iscrowd", 0)) for a in gts], dtype=bool)
         dt_cats = np.array([r["category_id"] for r in dts], dtype=np.int64)
-        dt_scores = np.array([r["score"] for r in dts])
+        dt_scores = np.array([r["score"] for r in dts], dtype=np.float64)
         for cat in cat_ids:
             g_idx = np.flatnonzero(gt_cats == cat)
             d_idx = np.flatnonzero(dt_cats == cat)
