@@ -15,6 +15,7 @@ from poisoned_train import nan_criterion
 
 from ifrvis import tracking
 from ifrvis.config import flatten, load_config, run_identity, to_dict
+from ifrvis.data.ytvis import DataError
 from ifrvis.engine import runs
 from ifrvis.engine import train as train_module
 from ifrvis.engine.checkpoint import load_checkpoint
@@ -135,15 +136,38 @@ def test_a_nan_loss_names_the_term_and_iteration_and_marks_the_run_failed(tmp_pa
     assert load_checkpoint(runs.checkpoint_path(cfg))["iteration"] == 2  # the last good checkpoint survives
 
 
-def test_a_corrupt_annotation_file_fails_with_a_clear_error(tmp_path, tiny_data):
+def test_a_corrupt_annotation_file_fails_before_anything_is_created(tmp_path, tiny_data):
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "train.json").write_text("{not json")
     (broken / "JPEGImages").symlink_to(tiny_data / "JPEGImages")
     cfg = load_config(write_run_config(tmp_path, broken))
-    with pytest.raises(ValueError, match="train.json"):
+    with pytest.raises(DataError, match="train.json"):
         train(cfg)
-    assert only_run(cfg).info.status == "FAILED"
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("data.root=/nonexistent/ytvis", "/nonexistent/ytvis/train.json"),
+        ("model.num_classes=7", "model.num_classes = 7"),
+        ("model.weights=/nonexistent/model.pkl", "no such file /nonexistent/model.pkl"),
+        ("inference.mode=vidoe", "did you mean 'video'"),
+        ("solver.shedule=poly", "did you mean 'schedule'"),
+    ],
+)
+def test_a_users_mistake_is_one_line_and_creates_nothing(tmp_path, tiny_data, override, message):
+    config = write_run_config(tmp_path, tiny_data)
+    result = subprocess.run(
+        [sys.executable, "-m", "ifrvis.cli", "train", str(config), override],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "outputs").exists()
 
 
 def test_two_process_ddp_with_gloo_logs_one_run(tmp_path, tiny_data):

@@ -24,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from ifrvis import tracking
-from ifrvis.config import Config, dump_config, load_config
+from ifrvis.config import Config, ConfigError, dump_config, load_config
 from ifrvis.data.datasets import ClipDataset, TrainSampler, collate_clips
 from ifrvis.data.ytvis import YTVIS, load_ytvis
 from ifrvis.engine import runs
@@ -43,6 +43,7 @@ from ifrvis.evaluation import evaluate_ytvis
 from ifrvis.inference import run_inference
 from ifrvis.modeling import build_model
 from ifrvis.modeling.criterion import build_criterion
+from ifrvis.modeling.weights import CheckpointError
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -175,6 +176,7 @@ def train(cfg: Config, resume: bool = False, stop_signals: tuple[int, ...] = PRE
     mark it KILLED after a checkpoint at the next iteration boundary (on every rank at the same one),
     as do a KeyboardInterrupt or SystemExit. `stop_signals=()` where signal handlers cannot be
     installed (Ray's worker threads)."""
+    splits = preflight(cfg)  # before any MLflow run, folder or process group exists
     device = resolve_device(cfg.device)
     info = init_distributed(device)
     out_dir = runs.run_dir(cfg)
@@ -183,7 +185,7 @@ def train(cfg: Config, resume: bool = False, stop_signals: tuple[int, ...] = PRE
     logger = _open_run(cfg, state, info)
     try:
         with _SignalFlag(stop_signals) if stop_signals else _NoSignals() as flag:
-            metrics = _train_and_evaluate(cfg, state, logger, info, device, out_dir, ckpt_path, flag)
+            metrics = _train_and_evaluate(cfg, splits, state, logger, info, device, out_dir, ckpt_path, flag)
     except (Interrupted, KeyboardInterrupt, SystemExit):  # stopped from outside; the checkpoint resumes it
         if logger:
             logger.set_status("KILLED")
@@ -192,13 +194,32 @@ def train(cfg: Config, resume: bool = False, stop_signals: tuple[int, ...] = PRE
         if logger:
             logger.set_tags({"error": f"{type(error).__name__}: {error}"[:5000]})
             logger.set_status("FAILED")
-            print(f"run {logger.run_id} FAILED; checkpoint kept in {out_dir}", file=sys.stderr)
+            kept = f"; checkpoint kept in {out_dir}" if ckpt_path.exists() else ""
+            print(f"run {logger.run_id} FAILED{kept}", file=sys.stderr)
         raise
     finally:
         cleanup(info)
     if logger:
         logger.set_status("FINISHED")
     return metrics
+
+
+def preflight(cfg: Config) -> tuple[YTVIS, YTVIS | None]:
+    """The run's data splits, after checking what a run needs before anything is created: the data
+    folder (annotation files, frame files), the class count and the checkpoint file. Raises a
+    `UserError` (DataError, ConfigError, CheckpointError) naming the problem."""
+    if cfg.model.weights and not Path(cfg.model.weights).is_file():
+        raise CheckpointError(
+            f"model.weights: no such file {cfg.model.weights}"
+            + (" (`ifrvis pretrain CONFIG` writes it)" if cfg.model.backbone == "tiny" else "")
+        )
+    train_set, valid_set = load_splits(cfg)
+    if len(train_set.category_ids) != cfg.model.num_classes:
+        raise ConfigError(
+            f"model.num_classes = {cfg.model.num_classes} but {cfg.data.root}/{cfg.data.train_json} "
+            f"has {len(train_set.category_ids)} categories"
+        )
+    return train_set, valid_set
 
 
 def _load_state(cfg: Config, ckpt_path: Path, resume: bool, info: DistInfo) -> dict | None:
@@ -232,18 +253,13 @@ def _has_steps(run) -> bool:
     return any(key.startswith("train/") for key in run.data.metrics)
 
 
-def _train_and_evaluate(cfg, state, logger, info, device, out_dir, ckpt_path, flag) -> dict:
+def _train_and_evaluate(cfg, splits, state, logger, info, device, out_dir, ckpt_path, flag) -> dict:
     seed_everything(cfg.seed + info.rank)
     out_dir.mkdir(parents=True, exist_ok=True)
     if logger and state is None:
         dump_config(cfg, out_dir / "config.yaml")
         logger.log_artifact(out_dir / "config.yaml")
-    train_set, valid_set = load_splits(cfg)
-    if len(train_set.category_ids) != cfg.model.num_classes:
-        raise ValueError(
-            f"model.num_classes = {cfg.model.num_classes} but {cfg.data.root}/{cfg.data.train_json} "
-            f"has {len(train_set.category_ids)} categories"
-        )
+    train_set, valid_set = splits
     model = build_model(cfg.model).to(device)
     criterion = build_criterion(cfg).to(device)
     optimizer = build_optimizer(model, cfg.solver)
