@@ -12,6 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the project root, for `analysis`
 
 from analysis.figures import make_figure  # noqa: E402
+from ifrvis.cli import script_main  # noqa: E402
 from ifrvis.launch.cli import add_sweep_arguments, run_sweep  # noqa: E402
 from ifrvis.launch.sweep import expand  # noqa: E402
 
@@ -49,4 +50,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(script_main(main, "ablate_lambda_e.py"))

@@ -7,6 +7,7 @@
 import argparse
 import sys
 
+from ifrvis.cli import script_main
 from ifrvis.launch.cli import add_sweep_arguments, run_sweep
 from ifrvis.launch.sweep import expand
 
@@ -22,4 +23,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(script_main(main, "run_seeds.py"))

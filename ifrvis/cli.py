@@ -31,13 +31,24 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {name:<10} {text}")
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     module, function, _ = COMMANDS[argv[0]]
+    return guarded(getattr(importlib.import_module(module), function), argv[1:], f"ifrvis {argv[0]}", debug)
+
+
+def guarded(main_function, argv: list[str], prog: str, debug: bool = False) -> int:
+    """`main_function(argv)`, with a `UserError` printed as one line (exit status 2) unless `debug`."""
     try:
-        return getattr(importlib.import_module(module), function)(argv[1:]) or 0
+        return main_function(argv) or 0
     except UserError as error:
         if debug:
             raise
-        print(f"ifrvis {argv[0]}: error: {error}", file=sys.stderr)
+        print(f"{prog}: error: {error}", file=sys.stderr)
         return 2
+
+
+def script_main(main_function, prog: str) -> int:
+    """The entry point of a launcher script (experiments/*.py): `--debug` shows tracebacks."""
+    argv = sys.argv[1:]
+    return guarded(main_function, [a for a in argv if a != "--debug"], prog, "--debug" in argv)
 
 
 if __name__ == "__main__":

@@ -225,7 +225,8 @@ def evaluate_ytvis(gt, results) -> dict:
         dt_frame_areas, gt_frame_areas = frame_areas(dt_rles), frame_areas(gt_rles)
         # explicit dtypes: a video may have no ground truth, or no prediction (empty arrays)
         gt_area = np.array(
-            [_mean_nonempty_area(a.get("areas") or fa) for a, fa in zip(gts, gt_frame_areas)], dtype=np.float64
+            [_mean_nonempty_area(a.get("areas") or fa) for a, fa in zip(gts, gt_frame_areas)],
+            dtype=np.float64,
         )
         dt_area = np.array([_mean_nonempty_area(fa) for fa in dt_frame_areas], dtype=np.float64)
         gt_cats = np.array([int(a["category_id"]) for a in gts], dtype=np.int64)

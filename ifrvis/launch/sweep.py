@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from ifrvis import tracking
 from ifrvis.config import Config, load_config, run_identity
 from ifrvis.engine import runs
+from ifrvis.engine.train import preflight
 
 # What a spec's MLflow run and checkpoint say about it.
 DONE, RESUME, FAILED, PENDING = "done", "resume", "failed", "pending"
@@ -82,9 +83,22 @@ def classify(cfg: Config) -> Spec:
     return Spec(cfg, RESUME if runs.checkpoint_path(cfg).exists() else PENDING, run.info.run_id)
 
 
+def check_inputs(cfgs: Sequence[Config]) -> None:
+    """Each distinct data folder, class count and checkpoint of the sweep, checked as a run checks
+    them (`preflight`), so that a wrong path fails the sweep before any run or job exists."""
+    seen = set()
+    for cfg in cfgs:
+        key = (repr(cfg.data), cfg.model.num_classes, cfg.model.weights, cfg.model.backbone)
+        if key not in seen:
+            seen.add(key)
+            preflight(cfg)
+
+
 def plan(cfgs: Sequence[Config], sweep: str, retry_failed: bool = False, create: bool = True) -> list[Spec]:
-    """Attach each config to the sweep's parent run and classify it; with `create`, make the MLflow
-    runs of pending specs now (one process: no duplicate runs under concurrency)."""
+    """Attach each config to the sweep's parent run and classify it; with `create`, check the inputs,
+    then make the MLflow runs of pending specs now (one process: no duplicate runs under concurrency)."""
+    if create:
+        check_inputs(cfgs)
     parent = parent_run(cfgs, sweep) if create else ""
     specs = []
     for cfg in cfgs:
