@@ -119,14 +119,21 @@ def test_length_field_must_match_file_names(broken):
         load_ytvis(*save(data))
 
 
-def test_corrupt_rle_raises_on_decode(broken):
+def test_corrupt_rle_is_reported_on_load_and_on_decode(broken):
     _, data, save = broken
     ann = data["annotations"][0]
     t = next(t for t, s in enumerate(ann["segmentations"]) if s is not None)
-    ann["segmentations"][t] = {"size": [SIZE, WIDTH], "counts": "\x7f\x7f!!garbage"}
+    good = ann["segmentations"][t]
     ytvis = load_ytvis(*save(data))
-    with pytest.raises(DataError, match=rf"video {ann['video_id']}: .*segmentations\[{t}\]': cannot decode"):
-        ytvis.decode_instance(ann)
+    ann["segmentations"][t] = {"size": [SIZE, WIDTH], "counts": "\x7f\x7f!!garbage"}
+    where = rf"video {ann['video_id']}: field 'annotations\[id={ann['id']}\].segmentations\[{t}\]'"
+    with pytest.raises(DataError, match=where + ": bad compressed RLE counts: characters outside"):
+        load_ytvis(*save(data))
+    # A dict changed after loading is caught before pycocotools' decoder trusts its runs.
+    ytvis.annotations_of(ann["video_id"])[0]["segmentations"][t] = {"size": [SIZE, WIDTH], "counts": "0"}
+    with pytest.raises(DataError, match=rf"{where}: cannot decode: .*runs sum to 0, not"):
+        ytvis.decode_instance(ytvis.annotations_of(ann["video_id"])[0])
+    assert good is not None
 
 
 def test_split_without_annotations_and_polygons(broken):

@@ -1,23 +1,26 @@
-"""A validated YouTube-VIS 2019/2021 data set (`train.json` / `valid.json` / `test.json` + `JPEGImages`).
+"""A validated YouTube-VIS 2019/2021 split: an annotation file and its frame folder.
 
-    ytvis = load_ytvis("data/ytvis2019/train.json", "data/ytvis2019/JPEGImages")
+    ytvis = load_ytvis("data/ytvis2019/train.json", "data/ytvis2019/train/JPEGImages")
     masks, present = ytvis.decode_instance(ytvis.annotations_of(ytvis.videos[0]["id"])[0])
 
 Segmentations may be uncompressed RLE (the real train.json), compressed RLE, polygons, or null when
-the instance is absent. valid.json / test.json of the real data have no `annotations` key: such a set
-has `has_annotations == False`. Bad input raises `DataError` naming the file, the video and the field.
+the instance is absent. The validation and test files of the real data hold `"annotations": null` or
+no such key: such a set has `has_annotations == False`. Bad input raises `DataError` naming the file,
+the video and the field; `find_problems` lists every problem (what `ifrvis check-data` prints).
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ifrvis.data.masks import decode_segmentation
+from ifrvis.data.masks import decode_segmentation, segmentation_problem
 from ifrvis.errors import UserError
 
 
@@ -112,132 +115,192 @@ class YTVIS:
         return parts[0], parts[1]
 
 
-def load_ytvis(json_path: str | Path, image_root: str | Path, check_files: bool = True) -> YTVIS:
-    """Read and validate a YouTube-VIS JSON; with `check_files` every frame file must exist."""
+def read_json(json_path: str | Path) -> object:
+    """The parsed JSON file; DataError naming the file when it is missing or unreadable."""
     json_path = Path(json_path)
     try:
-        raw = json.loads(json_path.read_text())
+        return json.loads(json_path.read_text())
     except FileNotFoundError:
         raise DataError(f"{json_path}: file not found") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise DataError(f"{json_path}: not a readable JSON file: {error}") from None
-    return build_ytvis(raw, str(json_path), Path(image_root), check_files=check_files)
+
+
+def load_ytvis(json_path: str | Path, image_root: str | Path, check_files: bool = True) -> YTVIS:
+    """Read and validate a YouTube-VIS JSON; with `check_files` every frame file must exist."""
+    return build_ytvis(read_json(json_path), str(json_path), Path(image_root), check_files=check_files)
 
 
 def build_ytvis(raw: dict, source: str, image_root: Path, check_files: bool = False) -> YTVIS:
-    """Validate a parsed YouTube-VIS dict (`source` names it in errors) and index it."""
-    if not isinstance(raw, dict):
-        raise DataError(f"{source}: the top level must be an object")
-    for key in ("videos", "categories"):
-        if not isinstance(raw.get(key), list):
-            raise DataError(f"{_where(source, None, key)}: missing or not a list")
-    categories = _check_categories(raw["categories"], source)
-    videos = {}
-    for i, video in enumerate(raw["videos"]):
-        _check_video(video, i, source)
-        if video["id"] in videos:
-            raise DataError(f"{_where(source, video['id'], 'videos.id')}: duplicate video id")
-        videos[video["id"]] = video
-        if check_files:
-            _check_frames_exist(video, image_root, source)
-    has_annotations = "annotations" in raw
+    """Validate a parsed YouTube-VIS dict (`source` names it in errors) and index it. Raises DataError
+    with the first of `find_problems` and how many more there are."""
+    problems = find_problems(raw, source, image_root if check_files else None)
+    if problems:
+        more = f" (and {len(problems) - 1} more problems; `ifrvis check-data` lists them all)"
+        raise DataError(problems[0] + (more if len(problems) > 1 else ""))
+    has_annotations = isinstance(raw.get("annotations"), list)
     annotations: dict[int, list[dict]] = {}
-    if has_annotations:
-        if not isinstance(raw["annotations"], list):
-            raise DataError(f"{_where(source, None, 'annotations')}: not a list")
-        seen: set = set()
-        for i, ann in enumerate(raw["annotations"]):
-            _check_annotation(ann, i, videos, categories, seen, source)
-            annotations.setdefault(ann["video_id"], []).append(ann)
+    for ann in raw["annotations"] if has_annotations else []:
+        annotations.setdefault(ann["video_id"], []).append(ann)
     return YTVIS(
         raw=raw,
         source=source,
         image_root=image_root,
         videos=list(raw["videos"]),
         categories=sorted(raw["categories"], key=lambda c: c["id"]),
-        category_ids=sorted(categories),
+        category_ids=sorted(c["id"] for c in raw["categories"]),
         annotations=annotations,
         has_annotations=has_annotations,
-        _video_by_id=videos,
+        _video_by_id={video["id"]: video for video in raw["videos"]},
     )
 
 
-def _check_categories(categories: list, source: str) -> set[int]:
+def find_problems(raw: object, source: str, image_root: Path | None = None) -> list[str]:
+    """Every problem of a parsed YouTube-VIS dict, each as '<source>: video <id>: field '<name>': <what>';
+    empty when it is valid. With `image_root`, every frame file must exist there (listed, not read).
+    `annotations` may be null or missing (valid.json / test.json). A problem in one entry does not hide
+    those of the others; an entry that cannot be indexed (no integer id, unknown video) is not checked
+    further, so that one mistake is reported once."""
+    if not isinstance(raw, dict):
+        return [f"{source}: the top level must be an object"]
+    problems: list[str] = []
+    categories = _check_categories(raw.get("categories"), source, problems)
+    videos = _check_videos(raw.get("videos"), source, problems)
+    if image_root is not None and videos:
+        _check_frames_exist(videos.values(), image_root, source, problems)
+    annotations = raw.get("annotations")
+    if annotations is not None and not isinstance(annotations, list):
+        problems.append(f"{_where(source, None, 'annotations')}: neither a list nor null")
+    elif annotations is not None and isinstance(raw.get("videos"), list):
+        seen: set[int] = set()
+        for index, ann in enumerate(annotations):
+            _check_annotation(ann, index, videos, categories, seen, source, problems)
+    return problems
+
+
+def _check_categories(categories: object, source: str, problems: list[str]) -> set[int]:
+    """The category ids; problems with the list appended to `problems`."""
+    if not isinstance(categories, list):
+        problems.append(f"{_where(source, None, 'categories')}: missing or not a list")
+        return set()
     ids: set[int] = set()
     for i, cat in enumerate(categories):
-        if not isinstance(cat, dict) or not isinstance(cat.get("id"), int) or "name" not in cat:
-            raise DataError(f"{_where(source, None, f'categories[{i}]')}: needs an integer 'id' and a 'name'")
-        if cat["id"] in ids:
-            raise DataError(
-                f"{_where(source, None, f'categories[{i}].id')}: duplicate category id {cat['id']}"
-            )
-        ids.add(cat["id"])
+        if not isinstance(cat, dict) or not _is_int(cat.get("id")) or "name" not in cat:
+            problems.append(f"{_where(source, None, f'categories[{i}]')}: needs an integer 'id' and a 'name'")
+        elif cat["id"] in ids:
+            where = _where(source, None, f"categories[{i}].id")
+            problems.append(f"{where}: duplicate category id {cat['id']}")
+        else:
+            ids.add(cat["id"])
     return ids
 
 
-def _check_video(video: dict, index: int, source: str) -> None:
-    if not isinstance(video, dict) or not isinstance(video.get("id"), int):
-        raise DataError(f"{_where(source, None, f'videos[{index}].id')}: missing or not an integer")
+def _check_videos(videos: object, source: str, problems: list[str]) -> dict[int, dict]:
+    """Video id -> video, of the videos whose size and frames are usable (the first of a duplicate id)."""
+    if not isinstance(videos, list):
+        problems.append(f"{_where(source, None, 'videos')}: missing or not a list")
+        return {}
+    usable: dict[int, dict] = {}
+    seen: set[int] = set()
+    for index, video in enumerate(videos):
+        if not isinstance(video, dict) or not _is_int(video.get("id")):
+            problems.append(f"{_where(source, None, f'videos[{index}].id')}: missing or not an integer")
+            continue
+        if video["id"] in seen:
+            problems.append(f"{_where(source, video['id'], 'videos.id')}: duplicate video id")
+            continue
+        seen.add(video["id"])
+        found = len(problems)
+        _check_video(video, source, problems)
+        if len(problems) == found:
+            usable[video["id"]] = video
+    return usable
+
+
+def _check_video(video: dict, source: str, problems: list[str]) -> None:
     for key in ("width", "height"):
-        if not isinstance(video.get(key), int) or video[key] <= 0:
-            raise DataError(f"{_where(source, video['id'], key)}: missing or not a positive integer")
+        if not _is_int(video.get(key)) or video[key] <= 0:
+            problems.append(f"{_where(source, video['id'], key)}: missing or not a positive integer")
     names = video.get("file_names")
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
-        raise DataError(f"{_where(source, video['id'], 'file_names')}: missing, empty or not a list of paths")
-    if "length" in video and video["length"] != len(names):
-        raise DataError(
-            f"{_where(source, video['id'], 'length')}: {video['length']} but {len(names)} file_names"
-        )
+        where = _where(source, video["id"], "file_names")
+        problems.append(f"{where}: missing, empty or not a list of paths")
+    elif "length" in video and video["length"] != len(names):
+        where = _where(source, video["id"], "length")
+        problems.append(f"{where}: {video['length']} but {len(names)} file_names")
 
 
-def _check_frames_exist(video: dict, image_root: Path, source: str) -> None:
-    for t, name in enumerate(video["file_names"]):
-        if not (image_root / name).is_file():
-            where = _where(source, video["id"], f"file_names[{t}]")
-            raise DataError(f"{where}: frame file {image_root / name} is missing")
+def _check_frames_exist(videos: Iterable[dict], image_root: Path, source: str, problems: list[str]) -> None:
+    """Every frame file must exist: each folder is listed once (a real split has ~10^5 frames)."""
+    if not image_root.is_dir():
+        problems.append(f"{source}: frame folder {image_root} is missing")
+        return
+    listings: dict[Path, set[str] | None] = {}
+    for video in videos:
+        for t, name in enumerate(video["file_names"]):
+            path = image_root / name
+            if path.parent not in listings:
+                listings[path.parent] = _file_names_in(path.parent)
+            files = listings[path.parent]
+            if files is None:
+                where = _where(source, video["id"], f"file_names[{t}]")
+                problems.append(f"{where}: frame folder {path.parent} is missing")
+                break
+            if path.name not in files:
+                where = _where(source, video["id"], f"file_names[{t}]")
+                problems.append(f"{where}: frame file {path} is missing")
 
 
-def _check_annotation(ann: dict, index: int, videos: dict, categories: set, seen: set, source: str) -> None:
-    if not isinstance(ann, dict) or not isinstance(ann.get("id"), int):
-        raise DataError(f"{_where(source, None, f'annotations[{index}].id')}: missing or not an integer")
+def _file_names_in(folder: Path) -> set[str] | None:
+    """Names of the files in `folder`, None when it is not a folder."""
+    try:
+        with os.scandir(folder) as entries:
+            return {entry.name for entry in entries if entry.is_file()}
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def _check_annotation(
+    ann: object,
+    index: int,
+    videos: dict[int, dict],
+    categories: set[int],
+    seen: set[int],
+    source: str,
+    problems: list[str],
+) -> None:
+    if not isinstance(ann, dict) or not _is_int(ann.get("id")):
+        problems.append(f"{_where(source, None, f'annotations[{index}].id')}: missing or not an integer")
+        return
     prefix = f"annotations[id={ann['id']}]"
+    video_id = ann.get("video_id")
     if ann["id"] in seen:
-        raise DataError(f"{_where(source, ann.get('video_id'), f'{prefix}.id')}: duplicate annotation id")
+        problems.append(f"{_where(source, video_id, f'{prefix}.id')}: duplicate annotation id")
     seen.add(ann["id"])
-    video = videos.get(ann.get("video_id"))
+    video = videos.get(video_id) if _is_int(video_id) else None
     if video is None:
-        raise DataError(f"{_where(source, ann.get('video_id'), f'{prefix}.video_id')}: unknown video id")
-    vid = video["id"]
+        problems.append(f"{_where(source, video_id, f'{prefix}.video_id')}: unknown video id")
+        return
     if ann.get("category_id") not in categories:
-        where = _where(source, vid, f"{prefix}.category_id")
-        raise DataError(f"{where}: unknown category id {ann.get('category_id')!r}")
+        where = _where(source, video_id, f"{prefix}.category_id")
+        problems.append(f"{where}: unknown category id {ann.get('category_id')!r}")
+    length, height, width = len(video["file_names"]), video["height"], video["width"]
     segmentations = ann.get("segmentations")
-    length = len(video["file_names"])
     if not isinstance(segmentations, list) or len(segmentations) != length:
         count = len(segmentations) if isinstance(segmentations, list) else "no"
-        where = _where(source, vid, f"{prefix}.segmentations")
-        raise DataError(f"{where}: {count} entries for a video of {length} frames")
-    for t, seg in enumerate(segmentations):
-        _check_segmentation(seg, video, source, f"{prefix}.segmentations[{t}]")
+        where = _where(source, video_id, f"{prefix}.segmentations")
+        problems.append(f"{where}: {count} entries for a video of {length} frames")
+    for t, seg in enumerate(segmentations if isinstance(segmentations, list) else []):
+        problem = segmentation_problem(seg, height, width)
+        if problem is not None:
+            problems.append(f"{_where(source, video_id, f'{prefix}.segmentations[{t}]')}: {problem}")
+    for key in ("areas", "bboxes"):  # optional; the evaluation reads `areas` for the area ranges
+        values = ann.get(key)
+        if values is not None and (not isinstance(values, list) or len(values) != length):
+            count = len(values) if isinstance(values, list) else "no list of"
+            where = _where(source, video_id, f"{prefix}.{key}")
+            problems.append(f"{where}: {count} entries for a video of {length} frames")
 
 
-def _check_segmentation(seg: object, video: dict, source: str, field_name: str) -> None:
-    """Cheap structural check (no decoding): RLE size must be the video's (height, width)."""
-    where = _where(source, video["id"], field_name)
-    if seg is None:
-        return
-    if isinstance(seg, list):
-        if not all(isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0 for p in seg):
-            raise DataError(f"{where}: polygons must be lists of >= 3 (x, y) pairs")
-        return
-    if not isinstance(seg, dict) or "size" not in seg or "counts" not in seg:
-        raise DataError(f"{where}: neither null, polygons nor an RLE with 'size' and 'counts'")
-    size = list(seg["size"]) if isinstance(seg["size"], (list, tuple)) else seg["size"]
-    if size != [video["height"], video["width"]]:
-        raise DataError(
-            f"{where}: mask size {seg['size']} differs from the video's [height, width] "
-            f"[{video['height']}, {video['width']}]"
-        )
-    counts = seg["counts"]
-    if isinstance(counts, list) and sum(counts) != video["height"] * video["width"]:
-        raise DataError(f"{where}: uncompressed RLE counts sum to {sum(counts)}, not height * width")
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
