@@ -113,6 +113,14 @@ def test_dry_run_lists_the_specs(local_sweep):
     assert result.returncode == 0 and result.stdout.count("| done |") == SEEDS
 
 
+def test_a_sweep_with_a_wrong_data_folder_fails_in_one_line_before_creating_anything(tmp_path, tiny_data):
+    config = write_run_config(tmp_path, tiny_data)
+    result = launch(config, "local", "--set", f"data.root={tmp_path / 'missing'}")
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"run_seeds.py: error: {tmp_path / 'missing' / 'train.json'}: file not found"
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "outputs").exists()
+
+
 def test_ray_executor_gives_the_same_records(local_sweep, tmp_path, tiny_data):
     config = write_run_config(tmp_path, tiny_data, max_iters=4)
     result = launch(config, "ray")

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from ifrvis import tracking
 from ifrvis.config import Config
 from ifrvis.launch import executors
-from ifrvis.launch.sweep import DONE, FAILED, Spec, plan, summary_table, to_launch
+from ifrvis.launch.sweep import DONE, FAILED, Spec, check_inputs, plan, summary_table, to_launch
 
 # Profile keys (slurm/profiles/*.yaml) that can be overridden by a flag of the same name.
 SLURM_FLAGS = {
@@ -66,7 +66,9 @@ def _set_parent_status(specs: Sequence[Spec], status: str) -> None:
 
 
 def run_sweep(cfgs: Sequence[Config], args: argparse.Namespace) -> int:
-    """Plan, launch what is missing on the chosen executor, print the summary; 1 if a run failed."""
+    """Check the inputs, plan, launch what is missing on the chosen executor, print the summary; 1 if
+    a run failed."""
+    check_inputs(cfgs)
     specs = plan(cfgs, args.sweep, retry_failed=args.retry_failed, create=not args.dry_run)
     launch = to_launch(specs)
     counts = {

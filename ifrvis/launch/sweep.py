@@ -95,10 +95,8 @@ def check_inputs(cfgs: Sequence[Config]) -> None:
 
 
 def plan(cfgs: Sequence[Config], sweep: str, retry_failed: bool = False, create: bool = True) -> list[Spec]:
-    """Attach each config to the sweep's parent run and classify it; with `create`, check the inputs,
-    then make the MLflow runs of pending specs now (one process: no duplicate runs under concurrency)."""
-    if create:
-        check_inputs(cfgs)
+    """Attach each config to the sweep's parent run and classify it; with `create`, make the MLflow
+    runs of pending specs now (one process: no duplicate runs under concurrency)."""
     parent = parent_run(cfgs, sweep) if create else ""
     specs = []
     for cfg in cfgs:
