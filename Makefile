@@ -64,11 +64,11 @@ figures: venv
 
 mlflow-ui: mlflow-init
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow ui --host 127.0.0.1 --port 5000 --workers 1 \
-	    --backend-store-uri $(MLFLOW_URI)
+	    --backend-store-uri $(MLFLOW_TRACKING_URI)
 
 mlflow-server: mlflow-init
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow server --host 127.0.0.1 --port 5000 --workers 1 \
-	    --backend-store-uri $(MLFLOW_URI) --artifacts-destination $(CURDIR)/mlartifacts
+	    --backend-store-uri $(MLFLOW_TRACKING_URI) --artifacts-destination $(CURDIR)/mlartifacts
 
 slurm-up:
 	bash slurm/start_cluster.sh
