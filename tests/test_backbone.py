@@ -3,6 +3,7 @@ import pickle
 import pytest
 import torch
 from torchvision.models import resnet50, swin_t
+from torchvision.models import swin_transformer as tv_swin
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from ifrvis.config import ModelConfig
@@ -298,3 +299,55 @@ def test_load_mask2former_swin_backbone(tmp_path):
         if key.startswith("features."):
             assert torch.equal(loaded[f"backbone.{key}"], value), key
     assert torch.equal(model.backbone.out_norms[3].weight, torch.full((768,), 3.0))
+
+
+def reference_shifted_window_attention(x, attn, window, shift):
+    """Mask2Former's shifted-window attention for one image `x (H, W, C)`, token by token: zero-pad to
+    window multiples, roll by -shift, attend within each window with the relative position bias and
+    -100 between tokens from different regions of the rolled map, roll back, crop."""
+    h, w, c = x.shape
+    heads = attn.num_heads
+    hp, wp = -(-h // window) * window, -(-w // window) * window
+    padded = torch.zeros(hp, wp, c)
+    padded[:h, :w] = x
+    rolled = torch.roll(padded, (-shift, -shift), (0, 1))
+
+    def region(i, size):  # Swin's slices (0, -window), (-window, -shift), (-shift, None)
+        return (i >= size - window).long() + (i >= size - shift).long()
+
+    qkv = attn.qkv(rolled).view(hp, wp, 3, heads, c // heads)
+    table = attn.relative_position_bias_table  # ((2 window - 1)^2, heads)
+    out = torch.zeros(hp, wp, c)
+    offsets = torch.arange(window)
+    for y in range(hp):
+        for x0 in range(wp):
+            # the keys: every position of the query's window
+            ky = (y // window * window + offsets)[:, None].expand(window, window).flatten()
+            kx = (x0 // window * window + offsets)[None, :].expand(window, window).flatten()
+            bias = table[(y - ky + window - 1) * (2 * window - 1) + (x0 - kx + window - 1)]  # (L, heads)
+            scores = (qkv[y, x0, 0] * qkv[ky, kx, 1]).sum(-1) / (c // heads) ** 0.5 + bias
+            query_region = region(torch.tensor(y), hp) * 3 + region(torch.tensor(x0), wp)
+            apart = (region(ky, hp) * 3 + region(kx, wp)) != query_region
+            weights = (scores - 100.0 * (apart[:, None] & (shift > 0))).softmax(0)  # over the L keys
+            out[y, x0] = (weights[..., None] * qkv[ky, kx, 2]).sum(0).flatten()
+    out = torch.roll(attn.proj(out), (shift, shift), (0, 1))
+    return out[:h, :w]
+
+
+@pytest.mark.parametrize("size, window", [((3, 5), 4), ((12, 20), 12)])  # (12, 20): stage 4 at 360x640
+def test_swin_shifts_as_mask2former_where_one_window_covers_the_map(size, window):
+    torch.manual_seed(0)
+    backbone = build_backbone("swin_t")
+    attn = backbone.features[1][1].attn  # stage 1's shifted block
+    assert attn.shift_size == [3, 3]
+    dim, heads = 8, 2
+    ours = type(attn)(dim, [window, window], [window // 2, window // 2], heads)
+    stock = tv_swin.ShiftedWindowAttention(dim, [window, window], [window // 2, window // 2], heads)
+    stock.load_state_dict(ours.state_dict())
+    x = torch.randn(1, *size, dim)
+    with torch.no_grad():
+        expected = reference_shifted_window_attention(x[0], ours, window, window // 2)
+        torch.testing.assert_close(ours(x)[0], expected, atol=1e-5, rtol=1e-4)
+        assert not torch.allclose(stock(x)[0], expected, atol=1e-3)  # torchvision skips the row shift
+        ours.shift_size = stock.shift_size = [0, 0]  # the non-shifted blocks: as torchvision's
+        torch.testing.assert_close(ours(x), stock(x))
