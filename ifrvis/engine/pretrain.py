@@ -253,7 +253,7 @@ def validation_iou(model: SemanticSegmenter, valid_set, cfg: Config, num_classes
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ifrvis pretrain", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="ifrvis pretrain", description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("config", help="run config: its data, model.backbone and model.weights are used")
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides")
     parser.add_argument("--out", help="where to write the weights (default: the config's model.weights)")
