@@ -39,6 +39,8 @@ LAYOUTS = {
         "train": ("train/instances.json", "train/JPEGImages"),
         "valid": ("valid/instances.json", "valid/JPEGImages"),
     },
+    # `ifrvis synth`'s: both splits' frames in one folder
+    "flat": {"train": ("train.json", "JPEGImages"), "valid": ("valid.json", "JPEGImages")},
 }
 
 
@@ -77,7 +79,7 @@ def write_split(root: Path, split: str, layout: str, videos: list, annotations: 
     json_rel, images_rel = LAYOUTS[layout][split]
     rng = np.random.default_rng(len(videos))
     raw: dict = {
-        "info": {"description": f"YouTube-VIS {layout} {split}", "version": "1.0", "year": int(layout)},
+        "info": {"description": f"YouTube-VIS {layout} {split}", "version": "1.0", "year": 2019},
         "licenses": [{"id": 1, "name": "CC BY 4.0", "url": ""}],
         "videos": [],
         "categories": CATEGORIES,
@@ -137,8 +139,8 @@ def write_split(root: Path, split: str, layout: str, videos: list, annotations: 
 
 
 def write_release(root: Path, layout: str) -> dict[str, dict]:
-    """A `layout` ('2019' or '2021') folder under `root`: train with annotations, valid without them
-    (null in 2019's valid.json, no key in 2021's). Returns {split: its dict}."""
+    """A `layout` ('2019', '2021' or 'flat') folder under `root`: train with annotations, valid without
+    them (null in 2019's valid.json, no key in 2021's). Returns {split: its dict}."""
     return {
         "train": write_split(root, "train", layout, TRAIN_VIDEOS, "list"),
         "valid": write_split(root, "valid", layout, VALID_VIDEOS, "null" if layout == "2019" else "missing"),

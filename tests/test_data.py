@@ -12,9 +12,9 @@ import torch
 
 from ifrvis.config import DataConfig, ModelConfig
 from ifrvis.data.datasets import ClipDataset, TrainSampler, VideoFrames, collate_clips, resized_shape
-from ifrvis.data.masks import encode_rle
+from ifrvis.data.masks import compressed_rle_counts, encode_rle, segmentation_problem
 from ifrvis.data.synthetic import generate
-from ifrvis.data.ytvis import DataError, build_ytvis, load_ytvis
+from ifrvis.data.ytvis import DataError, build_ytvis, find_problems, load_ytvis
 
 SIZE, WIDTH, FRAMES = 32, 43, 6
 
@@ -134,6 +134,40 @@ def test_corrupt_rle_is_reported_on_load_and_on_decode(broken):
     with pytest.raises(DataError, match=rf"{where}: cannot decode: .*runs sum to 0, not"):
         ytvis.decode_instance(ytvis.annotations_of(ann["video_id"])[0])
     assert good is not None
+
+
+def test_load_names_the_first_problem_and_how_many_more(broken):
+    _, data, save = broken
+    for ann in data["annotations"][:3]:
+        ann["category_id"] = 99
+    with pytest.raises(DataError, match=r"unknown category id 99 \(and 2 more problems; `ifrvis check-data`"):
+        load_ytvis(*save(data))
+    problems = find_problems(data, "train.json")
+    assert [p.split("field ")[1] for p in problems] == [
+        f"'annotations[id={a['id']}].category_id': unknown category id 99" for a in data["annotations"][:3]
+    ]
+
+
+def test_compressed_rle_counts_match_pycocotools():
+    rng = np.random.default_rng(0)
+    for shape in [(1, 1), (5, 7), (40, 300), (300, 40)]:
+        for density in (0.0, 0.02, 0.5, 1.0):
+            mask = rng.random(shape) < density
+            compressed = encode_rle(mask)
+            assert compressed_rle_counts(compressed["counts"]).tolist() == encode_rle(mask, False)["counts"]
+            assert segmentation_problem(compressed, *shape) is None
+    runs = encode_rle(np.eye(4, dtype=bool))["counts"]
+    assert segmentation_problem({"size": [4, 4], "counts": runs[:-1]}, 4, 4).startswith("bad compressed")
+    assert "runs sum to 17" in segmentation_problem({"size": [4, 4], "counts": [0, 17]}, 4, 4)
+    assert "negative" in segmentation_problem({"size": [4, 4], "counts": [-1, 17]}, 4, 4)
+
+
+def test_null_annotations_are_a_split_without_ground_truth(broken):
+    _, data, save = broken
+    ytvis = load_ytvis(*save({**data, "annotations": None}))
+    assert not ytvis.has_annotations and ytvis.annotations_of(1) == []
+    with pytest.raises(DataError, match="train.json: field 'annotations': neither a list nor null"):
+        load_ytvis(*save({**data, "annotations": {}}))
 
 
 def test_split_without_annotations_and_polygons(broken):

@@ -167,7 +167,7 @@ def find_problems(raw: object, source: str, image_root: Path | None = None) -> l
     categories = _check_categories(raw.get("categories"), source, problems)
     videos = _check_videos(raw.get("videos"), source, problems)
     if image_root is not None and videos:
-        _check_frames_exist(videos.values(), image_root, source, problems)
+        _check_frames_exist([v for v in videos.values() if v is not None], image_root, source, problems)
     annotations = raw.get("annotations")
     if annotations is not None and not isinstance(annotations, list):
         problems.append(f"{_where(source, None, 'annotations')}: neither a list nor null")
@@ -195,63 +195,67 @@ def _check_categories(categories: object, source: str, problems: list[str]) -> s
     return ids
 
 
-def _check_videos(videos: object, source: str, problems: list[str]) -> dict[int, dict]:
-    """Video id -> video, of the videos whose size and frames are usable (the first of a duplicate id)."""
+def _check_videos(videos: object, source: str, problems: list[str]) -> dict[int, dict | None]:
+    """Video id -> the video (the first of a duplicate id), None when its size or frames are unusable."""
     if not isinstance(videos, list):
         problems.append(f"{_where(source, None, 'videos')}: missing or not a list")
         return {}
-    usable: dict[int, dict] = {}
-    seen: set[int] = set()
+    by_id: dict[int, dict | None] = {}
     for index, video in enumerate(videos):
         if not isinstance(video, dict) or not _is_int(video.get("id")):
             problems.append(f"{_where(source, None, f'videos[{index}].id')}: missing or not an integer")
-            continue
-        if video["id"] in seen:
+        elif video["id"] in by_id:
             problems.append(f"{_where(source, video['id'], 'videos.id')}: duplicate video id")
-            continue
-        seen.add(video["id"])
-        found = len(problems)
-        _check_video(video, source, problems)
-        if len(problems) == found:
-            usable[video["id"]] = video
-    return usable
+        else:
+            by_id[video["id"]] = video if _check_video(video, source, problems) else None
+    return by_id
 
 
-def _check_video(video: dict, source: str, problems: list[str]) -> None:
+def _check_video(video: dict, source: str, problems: list[str]) -> bool:
+    """Whether the video's size and frames are usable to check its annotations (a `length` that
+    differs from the frame count is a problem, but the frames are what counts)."""
+    usable = True
     for key in ("width", "height"):
         if not _is_int(video.get(key)) or video[key] <= 0:
             problems.append(f"{_where(source, video['id'], key)}: missing or not a positive integer")
+            usable = False
     names = video.get("file_names")
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
         where = _where(source, video["id"], "file_names")
         problems.append(f"{where}: missing, empty or not a list of paths")
+        usable = False
     elif "length" in video and video["length"] != len(names):
         where = _where(source, video["id"], "length")
         problems.append(f"{where}: {video['length']} but {len(names)} file_names")
+    return usable
 
 
 def _check_frames_exist(videos: Iterable[dict], image_root: Path, source: str, problems: list[str]) -> None:
-    """Every frame file must exist: each folder is listed once (a real split has ~10^5 frames)."""
+    """Every frame file must exist: each folder is listed once, names are split as strings (a real
+    split has ~10^5 frames: pathlib per frame would take seconds)."""
     if not image_root.is_dir():
         problems.append(f"{source}: frame folder {image_root} is missing")
         return
-    listings: dict[Path, set[str] | None] = {}
+    listings: dict[str, set[str] | None] = {}
     for video in videos:
         for t, name in enumerate(video["file_names"]):
-            path = image_root / name
-            if path.parent not in listings:
-                listings[path.parent] = _file_names_in(path.parent)
-            files = listings[path.parent]
+            folder, _, file_name = name.rpartition("/")
+            if folder not in listings:
+                listings[folder] = _file_names_in(os.path.join(image_root, folder))
+            files = listings[folder]
+            if files is None or file_name not in files:
+                where = _where(source, video["id"], f"file_names[{t}]")
+                missing = (
+                    f"frame folder {image_root / folder}"
+                    if files is None
+                    else f"frame file {image_root / name}"
+                )
+                problems.append(f"{where}: {missing} is missing")
             if files is None:
-                where = _where(source, video["id"], f"file_names[{t}]")
-                problems.append(f"{where}: frame folder {path.parent} is missing")
                 break
-            if path.name not in files:
-                where = _where(source, video["id"], f"file_names[{t}]")
-                problems.append(f"{where}: frame file {path} is missing")
 
 
-def _file_names_in(folder: Path) -> set[str] | None:
+def _file_names_in(folder: str) -> set[str] | None:
     """Names of the files in `folder`, None when it is not a folder."""
     try:
         with os.scandir(folder) as entries:
@@ -263,7 +267,7 @@ def _file_names_in(folder: Path) -> set[str] | None:
 def _check_annotation(
     ann: object,
     index: int,
-    videos: dict[int, dict],
+    videos: dict[int, dict | None],
     categories: set[int],
     seen: set[int],
     source: str,
@@ -277,9 +281,11 @@ def _check_annotation(
     if ann["id"] in seen:
         problems.append(f"{_where(source, video_id, f'{prefix}.id')}: duplicate annotation id")
     seen.add(ann["id"])
-    video = videos.get(video_id) if _is_int(video_id) else None
-    if video is None:
+    if not _is_int(video_id) or video_id not in videos:
         problems.append(f"{_where(source, video_id, f'{prefix}.video_id')}: unknown video id")
+        return
+    video = videos[video_id]
+    if video is None:  # its own problem is reported: nothing to check the segmentations against
         return
     if ann.get("category_id") not in categories:
         where = _where(source, video_id, f"{prefix}.category_id")

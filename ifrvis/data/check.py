@@ -1,0 +1,199 @@
+"""`ifrvis check-data ROOT [--config CONFIG]`: validate a YouTube-VIS folder without training.
+
+Prints per split its files, videos, frames and instances per category, then every problem found, each
+naming the file, the video and the field (`ytvis.find_problems`, what loading a split checks, plus what
+training needs across splits). Fast on a real download: frame files are listed, not read, and masks are
+checked by their run lengths, not drawn. The splits are the config's (`data.*_json`, `data.*_images`)
+or, without one, those of the layout found under ROOT: 2021 (`train/instances.json`), 2019
+(`train.json` + `train/JPEGImages`) or flat (`JPEGImages`, as `ifrvis synth` writes).
+
+Exit status: 0 when clean, 1 when problems were found, 2 on a usage error (no such folder, no layout).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from ifrvis.config import load_config
+from ifrvis.data.ytvis import DataError, find_problems, read_json
+
+# layout -> split -> (annotation file, frame folder), relative to the root; the first layout whose
+# marker files exist is the folder's
+LAYOUTS = {
+    "YouTube-VIS 2021": {
+        "train": ("train/instances.json", "train/JPEGImages"),
+        "valid": ("valid/instances.json", "valid/JPEGImages"),
+        "test": ("test/instances.json", "test/JPEGImages"),
+    },
+    "YouTube-VIS 2019": {
+        "train": ("train.json", "train/JPEGImages"),
+        "valid": ("valid.json", "valid/JPEGImages"),
+        "test": ("test.json", "test/JPEGImages"),
+    },
+    "flat": {
+        "train": ("train.json", "JPEGImages"),
+        "valid": ("valid.json", "JPEGImages"),
+        "test": ("test.json", "JPEGImages"),
+    },
+}
+MARKERS = {
+    "YouTube-VIS 2021": ("train/instances.json",),
+    "YouTube-VIS 2019": ("train.json", "train/JPEGImages"),
+    "flat": ("JPEGImages",),
+}
+TABLE_COLUMNS = 3  # categories side by side
+
+
+@dataclass(frozen=True)
+class Split:
+    name: str
+    json: Path
+    images: Path
+
+
+@dataclass
+class SplitReport:
+    split: Split
+    raw: object  # the parsed file, None when it could not be read
+    problems: list[str]
+
+
+def detect_layout(root: Path) -> str:
+    """The name of the first layout in LAYOUTS whose marker files exist under `root`."""
+    for layout, markers in MARKERS.items():
+        if all((root / marker).exists() for marker in markers):
+            return layout
+    raise DataError(
+        f"{root}: no YouTube-VIS layout found: expected train/instances.json (2021), train.json beside "
+        "train/JPEGImages (2019) or JPEGImages (flat); pass --config to name the files"
+    )
+
+
+def layout_splits(root: Path, layout: str) -> list[Split]:
+    """The layout's training split and whichever of valid / test exist."""
+    return [
+        Split(name, root / json_rel, root / images_rel)
+        for name, (json_rel, images_rel) in LAYOUTS[layout].items()
+        if name == "train" or (root / json_rel).exists()
+    ]
+
+
+def config_splits(root: Path, data_cfg) -> list[Split]:
+    """The splits a run of this `DataConfig` reads under `root` (no validation file with a holdout)."""
+    splits = [Split("train", root / data_cfg.train_json, root / data_cfg.train_images)]
+    if data_cfg.valid_json and data_cfg.holdout_videos == 0:
+        splits.append(Split("valid", root / data_cfg.valid_json, root / data_cfg.valid_images))
+    return splits
+
+
+def check_split(split: Split) -> SplitReport:
+    """Read and validate one split; training needs its annotations."""
+    try:
+        raw = read_json(split.json)
+    except DataError as error:
+        return SplitReport(split, None, [str(error)])
+    problems = find_problems(raw, str(split.json), split.images)
+    if split.name == "train" and isinstance(raw, dict) and raw.get("annotations") is None:
+        problems.append(f"{split.json}: field 'annotations': null or missing, but training needs them")
+    return SplitReport(split, raw, problems)
+
+
+def cross_split_problems(reports: list[SplitReport], num_classes: int | None) -> list[str]:
+    """What a run needs across splits: the same categories in every split (results carry the model's
+    category ids), and `model.num_classes` categories in train when a config is given."""
+    train = reports[0]
+    if not _has_list(train.raw, "categories"):
+        return []
+    expected = _category_names(train.raw)
+    problems = [
+        f"{report.split.json}: field 'categories': differ from {train.split.json}'s"
+        for report in reports[1:]
+        if _has_list(report.raw, "categories") and _category_names(report.raw) != expected
+    ]
+    if num_classes is not None and num_classes != len(expected):
+        problems.append(
+            f"{train.split.json}: field 'categories': {len(expected)} categories, "
+            f"but the config's model.num_classes is {num_classes}"
+        )
+    return problems
+
+
+def summary_lines(report: SplitReport, root: Path) -> list[str]:
+    """Videos, frames, and instances per category (a table) of a split that could be read."""
+    split = report.split
+    head = f"{split.name}: {_relative(split.json, root)}, frames in {_relative(split.images, root)}"
+    if not _has_list(report.raw, "videos"):
+        return [head]
+    videos = [v for v in report.raw["videos"] if isinstance(v, dict)]
+    frames = sum(len(v["file_names"]) for v in videos if isinstance(v.get("file_names"), list))
+    counts = f"  {len(report.raw['videos'])} videos, {frames} frames, "
+    if not _has_list(report.raw, "annotations"):
+        return [head, counts + "no annotations"]
+    annotations = [a for a in report.raw["annotations"] if isinstance(a, dict)]
+    lines = [head, counts + f"{len(report.raw['annotations'])} instances"]
+    if _has_list(report.raw, "categories"):
+        per_category = Counter(a.get("category_id") for a in annotations)
+        lines += category_table(report.raw["categories"], per_category)
+    return lines
+
+
+def category_table(categories: list, counts: Counter) -> list[str]:
+    """Rows of (name, id, instances) cells, TABLE_COLUMNS side by side, in category id order."""
+    rows = sorted(
+        (c["id"], str(c.get("name")))
+        for c in categories
+        if isinstance(c, dict) and isinstance(c.get("id"), int)
+    )
+    width = max([len(name) for _, name in rows] + [len("category")])
+    cells = [f"{name:<{width}} {cid:>4} {counts.get(cid, 0):>9}" for cid, name in rows]
+    header = f"{'category':<{width}} {'id':>4} {'instances':>9}"
+    lines = []
+    for start in range(0, len(cells), TABLE_COLUMNS):
+        lines.append("  " + " | ".join(cells[start : start + TABLE_COLUMNS]))
+    columns = min(TABLE_COLUMNS, len(cells))
+    return ["  " + " | ".join([header] * columns)] + lines if cells else []
+
+
+def _category_names(raw: dict) -> list[tuple]:
+    return sorted((str(c.get("id")), str(c.get("name"))) for c in raw["categories"] if isinstance(c, dict))
+
+
+def _has_list(raw: object, key: str) -> bool:
+    return isinstance(raw, dict) and isinstance(raw.get(key), list)
+
+
+def _relative(path: Path, root: Path) -> str:
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ifrvis check-data", description=__doc__.split("\n")[0])
+    parser.add_argument("root", help="the data folder (e.g. data/ytvis2019)")
+    parser.add_argument("--config", help="take the split files from this run config's data section")
+    args = parser.parse_args(argv)
+    root = Path(args.root)
+    if not root.is_dir():
+        raise DataError(f"{root}: no such folder")
+    if args.config:
+        cfg = load_config(args.config)
+        splits, num_classes, described = config_splits(root, cfg.data), cfg.model.num_classes, args.config
+    else:
+        layout = detect_layout(root)
+        splits, num_classes, described = layout_splits(root, layout), None, f"{layout} layout"
+    print(f"{root} ({described})")
+    reports = [check_split(split) for split in splits]
+    reports[0].problems += cross_split_problems(reports, num_classes)
+    for report in reports:
+        print("\n".join(summary_lines(report, root)))
+        for problem in report.problems:
+            print(f"  problem: {problem}")
+    total = sum(len(report.problems) for report in reports)
+    if total:
+        per_split = ", ".join(f"{r.split.name} {len(r.problems)}" for r in reports if r.problems)
+        print(f"{total} problem{'s' if total > 1 else ''} found ({per_split})")
+        return 1
+    print("no problems found")
+    return 0
