@@ -104,6 +104,64 @@ def test_matching_in_tiny_case_is_the_built_one():
     assert dict(zip(cols.tolist(), rows.tolist())) == {0: 1, 1: 0}
 
 
+def log_softmax_at(row: list[float], c: int) -> float:
+    return row[c] - math.log(sum(math.exp(x) for x in row))
+
+
+def test_softmax_cross_entropy_weights_no_object_as_mask2former():
+    """Mask2Former-VIS's class loss by hand: 2 clips x 2 queries, K = 2 classes plus "no object"
+    (index 2). Clip 0: query 0 <-> instance of class 1, query 1 <-> instance of class 0; clip 1 has no
+    instance, both its queries are "no object", weighted 0.1. F.cross_entropy(weight=w) is the
+    weighted mean sum(w_y CE) / sum(w_y), NOT divided by the instance count (2)."""
+    rows = [[0.5, 2.0, -1.0], [1.0, -0.5, 0.3], [0.2, 0.1, -0.4], [-1.0, 0.7, 1.5]]
+    logits = torch.tensor(rows).view(2, 2, 3)
+    gt = torch.zeros(2, 2, 4, 4, dtype=torch.bool)
+    gt[0, :, :2, :2] = True
+    gt[1, :, 2:, 2:] = True
+    masks = torch.full((2, 2, 2, 4, 4), -4.0)
+    masks[0, :2] = 8 * gt.float() - 4  # query q segments instance q exactly
+    targets = [
+        {"labels": torch.tensor([1, 0]), "masks": gt, "present": torch.ones(2, 2, dtype=torch.bool)},
+        {
+            "labels": torch.zeros(0, dtype=torch.int64),
+            "masks": torch.zeros(0, 2, 4, 4, dtype=torch.bool),
+            "present": torch.zeros(0, 2, dtype=torch.bool),
+        },
+    ]
+    crit = SetCriterion(
+        num_classes=2,
+        matcher=HungarianMatcher(num_points=0, class_loss="softmax"),
+        lambda_e=0.0,
+        class_loss="softmax",
+        no_object_weight=0.1,
+    )
+    losses = crit({"pred_logits": logits, "pred_masks": masks}, targets)
+    ce = [
+        -log_softmax_at(rows[0], 1),
+        -log_softmax_at(rows[1], 0),
+        -log_softmax_at(rows[2], 2),
+        -log_softmax_at(rows[3], 2),
+    ]
+    expected = 2.0 * (ce[0] + ce[1] + 0.1 * (ce[2] + ce[3])) / (1 + 1 + 0.1 + 0.1)
+    assert losses["loss_cls"].item() == pytest.approx(expected, rel=1e-6)
+    reference = torch.nn.functional.cross_entropy(
+        logits.transpose(1, 2), torch.tensor([[1, 0], [2, 2]]), torch.tensor([1.0, 1.0, 0.1])
+    )
+    assert losses["loss_cls"].item() == pytest.approx(2.0 * reference.item(), rel=1e-6)
+
+
+def test_softmax_criterion_needs_the_no_object_logit():
+    outputs, targets = tiny_case()  # 3 logits per query: K = 3 for focal, K = 2 for softmax
+    with pytest.raises(ValueError, match="class_loss = 'softmax' needs 4"):
+        criterion(class_loss="softmax")(outputs, targets)
+    cfg = Config()
+    cfg.model.num_classes, cfg.loss.class_loss, cfg.loss.no_object_weight = 3, "softmax", 0.2
+    crit = build_criterion(cfg)
+    assert (crit.class_loss, crit.no_object_weight, crit.matcher.class_loss) == ("softmax", 0.2, "softmax")
+    padded = dict(outputs, pred_logits=torch.cat([outputs["pred_logits"], torch.zeros(1, 2, 1)], -1))
+    assert torch.isfinite(crit(padded, targets)["loss_cls"])
+
+
 def test_lambda_e_zero_removes_exactly_the_cross_terms():
     outputs, targets = tiny_case()
     outputs["aux_outputs"] = [{k: v + 0.1 for k, v in outputs.items()}]
@@ -225,8 +283,9 @@ def test_build_criterion_and_float32_under_autocast():
         build_criterion(cfg)(outputs, targets)
 
 
+@pytest.mark.parametrize("class_loss", ["focal", "softmax"])
 @pytest.mark.parametrize("decoder", ["ifr", "mask2former"])
-def test_real_model_outputs_train_with_finite_gradients(decoder):
+def test_real_model_outputs_train_with_finite_gradients(decoder, class_loss):
     from ifrvis.modeling.meta_arch import build_model
 
     torch.manual_seed(0)
@@ -240,8 +299,8 @@ def test_real_model_outputs_train_with_finite_gradients(decoder):
     cfg.model.hidden_dim = cfg.model.mask_dim = 32
     cfg.model.enc_layers, cfg.model.enc_heads, cfg.model.enc_ffn_dim = 1, 4, 64
     cfg.model.dec_layers, cfg.model.dec_heads, cfg.model.dec_ffn_dim = 2, 4, 64
-    cfg.loss.num_points = 64
-    model = build_model(cfg.model).train()
+    cfg.loss.num_points, cfg.loss.class_loss = 64, class_loss
+    model = build_model(cfg.model, class_loss).train()
     images = torch.rand(2, 2, 3, 32, 32) * 255
     masks = torch.zeros(2, 2, 32, 32, dtype=torch.bool)
     masks[0, :, 4:20, 4:20] = True

@@ -13,9 +13,11 @@ SIZES = [(2, 3), (4, 6), (8, 12)]  # coarse to fine
 MASK_SIZE = (16, 24)
 
 
-def make_decoder(kind: str, layers: int = 3):
+def make_decoder(kind: str, layers: int = 3, class_loss: str = "focal"):
     cls = IFRDecoder if kind == "ifr" else Mask2FormerVISDecoder
-    return cls(CLASSES, QUERIES, DIM, HEADS, ffn_dim=64, layers=layers, mask_dim=MASK_DIM)
+    return cls(
+        CLASSES, QUERIES, DIM, HEADS, ffn_dim=64, layers=layers, mask_dim=MASK_DIM, class_loss=class_loss
+    )
 
 
 def make_features(b: int, t: int, seed: int = 0):
@@ -23,6 +25,32 @@ def make_features(b: int, t: int, seed: int = 0):
     multi_scale = [torch.randn(b, t, DIM, h, w, generator=gen) for h, w in SIZES]
     mask_features = torch.randn(b, t, MASK_DIM, *MASK_SIZE, generator=gen)
     return multi_scale, mask_features
+
+
+@pytest.mark.parametrize("kind", ["ifr", "mask2former"])
+def test_either_decoder_takes_either_class_head(kind):
+    """focal: K logits from the focal prior (every class at probability 0.01), sigmoid probabilities;
+    softmax: K + 1 logits (the last "no object") from nn.Linear's initialisation, softmax probabilities
+    without the last column."""
+    multi_scale, mask_features = make_features(2, 2)
+    torch.manual_seed(0)
+    focal = make_decoder(kind, class_loss="focal").eval()
+    logits = focal(multi_scale, mask_features)["pred_logits"]
+    assert logits.shape == (2, QUERIES, CLASSES)
+    assert torch.allclose(focal.heads_out.class_embed.bias, torch.full((CLASSES,), -math.log(99.0)))
+    assert torch.equal(focal.heads_out.probabilities(logits), logits.sigmoid())
+    torch.manual_seed(0)
+    softmax = make_decoder(kind, class_loss="softmax").train()
+    outputs = softmax(multi_scale, mask_features)
+    assert outputs["pred_logits"].shape == (2, QUERIES, CLASSES + 1)
+    assert all(aux["pred_logits"].shape == (2, QUERIES, CLASSES + 1) for aux in outputs["aux_outputs"])
+    assert softmax.heads_out.class_embed.bias.abs().max() < 1.0  # no focal prior
+    probs = softmax.heads_out.probabilities(outputs["pred_logits"])
+    assert probs.shape == (2, QUERIES, CLASSES)
+    assert torch.allclose(probs, outputs["pred_logits"].softmax(-1)[..., :CLASSES])
+    assert (probs.sum(-1) < 1).all()
+    with pytest.raises(ValueError, match="loss.class_loss"):
+        make_decoder(kind, class_loss="sigmoid")
 
 
 def with_frame_changed(multi_scale, mask_features, frame: int):

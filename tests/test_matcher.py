@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from ifrvis.modeling.layers import class_probabilities
 from ifrvis.modeling.matcher import HungarianMatcher, class_cost_matrix, clip_mask_pairs
 from ifrvis.modeling.point_sampling import point_sample, uncertain_point_coords
 
@@ -133,6 +134,29 @@ def test_focal_class_cost_and_bad_option():
     assert focal[1, 0].item() == pytest.approx(expected, rel=1e-5)
     with pytest.raises(ValueError, match="matcher_class_cost"):
         HungarianMatcher(class_cost="softmax")
+
+
+def test_softmax_class_cost_is_minus_the_softmax_probability_of_the_label():
+    """Mask2Former-VIS's matcher: -λ_c softmax(logits)[c] over K + 1 logits (K = 2, the last
+    "no object"). Query 0 has the higher sigmoid at class 0 but, with most of its mass on
+    "no object", the lower softmax probability: softmax matching picks query 1."""
+    rows = [[3.0, 0.0, 5.0], [2.0, 0.0, -3.0]]
+    softmax = [[math.exp(x) / sum(math.exp(y) for y in row) for x in row] for row in rows]
+    outputs = {"pred_logits": torch.tensor([rows]), "pred_masks": torch.zeros(1, 2, 1, 2, 2)}
+    target = {"labels": torch.tensor([0]), "masks": torch.ones(1, 1, 2, 2, dtype=torch.bool)}
+    probs = class_probabilities(outputs["pred_logits"][0], "softmax")
+    assert probs.shape == (2, 2)
+    assert torch.allclose(probs, torch.tensor([row[:2] for row in softmax]), atol=1e-7)
+    matcher = HungarianMatcher(mask_weight=0.0, dice_weight=0.0, num_points=0, class_loss="softmax")
+    cost = matcher.cost_matrix(probs, outputs["pred_masks"][0], target["labels"], target["masks"])
+    assert cost[:, 0].tolist() == pytest.approx([-2.0 * softmax[0][0], -2.0 * softmax[1][0]], rel=1e-6)
+    ((rows_idx, _),) = matcher(outputs, [target])
+    assert rows_idx.tolist() == [1]
+    focal = HungarianMatcher(mask_weight=0.0, dice_weight=0.0, num_points=0)
+    ((rows_idx, _),) = focal({**outputs, "pred_logits": outputs["pred_logits"][..., :2]}, [target])
+    assert rows_idx.tolist() == [0]
+    with pytest.raises(ValueError, match="needs loss.class_loss 'focal'"):
+        HungarianMatcher(class_cost="focal", class_loss="softmax")
 
 
 def test_empty_targets_and_bad_inputs():

@@ -97,6 +97,21 @@ def test_gradients_reach_the_whole_model(decoder):
             assert param.grad.abs().sum() > 0, name
 
 
+@pytest.mark.parametrize("decoder", ["ifr", "mask2former"])
+def test_class_loss_sets_the_class_head_and_its_probabilities(decoder):
+    torch.manual_seed(0)
+    model = build_model(tiny_config(decoder), class_loss="softmax").eval()
+    with torch.no_grad():
+        logits = model(clip())["pred_logits"]
+    assert logits.shape == (2, 16, 6)
+    assert torch.allclose(model.class_probabilities(logits), logits.softmax(-1)[..., :5])
+    focal = build_model(tiny_config(decoder)).eval()
+    with torch.no_grad():
+        logits = focal(clip())["pred_logits"]
+    assert logits.shape == (2, 16, 5)
+    assert torch.equal(focal.class_probabilities(logits), logits.sigmoid())
+
+
 def test_backbone_parameters_are_named_backbone():
     model = build_model(tiny_config())
     names = [n for n, _ in model.named_parameters()]

@@ -1,11 +1,16 @@
-"""Training loss (Eqs. 5-7): focal classification loss on clip-level queries, per-frame BCE and Dice on
+"""Training loss (Eqs. 5-7): classification loss on clip-level queries, per-frame BCE and Dice on
 matched masks, and the cross-frame terms (frame t1's query predicting frame t2's mask, weighted λ_e).
+
+The classification loss is IFR's sigmoid focal loss over K logits (`class_loss="focal"`, Eq. 5), or
+Mask2Former-VIS's softmax cross-entropy over K + 1 logits whose last class, "no object", the unmatched
+queries are pushed to, weighted `no_object_weight` (`class_loss="softmax"`).
 
 `SetCriterion(outputs, targets)` returns WEIGHTED terms whose sum is the loss: `loss_cls`,
 `loss_mask`, `loss_dice`, `loss_mask_cross`, `loss_dice_cross` (cross terms only when the outputs
 hold `pred_cross_masks` and λ_e > 0), and the same with suffix `_{i}` for auxiliary decoder layer i,
 each layer matched anew (deep supervision). Every term is normalised by the number of ground-truth
-instances in the batch (all ranks), as Deformable DETR / Mask2Former do.
+instances in the batch (all ranks), as Deformable DETR / Mask2Former do, except the softmax
+cross-entropy: F.cross_entropy's weighted mean over all queries, as Mask2Former's `loss_labels`.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ifrvis.config import Config
+from ifrvis.modeling.layers import class_logit_count
 from ifrvis.modeling.matcher import HungarianMatcher
 from ifrvis.modeling.point_sampling import point_sample, uncertain_point_coords
 
@@ -81,9 +87,14 @@ class SetCriterion(nn.Module):
         oversample_ratio: float = 3.0,
         importance_sample_ratio: float = 0.75,
         deep_supervision: bool = True,
+        class_loss: str = "focal",
+        no_object_weight: float = 0.1,
     ):
         super().__init__()
         self.num_classes = num_classes
+        self.class_loss = class_loss
+        self.num_logits = class_logit_count(num_classes, class_loss)
+        self.no_object_weight = no_object_weight
         self.matcher = matcher
         self.class_weight = class_weight
         self.mask_weight = mask_weight
@@ -97,7 +108,8 @@ class SetCriterion(nn.Module):
         self.deep_supervision = deep_supervision
 
     def forward(self, outputs: dict, targets: list[dict]) -> dict[str, Tensor]:
-        """`outputs`: `pred_logits (B, Q, K)`, `pred_masks (B, Q, T, h, w)`, optional
+        """`outputs`: `pred_logits (B, Q, K)` (focal) or `(B, Q, K + 1)` (softmax), `pred_masks
+        (B, Q, T, h, w)`, optional
         `pred_cross_masks (B, Q, T, T, h, w)` and `aux_outputs`; `targets`: B dicts with
         `labels (M,)`, `masks (M, T, H, W) bool`, `present (M, T)`."""
         device = outputs["pred_logits"].device
@@ -114,12 +126,17 @@ class SetCriterion(nn.Module):
     def layer_losses(self, outputs: dict, targets: list[dict], norm: float) -> dict[str, Tensor]:
         """The weighted terms of one decoder layer, matched on its own predictions."""
         logits = outputs["pred_logits"].float()
-        if logits.shape[-1] != self.num_classes:
+        if logits.shape[-1] != self.num_logits:
             raise ValueError(
-                f"pred_logits has {logits.shape[-1]} classes but model.num_classes = {self.num_classes}"
+                f"pred_logits has {logits.shape[-1]} classes but model.num_classes = {self.num_classes} "
+                f"with loss.class_loss = {self.class_loss!r} needs {self.num_logits}"
             )
         indices = self.matcher(outputs, targets)
-        losses = {"loss_cls": self.class_weight * self.classification_loss(logits, targets, indices) / norm}
+        if self.class_loss == "softmax":
+            loss_cls = self.softmax_classification_loss(logits, targets, indices)
+        else:
+            loss_cls = self.classification_loss(logits, targets, indices) / norm
+        losses = {"loss_cls": self.class_weight * loss_cls}
 
         # Matched pairs of the whole batch: src (N, T, h, w) logits, tgt (N, T, H, W).
         src = torch.cat([outputs["pred_masks"][b, q] for b, (q, _) in enumerate(indices)]).float()
@@ -146,6 +163,19 @@ class SetCriterion(nn.Module):
         for b, (t, (q, i)) in enumerate(zip(targets, indices)):
             onehot[b, q.to(logits.device), t["labels"][i]] = 1.0
         return sigmoid_focal_loss(logits, onehot, self.focal_alpha, self.focal_gamma).sum()
+
+    def softmax_classification_loss(self, logits: Tensor, targets: list[dict], indices: list) -> Tensor:
+        """Mask2Former-VIS's L_cls: cross-entropy of `logits (B, Q, K + 1)` against each matched query's
+        label and "no object" (index K) for the rest, class K weighted `no_object_weight`; the weighted
+        mean over all B x Q queries (sum of w_y CE / sum of w_y), as F.cross_entropy with `weight`."""
+        target_classes = torch.full(
+            logits.shape[:2], self.num_classes, dtype=torch.int64, device=logits.device
+        )
+        for b, (t, (q, i)) in enumerate(zip(targets, indices)):
+            target_classes[b, q.to(logits.device)] = t["labels"][i].to(logits.device)
+        weight = logits.new_ones(self.num_classes + 1)
+        weight[-1] = self.no_object_weight
+        return F.cross_entropy(logits.transpose(1, 2), target_classes, weight)
 
     def mask_terms(self, src: Tensor, tgt: Tensor) -> tuple[Tensor, Tensor]:
         """Sums over pairs and frames of per-frame BCE and 1 - Dice: `src (N, F, h, w)` logits,
@@ -179,6 +209,7 @@ def build_criterion(cfg: Config) -> SetCriterion:
         class_cost=loss.matcher_class_cost,
         focal_alpha=loss.focal_alpha,
         focal_gamma=loss.focal_gamma,
+        class_loss=loss.class_loss,
     )
     return SetCriterion(
         num_classes=cfg.model.num_classes,
@@ -193,4 +224,6 @@ def build_criterion(cfg: Config) -> SetCriterion:
         oversample_ratio=loss.oversample_ratio,
         importance_sample_ratio=loss.importance_sample_ratio,
         deep_supervision=loss.deep_supervision,
+        class_loss=loss.class_loss,
+        no_object_weight=loss.no_object_weight,
     )

@@ -6,7 +6,8 @@ Layer i, clip-level queries Q_i `(B, N, C)`, frames F_1..F_n of one encoder scal
   self-attention over the 2N queries and FFN, keeping the first N (Eq. 3): Q_i^t.
 - Q_{i+1}: temporal cross-attention of Q_i to all {Q_i^1..Q_i^n}, self-attention, FFN.
 Scales go round-robin over the encoder levels, one per layer. Class logits come from the clip-level
-queries Q_{i+1}; frame t's masks from MLP(Q_i^t) . frame t's per-pixel embeddings.
+queries Q_{i+1}; frame t's masks from MLP(Q_i^t) . frame t's per-pixel embeddings. The class head is
+the paper's sigmoid focal one (K logits, Eq. 5) unless `class_loss="softmax"` (K + 1 logits).
 """
 
 from __future__ import annotations
@@ -113,6 +114,7 @@ class IFRDecoder(nn.Module):
         levels: int = 3,
         dropout: float = 0.0,
         pre_norm: bool = False,
+        class_loss: str = "focal",
     ):
         super().__init__()
         self.num_heads, self.levels, self.dim = heads, levels, dim
@@ -122,7 +124,7 @@ class IFRDecoder(nn.Module):
         self.layers = nn.ModuleList(
             IFRDecoderLayer(dim, heads, ffn_dim, dropout, pre_norm) for _ in range(layers)
         )
-        self.heads_out = PredictionHeads(dim, num_classes, mask_dim)
+        self.heads_out = PredictionHeads(dim, num_classes, mask_dim, class_loss)
 
     def predict(
         self, clip_queries: Tensor, frame_queries: Tensor, mask_features: Tensor, cross: bool

@@ -1,6 +1,7 @@
 """Blocks shared by both transformer decoders (IFR and Mask2Former-VIS): attention and FFN layers with
-Mask2Former's residual + LayerNorm placement, the mask-embedding MLP, sine positional encodings
-(2D per frame, 3D over (t, y, x)) and the masked-attention mask of Eq. 1.
+Mask2Former's residual + LayerNorm placement, the class and mask heads (class logits to probabilities
+for either class loss), sine positional encodings (2D per frame, 3D over (t, y, x)) and the
+masked-attention mask of Eq. 1.
 """
 
 from __future__ import annotations
@@ -150,21 +151,52 @@ def masked_attention_mask(mask_logits: Tensor, size: tuple[int, int], heads: int
     return blocked.repeat_interleave(heads, dim=0)
 
 
-class PredictionHeads(nn.Module):
-    """Mask2Former's heads on the decoder's queries: LayerNorm, then a linear class head (sigmoid/focal:
-    no "no object" logit) and a 3-layer MLP to the mask embedding dotted with per-pixel embeddings."""
+CLASS_LOSSES = ("focal", "softmax")
 
-    def __init__(self, dim: int, num_classes: int, mask_dim: int, prior_prob: float = 0.01):
+
+def class_logit_count(num_classes: int, class_loss: str) -> int:
+    """Outputs of the class head: K for sigmoid focal (IFR, Eq. 5), K + 1 with a trailing "no object"
+    logit for softmax cross-entropy (Mask2Former-VIS)."""
+    if class_loss not in CLASS_LOSSES:
+        raise ValueError(f"loss.class_loss must be one of {CLASS_LOSSES}, got {class_loss!r}")
+    return num_classes + (class_loss == "softmax")
+
+
+def class_probabilities(logits: Tensor, class_loss: str) -> Tensor:
+    """Per-class probabilities `(..., K)` of class logits: sigmoid of `(..., K)` (focal), or softmax
+    over `(..., K + 1)` with the "no object" column dropped (softmax, Mask2Former-VIS's inference)."""
+    if class_loss == "softmax":
+        return logits.softmax(-1)[..., :-1]
+    if class_loss == "focal":
+        return logits.sigmoid()
+    raise ValueError(f"loss.class_loss must be one of {CLASS_LOSSES}, got {class_loss!r}")
+
+
+class PredictionHeads(nn.Module):
+    """Mask2Former's heads on the decoder's queries: LayerNorm, then a linear class head and a 3-layer
+    MLP to the mask embedding dotted with per-pixel embeddings. The class head has K outputs (focal, no
+    "no object" logit) or K + 1 (softmax, the last one "no object"): `class_logit_count`."""
+
+    def __init__(
+        self, dim: int, num_classes: int, mask_dim: int, class_loss: str = "focal", prior_prob: float = 0.01
+    ):
         super().__init__()
+        self.class_loss = class_loss
         self.norm = nn.LayerNorm(dim)
-        self.class_embed = nn.Linear(dim, num_classes)
+        self.class_embed = nn.Linear(dim, class_logit_count(num_classes, class_loss))
         self.mask_embed = MLP(dim, dim, mask_dim, 3)
-        # Focal-loss prior (Lin et al.): every class starts at probability `prior_prob`.
-        nn.init.constant_(self.class_embed.bias, -math.log((1 - prior_prob) / prior_prob))
+        if class_loss == "focal":
+            # Focal-loss prior (Lin et al.): every class starts at probability `prior_prob`. Softmax keeps
+            # nn.Linear's initialisation, as Mask2Former does.
+            nn.init.constant_(self.class_embed.bias, -math.log((1 - prior_prob) / prior_prob))
 
     def classify(self, queries: Tensor) -> Tensor:
-        """`(B, Q, C)` -> class logits `(B, Q, K)`."""
+        """`(B, Q, C)` -> class logits `(B, Q, K)` (focal) or `(B, Q, K + 1)` (softmax)."""
         return self.class_embed(self.norm(queries))
+
+    def probabilities(self, logits: Tensor) -> Tensor:
+        """Class logits of `classify` -> per-class probabilities `(..., K)`."""
+        return class_probabilities(logits, self.class_loss)
 
     def mask_embedding(self, queries: Tensor) -> Tensor:
         """`(..., Q, C)` -> `(..., Q, mask_dim)`."""

@@ -1,6 +1,8 @@
 """The Mask2Former-VIS baseline decoder: N global queries; each layer masked cross-attention (Eq. 1) to
 all T frames of one encoder scale flattened together (3D sine positional encoding over (t, y, x)), then
-self-attention and FFN. Same heads and interface as `IFRDecoder`; no `pred_cross_masks`.
+self-attention and FFN. Same heads and interface as `IFRDecoder`; no `pred_cross_masks`. As published,
+the baseline trains with `class_loss="softmax"` (K + 1 class logits, the last "no object"); either class
+head fits either decoder.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class Mask2FormerVISDecoder(nn.Module):
         levels: int = 3,
         dropout: float = 0.0,
         pre_norm: bool = False,
+        class_loss: str = "focal",
     ):
         super().__init__()
         self.num_heads, self.levels, self.dim = heads, levels, dim
@@ -59,7 +62,7 @@ class Mask2FormerVISDecoder(nn.Module):
         self.layers = nn.ModuleList(
             Mask2FormerDecoderLayer(dim, heads, ffn_dim, dropout, pre_norm) for _ in range(layers)
         )
-        self.heads_out = PredictionHeads(dim, num_classes, mask_dim)
+        self.heads_out = PredictionHeads(dim, num_classes, mask_dim, class_loss)
 
     def predict(self, queries: Tensor, mask_features: Tensor) -> dict:
         """The same global queries `(B, N, C)` predict the masks of every frame `(B, T, D, H, W)`."""

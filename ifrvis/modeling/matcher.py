@@ -1,10 +1,12 @@
 """Hungarian matching of clip-level queries to ground-truth video instances (Eq. 4).
 
 C_match = -λ_c p̂(c) + λ_m BCE(m, m̂) + λ_d (1 - DICE(m, m̂)), with BCE and Dice over the masks of the
-whole clip (all frames concatenated, as Mask2Former-VIS). p̂ is the sigmoid probability since the
-classifier is trained with the focal loss. With `num_points > 0` the masks are compared on K random
-points shared by every frame, query and instance of the clip; with `num_points = 0` densely, with the
-predictions bilinearly upsampled to the ground-truth resolution (exact).
+whole clip (all frames concatenated, as Mask2Former-VIS). p̂ is the class probability as the classifier
+is trained: sigmoid for the focal loss (IFR), softmax over K + 1 logits for cross-entropy with a
+"no object" class (Mask2Former-VIS, whose cost is the same -λ_c p̂(c)). With `num_points > 0` the
+masks are compared on K random points shared by every frame, query and instance of the clip; with
+`num_points = 0` densely, with the predictions bilinearly upsampled to the ground-truth resolution
+(exact).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
+from ifrvis.modeling.layers import class_probabilities
 from ifrvis.modeling.point_sampling import point_sample
 
 CLASS_COSTS = ("prob", "focal")
@@ -23,9 +26,10 @@ CLASS_COSTS = ("prob", "focal")
 def class_cost_matrix(
     probs: Tensor, labels: Tensor, kind: str = "prob", alpha: float = 0.25, gamma: float = 2.0
 ) -> Tensor:
-    """`probs (Q, K)` sigmoid class probabilities, `labels (M,)` -> cost `(Q, M)`.
+    """`probs (Q, K)` class probabilities, `labels (M,)` -> cost `(Q, M)`.
 
-    "prob": -p̂(c) (Eq. 4). "focal": Deformable DETR's focal-loss difference at the label,
+    "prob": -p̂(c) (Eq. 4). "focal" (sigmoid probabilities only): Deformable DETR's focal-loss
+    difference at the label,
     α (1 - p)^γ (-log p) - (1 - α) p^γ (-log (1 - p))."""
     p = probs[:, labels]
     if kind == "prob":
@@ -79,7 +83,8 @@ def hungarian(cost: Tensor) -> tuple[Tensor, Tensor]:
 
 
 class HungarianMatcher(nn.Module):
-    """Eq. 4 matcher. `forward(outputs, targets) -> [(query_idx (n,), instance_idx (n,)) per clip]`."""
+    """Eq. 4 matcher. `forward(outputs, targets) -> [(query_idx (n,), instance_idx (n,)) per clip]`;
+    `class_loss` says how `pred_logits` become probabilities (`class_probabilities`)."""
 
     def __init__(
         self,
@@ -90,10 +95,14 @@ class HungarianMatcher(nn.Module):
         class_cost: str = "prob",
         focal_alpha: float = 0.25,
         focal_gamma: float = 2.0,
+        class_loss: str = "focal",
     ):
         super().__init__()
         if class_cost not in CLASS_COSTS:
             raise ValueError(f"loss.matcher_class_cost must be one of {CLASS_COSTS}, got {class_cost!r}")
+        if class_cost == "focal" and class_loss != "focal":
+            raise ValueError("loss.matcher_class_cost 'focal' needs loss.class_loss 'focal'")
+        self.class_loss = class_loss
         self.class_weight = class_weight
         self.mask_weight = mask_weight
         self.dice_weight = dice_weight
@@ -117,8 +126,8 @@ class HungarianMatcher(nn.Module):
 
     @torch.no_grad()
     def forward(self, outputs: dict, targets: list[dict]) -> list[tuple[Tensor, Tensor]]:
-        """`outputs`: `pred_logits (B, Q, K)`, `pred_masks (B, Q, T, h, w)`; `targets`: B dicts with
-        `labels (M,)`, `masks (M, T, H, W)`."""
+        """`outputs`: `pred_logits (B, Q, K)` (focal) or `(B, Q, K + 1)` (softmax), `pred_masks
+        (B, Q, T, h, w)`; `targets`: B dicts with `labels (M,)`, `masks (M, T, H, W)`."""
         logits, masks = outputs["pred_logits"], outputs["pred_masks"]
         if len(targets) != logits.shape[0]:
             raise ValueError(f"{len(targets)} targets for a batch of {logits.shape[0]} clips")
@@ -133,6 +142,7 @@ class HungarianMatcher(nn.Module):
                 raise ValueError(
                     f"targets[{b}]['masks'] has {gt_masks.shape[1]} frames, pred_masks {masks.shape[2]}"
                 )
-            cost = self.cost_matrix(logits[b].float().sigmoid(), masks[b], labels, gt_masks)
+            probs = class_probabilities(logits[b].float(), self.class_loss)
+            cost = self.cost_matrix(probs, masks[b], labels, gt_masks)
             indices.append(hungarian(cost))
         return indices

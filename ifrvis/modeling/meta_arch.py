@@ -5,6 +5,8 @@ runs `encode` over chunks of frames, joins them with `concat_features` and decod
 `features` is a dict of per-frame tensors (frame axis first):
 `{"mask_features": (N, mask_dim, H/4, W/4), "multi_scale": [(N, C, H/32, W/32), (N, C, H/16, W/16),
 (N, C, H/8, W/8)]}`.
+`class_probabilities(pred_logits)` turns the decoder's class logits into per-class probabilities
+`(..., K)` as its class head was trained (sigmoid for focal, softmax without "no object" for softmax).
 """
 
 from __future__ import annotations
@@ -68,6 +70,10 @@ class VISModel(nn.Module):
         multi_scale = [x.view(batch, frames, *x.shape[1:]) for x in features["multi_scale"]]
         return self.decoder(multi_scale, mask_features.view(batch, frames, *mask_features.shape[1:]))
 
+    def class_probabilities(self, logits: Tensor) -> Tensor:
+        """`pred_logits (..., K)` or `(..., K + 1)` -> per-class probabilities `(..., K)`."""
+        return self.decoder.heads_out.probabilities(logits)
+
     def forward(self, images: Tensor) -> dict:
         """`images (B, T, 3, H, W)` in [0, 255], H and W multiples of 32 -> outputs."""
         if images.dim() != 5:
@@ -76,8 +82,9 @@ class VISModel(nn.Module):
         return self.decode(self.encode(images.flatten(0, 1)), b, t)
 
 
-def build_model(cfg: ModelConfig) -> VISModel:
-    """The model named by `cfg` (the `model` config section), with `cfg.weights` loaded if set."""
+def build_model(cfg: ModelConfig, class_loss: str = "focal") -> VISModel:
+    """The model named by `cfg` (the `model` config section), with `cfg.weights` loaded if set; its
+    class head fits `class_loss` (`loss.class_loss`: K logits for "focal", K + 1 for "softmax")."""
     if cfg.decoder not in DECODERS:
         raise ValueError(f"model.decoder = {cfg.decoder!r} is not one of {', '.join(DECODERS)}")
     backbone = build_backbone(cfg.backbone)
@@ -101,6 +108,7 @@ def build_model(cfg: ModelConfig) -> VISModel:
         mask_dim=cfg.mask_dim,
         dropout=cfg.dropout,
         pre_norm=cfg.pre_norm,
+        class_loss=class_loss,
     )
     model = VISModel(backbone, pixel_decoder, decoder, cfg.pixel_mean, cfg.pixel_std)
     if cfg.weights:
