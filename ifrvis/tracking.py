@@ -71,6 +71,12 @@ def init_store(uri: str) -> str:
     return uri
 
 
+def store_exists(uri: str = "") -> bool:
+    """False for a SQLite store whose file is not there yet (reading it would create it)."""
+    path = _sqlite_path(resolve_uri(uri))
+    return path is None or path.exists()
+
+
 def client(uri: str = "") -> MlflowClient:
     """A client on an initialised store."""
     return MlflowClient(init_store(resolve_uri(uri)))
@@ -99,11 +105,15 @@ def _artifact_location(mlflow: MlflowClient, name: str) -> str | None:
 
 
 def find_runs(mlflow: MlflowClient, experiment: str, **tags: str) -> list:
-    """Runs of `experiment` whose tags equal `tags` (e.g. run_identity=...), newest first."""
+    """Runs of `experiment` whose tags equal `tags` (e.g. run_identity=...), newest first; reading
+    creates nothing (no experiment, no run)."""
+    found = with_retry(mlflow.get_experiment_by_name, experiment)
+    if found is None:
+        return []
     filters = " and ".join(f"tags.{key} = '{value}'" for key, value in tags.items())
     return with_retry(
         mlflow.search_runs,
-        [experiment_id(mlflow, experiment)],
+        [found.experiment_id],
         filter_string=filters,
         order_by=["attributes.start_time DESC"],
     )

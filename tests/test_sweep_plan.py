@@ -63,5 +63,6 @@ def test_dry_run_creates_nothing(config_file):
     cfgs = expand([config_file], range(2), "dry")
     specs = plan(cfgs, "dry", create=False)
     assert [s.state for s in specs] == [PENDING, PENDING] and not any(s.run_id for s in specs)
+    assert not (config_file.parent / "mlflow.db").exists()
     mlflow = tracking.client(cfgs[0].logging.mlflow_uri)
     assert tracking.find_runs(mlflow, "plan-test") == []

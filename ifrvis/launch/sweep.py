@@ -98,12 +98,13 @@ def plan(cfgs: Sequence[Config], sweep: str, retry_failed: bool = False, create:
     """Attach each config to the sweep's parent run and classify it; with `create`, make the MLflow
     runs of pending specs now (one process: no duplicate runs under concurrency)."""
     parent = parent_run(cfgs, sweep) if create else ""
+    stored = create or tracking.store_exists(cfgs[0].logging.mlflow_uri)  # a dry run creates no store
     specs = []
     for cfg in cfgs:
         cfg = dataclasses.replace(
             cfg, logging=dataclasses.replace(cfg.logging, sweep=sweep, parent_run_id=parent)
         )
-        spec = classify(cfg)
+        spec = classify(cfg) if stored else Spec(cfg, PENDING)
         if spec.state == FAILED and retry_failed:
             spec.state, spec.error = (RESUME if runs.checkpoint_path(cfg).exists() else PENDING), ""
         if create and spec.state == PENDING and not spec.run_id:
