@@ -70,7 +70,7 @@ def test_every_problem_of_a_broken_folder_is_reported_once(capsys, tmp_path):
         data["videos"][2]["length"] = 7  # video 17
 
     def break_valid(data):
-        data["videos"][1]["id"] = data["videos"][0]["id"]  # 2 twice
+        data["videos"].append(dict(data["videos"][0]))  # 2 twice
         data["categories"][0]["name"] = "aardvark"
 
     _edit(train_json, break_train)
@@ -98,6 +98,7 @@ def test_every_problem_of_a_broken_folder_is_reported_once(capsys, tmp_path):
         ),
         (train_json, 17, "annotations[id=121].areas", "2 entries for a video of 4 frames"),
         (valid_json, 2, "videos.id", "duplicate video id"),
+        (valid_json, 11, "file_names[0]", "frame folder .*/valid/JPEGImages/4ab5cd6ef7 is missing"),
         (valid_json, None, "categories", f"differ from {train_json}'s"),
     ]
     problems = [line for line in out.splitlines() if line.startswith("  problem: ")]
@@ -108,7 +109,7 @@ def test_every_problem_of_a_broken_folder_is_reported_once(capsys, tmp_path):
         matching = [p for p in problems if re.search(where + ": " + text, p)]
         assert len(matching) == 1, (path, video, field, problems)
     assert len(problems) == len(expected), problems  # nothing reported twice, nothing cascading
-    assert out.splitlines()[-1] == f"{len(expected)} problems found (train 10, valid 1)"
+    assert out.splitlines()[-1] == f"{len(expected)} problems found (train 9, valid 3)"
 
 
 def test_training_needs_annotations(capsys, tmp_path):

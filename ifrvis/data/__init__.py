@@ -1,8 +1,8 @@
 """YouTube-VIS data: loading and validation, training clips, inference frames, the synthetic benchmark."""
 
 from ifrvis.data.datasets import ClipDataset, TrainSampler, VideoFrames, collate_clips
-from ifrvis.data.masks import decode_segmentation, encode_rle, mask_area, mask_bbox
-from ifrvis.data.ytvis import YTVIS, DataError, load_ytvis
+from ifrvis.data.masks import decode_segmentation, encode_rle, mask_area, mask_bbox, segmentation_problem
+from ifrvis.data.ytvis import YTVIS, DataError, find_problems, load_ytvis
 
 __all__ = [
     "YTVIS",
@@ -13,7 +13,9 @@ __all__ = [
     "collate_clips",
     "decode_segmentation",
     "encode_rle",
+    "find_problems",
     "load_ytvis",
     "mask_area",
     "mask_bbox",
+    "segmentation_problem",
 ]

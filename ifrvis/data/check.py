@@ -17,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from ifrvis.config import load_config
+from ifrvis.config import DataConfig, load_config
 from ifrvis.data.ytvis import DataError, find_problems, read_json
 
 # layout -> split -> (annotation file, frame folder), relative to the root; the first layout whose
@@ -81,7 +81,7 @@ def layout_splits(root: Path, layout: str) -> list[Split]:
     ]
 
 
-def config_splits(root: Path, data_cfg) -> list[Split]:
+def config_splits(root: Path, data_cfg: DataConfig) -> list[Split]:
     """The splits a run of this `DataConfig` reads under `root` (no validation file with a holdout)."""
     splits = [Split("train", root / data_cfg.train_json, root / data_cfg.train_images)]
     if data_cfg.valid_json and data_cfg.holdout_videos == 0:
@@ -101,24 +101,24 @@ def check_split(split: Split) -> SplitReport:
     return SplitReport(split, raw, problems)
 
 
-def cross_split_problems(reports: list[SplitReport], num_classes: int | None) -> list[str]:
-    """What a run needs across splits: the same categories in every split (results carry the model's
-    category ids), and `model.num_classes` categories in train when a config is given."""
+def add_cross_split_problems(reports: list[SplitReport], num_classes: int | None) -> None:
+    """What a run needs across splits, added to the report of the file at fault: the training split's
+    categories in every split (the model predicts them), and `model.num_classes` of them when a config
+    is given. `reports[0]` is the training split."""
     train = reports[0]
     if not _has_list(train.raw, "categories"):
-        return []
+        return
     expected = _category_names(train.raw)
-    problems = [
-        f"{report.split.json}: field 'categories': differ from {train.split.json}'s"
-        for report in reports[1:]
-        if _has_list(report.raw, "categories") and _category_names(report.raw) != expected
-    ]
+    for report in reports[1:]:
+        if _has_list(report.raw, "categories") and _category_names(report.raw) != expected:
+            report.problems.append(
+                f"{report.split.json}: field 'categories': differ from {train.split.json}'s"
+            )
     if num_classes is not None and num_classes != len(expected):
-        problems.append(
+        train.problems.append(
             f"{train.split.json}: field 'categories': {len(expected)} categories, "
             f"but the config's model.num_classes is {num_classes}"
         )
-    return problems
 
 
 def summary_lines(report: SplitReport, root: Path) -> list[str]:
@@ -141,20 +141,21 @@ def summary_lines(report: SplitReport, root: Path) -> list[str]:
 
 
 def category_table(categories: list, counts: Counter) -> list[str]:
-    """Rows of (name, id, instances) cells, TABLE_COLUMNS side by side, in category id order."""
+    """A header and rows of (name, id, instances) cells, TABLE_COLUMNS side by side, in id order."""
     rows = sorted(
         (c["id"], str(c.get("name")))
         for c in categories
         if isinstance(c, dict) and isinstance(c.get("id"), int)
     )
-    width = max([len(name) for _, name in rows] + [len("category")])
+    if not rows:
+        return []
+    width = max(len(name) for _, name in [*rows, (0, "category")])
     cells = [f"{name:<{width}} {cid:>4} {counts.get(cid, 0):>9}" for cid, name in rows]
     header = f"{'category':<{width}} {'id':>4} {'instances':>9}"
-    lines = []
+    lines = ["  " + " | ".join([header] * min(TABLE_COLUMNS, len(cells)))]
     for start in range(0, len(cells), TABLE_COLUMNS):
         lines.append("  " + " | ".join(cells[start : start + TABLE_COLUMNS]))
-    columns = min(TABLE_COLUMNS, len(cells))
-    return ["  " + " | ".join([header] * columns)] + lines if cells else []
+    return lines
 
 
 def _category_names(raw: dict) -> list[tuple]:
@@ -170,9 +171,17 @@ def _relative(path: Path, root: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ifrvis check-data", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="ifrvis check-data",
+        description="Validate a YouTube-VIS folder without training; exit status 0 when clean, 1 when "
+        "problems were found, 2 on a usage error.",
+    )
     parser.add_argument("root", help="the data folder (e.g. data/ytvis2019)")
-    parser.add_argument("--config", help="take the split files from this run config's data section")
+    parser.add_argument(
+        "--config",
+        help="check the split files (data.*_json, data.*_images, under ROOT) and model.num_classes of "
+        "this run config instead of the layout found under ROOT",
+    )
     args = parser.parse_args(argv)
     root = Path(args.root)
     if not root.is_dir():
@@ -185,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         splits, num_classes, described = layout_splits(root, layout), None, f"{layout} layout"
     print(f"{root} ({described})")
     reports = [check_split(split) for split in splits]
-    reports[0].problems += cross_split_problems(reports, num_classes)
+    add_cross_split_problems(reports, num_classes)
     for report in reports:
         print("\n".join(summary_lines(report, root)))
         for problem in report.problems:

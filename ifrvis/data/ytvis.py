@@ -171,7 +171,7 @@ def find_problems(raw: object, source: str, image_root: Path | None = None) -> l
     annotations = raw.get("annotations")
     if annotations is not None and not isinstance(annotations, list):
         problems.append(f"{_where(source, None, 'annotations')}: neither a list nor null")
-    elif annotations is not None and isinstance(raw.get("videos"), list):
+    elif annotations is not None and isinstance(raw.get("videos"), list):  # else all would be unknown
         seen: set[int] = set()
         for index, ann in enumerate(annotations):
             _check_annotation(ann, index, videos, categories, seen, source, problems)
@@ -243,16 +243,13 @@ def _check_frames_exist(videos: Iterable[dict], image_root: Path, source: str, p
             if folder not in listings:
                 listings[folder] = _file_names_in(os.path.join(image_root, folder))
             files = listings[folder]
-            if files is None or file_name not in files:
+            if files is None:  # one problem for the video, not one a frame
                 where = _where(source, video["id"], f"file_names[{t}]")
-                missing = (
-                    f"frame folder {image_root / folder}"
-                    if files is None
-                    else f"frame file {image_root / name}"
-                )
-                problems.append(f"{where}: {missing} is missing")
-            if files is None:
+                problems.append(f"{where}: frame folder {image_root / folder} is missing")
                 break
+            if file_name not in files:
+                where = _where(source, video["id"], f"file_names[{t}]")
+                problems.append(f"{where}: frame file {image_root / name} is missing")
 
 
 def _file_names_in(folder: str) -> set[str] | None:
