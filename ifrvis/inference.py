@@ -1,17 +1,19 @@
 """Video inference: whole video, per clip with linking, and test-time augmentation (Sec. 3.2).
 
-Every mode first produces a `QueryResult`: all Q queries' class probabilities and mask logits on the
+Every mode first produces a `QueryResult`: all Q queries' class probabilities (as the class head was
+trained: sigmoid for focal, softmax without the "no object" column for softmax) and mask logits on the
 stride-4 grid of the padded input. Per clip, clips are linked by Hungarian matching on soft mask IoU
 over the overlapping frames (IFC), or, with no overlap, between a clip's first frame and the frame
 before it; TTA matches every pass to a pivot pass with the Eq. 4 cost and averages class and mask
-probabilities. `postprocess` then keeps the top-k (query, class) pairs and brings their masks to the
-original resolution.
+probabilities, the pivot drawn at random (seeded by the run's seed and the video id, Sec. 3.2) or the
+largest un-flipped pass. `postprocess` then keeps the top-k (query, class) pairs and brings their
+masks to the original resolution.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -38,7 +40,7 @@ class Prediction:
 class QueryResult:
     """All queries of one pass over a video."""
 
-    probs: Tensor  # (Q, K) sigmoid class probabilities
+    probs: Tensor  # (Q, K) class probabilities (`VISModel.class_probabilities`: no "no object" column)
     mask_logits: Tensor  # (Q, T, Hp / 4, Wp / 4) on the padded input's stride-4 grid
     image_size: tuple[int, int]  # (h, w) of the resized frames inside the padded input
     padded_size: tuple[int, int]  # (Hp, Wp)
@@ -99,7 +101,7 @@ def run_frames(model, frames, indices: Sequence[int], chunk_frames: int, flip: b
     ]
     outputs = model.decode(concat_features(chunks), 1, len(indices))
     return QueryResult(
-        probs=outputs["pred_logits"][0].float().sigmoid(),
+        probs=model.class_probabilities(outputs["pred_logits"][0].float()),
         mask_logits=outputs["pred_masks"][0].float(),
         image_size=tuple(frames.size),
         padded_size=padded_size(tuple(frames.size)),
@@ -195,16 +197,25 @@ def align_masks(result: QueryResult, pivot: QueryResult) -> Tensor:
     return values.view(num_queries, num_frames, grid_h, grid_w)
 
 
-def merge_tta(results: list[QueryResult]) -> QueryResult:
-    """TTA (Sec. 3.2): the first result is the pivot; every other result's queries are matched to the
-    pivot's by the Eq. 4 cost (pivot queries as ground truth: arg-max class, mask probability > 0.5;
-    paper weights λ_c = 2, λ_m = λ_d = 5), then class and mask probabilities are averaged."""
-    pivot = results[0]
+def unflipped(result: QueryResult) -> QueryResult:
+    """`result` with its masks flipped back horizontally on the same grid (itself when not flipped)."""
+    if not result.flipped:
+        return result
+    target = replace(result, flipped=False)
+    return replace(target, mask_logits=align_masks(result, target))
+
+
+def merge_tta(results: list[QueryResult], pivot_index: int = 0) -> QueryResult:
+    """TTA (Sec. 3.2): `results[pivot_index]` is the pivot R_p (flipped back if it was flipped); every
+    other result's queries are matched to the pivot's by the Eq. 4 cost (pivot queries as ground truth:
+    arg-max class, mask probability > 0.5; paper weights λ_c = 2, λ_m = λ_d = 5), then class and mask
+    probabilities are averaged on the pivot's grid."""
+    pivot = unflipped(results[pivot_index])
     matcher = HungarianMatcher()
     labels = pivot.probs.argmax(1)
     pivot_masks = pivot.mask_logits > 0
     prob_sum, mask_sum = pivot.probs.clone(), pivot.mask_logits.sigmoid()
-    for result in results[1:]:
+    for result in results[:pivot_index] + results[pivot_index + 1 :]:
         logits = align_masks(result, pivot)
         rows, cols = hungarian(matcher.cost_matrix(result.probs, logits, labels, pivot_masks))
         order = torch.empty_like(rows)
@@ -223,13 +234,24 @@ def merge_tta(results: list[QueryResult]) -> QueryResult:
 
 
 def tta_augmentations(cfg: InferenceConfig) -> list[tuple[int, bool]]:
-    """(short side, flip) pairs; the first, un-flipped at the largest side, is the pivot: every other
-    pass is resampled onto its stride-4 grid, the finest of them."""
+    """(short side, flip) pairs; the first is un-flipped at the largest side (the finest stride-4
+    grid), the pivot of `tta_pivot="largest"`."""
     if not cfg.tta_short_sides:
         raise ValueError("inference.tta_short_sides is empty: TTA needs at least one input size")
     flips = (False, True) if cfg.tta_flip else (False,)
     sides = sorted(cfg.tta_short_sides, reverse=True)
     return [(side, flip) for flip in flips for side in sides]
+
+
+def tta_pivot_index(num_passes: int, cfg: InferenceConfig, seed: Sequence[int]) -> int:
+    """Which of the `tta_augmentations` passes is the pivot: "random" (Sec. 3.2: "we randomly choose one
+    result R_p as the pivot") draws it with a generator seeded by `seed` (the run's seed and the video
+    id: reproducible, independent of the global RNG); "largest" takes the first pass."""
+    if cfg.tta_pivot == "largest":
+        return 0
+    if cfg.tta_pivot == "random":
+        return int(np.random.default_rng(list(seed)).integers(num_passes))
+    raise ValueError(f"inference.tta_pivot must be 'random' or 'largest', got {cfg.tta_pivot!r}")
 
 
 def tta_max_long_side(short_side: int, data_cfg: DataConfig) -> int:
@@ -239,8 +261,9 @@ def tta_max_long_side(short_side: int, data_cfg: DataConfig) -> int:
 
 
 def postprocess(result: QueryResult, orig_size: tuple[int, int], cfg: InferenceConfig) -> list[Prediction]:
-    """Top-k (query, class) pairs over the flattened Q x K sigmoid probabilities (Mask2Former-VIS);
-    masks upsampled to the padded input, cropped to the image, resized to `orig_size` and thresholded."""
+    """Top-k (query, class) pairs over the flattened Q x K class probabilities (Mask2Former-VIS; with a
+    softmax head "no object" is not a class: `result.probs` has no column for it); masks upsampled to
+    the padded input, cropped to the image, resized to `orig_size` and thresholded."""
     if result.flipped:
         raise ValueError("postprocess expects un-flipped masks; align them to an un-flipped pivot first")
     num_queries, num_classes = result.probs.shape
@@ -270,11 +293,16 @@ def postprocess(result: QueryResult, orig_size: tuple[int, int], cfg: InferenceC
 
 @torch.no_grad()
 def predict_video(
-    model, frames, inference_cfg: InferenceConfig, frames_at: Callable[[int], object] | None = None
+    model,
+    frames,
+    inference_cfg: InferenceConfig,
+    frames_at: Callable[[int], object] | None = None,
+    pivot_seed: Sequence[int] = (0, 0),
 ) -> list[Prediction]:
     """Predictions of one video (`frames`: a `VideoFrames`, `len()`, `[t] -> (3, h, w)` in [0, 255],
     `.size`, `.orig_size`) in the mode `inference_cfg.mode`. For TTA, `frames_at(short_side)` returns
-    the video at another size; without it the given frames are rescaled."""
+    the video at another size (without it the given frames are rescaled), and `pivot_seed` (the run's
+    seed, the video id) seeds the random pivot."""
     cfg = inference_cfg
     if cfg.mode == "video":
         result = run_frames(model, frames, range(len(frames)), cfg.chunk_frames)
@@ -282,12 +310,11 @@ def predict_video(
         result = predict_clips(model, frames, cfg)
     elif cfg.mode == "tta":
         load = frames_at or (lambda side: ResizedFrames(frames, side))
-        result = merge_tta(
-            [
-                run_frames(model, load(side), range(len(frames)), cfg.chunk_frames, flip=flip)
-                for side, flip in tta_augmentations(cfg)
-            ]
-        )
+        passes = [
+            run_frames(model, load(side), range(len(frames)), cfg.chunk_frames, flip=flip)
+            for side, flip in tta_augmentations(cfg)
+        ]
+        result = merge_tta(passes, tta_pivot_index(len(passes), cfg, pivot_seed))
     else:
         raise ValueError(f"inference.mode must be one of {MODES}, got {cfg.mode!r}")
     return postprocess(result, tuple(frames.orig_size), cfg)
@@ -313,6 +340,6 @@ def run_inference(model, ytvis, cfg: Config, progress: bool = True) -> list[dict
         def frames_at(side: int, video=video):
             return VideoFrames(ytvis, video, side, tta_max_long_side(side, cfg.data))
 
-        predictions = predict_video(model, frames, cfg.inference, frames_at)
+        predictions = predict_video(model, frames, cfg.inference, frames_at, (cfg.seed, video_id(video)))
         results.extend(encode_video_predictions(video_id(video), predictions, ytvis.category_ids))
     return results

@@ -4,6 +4,8 @@
 whole-video pass, the per-clip passes and flipped or rescaled passes must agree where the geometry
 allows; `permute` reorders its queries on every decode call, which only clip linking can undo."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -22,10 +24,13 @@ from ifrvis.inference import (
     merge_tta,
     postprocess,
     predict_video,
+    run_frames,
     soft_iou,
     tta_augmentations,
     tta_max_long_side,
+    tta_pivot_index,
 )
+from ifrvis.modeling.layers import class_probabilities
 
 NUM_CLASSES = 3
 
@@ -62,6 +67,9 @@ class PixelQueryModel(nn.Module):
             masks, logits = masks[:, order], logits[:, order]
         self.decode_calls += 1
         return {"pred_logits": logits, "pred_masks": masks}
+
+    def class_probabilities(self, logits):
+        return logits.sigmoid()
 
 
 class Frames:
@@ -215,6 +223,106 @@ def test_tta_matches_permuted_passes_to_the_pivot():
     assert torch.allclose(merged.mask_logits.sigmoid(), pivot.mask_logits.sigmoid(), atol=1e-5)
 
 
+def test_tta_pivot_largest_or_random_seeded_by_run_and_video():
+    largest = InferenceConfig(tta_pivot="largest")
+    assert {tta_pivot_index(8, largest, (seed, video)) for seed in range(3) for video in range(20)} == {0}
+    random = InferenceConfig(tta_pivot="random")
+    draws = [tta_pivot_index(8, random, (0, video)) for video in range(40)]
+    assert draws == [tta_pivot_index(8, random, (0, video)) for video in range(40)]  # reproducible
+    assert len(set(draws)) > 3 and all(0 <= i < 8 for i in draws)  # varies across videos
+    assert draws != [tta_pivot_index(8, random, (1, video)) for video in range(40)]  # and seeds
+    torch.manual_seed(123)
+    np.random.seed(123)
+    assert draws == [tta_pivot_index(8, random, (0, video)) for video in range(40)]  # no global RNG
+
+
+def square_result(size: int, flipped: bool = False) -> QueryResult:
+    """Two queries on one frame of a `size` x `size` unpadded input: query 0 the left half (which a
+    flip moves), query 1 a centred square; `flipped`: the pass saw the frame flipped."""
+    grid = size // 4
+    masks = torch.full((2, 1, grid, grid), -6.0)
+    masks[0, 0, :, : grid // 2] = 6.0
+    masks[1, 0, grid // 4 : 3 * grid // 4, grid // 4 : 3 * grid // 4] = 6.0
+    if flipped:
+        masks = masks.flip(-1)
+    probs = torch.tensor([[0.9, 0.1], [0.2, 0.7]])
+    return QueryResult(probs, masks, (size, size), (size, size), flipped)
+
+
+@pytest.mark.parametrize("pivot", [0, 1, 2])
+def test_tta_result_lies_on_the_pivot_grid(pivot):
+    results = [square_result(32), square_result(64), square_result(48, flipped=True)]
+    merged = merge_tta(results, pivot)
+    expected = results[pivot]
+    assert merged.mask_logits.shape == expected.mask_logits.shape
+    assert (merged.image_size, merged.padded_size, merged.flipped) == (
+        expected.image_size,
+        expected.padded_size,
+        False,  # a flipped pivot is flipped back first
+    )
+    assert torch.allclose(merged.probs, expected.probs)
+    reference = square_result(expected.image_size[0]).mask_logits > 0
+    assert torch.equal(merged.mask_logits > 0, reference)
+
+
+def test_tta_random_pivot_through_run_inference_uses_the_seed_and_video_id(tmp_path):
+    from ifrvis.config import Config
+    from ifrvis.data.datasets import VideoFrames
+    from ifrvis.inference import run_inference
+
+    ytvis = write_tiny_ytvis(tmp_path)
+    video = ytvis.videos[0]
+    cfg = Config()
+    cfg.data.test_short_side, cfg.data.max_long_side = 32, 200
+    cfg.inference.mode, cfg.inference.top_k, cfg.inference.tta_short_sides = "tta", 4, [32, 48, 64]
+    for seed in (0, 1, 2):
+        cfg.seed = seed
+        results = run_inference(PixelQueryModel(), ytvis, cfg, progress=False)
+        direct = predict_video(
+            PixelQueryModel().eval(),
+            VideoFrames(ytvis, video, 32, 200),
+            cfg.inference,
+            lambda side: VideoFrames(ytvis, video, side, tta_max_long_side(side, cfg.data)),
+            pivot_seed=(seed, video["id"]),
+        )
+        assert results == encode_video_predictions(video["id"], direct, [5, 9, 11])
+
+
+def test_softmax_head_scores_drop_no_object_before_top_k():
+    """2 queries, K = 2 classes plus "no object": the probabilities are the softmax over the 3 logits
+    with the last column dropped, and top-k runs over the 2 x 2 (query, class) pairs, as
+    Mask2Former-VIS's inference. Query 1's largest probability is "no object" (0.84): never a score."""
+    rows = [[2.0, 0.0, 1.0], [0.0, 1.0, 3.0]]
+    softmax = [[math.exp(x) / sum(math.exp(y) for y in row) for x in row] for row in rows]
+    probs = class_probabilities(torch.tensor(rows), "softmax")
+    result = QueryResult(probs, torch.full((2, 1, 4, 4), 5.0), (16, 16), (16, 16))
+    predictions = postprocess(result, (16, 16), InferenceConfig(top_k=3))
+    assert [p.label for p in predictions] == [0, 1, 1]  # (query 0, class 0), (1, 1), (0, 1)
+    expected = [softmax[0][0], softmax[1][1], softmax[0][1]]
+    assert [p.score for p in predictions] == pytest.approx(expected, rel=1e-6)
+    assert len(postprocess(result, (16, 16), InferenceConfig(top_k=10))) == 4
+
+
+def test_real_softmax_model_probabilities_flow_through_every_mode():
+    """Whole video, per clip (on a static video every 2-frame clip equals the first two frames) and
+    TTA (one pass) all score with the softmax probabilities without "no object"."""
+    model = tiny_real_model("mask2former", class_loss="softmax")
+    static = moving_video(num_frames=4, static=True)
+    pair = Frames(static[:2], orig_size=(32, 48))
+    with torch.no_grad():
+        logits = model(load_chunk(pair, range(2), False, model.pixel_mean)[None])["pred_logits"][0]
+        result = run_frames(model, pair, range(2), chunk_frames=2)
+    assert result.probs.shape == (5, NUM_CLASSES)
+    assert torch.allclose(result.probs, logits.softmax(-1)[:, :NUM_CLASSES], atol=1e-6)
+    top = result.probs.flatten().topk(6).values.tolist()
+    assert [p.score for p in infer(model, pair, mode="video", top_k=6)] == pytest.approx(top, rel=1e-5)
+    assert [p.score for p in infer(model, pair, mode="tta", top_k=6, tta_short_sides=[32])] == pytest.approx(
+        top, rel=1e-5
+    )
+    clips = infer(model, Frames(static, (32, 48)), mode="clip", top_k=6, clip_frames=2)
+    assert [p.score for p in clips] == pytest.approx(top, rel=1e-4)
+
+
 def test_score_with_mask_multiplies_by_mean_mask_probability():
     g = torch.Generator().manual_seed(1)
     result = QueryResult(
@@ -312,7 +420,7 @@ def test_run_inference_on_a_ytvis_split(tmp_path, mode):
         assert np.mean(masks != p.masks) <= (0.0 if mode == "video" else 0.03)
 
 
-def tiny_real_model(decoder: str):
+def tiny_real_model(decoder: str, class_loss: str = "focal"):
     from ifrvis.config import ModelConfig
     from ifrvis.modeling.meta_arch import build_model
 
@@ -331,7 +439,7 @@ def tiny_real_model(decoder: str):
         dec_heads=4,
         dec_ffn_dim=64,
     )
-    return build_model(cfg).eval()
+    return build_model(cfg, class_loss).eval()
 
 
 class PermutingModel(nn.Module):
@@ -345,6 +453,9 @@ class PermutingModel(nn.Module):
 
     def encode(self, frames):
         return self.model.encode(frames)
+
+    def class_probabilities(self, logits):
+        return self.model.class_probabilities(logits)
 
     def decode(self, features, batch, frames):
         outputs = self.model.decode(features, batch, frames)
@@ -381,3 +492,20 @@ def test_real_model_per_clip_on_static_video_and_linking(decoder):
     reference = infer(model, moving, mode="clip", clip_frames=4, clip_overlap=2, top_k=6)
     permuted = infer(PermutingModel(model), moving, mode="clip", clip_frames=4, clip_overlap=2, top_k=6)
     assert_same_predictions(reference, permuted)
+
+
+@pytest.mark.parametrize("class_loss", ["focal", "softmax"])
+@pytest.mark.parametrize("decoder", ["ifr", "mask2former"])
+def test_real_model_per_clip_of_two_frames(decoder, class_loss):
+    """Table 4's T = 2 with the default overlap of one frame: clips (0, 1), (1, 2), ... each decoded
+    alone and linked on their shared frame; on a static video every clip equals a 2-frame video."""
+    model = tiny_real_model(decoder, class_loss)
+    static = moving_video(num_frames=5, static=True)
+    assert clip_starts(5, 2, InferenceConfig().clip_overlap) == [0, 1, 2, 3]
+    clips = infer(model, Frames(static, (32, 48)), mode="clip", clip_frames=2, top_k=6)
+    assert len(clips) == 6 and all(p.masks.shape == (5, 32, 48) for p in clips)
+    pair = infer(model, Frames(static[:2], (32, 48)), mode="video", top_k=6)
+    assert_same_predictions(
+        [Prediction(p.label, p.score, p.masks[:1]) for p in pair],
+        [Prediction(p.label, p.score, p.masks[:1]) for p in clips],
+    )
