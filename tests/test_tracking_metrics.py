@@ -121,6 +121,16 @@ def test_per_video_and_overall():
     assert out["MOTA"] == pytest.approx(0.5) and out["MOTP"] == 0.0  # not NaN despite unmatched videos
 
 
+def test_no_prediction_above_the_threshold_gives_defined_zero_identity_scores():
+    """IDTP = 0, IDFN = 2T, IDFP = 0: IDP = 0 / max(1, 0) = 0 (motmetrics: NaN), IDR = IDF1 = 0,
+    MOTA = 1 - 2T / 2T = 0; a video with neither side scores 0 too."""
+    gt = make_gt({1: [[BOX_A] * T, [BOX_B] * T], 2: []})
+    out = tracking_metrics(gt, [result(1, [BOX_A] * T, score=0.1)])
+    assert (out["IDP"], out["IDR"], out["IDF1"], out["MOTA"], out["IDs"]) == (0.0, 0.0, 0.0, 0.0, 0)
+    assert out["num_predictions"] == 0 and out["IDFN"] == 2 * T
+    assert out["per_video"][2]["IDP"] == out["per_video"][2]["IDF1"] == 0.0
+
+
 def test_boxes_from_rle_equal_tight_mask_boxes():
     rng = np.random.default_rng(0)
     for _ in range(20):

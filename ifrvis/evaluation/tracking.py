@@ -24,12 +24,12 @@ from pycocotools import mask as mask_utils
 from ifrvis.evaluation.results import annotations_by_video, load_ground_truth, load_results, video_infos
 from ifrvis.evaluation.ytvis_eval import _to_rle, frame_areas
 
-# our key -> motmetrics metric name
+# our key -> motmetrics metric name; IDF1, IDP and IDR are derived from the identity counts (`_row`)
 _MM_METRICS = {
-    "IDF1": "idf1",
+    "IDTP": "idtp",
+    "IDFP": "idfp",
+    "IDFN": "idfn",
     "MOTA": "mota",
-    "IDP": "idp",
-    "IDR": "idr",
     "IDs": "num_switches",
     "MOTP": "motp",
     "FP": "num_false_positives",
@@ -37,7 +37,7 @@ _MM_METRICS = {
     "num_objects": "num_objects",
     "num_predictions": "num_predictions",
 }
-_COUNT_KEYS = ("IDs", "FP", "FN", "num_objects", "num_predictions")
+_COUNT_KEYS = ("IDTP", "IDFP", "IDFN", "IDs", "FP", "FN", "num_objects", "num_predictions")
 
 
 def iou_distance(gt_boxes: np.ndarray, pred_boxes: np.ndarray, iou_threshold: float = 0.5) -> np.ndarray:
@@ -104,7 +104,19 @@ def summarize(per_video: dict) -> dict:
 
 def _row(summary, label) -> dict:
     values = summary.loc[label]
-    return {key: _clean(values[name], key in _COUNT_KEYS) for key, name in _MM_METRICS.items()}
+    row = {key: _clean(values[name], key in _COUNT_KEYS) for key, name in _MM_METRICS.items()}
+    return {**identity_rates(row["IDTP"], row["IDFP"], row["IDFN"]), **row}
+
+
+def identity_rates(idtp: int, idfp: int, idfn: int) -> dict[str, float]:
+    """IDP, IDR, IDF1 from the identity counts, 0 where nothing is counted (no prediction for IDP, no
+    ground truth for IDR, neither for IDF1), as TrackEval's Identity metric divides by max(1, .):
+    a method that predicts nothing has defined, zero, identity scores (motmetrics gives NaN)."""
+    return {
+        "IDF1": 2 * idtp / max(1, 2 * idtp + idfp + idfn),
+        "IDP": idtp / max(1, idtp + idfp),
+        "IDR": idtp / max(1, idtp + idfn),
+    }
 
 
 def _clean(value, is_count: bool):
@@ -125,11 +137,11 @@ def _video_boxes(segmentations: list, height: int, width: int) -> list:
 
 
 def tracking_metrics(gt, results, score_threshold: float = 0.5, iou_threshold: float = 0.5) -> dict:
-    """IDF1, MOTA, IDP, IDR, IDs, MOTP, FP, FN, num_objects, num_predictions overall and per video
-    (`per_video`: video id -> the same keys) by the method of Sec. 4.4 (see the module docstring).
+    """IDF1, MOTA, IDP, IDR, IDs, MOTP, FP, FN, IDTP, IDFP, IDFN, num_objects, num_predictions overall
+    and per video (`per_video`: video id -> the same keys) by the method of Sec. 4.4 (see the module docstring).
 
     gt: YouTube-VIS ground-truth path or dict; results: path or list in the official format.
-    Rates are fractions; a video without ground truth or predictions has NaN rates."""
+    Rates are fractions; IDF1, IDP and IDR are 0 where their denominator is (`identity_rates`)."""
     gt = load_ground_truth(gt)
     results = load_results(results, gt)
     videos = video_infos(gt)
