@@ -207,8 +207,14 @@ def project_to_mask2former(key: str, ifr: bool) -> str | None:
     return None
 
 
-@pytest.mark.parametrize("decoder", ["ifr", "mask2former"])
-def test_load_mask2former_coco_checkpoint_heads(tmp_path, decoder):
+IFR_RECURRENT = ("frame_cross_attn", "frame_self_attn", "frame_ffn")  # Eqs. 2-3
+IFR_CLIP = ("temporal_cross_attn", "clip_self_attn", "clip_ffn")
+
+
+@pytest.mark.parametrize(
+    "decoder, ifr_init", [("ifr", "random"), ("ifr", "checkpoint"), ("mask2former", "random")]
+)
+def test_load_mask2former_coco_checkpoint_heads(tmp_path, decoder, ifr_init):
     torch.manual_seed(0)
     cfg = dict(
         backbone="tiny",
@@ -229,30 +235,41 @@ def test_load_mask2former_coco_checkpoint_heads(tmp_path, decoder):
         if not k.startswith("backbone.")
     }
     renamed.pop(None, None)
-    coco_classes = torch.zeros(81, 32)  # COCO's 80 classes + "no object"
-    renamed["sem_seg_head.predictor.class_embed.weight"] = coco_classes
+    renamed["sem_seg_head.predictor.class_embed.weight"] = torch.zeros(81, 32)  # COCO's 80 + "no object"
+    renamed["sem_seg_head.predictor.class_embed.bias"] = torch.zeros(81)
     path = tmp_path / "mask2former_coco.pkl"
     with path.open("wb") as handle:
         pickle.dump({"model": {k: v.numpy() for k, v in renamed.items()}}, handle)
     torch.manual_seed(1)
     model = build_model(ModelConfig(**cfg))
-    report = load_weights(model, path)
-    assert report.unexpected == []
-    assert report.mismatched == [
-        "sem_seg_head.predictor.class_embed.weight: (81, 32) vs decoder.heads_out.class_embed.weight: (3, 32)"
-    ]
-    temporal = {
-        k
-        for k in source
-        if k.startswith("decoder.layers.")
-        and k.split(".")[3] in ("temporal_cross_attn", "clip_self_attn", "clip_ffn")
-    }
-    assert set(report.missing) == temporal | {"decoder.heads_out.class_embed.weight"}
-    assert (decoder == "ifr") == bool(temporal)
+    initial = model.state_dict()
+    report = load_weights(model, path, ifr_init=ifr_init)
+    assert report.unexpected == [] and report.mismatched == [] and report.missing == []
+
+    def block(key):
+        return key.split(".")[3] if key.startswith("decoder.layers.") else None
+
+    class_head = {"decoder.heads_out.class_embed.weight", "decoder.heads_out.class_embed.bias"}
+    recurrent = {k for k in source if block(k) in IFR_RECURRENT and ifr_init == "random"}
+    clip = {k for k in source if block(k) in IFR_CLIP}
+    assert (decoder == "ifr") == bool(clip)
+    assert set(report.random) == class_head | recurrent | clip
+    assert (
+        report.random["decoder.heads_out.class_embed.bias"]
+        == "class head (81 outputs in the file, 3 in the model)"
+    )
+    assert set(report.skipped) == {
+        "sem_seg_head.predictor.class_embed.weight",
+        "sem_seg_head.predictor.class_embed.bias",
+    } | {project_to_mask2former(k, True) for k in recurrent}
     loaded = model.state_dict()
+    heads = {k for k in source if not k.startswith("backbone.")}  # the file has no backbone
+    assert set(report.loaded) == heads - set(report.random)
     for key in report.loaded:
         assert torch.equal(loaded[key], source[key]), key
-    assert len(report.loaded) == len(renamed) - 1
+    for key in report.random:
+        assert torch.equal(loaded[key], initial[key]), key  # left at the model's own initialisation
+    assert "0 missing, 0 unexpected, 0 mismatched" in report.summary()
 
 
 def torchvision_swin_to_official(key: str) -> str | None:

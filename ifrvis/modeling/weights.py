@@ -1,30 +1,53 @@
-"""Load `model.weights`, a local checkpoint file (nothing is downloaded), into a `VISModel`.
+"""Load `model.weights`, a local checkpoint file (nothing is downloaded), into a `VISModel`, and report
+what it gave the model (`LoadReport.render()`, `LoadReport.summary()`; `ifrvis weights CONFIG FILE`).
 
 Accepted files:
 - torchvision state dicts of ResNet / Swin (`conv1.weight`, `layer1.0...`, `features.0...`): loaded into
   `backbone.*` (classification heads `fc.*`, `head.*`, `norm.*` are reported as unexpected);
-- detectron2 / Mask2Former checkpoints (`.pkl`: pickled dict of numpy arrays, possibly under "model";
+- detectron2 / Mask2Former checkpoints (`.pkl`: pickled dict of numpy arrays, possibly under "model",
+  read by a restricted unpickler that builds containers, strings, numbers and NumPy arrays only;
   `.pth` with "model"): ResNet keys `backbone.stem.*`, `backbone.res{2-5}.*` are mapped to torchvision
   names, Swin keys (`backbone.patch_embed.*`, `backbone.layers.*`, `backbone.norm{0-3}.*`) to
-  torchvision's; Mask2Former's `sem_seg_head.pixel_decoder.*` and `sem_seg_head.predictor.*` go to the pixel
-  decoder and decoder (for IFR, its per-frame blocks of Eqs. 2-3; the temporal/clip blocks stay random,
-  as the paper initialises from COCO Mask2Former); its class head (K + 1 COCO classes) is reported as a
-  shape mismatch; other keys are kept when the model has them under the same name, else unexpected;
-- this project's own state dicts (`backbone.*`, `pixel_decoder.*`, `decoder.*`), optionally under "model";
-  the Mask2Former-VIS decoder's layer blocks go to IFR's per-frame blocks, as Mask2Former's do.
+  torchvision's (Swin's 2D `relative_position_index` is the same index as torchvision's flat one);
+  Mask2Former's `sem_seg_head.pixel_decoder.*` and `sem_seg_head.predictor.*` go to the pixel decoder
+  and decoder; other keys are kept when the model has them under the same name, else unexpected;
+- this project's own state dicts (`backbone.*`, `pixel_decoder.*`, `decoder.*`), optionally under "model".
 
-BatchNorm's `num_batches_tracked` counters are skipped (frozen BatchNorm has none). Missing keys are
-counted only inside the top-level modules the file covers (a backbone-only file does
+An image model's decoder blocks (Mask2Former's, or this project's Mask2Former-VIS decoder as in
+`checkpoints/synthetic_tiny_pretrained.pth`) and IFR, by `ifr_init` (`model.ifr_init`):
+- "random" (default, the paper's Sec. 4.1: "we randomly initialize these [inter-frame recurrent
+  attention] modules"): IFR's decoder layers keep their random initialisation; the file's decoder blocks
+  are not used;
+- "checkpoint" (an ablation): the image model's cross-attention, self-attention and FFN of layer i are
+  copied into IFR layer i's `frame_cross_attn`, `frame_self_attn`, `frame_ffn`.
+Our reading of "the inter-frame recurrent attention modules": the blocks that compute the frame-level
+queries Q_i^t from Q_i^{t-1} (ifr_decoder.py), i.e. `frame_cross_attn` (Eq. 2: the one attention of both
+Attn(Q_i^{t-1}, F_t) and Attn(Q_i, F_t)), `frame_self_attn` (Eq. 3's self-attention over the 2N queries)
+and `frame_ffn` (Eq. 3's FFN, as in every Mask2Former layer): the only IFR blocks an image model has a
+counterpart for. The clip update (`temporal_cross_attn`, `clip_self_attn`, `clip_ffn`: Q_i to all Q_i^t)
+has no counterpart and always starts random. Keys of an IFR checkpoint (same names) always load.
+Either way the decoder's queries, level embedding, LayerNorm and mask head load.
+
+Random by design, not reported missing: those IFR blocks, and a class head whose class count differs
+(COCO's 80 + 1 against the run's K or K + 1). A checkpoint with more learned queries than the model
+(Swin-L's 200-query COCO model into a 100-query run) gives its first `num_queries` with
+`extra_queries="first"` (said in the report) and is refused with "error". BatchNorm's
+`num_batches_tracked` counters and the loss's `criterion.*` buffers are not weights and are skipped.
+Missing keys are counted only inside the top-level modules the file covers (a backbone-only file does
 not report the decoder as missing). Tensors of the wrong shape are skipped and reported.
 """
 
 from __future__ import annotations
 
+import argparse
+import collections
+import importlib
 import logging
 import pickle
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -34,17 +57,74 @@ from ifrvis.errors import UserError
 
 log = logging.getLogger(__name__)
 
+IFR_INITS = ("random", "checkpoint")
+EXTRA_QUERIES = ("first", "error")
+
 
 class CheckpointError(UserError):
     """A checkpoint file is missing, unreadable, unsafe or does not fit the model."""
 
 
-@dataclass
-class LoadReport:
-    loaded: list[str] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)  # model keys the file should have covered
-    unexpected: list[str] = field(default_factory=list)  # file keys (original names) with no place
-    mismatched: list[str] = field(default_factory=list)  # "key: file shape vs model shape"
+def _latin1_bytes(text: str, encoding: str) -> bytes:
+    """`_codecs.encode` as protocol-2 pickles use it for bytes (NumPy's array data), latin-1 only."""
+    if encoding.replace("-", "").lower() != "latin1":
+        raise pickle.UnpicklingError(f"_codecs.encode with encoding {encoding!r}")
+    return text.encode("latin1")
+
+
+def _numpy_module(name: str):
+    try:
+        return importlib.import_module(f"numpy._core.{name}")  # NumPy 2 renamed numpy.core
+    except ImportError:
+        return importlib.import_module(f"numpy.core.{name}")
+
+
+def _numpy_globals() -> dict[tuple[str, str], object]:
+    """The NumPy callables a pickled array or scalar needs, under NumPy 1's `numpy.core` and NumPy 2's
+    `numpy._core` names (either NumPy writes one, reads both)."""
+    multiarray, numeric = _numpy_module("multiarray"), _numpy_module("numeric")
+    allowed = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
+    for package in ("numpy.core", "numpy._core"):
+        allowed[(f"{package}.multiarray", "_reconstruct")] = multiarray._reconstruct  # protocols 0-4
+        allowed[(f"{package}.multiarray", "scalar")] = multiarray.scalar
+        allowed[(f"{package}.numeric", "_frombuffer")] = numeric._frombuffer  # protocol 5
+    return allowed
+
+
+class ArrayUnpickler(pickle.Unpickler):
+    """Unpickles containers, strings, numbers and NumPy arrays; any other global (a class or function
+    the pickle would call, e.g. `os.system`) raises CheckpointError naming the file and the global."""
+
+    def __init__(self, handle, path: Path):
+        super().__init__(handle, encoding="latin1")  # latin1: Python 2 pickles' byte strings
+        self.path = path
+        self.allowed = {
+            **_numpy_globals(),
+            ("collections", "OrderedDict"): collections.OrderedDict,
+            ("_codecs", "encode"): _latin1_bytes,
+        }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.allowed:
+            raise CheckpointError(
+                f"model.weights: {self.path} refused: its pickle calls {module}.{name}, which a checkpoint "
+                "of arrays does not need (only containers, strings, numbers and NumPy arrays are read)"
+            )
+        return self.allowed[(module, name)]
+
+    def persistent_load(self, pid):
+        raise CheckpointError(f"model.weights: {self.path} refused: its pickle has persistent ids")
+
+
+def read_pickle(path: Path) -> object:
+    """The object in pickle file `path`, built by `ArrayUnpickler`."""
+    with path.open("rb") as handle:
+        try:
+            return ArrayUnpickler(handle, path).load()
+        except CheckpointError:
+            raise
+        except Exception as error:  # a truncated or corrupt file fails in many ways
+            raise CheckpointError(f"model.weights: {path} is not a readable pickle: {error}") from None
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Tensor]:
@@ -55,8 +135,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Tensor]:
             f"model.weights: no such file {path} (for the tiny configs, `ifrvis pretrain CONFIG` writes it)"
         )
     if path.suffix == ".pkl":
-        with path.open("rb") as handle:
-            data = pickle.load(handle, encoding="latin1")
+        data = read_pickle(path)
     else:
         data = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(data, dict):
@@ -66,7 +145,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Tensor]:
             data = data[wrapper]
     state = {}
     for key, value in data.items():
-        if isinstance(value, np.ndarray):
+        if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":  # numbers, not object arrays
             value = torch.from_numpy(np.ascontiguousarray(value))
         if torch.is_tensor(value):
             state[key] = value
@@ -180,45 +259,256 @@ def swin_name(key: str) -> str | None:
     return None
 
 
-def map_key(key: str, model_keys: set[str], blocks: dict[str, str]) -> str | None:
-    """Where file key `key` goes in the model (decoder `blocks`: IFR_BLOCKS or BASELINE_BLOCKS), or None."""
-    candidates = [
-        detectron2_resnet_name(key),
-        swin_name(key),
-        mask2former_name(key, blocks),
-        baseline_block_name(key, blocks),
-        key,
-        f"backbone.{key}",
+# An image model's decoder blocks (Mask2Former's `transformer_*_layers`, the baseline's `cross_attn`,
+# `self_attn`, `ffn`) map to IFR's recurrent blocks (Eqs. 2-3); the clip update has no counterpart.
+IFR_RECURRENT_BLOCKS = tuple(IFR_BLOCKS.values())
+IFR_CLIP_BLOCKS = ("temporal_cross_attn", "clip_self_attn", "clip_ffn")
+CLASS_HEAD = ("decoder.heads_out.class_embed.weight", "decoder.heads_out.class_embed.bias")
+LEARNED_QUERIES = ("decoder.query_feat.weight", "decoder.query_embed.weight")
+RECURRENT_RANDOM = "IFR recurrent blocks (Eqs. 2-3: model.ifr_init=random, as Sec. 4.1)"
+CLIP_RANDOM = "IFR clip blocks (temporal cross-attention, self-attention, FFN: none in an image model)"
+
+
+def ifr_block(key: str) -> str | None:
+    """The IFR decoder block a model key belongs to (`frame_ffn`, `clip_self_attn`, ...), else None."""
+    match = re.match(r"^decoder\.layers\.\d+\.(\w+)\.", key)
+    blocks = IFR_RECURRENT_BLOCKS + IFR_CLIP_BLOCKS
+    return match[1] if match and match[1] in blocks else None
+
+
+def map_key(key: str, model_keys: set[str], blocks: dict[str, str]) -> tuple[str | None, bool]:
+    """Where file key `key` goes in the model (decoder `blocks`: IFR_BLOCKS or BASELINE_BLOCKS), or None;
+    and whether it is an image model's decoder block renamed into one of IFR's recurrent blocks."""
+    renamed = [mask2former_name(key, blocks), baseline_block_name(key, blocks)]
+    candidates = [detectron2_resnet_name(key), swin_name(key), *renamed, key, f"backbone.{key}"]
+    name = next((c for c in candidates if c is not None and c in model_keys), None)
+    return name, name is not None and name in renamed and ifr_block(name) is not None
+
+
+class Mismatch(NamedTuple):
+    key: str  # in the file
+    shape: tuple[int, ...]
+    name: str  # in the model
+    model_shape: tuple[int, ...]
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.shape} vs {self.name}: {self.model_shape}"
+
+
+class KeyGroup(NamedTuple):
+    pattern: str  # module path with indices as `*`, or the key itself for a group of one
+    instances: int  # modules matching the pattern
+    keys: list[str]
+
+
+def group_keys(keys: list[str], budget: int = 4) -> list[KeyGroup]:
+    """Compact listing of `keys`: grouped by module path with indices as `*`, as deep as fits in `budget`
+    groups, e.g. `KeyGroup("decoder.layers.*.temporal_cross_attn", 9, [54 keys])`."""
+    paths = [key.split(".")[:-1] or [key] for key in keys]  # module paths: the tensor's name dropped
+    for depth in range(max((len(p) for p in paths), default=1), 0, -1):
+        groups: dict[str, tuple[set[str], list[str]]] = {}
+        for key, path in zip(keys, paths):
+            pattern = ".".join("*" if part.isdigit() else part for part in path[:depth])
+            instances, members = groups.setdefault(pattern, (set(), []))
+            instances.add(".".join(path[:depth]))
+            members.append(key)
+        if len(groups) <= budget or depth == 1:
+            break
+    return [
+        KeyGroup(members[0], 1, members) if len(members) == 1 else KeyGroup(pattern, len(found), members)
+        for pattern, (found, members) in groups.items()
     ]
-    return next((c for c in candidates if c is not None and c in model_keys), None)
 
 
-def load_weights(model: nn.Module, path: str | Path) -> LoadReport:
-    """Copy the matching tensors of `path` into `model`, log and return what was missing/unexpected."""
+def _group_lines(keys: list[str], indent: str = "  ") -> list[str]:
+    lines = []
+    for group in group_keys(sorted(keys)):
+        count = f" x{group.instances}" if group.instances > 1 else ""
+        tensors = f" ({len(group.keys)} tensors)" if len(group.keys) > 1 else ""
+        lines.append(f"{indent}{group.pattern}{count}{tensors}")
+    return lines
+
+
+def _reason_lines(reasons: dict[str, str]) -> list[str]:
+    """`{key: reason}` -> per reason, its keys grouped."""
+    by_reason: dict[str, list[str]] = {}
+    for key, reason in reasons.items():
+        by_reason.setdefault(reason, []).append(key)
+    return [
+        line for reason, keys in by_reason.items() for line in [f"  {reason}:", *_group_lines(keys, "    ")]
+    ]
+
+
+@dataclass
+class LoadReport:
+    """What a checkpoint gave a model. Model keys: `loaded`, `missing` (inside the modules the file
+    covers), `random` (left random by design: key -> reason); file keys: `unexpected`, `mismatches`,
+    `skipped` (not used by design: key -> reason); `notes`: adjustments made (fewer queries kept)."""
+
+    path: str = ""
+    model_keys: list[str] = field(default_factory=list)
+    loaded: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    random: dict[str, str] = field(default_factory=dict)
+    unexpected: list[str] = field(default_factory=list)
+    mismatches: list[Mismatch] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def mismatched(self) -> list[str]:
+        """`"file key: file shape vs model key: model shape"` per shape mismatch."""
+        return [str(m) for m in self.mismatches]
+
+    def modules(self) -> dict[str, list[str]]:
+        """Top-level module -> its model keys."""
+        modules: dict[str, list[str]] = {}
+        for key in self.model_keys:
+            modules.setdefault(key.split(".")[0], []).append(key)
+        return modules
+
+    def summary(self) -> str:
+        """One line, e.g. "model.weights X: 485/811 tensors loaded (backbone 100%, pixel_decoder 100%,
+        decoder 3%); 326 random by design (IFR recurrent blocks, class head, IFR clip blocks); 0 missing,
+        0 unexpected, 0 mismatched", then the notes."""
+        loaded = set(self.loaded)
+        parts = ", ".join(
+            f"{module} {100 * sum(k in loaded for k in keys) // len(keys)}%"
+            for module, keys in self.modules().items()
+        )
+        reasons = ", ".join(dict.fromkeys(reason.split(" (")[0] for reason in self.random.values()))
+        line = (
+            f"model.weights {self.path}: {len(loaded)}/{len(self.model_keys)} tensors loaded ({parts})"
+            f"; {len(self.random)} random by design"
+            + (f" ({reasons})" if reasons else "")
+            + f"; {len(self.missing)} missing, {len(self.unexpected)} unexpected,"
+            f" {len(self.mismatches)} mismatched"
+        )
+        return "; ".join([line, *self.notes])
+
+    def module_lines(self) -> list[str]:
+        """Tensors loaded per top-level module, and per sub-module where a module is partly loaded."""
+        loaded = set(self.loaded)
+        lines = [f"loaded {len(loaded)}/{len(self.model_keys)} tensors"]
+        for module, keys in self.modules().items():
+            done = sum(k in loaded for k in keys)
+            lines.append(f"  {module:<14} {done:>5}/{len(keys):<5} {100 * done // len(keys):>3}%")
+            if 0 < done < len(keys):
+                for group in group_keys(keys, budget=12):
+                    done = sum(k in loaded for k in group.keys)
+                    lines.append(f"    {group.pattern:<40} {done:>4}/{len(group.keys)}")
+        return lines
+
+    def render(self) -> str:
+        """The full report: `module_lines`, then the keys left random by design, missing, unexpected,
+        mismatched and not used by design, grouped by module; the notes."""
+        lines = [f"model.weights {self.path}", *self.module_lines()]
+        lines += [f"random by design: {len(self.random)}", *_reason_lines(self.random)]
+        lines += [f"missing: {len(self.missing)}", *_group_lines(self.missing)]
+        lines += [f"unexpected (file keys with no place in the model): {len(self.unexpected)}"]
+        lines += _group_lines(self.unexpected)
+        lines.append(f"mismatched: {len(self.mismatches)}")
+        by_key = {m.key: m for m in self.mismatches}
+        for group in group_keys(sorted(by_key)):
+            first = by_key[group.keys[0]]
+            count = f" x{group.instances}" if group.instances > 1 else ""
+            lines.append(f"  {group.pattern}{count}: e.g. {first.shape} in the file vs {first.model_shape}")
+        lines += [f"file keys not used by design: {len(self.skipped)}", *_reason_lines(self.skipped)]
+        return "\n".join(lines + [f"note: {note}" for note in self.notes])
+
+
+def _fit_queries(value: Tensor, key: str, shape: torch.Size, extra_queries: str, report: LoadReport):
+    """A file's learned queries `(N_file, C)` for a model with `(N, C)`, N < N_file: the first N."""
+    if extra_queries == "error":
+        raise CheckpointError(
+            f"model.weights: {report.path} has {value.shape[0]} learned queries ({key}), the model"
+            f" {shape[0]} (model.num_queries); model.extra_queries=first keeps the first {shape[0]}"
+        )
+    note = (
+        f"kept the first {shape[0]} of the file's {value.shape[0]} learned queries"
+        " (query_feat, query_embed; model.extra_queries=first)"
+    )
+    if note not in report.notes:
+        report.notes.append(note)
+    return value[: shape[0]]
+
+
+def fit(key: str, value: Tensor, name: str, shape: torch.Size, extra_queries: str, report: LoadReport):
+    """File tensor `value` of `key` made to fit model tensor `name` of `shape`, or None (reported)."""
+    if value.shape == shape:
+        return value
+    if name.endswith(".relative_position_index") and value.numel() == shape.numel():
+        return value.reshape(shape)  # Swin's (L, L) index is torchvision's flat (L * L,) one
+    if name in LEARNED_QUERIES and value.shape[1:] == shape[1:] and value.shape[0] > shape[0]:
+        return _fit_queries(value, key, shape, extra_queries, report)
+    if name in CLASS_HEAD and value.shape[1:] == shape[1:]:
+        reason = f"class head ({value.shape[0]} outputs in the file, {shape[0]} in the model)"
+        report.skipped[key] = report.random[name] = reason
+        return None
+    report.mismatches.append(Mismatch(key, tuple(value.shape), name, tuple(shape)))
+    return None
+
+
+def load_weights(
+    model: nn.Module, path: str | Path, ifr_init: str = "random", extra_queries: str = "first"
+) -> LoadReport:
+    """Copy the matching tensors of `path` into `model` (cast to each model tensor's dtype and device;
+    a model on the meta device only checks names and shapes), log the summary and return the report.
+    `ifr_init` ("random" | "checkpoint") and `extra_queries` ("first" | "error") as `model.ifr_init`
+    and `model.extra_queries` (module docstring)."""
+    if ifr_init not in IFR_INITS or extra_queries not in EXTRA_QUERIES:
+        raise ValueError(f"ifr_init {ifr_init!r} / extra_queries {extra_queries!r}: not among the choices")
     target = model.state_dict()
-    report = LoadReport()
+    report = LoadReport(path=str(path), model_keys=list(target))
+    blocks = IFR_BLOCKS if any(ifr_block(k) for k in target) else BASELINE_BLOCKS
+    state = read_checkpoint(path)
     mapped: dict[str, Tensor] = {}
-    model_keys = set(target)
-    blocks = IFR_BLOCKS if any(".frame_cross_attn." in k for k in model_keys) else BASELINE_BLOCKS
-    for key, value in read_checkpoint(path).items():
-        name = map_key(key, model_keys, blocks)
-        if name is None and key.endswith("num_batches_tracked"):
-            continue  # BatchNorm bookkeeping, absent from frozen BatchNorm: not a weight
+    covered = set()  # top-level modules the file has tensors for
+    for key, value in state.items():
+        name, from_image_block = map_key(key, set(target), blocks)
+        if name is None and (key.endswith("num_batches_tracked") or key.startswith("criterion.")):
+            continue  # BatchNorm bookkeeping and loss buffers: not weights
         if name is None:
             report.unexpected.append(key)
-        elif tuple(value.shape) != tuple(target[name].shape):
-            report.mismatched.append(f"{key}: {tuple(value.shape)} vs {name}: {tuple(target[name].shape)}")
-        else:
-            mapped[name] = value.to(target[name].dtype)
-    covered = {name.split(".")[0] for name in mapped}
+            continue
+        covered.add(name.split(".")[0])
+        if from_image_block and ifr_init == "random":
+            report.skipped[key] = RECURRENT_RANDOM
+            report.random[name] = RECURRENT_RANDOM
+            continue
+        value = fit(key, value, name, target[name].shape, extra_queries, report)
+        if value is not None:
+            mapped[name] = value.to(device=target[name].device, dtype=target[name].dtype)
+    ifr_file = any(ifr_block(k) for k in state)
+    for key in target:
+        if key.split(".")[0] in covered and key not in mapped and key not in report.random:
+            if ifr_block(key) in IFR_CLIP_BLOCKS and not ifr_file:
+                report.random[key] = CLIP_RANDOM
+            else:
+                report.missing.append(key)
     report.loaded = sorted(mapped)
-    report.missing = sorted(k for k in target if k.split(".")[0] in covered and k not in mapped)
+    report.missing.sort()
     model.load_state_dict(mapped, strict=False)
-    log.info(
-        "model.weights %s: loaded %d tensors into %s", path, len(mapped), ", ".join(sorted(covered)) or "-"
-    )
-    for kind in ("missing", "unexpected", "mismatched"):
-        keys = getattr(report, kind)
-        if keys:
-            log.warning("model.weights %s: %d %s keys: %s", path, len(keys), kind, ", ".join(keys[:20]))
+    (log.warning if report.missing or report.mismatches else log.info)(report.summary())
     return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`ifrvis weights CONFIG FILE [key=value ...]`: print what FILE gives the config's model."""
+    # Imported here: meta_arch imports this module.
+    from ifrvis.config import load_config
+    from ifrvis.modeling.meta_arch import build_model
+
+    parser = argparse.ArgumentParser(
+        prog="ifrvis weights", description="report what a checkpoint gives a config's model"
+    )
+    parser.add_argument("config", help="run config (its model section; no data is read)")
+    parser.add_argument("file", help="checkpoint: Mask2Former .pkl, torchvision or this project's .pth")
+    parser.add_argument("overrides", nargs="*", help="config overrides key=value")
+    args = parser.parse_args(argv)
+    cfg = load_config(args.config, args.overrides)
+    with torch.device("meta"):  # names and shapes only: no memory for the weights
+        model = build_model(replace(cfg.model, weights=""))
+    report = load_weights(model, args.file, cfg.model.ifr_init, cfg.model.extra_queries)
+    print(report.render())
+    return 0

@@ -1,0 +1,202 @@
+"""model.weights: Mask2Former's published COCO checkpoints (names and shapes), the restricted unpickler,
+IFR's initialisation (model.ifr_init), extra learned queries and the `ifrvis weights` report."""
+
+import collections
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY_CONFIG
+from published_checkpoints import published_shapes, write_detectron2_pkl
+
+from ifrvis.cli import main as cli_main
+from ifrvis.config import load_config
+from ifrvis.modeling import build_model, load_weights
+from ifrvis.modeling.weights import CheckpointError, read_checkpoint
+
+BACKBONES = ("resnet50", "resnet101", "swin_t", "swin_s", "swin_b", "swin_l")
+PAPER_CONFIG = "experiments/configs/ytvis19_{}.yaml"
+RECURRENT = ("frame_cross_attn", "frame_self_attn", "frame_ffn")  # Eqs. 2-3
+CLIP = ("temporal_cross_attn", "clip_self_attn", "clip_ffn")
+
+
+def paper_model(backbone: str, *overrides: str):
+    """The paper config's model for `backbone`, on the meta device: real shapes, no memory."""
+    name = backbone.replace("resnet", "r")
+    cfg = load_config(PAPER_CONFIG.format(name), ["model.weights=", *overrides])
+    with torch.device("meta"):
+        return build_model(cfg.model)
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory):
+    """backbone -> a .pkl with the keys and shapes of Mask2Former's COCO instance model (written once)."""
+    folder = tmp_path_factory.mktemp("published")
+    paths = {}
+
+    def path(backbone: str):
+        if backbone not in paths:
+            target = folder / f"mask2former_coco_{backbone}.pkl"
+            paths[backbone] = write_detectron2_pkl(target, published_shapes(backbone))
+        return paths[backbone]
+
+    return path
+
+
+def layer_block(key: str) -> str | None:
+    return key.split(".")[3] if key.startswith("decoder.layers.") else None
+
+
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_published_coco_checkpoint_loads_whole_backbone_and_heads(published, backbone):
+    model = paper_model(backbone)
+    report = load_weights(model, published(backbone))
+    shapes = published_shapes(backbone)
+    assert report.unexpected == [] and report.mismatched == [] and report.missing == []
+    # every backbone tensor of the file has a place, and every backbone tensor of the model is given
+    model_backbone = {k for k in report.model_keys if k.startswith("backbone.")}
+    file_backbone = [k for k in shapes if k.startswith("backbone.")]
+    assert model_backbone <= set(report.loaded)
+    assert len(model_backbone) == len(file_backbone)
+    assert not any(k.startswith("backbone.") for k in report.skipped)
+    # the heads: the pixel decoder whole; the decoder's queries, level embedding, norm and mask head
+    assert {k for k in report.model_keys if k.startswith("pixel_decoder.")} <= set(report.loaded)
+    decoder = {k for k in report.model_keys if k.startswith("decoder.")}
+    blocks = {k for k in decoder if layer_block(k) in RECURRENT + CLIP}
+    class_head = {"decoder.heads_out.class_embed.weight", "decoder.heads_out.class_embed.bias"}
+    assert set(report.random) == blocks | class_head  # model.ifr_init=random, 40 vs 81 classes
+    assert decoder - blocks - class_head <= set(report.loaded)
+    assert len(report.loaded) + len(report.random) == len(report.model_keys)
+    summary = report.summary()
+    assert "backbone 100%, pixel_decoder 100%" in summary
+    assert "0 missing, 0 unexpected, 0 mismatched" in summary
+
+
+def test_swin_l_with_100_queries_keeps_the_first_of_200_or_refuses(published):
+    path = published("swin_l")
+    report = load_weights(paper_model("swin_l"), path, extra_queries="first")
+    note = "kept the first 100 of the file's 200 learned queries"
+    assert any(note in n for n in report.notes) and note in report.summary() and note in report.render()
+    assert {"decoder.query_feat.weight", "decoder.query_embed.weight"} <= set(report.loaded)
+    with pytest.raises(CheckpointError, match="200 learned queries.*model.extra_queries=first"):
+        load_weights(paper_model("swin_l"), path, extra_queries="error")
+    exact = load_weights(paper_model("swin_l_200"), path, extra_queries="error")  # 200 into 200
+    assert exact.notes == [] and exact.mismatched == []
+
+
+def test_first_queries_are_the_files_first_rows(tmp_path):
+    torch.manual_seed(0)
+    small = dict(hidden_dim=32, mask_dim=32, enc_layers=1, dec_layers=1, dec_ffn_dim=32, enc_ffn_dim=32)
+    cfg = load_config(TINY_CONFIG, ["model.weights=", *(f"model.{k}={v}" for k, v in small.items())])
+    source = build_model(cfg.model).state_dict()  # 16 queries
+    fewer = load_config(TINY_CONFIG, ["model.weights=", "model.num_queries=5"]).model
+    path = tmp_path / "tiny.pth"
+    torch.save({"model": source}, path)
+    model = build_model(type(fewer)(**{**vars(fewer), **small}))
+    load_weights(model, path)
+    assert torch.equal(model.decoder.query_feat.weight, source["decoder.query_feat.weight"][:5])
+    assert torch.equal(model.decoder.query_embed.weight, source["decoder.query_embed.weight"][:5])
+
+
+class RunsCommand:
+    """Unpickling this calls os.system: what a malicious checkpoint does."""
+
+    def __init__(self, command: str):
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+def test_restricted_unpickler_refuses_code_and_runs_nothing(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "model_final.pkl"
+    payload = {"model": {"backbone.stem.conv1.weight": np.zeros((64, 3, 7, 7), np.float32)}}
+    payload["__author__"] = RunsCommand(f"touch {marker}")
+    path.write_bytes(pickle.dumps(payload, protocol=2))
+    with pytest.raises(CheckpointError, match=rf"{path}.*(posix|os)\.system"):
+        load_weights(build_model(load_config(TINY_CONFIG, ["model.weights="]).model), path)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("protocol", [0, 2, pickle.HIGHEST_PROTOCOL])
+@pytest.mark.parametrize("container", [dict, collections.OrderedDict])
+def test_restricted_unpickler_reads_detectron2_pickles(tmp_path, protocol, container):
+    rng = np.random.default_rng(0)
+    arrays = {
+        "backbone.res2.0.conv1.weight": rng.standard_normal((64, 64, 1, 1)).astype(np.float32),
+        "backbone.layers.0.blocks.0.attn.relative_position_index": rng.integers(0, 169, (49, 49)),
+        "sem_seg_head.predictor.query_feat.weight": rng.standard_normal((3, 4)).astype(np.float16),
+        "step": np.float32(1.5),  # a NumPy scalar: not a tensor, dropped
+    }
+    path = tmp_path / "model_final.pkl"
+    payload = {"model": container(arrays), "__author__": "Mask2Former", "matching_heuristics": True}
+    path.write_bytes(pickle.dumps(payload, protocol=protocol))
+    state = read_checkpoint(path)
+    assert list(state) == list(arrays)[:3]
+    for key, tensor in state.items():
+        np.testing.assert_array_equal(tensor.numpy(), arrays[key])
+        assert tensor.dtype == torch.from_numpy(arrays[key]).dtype
+
+
+def test_unreadable_pickle_is_a_checkpoint_error(tmp_path):
+    path = tmp_path / "truncated.pkl"
+    path.write_bytes(pickle.dumps({"model": {"a": np.zeros(8)}}, protocol=2)[:40])
+    with pytest.raises(CheckpointError, match="not a readable pickle"):
+        read_checkpoint(path)
+
+
+def tiny_models():
+    """The tiny baseline (the image model `ifrvis pretrain` writes) and the tiny IFR model."""
+    torch.manual_seed(0)
+    baseline = build_model(load_config(TINY_CONFIG, ["model.weights=", "model.decoder=mask2former"]).model)
+    torch.manual_seed(1)
+    ifr = build_model(load_config(TINY_CONFIG, ["model.weights="]).model)
+    return baseline, ifr
+
+
+@pytest.mark.parametrize("ifr_init", ["random", "checkpoint"])
+def test_ifr_init_decides_the_recurrent_blocks_from_an_image_model(tmp_path, ifr_init):
+    baseline, ifr = tiny_models()
+    path = tmp_path / "synthetic_tiny_pretrained.pth"
+    torch.save({"model": baseline.state_dict()}, path)
+    initial = {k: v.clone() for k, v in ifr.state_dict().items()}
+    report = load_weights(ifr, path, ifr_init=ifr_init)
+    assert report.missing == [] and report.unexpected == [] and report.mismatched == []
+    state, source = ifr.state_dict(), baseline.state_dict()
+    recurrent = [k for k in state if layer_block(k) in RECURRENT]
+    clip = [k for k in state if layer_block(k) in CLIP]
+    for key in recurrent:
+        image_key = key.replace("frame_cross_attn", "cross_attn").replace("frame_self_attn", "self_attn")
+        expected = source[image_key.replace("frame_ffn", "ffn")] if ifr_init == "checkpoint" else initial[key]
+        assert torch.equal(state[key], expected), key
+    assert all(torch.equal(state[k], initial[k]) for k in clip)
+    random = set(clip) | (set(recurrent) if ifr_init == "random" else set())
+    assert set(report.random) == random
+    assert torch.equal(state["decoder.query_feat.weight"], source["decoder.query_feat.weight"])
+    text = report.render()
+    assert ("IFR recurrent blocks" in text) == (ifr_init == "random")
+    assert "decoder.layers.*.temporal_cross_attn x" in text
+
+
+def test_an_ifr_checkpoint_loads_whole_whatever_ifr_init(tmp_path):
+    _, ifr = tiny_models()
+    path = tmp_path / "ifr.pth"
+    torch.save(ifr.state_dict(), path)
+    _, other = tiny_models()
+    report = load_weights(other, path, ifr_init="random")
+    assert report.random == {} and report.missing == [] and len(report.loaded) == len(report.model_keys)
+
+
+def test_ifrvis_weights_prints_the_report(published, capsys):
+    config = PAPER_CONFIG.format("r50")
+    assert cli_main(["weights", config, str(published("resnet50")), "model.num_classes=25"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"model.weights {published('resnet50')}")
+    assert "  backbone " in out and "100%" in out
+    assert "decoder.layers.*.frame_cross_attn x9 (54 tensors)" in out
+    assert "class head (81 outputs in the file, 25 in the model)" in out
+    assert "missing: 0" in out and "unexpected (file keys with no place in the model): 0" in out
+    assert cli_main(["weights", config, "absent.pkl"]) == 2  # a one-line user error
