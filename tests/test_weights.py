@@ -197,6 +197,8 @@ def test_ifrvis_weights_prints_the_report(published, capsys):
     assert out.startswith(f"model.weights {published('resnet50')}")
     assert "  backbone " in out and "100%" in out
     assert "decoder.layers.*.frame_cross_attn x9 (54 tensors)" in out
-    assert "class head (81 outputs in the file, 25 in the model)" in out
+    assert "class head (81 outputs in the file, 25 in the model)" in out  # focal: K logits
+    assert cli_main(["weights", config, str(published("resnet50")), "loss.class_loss=softmax"]) == 0
+    assert "class head (81 outputs in the file, 41 in the model)" in capsys.readouterr().out
     assert "missing: 0" in out and "unexpected (file keys with no place in the model): 0" in out
     assert cli_main(["weights", config, "absent.pkl"]) == 2  # a one-line user error

@@ -508,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cfg = load_config(args.config, args.overrides)
     with torch.device("meta"):  # names and shapes only: no memory for the weights
-        model = build_model(replace(cfg.model, weights=""))
+        model = build_model(replace(cfg.model, weights=""), cfg.loss.class_loss)
     report = load_weights(model, args.file, cfg.model.ifr_init, cfg.model.extra_queries)
     print(report.render())
     return 0
