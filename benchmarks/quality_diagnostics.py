@@ -29,8 +29,8 @@ import torch.nn.functional as F
 
 from ifrvis.config import load_config
 from ifrvis.data.datasets import VideoFrames
+from ifrvis.data.splits import load_splits
 from ifrvis.engine import runs
-from ifrvis.engine.train import load_splits
 from ifrvis.evaluation import evaluate_ytvis
 from ifrvis.evaluation.results import encode_video_predictions
 from ifrvis.inference import (
@@ -116,7 +116,7 @@ def main() -> None:
     model = build_model(cfg.model)
     model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True)["model"])
     model.eval()
-    _, valid = load_splits(cfg)
+    _, valid = load_splits(cfg.data)
     if valid is None or not valid.has_annotations:
         raise SystemExit("the config has no validation split with ground truth")
 

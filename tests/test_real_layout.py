@@ -15,8 +15,9 @@ from real_layout import CATEGORIES, TRAIN_VIDEOS, VALID_VIDEOS, box_mask, write_
 
 from ifrvis import tracking
 from ifrvis.config import load_config
+from ifrvis.data.splits import load_splits
 from ifrvis.engine import runs
-from ifrvis.engine.train import load_splits, train
+from ifrvis.engine.train import train
 
 TINY = [
     "model.backbone=tiny",
@@ -61,7 +62,7 @@ def release(request, tmp_path):
 
 def test_every_segmentation_format_decodes_to_the_written_mask(release):
     _, cfg = release
-    train_set, valid_set = load_splits(cfg)
+    train_set, valid_set = load_splits(cfg.data)
     assert not valid_set.has_annotations and valid_set.annotations_of(VALID_VIDEOS[0][0]) == []
     assert train_set.category_ids == [3, 7, 12] and train_set.label_of(12) == 2
     assert [v["id"] for v in train_set.videos] == [v[0] for v in TRAIN_VIDEOS]

@@ -117,7 +117,8 @@ def test_a_sweep_with_a_wrong_data_folder_fails_in_one_line_before_creating_anyt
     config = write_run_config(tmp_path, tiny_data)
     result = launch(config, "local", "--set", f"data.root={tmp_path / 'missing'}")
     assert result.returncode == 2
-    assert result.stderr.strip() == f"run_seeds.py: error: {tmp_path / 'missing' / 'train.json'}: file not found"
+    missing = tmp_path / "missing" / "train.json"
+    assert result.stderr.strip() == f"run_seeds.py: error: {missing}: file not found"
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "outputs").exists()
 
 

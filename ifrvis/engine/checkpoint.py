@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import os
 import random
-import signal
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from ifrvis.engine.preemption import deferred_signals
+
 CHECKPOINT_NAME = "checkpoint.pt"
-PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR2)  # what Slurm sends before preemption or time-out
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
 
 def rng_state() -> dict[str, Any]:
@@ -37,27 +40,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-@contextmanager
-def deferred_signals(signums: tuple[signal.Signals, ...] = PREEMPTION_SIGNALS) -> Iterator[None]:
-    """Hold `signums` back while the block runs, then deliver them to the handlers that were installed.
-
-    A launcher's handler (submitit's requeue exits the process) would otherwise run in the middle of
-    `torch.save`, whose zip writer then fails on the way out and turns the requeue into a job error.
-    Python handlers live in the main thread only: elsewhere the block runs as is."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[int] = []
-    previous = {signum: signal.signal(signum, lambda num, frame: received.append(num)) for signum in signums}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        for signum in received:
-            signal.raise_signal(signum)
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:

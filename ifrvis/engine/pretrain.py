@@ -35,10 +35,10 @@ from tqdm import tqdm
 
 from ifrvis.config import Config, SolverConfig, load_config
 from ifrvis.data.datasets import ClipDataset, TrainSampler, collate_clips
+from ifrvis.data.splits import load_splits
 from ifrvis.data.ytvis import YTVIS
-from ifrvis.engine.checkpoint import save_checkpoint
+from ifrvis.engine.checkpoint import save_checkpoint, seed_everything
 from ifrvis.engine.solver import build_optimizer, build_scheduler
-from ifrvis.engine.train import load_splits, seed_everything
 from ifrvis.evaluation import evaluate_ytvis
 from ifrvis.inference import run_inference
 from ifrvis.modeling import VISModel, build_model
@@ -218,7 +218,7 @@ def pretrain(
     summary}` to `out` (what `model.weights` loads) and returns the summary. `batch_size` frames per
     iteration. Deterministic for a given `cfg.seed` on one machine."""
     seed_everything(cfg.seed)
-    train_set, valid_set = load_splits(cfg)
+    train_set, valid_set = load_splits(cfg.data)
     backbone_solver = stage_solver(cfg, backbone_iters, lr, batch_size)
     backbone, stage1 = pretrain_backbone(cfg, train_set, valid_set, backbone_solver, progress)
     image_solver = stage_solver(cfg, image_iters, lr, batch_size)
@@ -253,7 +253,9 @@ def validation_iou(model: SemanticSegmenter, valid_set, cfg: Config, num_classes
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ifrvis pretrain", description=" ".join(__doc__.split("\n\n")[0].split()))
+    parser = argparse.ArgumentParser(
+        prog="ifrvis pretrain", description=" ".join(__doc__.split("\n\n")[0].split())
+    )
     parser.add_argument("config", help="run config: its data, model.backbone and model.weights are used")
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides")
     parser.add_argument("--out", help="where to write the weights (default: the config's model.weights)")

@@ -11,33 +11,40 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import random
-import signal
 import sys
 import time
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
 from ifrvis import tracking
 from ifrvis.config import Config, ConfigError, dump_config, load_config
 from ifrvis.data.datasets import ClipDataset, TrainSampler, collate_clips
-from ifrvis.data.ytvis import YTVIS, load_ytvis
+from ifrvis.data.splits import load_splits
+from ifrvis.data.ytvis import YTVIS
 from ifrvis.engine import runs
 from ifrvis.engine.checkpoint import (
-    PREEMPTION_SIGNALS,
-    deferred_signals,
     load_checkpoint,
     rng_state,
     save_checkpoint,
+    seed_everything,
     set_rng_state,
 )
 from ifrvis.engine.distributed import DistInfo, cleanup, init_distributed, resolve_device
 from ifrvis.engine.evaluate import evaluate_model
+from ifrvis.engine.preemption import (
+    PREEMPTION_SIGNALS,
+    Interrupted,
+    NoSignals,
+    StopSignals,
+    after_training,
+    agree_to_stop,
+    deferred_signals,
+    gather,
+)
 from ifrvis.engine.solver import build_optimizer, build_scheduler
 from ifrvis.evaluation import evaluate_ytvis
 from ifrvis.inference import run_inference
@@ -50,97 +57,12 @@ class NonFiniteLossError(FloatingPointError):
     """A loss term became NaN or infinite."""
 
 
-class Interrupted(Exception):
-    """SIGTERM / SIGUSR2 arrived: a checkpoint was written and the run can be resumed. `signum` is the
-    signal, for a launcher to pass on (submitit requeues on SIGUSR2)."""
-
-    def __init__(self, message: str, signum: int):
-        super().__init__(message)
-        self.signum = signum
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def load_splits(cfg: Config) -> tuple[YTVIS, YTVIS | None]:
-    """Training split and the validation split (a file, a held-out part of train, or none)."""
-    root = Path(cfg.data.root)
-    train_set = load_ytvis(root / cfg.data.train_json, root / cfg.data.train_images)
-    if cfg.data.holdout_videos > 0:
-        return train_set.holdout_split(cfg.data.holdout_videos, cfg.data.holdout_seed)
-    if cfg.data.valid_json:
-        return train_set, load_ytvis(root / cfg.data.valid_json, root / cfg.data.valid_images)
-    return train_set, None
-
-
 def nonfinite_term(losses: dict[str, torch.Tensor]) -> str | None:
     """The first loss term that is NaN or infinite, as `'name' is nan`; None when all are finite."""
     for name, value in losses.items():
         if not torch.isfinite(value):
             return f"'{name}' is {value.item()}"
     return None
-
-
-def agree_to_stop(
-    bad_term: str | None, signum: int | None, info: DistInfo, device: torch.device
-) -> tuple[list, int | None]:
-    """What every rank must act on at this iteration, the same on all ranks (a rank that stopped
-    alone would leave the others waiting in a collective): `[(rank, bad term)]` of the ranks whose loss
-    is not finite, and a preemption signal any rank received (None if none)."""
-    if info.world_size == 1:
-        return ([(0, bad_term)] if bad_term else []), signum
-    flags = torch.tensor([float(bad_term is not None), float(signum or 0)], device=device)
-    torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
-    bad = [(r, term) for r, term in _gather((info.rank, bad_term), info) if term] if flags[0] else []
-    return bad, int(flags[1]) or None
-
-
-class _SignalFlag:
-    """Remembers `signals` (SIGTERM, SIGUSR2) so the loop can checkpoint at the next iteration boundary.
-    Once the final checkpoint is written (`training_done`), a signal stops the run at once: the
-    evaluation that follows is redone by the resumed run."""
-
-    def __init__(self, signals: tuple[int, ...]) -> None:
-        self.signals = signals
-        self.received: int | None = None
-        self.training_done = False
-        self._previous: dict[int, object] = {}
-
-    def __enter__(self) -> _SignalFlag:
-        for sig in self.signals:
-            self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        self.received = signum
-        if self.training_done:
-            raise _after_training(signum)
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
-def _after_training(signum: int) -> Interrupted:
-    return Interrupted(
-        f"signal {signum} after training: the final checkpoint is complete, evaluation is not", signum
-    )
-
-
-class _NoSignals:
-    """Stands in for `_SignalFlag` when no handler can be installed (`stop_signals=()`)."""
-
-    received = None
-    training_done = False
-
-    def __enter__(self) -> _NoSignals:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        return None
 
 
 def _batches(
@@ -184,7 +106,7 @@ def train(cfg: Config, resume: bool = False, stop_signals: tuple[int, ...] = PRE
     state = _load_state(cfg, ckpt_path, resume, info)
     logger = _open_run(cfg, state, info)
     try:
-        with _SignalFlag(stop_signals) if stop_signals else _NoSignals() as flag:
+        with StopSignals(stop_signals) if stop_signals else NoSignals() as flag:
             metrics = _train_and_evaluate(cfg, splits, state, logger, info, device, out_dir, ckpt_path, flag)
     except (Interrupted, KeyboardInterrupt, SystemExit):  # stopped from outside; the checkpoint resumes it
         if logger:
@@ -213,7 +135,7 @@ def preflight(cfg: Config) -> tuple[YTVIS, YTVIS | None]:
             f"model.weights: no such file {cfg.model.weights}"
             + (" (`ifrvis pretrain CONFIG` writes it)" if cfg.model.backbone == "tiny" else "")
         )
-    train_set, valid_set = load_splits(cfg)
+    train_set, valid_set = load_splits(cfg.data)
     if len(train_set.category_ids) != cfg.model.num_classes:
         raise ConfigError(
             f"model.num_classes = {cfg.model.num_classes} but {cfg.data.root}/{cfg.data.train_json} "
@@ -293,8 +215,8 @@ def _train_and_evaluate(cfg, splits, state, logger, info, device, out_dir, ckpt_
     def checkpoint(iteration: int) -> None:
         # Every iteration consumes `per_rank` items, so the position follows from the iteration
         # (the loader's prefetching runs the live sampler ahead of what training has consumed).
-        samplers = _gather({**sampler.state_dict(), "position": iteration * per_rank}, info)
-        rngs = _gather(rng_state(), info)
+        samplers = gather({**sampler.state_dict(), "position": iteration * per_rank}, info)
+        rngs = gather(rng_state(), info)
         if not info.is_main:
             return
         unwrapped = model.module if info.world_size > 1 else model
@@ -370,7 +292,7 @@ def _train_and_evaluate(cfg, splits, state, logger, info, device, out_dir, ckpt_
         return {}
     flag.training_done = True
     if flag.received is not None:  # arrived after the last iteration's check
-        raise _after_training(flag.received)
+        raise after_training(flag.received)
     unwrapped = model.module if info.world_size > 1 else model
     metrics = evaluate_model(unwrapped, valid_set, cfg, out_dir, logger) if valid_set is not None else {}
     metrics["train_time_s"] = train_seconds
@@ -389,15 +311,6 @@ def _validation_metrics(model, valid_set: YTVIS, cfg: Config, info: DistInfo) ->
     unwrapped.train()
     ap = evaluate_ytvis(valid_set.raw, results)
     return {f"val/{key}": float(ap[key]) for key in ("AP", "AP50", "AP75", "AR1", "AR10")}
-
-
-def _gather(value, info: DistInfo) -> list:
-    """Every rank's `value` on rank 0 (a list in rank order)."""
-    if info.world_size == 1:
-        return [value]
-    values = [None] * info.world_size
-    torch.distributed.all_gather_object(values, value)
-    return values
 
 
 def _amp_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:

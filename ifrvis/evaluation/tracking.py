@@ -138,7 +138,7 @@ def _video_boxes(segmentations: list, height: int, width: int) -> list:
 
 def tracking_metrics(gt, results, score_threshold: float = 0.5, iou_threshold: float = 0.5) -> dict:
     """IDF1, MOTA, IDP, IDR, IDs, MOTP, FP, FN, IDTP, IDFP, IDFN, num_objects, num_predictions overall
-    and per video (`per_video`: video id -> the same keys) by the method of Sec. 4.4 (see the module docstring).
+    and per video (`per_video`: video id -> the same keys) by the method of Sec. 4.4 (module docstring).
 
     gt: YouTube-VIS ground-truth path or dict; results: path or list in the official format.
     Rates are fractions; IDF1, IDP and IDR are 0 where their denominator is (`identity_rates`)."""

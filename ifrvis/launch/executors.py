@@ -28,7 +28,7 @@ from ifrvis.launch.sweep import DONE, FAILED, Spec
 def run_spec(cfg_dict: dict, stop_signals: tuple[int, ...] | None = None) -> dict:
     """Train one spec, resuming from its checkpoint when there is one. Picklable for every executor.
     `stop_signals`: the signals that checkpoint and stop the run (default: SIGTERM and SIGUSR2)."""
-    from ifrvis.engine.checkpoint import PREEMPTION_SIGNALS
+    from ifrvis.engine.preemption import PREEMPTION_SIGNALS
     from ifrvis.engine.train import train
 
     cfg = config_from_dict(cfg_dict)
@@ -84,7 +84,7 @@ def _last_line(log: Path) -> str:
 def slurm_job_class():
     import submitit
 
-    from ifrvis.engine.train import Interrupted
+    from ifrvis.engine.preemption import Interrupted
 
     class TrainJob(submitit.helpers.Checkpointable):
         """One run as a Slurm task. On SIGUSR2 (preemption or time-out) the trainer checkpoints at the next
