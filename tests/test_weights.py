@@ -141,6 +141,15 @@ def test_restricted_unpickler_reads_detectron2_pickles(tmp_path, protocol, conta
         assert tensor.dtype == torch.from_numpy(arrays[key]).dtype
 
 
+def test_restricted_unpickler_reads_numpy_1_pickles(tmp_path):
+    array = np.arange(6, dtype=np.float32).reshape(2, 3)
+    data = pickle.dumps({"model": {"w": array}}, protocol=2)
+    path = tmp_path / "numpy1.pkl"
+    path.write_bytes(data.replace(b"numpy._core.multiarray", b"numpy.core.multiarray"))  # NumPy 1's name
+    assert b"numpy.core.multiarray\n_reconstruct" in path.read_bytes()
+    np.testing.assert_array_equal(read_checkpoint(path)["w"].numpy(), array)
+
+
 def test_unreadable_pickle_is_a_checkpoint_error(tmp_path):
     path = tmp_path / "truncated.pkl"
     path.write_bytes(pickle.dumps({"model": {"a": np.zeros(8)}}, protocol=2)[:40])

@@ -459,13 +459,14 @@ def load_weights(
     if ifr_init not in IFR_INITS or extra_queries not in EXTRA_QUERIES:
         raise ValueError(f"ifr_init {ifr_init!r} / extra_queries {extra_queries!r}: not among the choices")
     target = model.state_dict()
+    model_keys = set(target)
     report = LoadReport(path=str(path), model_keys=list(target))
     blocks = IFR_BLOCKS if any(ifr_block(k) for k in target) else BASELINE_BLOCKS
     state = read_checkpoint(path)
     mapped: dict[str, Tensor] = {}
     covered = set()  # top-level modules the file has tensors for
     for key, value in state.items():
-        name, from_image_block = map_key(key, set(target), blocks)
+        name, from_image_block = map_key(key, model_keys, blocks)
         if name is None and (key.endswith("num_batches_tracked") or key.startswith("criterion.")):
             continue  # BatchNorm bookkeeping and loss buffers: not weights
         if name is None:
