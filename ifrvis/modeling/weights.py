@@ -13,8 +13,8 @@ Accepted files:
   and decoder; other keys are kept when the model has them under the same name, else unexpected;
 - this project's own state dicts (`backbone.*`, `pixel_decoder.*`, `decoder.*`), optionally under "model".
 
-An image model's decoder blocks (Mask2Former's, or this project's Mask2Former-VIS decoder as in
-`checkpoints/synthetic_tiny_pretrained.pth`) and IFR, by `ifr_init` (`model.ifr_init`):
+What an image model's decoder blocks (Mask2Former's, or this project's Mask2Former-VIS decoder's as in
+`checkpoints/synthetic_tiny_pretrained.pth`) give IFR is `ifr_init` (`model.ifr_init`):
 - "random" (default, the paper's Sec. 4.1: "we randomly initialize these [inter-frame recurrent
   attention] modules"): IFR's decoder layers keep their random initialisation; the file's decoder blocks
   are not used;
@@ -23,10 +23,11 @@ An image model's decoder blocks (Mask2Former's, or this project's Mask2Former-VI
 Our reading of "the inter-frame recurrent attention modules": the blocks that compute the frame-level
 queries Q_i^t from Q_i^{t-1} (ifr_decoder.py), i.e. `frame_cross_attn` (Eq. 2: the one attention of both
 Attn(Q_i^{t-1}, F_t) and Attn(Q_i, F_t)), `frame_self_attn` (Eq. 3's self-attention over the 2N queries)
-and `frame_ffn` (Eq. 3's FFN, as in every Mask2Former layer): the only IFR blocks an image model has a
-counterpart for. The clip update (`temporal_cross_attn`, `clip_self_attn`, `clip_ffn`: Q_i to all Q_i^t)
-has no counterpart and always starts random. Keys of an IFR checkpoint (same names) always load.
-Either way the decoder's queries, level embedding, LayerNorm and mask head load.
+and `frame_ffn` (the FFN after Eq. 3's self-attention, as in every Mask2Former layer): the only IFR
+blocks an image model has a counterpart for. The clip update (`temporal_cross_attn`, `clip_self_attn`,
+`clip_ffn`: Q_i to all Q_i^t) has no counterpart and always starts random. Keys of an IFR checkpoint
+(same names) always load. Either way the decoder's queries, level embedding, LayerNorm and mask head
+load.
 
 Random by design, not reported missing: those IFR blocks, and a class head whose class count differs
 (COCO's 80 + 1 against the run's K or K + 1). A checkpoint with more learned queries than the model
