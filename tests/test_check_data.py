@@ -151,3 +151,14 @@ def test_the_split_files_of_a_config(capsys, tmp_path):
     assert status == 1  # a 2019 folder read with the 2021 layout
     assert f"problem: {tmp_path / 'train' / 'instances.json'}: file not found" in out
     assert f"problem: {tmp_path / 'valid' / 'instances.json'}: file not found" in out
+
+
+def test_a_config_holding_out_validation_videos_reads_no_validation_file(capsys, tmp_path):
+    write_release(tmp_path / "data", "2019")
+    (tmp_path / "data" / "valid.json").write_text("not JSON")
+    config = tmp_path / "holdout.yaml"
+    base = CONFIGS / "base" / "ytvis2019.yaml"
+    config.write_text(f"_base_: {base}\ndata:\n  holdout_videos: 1\nmodel:\n  num_classes: 3\n")
+    status, out, _ = check(capsys, tmp_path / "data", "--config", config)
+    assert status == 0 and out.splitlines()[-1] == "no problems found"
+    assert [line.split(":")[0] for line in out.splitlines() if not line.startswith(" ")][1:-1] == ["train"]

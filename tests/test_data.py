@@ -13,6 +13,7 @@ import torch
 from ifrvis.config import DataConfig, ModelConfig
 from ifrvis.data.datasets import ClipDataset, TrainSampler, VideoFrames, collate_clips, resized_shape
 from ifrvis.data.masks import compressed_rle_counts, encode_rle, segmentation_problem
+from ifrvis.data.splits import load_splits
 from ifrvis.data.synthetic import generate
 from ifrvis.data.ytvis import DataError, build_ytvis, find_problems, load_ytvis
 
@@ -209,6 +210,15 @@ def test_holdout_split_disjoint_complete_valid(folder):
     assert {v["id"] for v in ytvis.holdout_split(3, seed=1)[1].videos} != valid_ids
     with pytest.raises(DataError, match="holdout of 8 videos out of 8"):
         ytvis.holdout_split(8, seed=0)
+
+
+def test_load_splits_from_files_a_holdout_or_none(folder):
+    flat = DataConfig(root=str(folder), train_images="JPEGImages", valid_images="JPEGImages")
+    train, valid = load_splits(flat)
+    assert (len(train), len(valid)) == (8, 2) and valid.source == str(folder / "valid.json")
+    train, valid = load_splits(DataConfig(**{**vars(flat), "holdout_videos": 3, "valid_json": "absent.json"}))
+    assert (len(train), len(valid)) == (5, 3) and valid.has_annotations
+    assert load_splits(DataConfig(**{**vars(flat), "valid_json": ""}))[1] is None
 
 
 # ---- training clips ----

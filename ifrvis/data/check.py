@@ -17,7 +17,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from ifrvis.config import DataConfig, load_config
+from ifrvis.config import load_config
+from ifrvis.data.splits import split_files
 from ifrvis.data.ytvis import DataError, find_problems, read_json
 
 # layout -> split -> (annotation file, frame folder), relative to the root; the first layout whose
@@ -79,14 +80,6 @@ def layout_splits(root: Path, layout: str) -> list[Split]:
         for name, (json_rel, images_rel) in LAYOUTS[layout].items()
         if name == "train" or (root / json_rel).exists()
     ]
-
-
-def config_splits(root: Path, data_cfg: DataConfig) -> list[Split]:
-    """The splits a run of this `DataConfig` reads under `root` (no validation file with a holdout)."""
-    splits = [Split("train", root / data_cfg.train_json, root / data_cfg.train_images)]
-    if data_cfg.valid_json and data_cfg.holdout_videos == 0:
-        splits.append(Split("valid", root / data_cfg.valid_json, root / data_cfg.valid_images))
-    return splits
 
 
 def check_split(split: Split) -> SplitReport:
@@ -188,7 +181,9 @@ def main(argv: list[str] | None = None) -> int:
         raise DataError(f"{root}: no such folder")
     if args.config:
         cfg = load_config(args.config)
-        splits, num_classes, described = config_splits(root, cfg.data), cfg.model.num_classes, args.config
+        cfg.data.root = str(root)
+        splits = [Split(name, *files) for name, files in split_files(cfg.data).items()]
+        num_classes, described = cfg.model.num_classes, args.config
     else:
         layout = detect_layout(root)
         splits, num_classes, described = layout_splits(root, layout), None, f"{layout} layout"
