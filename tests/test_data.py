@@ -221,6 +221,19 @@ def test_load_splits_from_files_a_holdout_or_none(folder):
     assert load_splits(DataConfig(**{**vars(flat), "valid_json": ""}))[1] is None
 
 
+def test_load_splits_needs_training_annotations_and_the_same_categories(broken):
+    root, data, _ = broken
+    flat = DataConfig(root=str(root), train_images="JPEGImages", valid_images="JPEGImages")
+    valid = json.loads((root / "valid.json").read_text())
+    valid["categories"][0]["name"] = "blob"
+    (root / "valid.json").write_text(json.dumps(valid))
+    with pytest.raises(DataError, match=r"valid.json: field 'categories': differ from .*train.json's"):
+        load_splits(flat)
+    (root / "train.json").write_text(json.dumps({**data, "annotations": None}))
+    with pytest.raises(DataError, match="train.json: field 'annotations': null or missing, but training"):
+        load_splits(flat)
+
+
 # ---- training clips ----
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ifrvis.config import load_config
-from ifrvis.data.splits import split_files
+from ifrvis.data.splits import annotations_problem, categories_problem, split_files
 from ifrvis.data.ytvis import DataError, find_problems, read_json
 
 # layout -> split -> (annotation file, frame folder), relative to the root; the first layout whose
@@ -89,27 +89,25 @@ def check_split(split: Split) -> SplitReport:
     except DataError as error:
         return SplitReport(split, None, [str(error)])
     problems = find_problems(raw, str(split.json), split.images)
-    if split.name == "train" and isinstance(raw, dict) and raw.get("annotations") is None:
-        problems.append(f"{split.json}: field 'annotations': null or missing, but training needs them")
-    return SplitReport(split, raw, problems)
+    needs = annotations_problem(raw, str(split.json)) if split.name == "train" else None
+    return SplitReport(split, raw, problems + ([needs] if needs else []))
 
 
 def add_cross_split_problems(reports: list[SplitReport], num_classes: int | None) -> None:
     """What a run needs across splits, added to the report of the file at fault: the training split's
-    categories in every split (the model predicts them), and `model.num_classes` of them when a config
-    is given. `reports[0]` is the training split."""
+    categories in every split, and `model.num_classes` of them when a config is given. `reports[0]`
+    is the training split."""
     train = reports[0]
     if not _has_list(train.raw, "categories"):
         return
-    expected = _category_names(train.raw)
     for report in reports[1:]:
-        if _has_list(report.raw, "categories") and _category_names(report.raw) != expected:
-            report.problems.append(
-                f"{report.split.json}: field 'categories': differ from {train.split.json}'s"
-            )
-    if num_classes is not None and num_classes != len(expected):
+        problem = categories_problem(train.raw, str(train.split.json), report.raw, str(report.split.json))
+        if problem:
+            report.problems.append(problem)
+    count = len(train.raw["categories"])
+    if num_classes is not None and num_classes != count:
         train.problems.append(
-            f"{train.split.json}: field 'categories': {len(expected)} categories, "
+            f"{train.split.json}: field 'categories': {count} categories, "
             f"but the config's model.num_classes is {num_classes}"
         )
 
@@ -149,10 +147,6 @@ def category_table(categories: list, counts: Counter) -> list[str]:
     for start in range(0, len(cells), TABLE_COLUMNS):
         lines.append("  " + " | ".join(cells[start : start + TABLE_COLUMNS]))
     return lines
-
-
-def _category_names(raw: dict) -> list[tuple]:
-    return sorted((str(c.get("id")), str(c.get("name"))) for c in raw["categories"] if isinstance(c, dict))
 
 
 def _has_list(raw: object, key: str) -> bool:
