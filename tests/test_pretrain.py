@@ -8,7 +8,7 @@ from conftest import PRETRAINED, TINY_CONFIG
 from ifrvis.config import load_config
 from ifrvis.engine.pretrain import IGNORE, intersections_unions, main, semantic_labels
 from ifrvis.modeling import build_model
-from ifrvis.modeling.weights import load_weights
+from ifrvis.modeling.weights import CheckpointError, load_weights
 
 
 def test_semantic_labels_mark_instances_background_and_padding():
@@ -41,7 +41,8 @@ def test_intersections_unions_by_hand():
     np.testing.assert_array_equal(counts, [[0, 2], [1, 3]])
 
 
-INTER_FRAME_BLOCKS = ("temporal_cross_attn", "clip_self_attn", "clip_ffn")
+INTER_FRAME_BLOCKS = ("temporal_cross_attn", "clip_self_attn", "clip_ffn")  # the clip update
+RECURRENT_BLOCKS = ("frame_cross_attn", "frame_self_attn", "frame_ffn")  # Eqs. 2-3
 
 
 def test_pretrain_writes_a_model_that_both_tiny_configs_load(tmp_path, tiny_data):
@@ -64,20 +65,27 @@ def test_pretrain_writes_a_model_that_both_tiny_configs_load(tmp_path, tiny_data
         if not key.endswith("num_batches_tracked"):
             assert torch.equal(baseline.state_dict()[key], value), key
 
-    # IFR (Sec. 4.1): everything but the inter-frame blocks, which start at random.
-    ifr = build_model(load_config(TINY_CONFIG, ["model.weights="]).model)
-    report = load_weights(ifr, out)
-    assert not report.unexpected and not report.mismatched and report.missing
-    assert all(key.split(".")[3] in INTER_FRAME_BLOCKS for key in report.missing)
+    # IFR (Sec. 4.1): the inter-frame recurrent blocks start at random (model.ifr_init=random), or
+    # are copied from the image model's decoder blocks (checkpoint, the ablation); the clip blocks
+    # have no image-model counterpart and always start at random.
     layer = "decoder.layers.1"
-    state = ifr.state_dict()
-    assert torch.equal(
-        state[f"{layer}.frame_ffn.linear1.weight"], stored["model"][f"{layer}.ffn.linear1.weight"]
-    )
-    assert torch.equal(
-        state[f"{layer}.frame_cross_attn.attn.in_proj_weight"],
-        stored["model"][f"{layer}.cross_attn.attn.in_proj_weight"],
-    )
+    for ifr_init in ("random", "checkpoint"):
+        ifr = build_model(load_config(TINY_CONFIG, ["model.weights=", f"model.ifr_init={ifr_init}"]).model)
+        report = load_weights(ifr, out, ifr_init=ifr_init)
+        assert not report.missing and not report.unexpected and not report.mismatched
+        blocks = {key.split(".")[3] for key in report.random}
+        assert blocks == set(INTER_FRAME_BLOCKS) | (set(RECURRENT_BLOCKS) if ifr_init == "random" else set())
+        state = ifr.state_dict()
+        copied = [
+            torch.equal(
+                state[f"{layer}.frame_ffn.linear1.weight"], stored["model"][f"{layer}.ffn.linear1.weight"]
+            ),
+            torch.equal(
+                state[f"{layer}.frame_cross_attn.attn.in_proj_weight"],
+                stored["model"][f"{layer}.cross_attn.attn.in_proj_weight"],
+            ),
+        ]
+        assert copied == [ifr_init == "checkpoint"] * 2
 
 
 def test_the_tiny_configs_name_the_file_that_pretrain_writes_by_default(tmp_path, tiny_data):
@@ -95,5 +103,5 @@ def test_the_tiny_configs_name_the_file_that_pretrain_writes_by_default(tmp_path
 
 def test_missing_weights_say_how_to_make_them(tmp_path):
     cfg = load_config(TINY_CONFIG, [f"model.weights={tmp_path / 'absent.pth'}"])
-    with pytest.raises(FileNotFoundError, match="ifrvis pretrain"):
+    with pytest.raises(CheckpointError, match="ifrvis pretrain"):
         build_model(cfg.model)
