@@ -5,6 +5,7 @@ import torch
 
 from ifrvis.config import ModelConfig
 from ifrvis.modeling import VISModel, build_model, concat_features
+from ifrvis.modeling.weights import CheckpointError
 
 
 def tiny_config(decoder: str = "ifr", **overrides) -> ModelConfig:
@@ -142,7 +143,7 @@ def test_build_model_loads_weights_file(tmp_path):
     loaded = build_model(tiny_config(weights=str(path)))
     for (name, a), b in zip(trained.state_dict().items(), loaded.state_dict().values()):
         assert torch.equal(a, b), name
-    with pytest.raises(FileNotFoundError, match="model.weights"):
+    with pytest.raises(CheckpointError, match="model.weights"):
         build_model(tiny_config(weights=str(tmp_path / "absent.pth")))
 
 
