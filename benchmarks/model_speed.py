@@ -91,7 +91,7 @@ def train_seconds_per_clip(setting: Setting, decoder: str, iters: int, device: t
     one untimed warm-up step first."""
     cfg = model_config(setting, decoder)
     torch.manual_seed(0)
-    model = build_model(cfg.model).to(device).train()
+    model = build_model(cfg.model, cfg.loss.class_loss).to(device).train()
     criterion = build_criterion(cfg).to(device)
     optimizer = build_optimizer(model, cfg.solver)
     generator = torch.Generator().manual_seed(0)
@@ -133,7 +133,7 @@ class InMemoryVideo:
 def inference_model(setting: Setting, decoder: str, device: torch.device):
     cfg = model_config(setting, decoder)
     torch.manual_seed(0)
-    return build_model(cfg.model).to(device).eval(), cfg
+    return build_model(cfg.model, cfg.loss.class_loss).to(device).eval(), cfg
 
 
 def inference_fps(setting: Setting, decoder: str, num_frames: int, device: torch.device) -> float:

@@ -113,7 +113,7 @@ def main() -> None:
     args = parser.parse_args()
     cfg = load_config(args.config, args.overrides)
     checkpoint = args.checkpoint or runs.checkpoint_path(cfg)
-    model = build_model(cfg.model)
+    model = build_model(cfg.model, cfg.loss.class_loss)
     model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True)["model"])
     model.eval()
     _, valid = load_splits(cfg.data)

@@ -91,7 +91,7 @@ def run_config(decoder: str, seed: int, iters: int, data_root: Path, out: Path) 
 
 def evaluate_crossing(cfg: Config, crossing: YTVIS) -> dict:
     """Metrics of the run's final checkpoint on the crossing split (files in <run dir>/crossing)."""
-    model = build_model(cfg.model)
+    model = build_model(cfg.model, cfg.loss.class_loss)
     model.load_state_dict(load_checkpoint(runs.checkpoint_path(cfg))["model"])
     return evaluate_model(model, crossing, cfg, runs.run_dir(cfg) / "crossing", logger=None)
 

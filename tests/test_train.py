@@ -66,8 +66,20 @@ def test_a_run_is_logged_to_mlflow_with_tags_params_metrics_artifacts(tmp_path, 
     for term in ("loss_cls", "loss_mask", "loss_dice", "loss_mask_cross", "loss_dice_cross"):
         assert f"train/{term}" in run.data.metrics
     artifacts = {a.path for a in tracking.client(cfg.logging.mlflow_uri).list_artifacts(run.info.run_id)}
-    assert {"config.yaml", "results.json", "metrics.json", "vis"} <= artifacts
+    assert {"config.yaml", "results.json", "metrics.json", "vis", "weights_report.txt"} <= artifacts
     assert json.loads((runs.run_dir(cfg) / "metrics.json").read_text())["AP"] == metrics["AP"]
+    report = (runs.run_dir(cfg) / "weights_report.txt").read_text()
+    assert "random by design" in report and "frame_cross_attn" in report  # Sec. 4.1: IFR blocks random
+
+
+def test_the_baseline_trains_with_the_published_softmax_head(tmp_path, tiny_data):
+    cfg = load_config(
+        write_run_config(tmp_path, tiny_data, max_iters=2),
+        ["model.decoder=mask2former", "loss.class_loss=softmax", "logging.visualize=false"],
+    )
+    train(cfg)
+    model = load_checkpoint(runs.checkpoint_path(cfg))["model"]
+    assert model["decoder.heads_out.class_embed.weight"].shape[0] == cfg.model.num_classes + 1
 
 
 def test_the_same_seed_gives_the_same_metrics_and_a_rerun_needs_resume(tmp_path, tiny_data):

@@ -186,7 +186,7 @@ def pretrain_image_model(
         data=replace(cfg.data, clip_length=1),
         solver=solver,
     )
-    model = build_model(image_cfg.model)
+    model = build_model(image_cfg.model, image_cfg.loss.class_loss)
     model.backbone.load_state_dict(backbone.state_dict())
     criterion = build_criterion(image_cfg)
     optimizer = build_optimizer(model, image_cfg.solver)

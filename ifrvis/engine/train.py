@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -50,7 +51,7 @@ from ifrvis.evaluation import evaluate_ytvis
 from ifrvis.inference import run_inference
 from ifrvis.modeling import build_model
 from ifrvis.modeling.criterion import build_criterion
-from ifrvis.modeling.weights import CheckpointError
+from ifrvis.modeling.weights import CheckpointError, load_weights
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -182,7 +183,10 @@ def _train_and_evaluate(cfg, splits, state, logger, info, device, out_dir, ckpt_
         dump_config(cfg, out_dir / "config.yaml")
         logger.log_artifact(out_dir / "config.yaml")
     train_set, valid_set = splits
-    model = build_model(cfg.model).to(device)
+    model = build_model(dataclasses.replace(cfg.model, weights=""), cfg.loss.class_loss)
+    if state is None and cfg.model.weights:
+        _load_initial_weights(model, cfg, out_dir, logger)
+    model = model.to(device)
     criterion = build_criterion(cfg).to(device)
     optimizer = build_optimizer(model, cfg.solver)
     scheduler = build_scheduler(optimizer, cfg.solver)
@@ -300,6 +304,16 @@ def _train_and_evaluate(cfg, splits, state, logger, info, device, out_dir, ckpt_
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     logger.log_artifact(out_dir / "metrics.json")
     return metrics
+
+
+def _load_initial_weights(model, cfg: Config, out_dir: Path, logger: tracking.RunLogger | None) -> None:
+    """`model.weights` into `model`; what it gave the model goes to `weights_report.txt` (an MLflow
+    artifact) and one summary line to the log."""
+    report = load_weights(model, cfg.model.weights, cfg.model.ifr_init, cfg.model.extra_queries)
+    if logger:
+        (out_dir / "weights_report.txt").write_text(report.render() + "\n")
+        logger.log_artifact(out_dir / "weights_report.txt")
+        print(report.summary(), file=sys.stderr)
 
 
 def _validation_metrics(model, valid_set: YTVIS, cfg: Config, info: DistInfo) -> dict[str, float]:

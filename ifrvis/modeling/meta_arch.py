@@ -112,5 +112,5 @@ def build_model(cfg: ModelConfig, class_loss: str = "focal") -> VISModel:
     )
     model = VISModel(backbone, pixel_decoder, decoder, cfg.pixel_mean, cfg.pixel_std)
     if cfg.weights:
-        load_weights(model, cfg.weights)
+        load_weights(model, cfg.weights, cfg.ifr_init, cfg.extra_queries)
     return model
