@@ -33,22 +33,26 @@ data: venv
 	test -f checkpoints/synthetic_tiny_pretrained.pth || \
 	  $(VENV)/bin/ifrvis pretrain experiments/configs/synthetic_tiny.yaml data.root=$(DATA)
 
+# What the sweeps need first: the synthetic data and tiny model (tiny profile); the paper profile reads
+# the YouTube-VIS folders and COCO checkpoints the user downloaded (README, "Real data").
+INPUTS := $(if $(filter paper,$(PROFILE)),venv,data)
+
 demo: data
 	$(VENV)/bin/ifrvis train experiments/configs/synthetic_tiny.yaml data.root=$(DATA)
 
 mlflow-init: venv
 	$(PY) -m ifrvis.tracking init
 
-table1: data mlflow-init
+table1: $(INPUTS) mlflow-init
 	$(PY) experiments/run_seeds.py experiments/configs/$(if $(filter paper,$(PROFILE)),ytvis19_r50.yaml experiments/configs/ytvis19_r50_mask2former.yaml,synthetic_tiny.yaml experiments/configs/synthetic_tiny_mask2former.yaml) \
 	    --seeds $(SEEDS) --executor $(EXECUTOR) --sweep table1
 	$(PY) analysis/tables.py --sweep table1 --table 1
 
 # Table 2 is YouTube-VIS 2021 with PROFILE=paper; on the tiny profile, the same two configs on the
 # synthetic set whose every video is a same-category crossing.
-table2: data mlflow-init
-	test -f data/synthetic_crossing/train.json || \
-	  $(VENV)/bin/ifrvis synth --out data/synthetic_crossing --seed 1 --split-style crossing
+table2: $(INPUTS) mlflow-init
+	$(if $(filter paper,$(PROFILE)),,test -f data/synthetic_crossing/train.json || \
+	  $(VENV)/bin/ifrvis synth --out data/synthetic_crossing --seed 1 --split-style crossing)
 	$(PY) experiments/run_seeds.py $(if $(filter paper,$(PROFILE)),experiments/configs/ytvis21_r50.yaml experiments/configs/ytvis21_r50_mask2former.yaml,experiments/configs/synthetic_tiny.yaml experiments/configs/synthetic_tiny_mask2former.yaml --set data.root=data/synthetic_crossing dataset=synthetic-crossing) \
 	    --seeds $(SEEDS) --executor $(EXECUTOR) --sweep table2
 	$(PY) analysis/tables.py --sweep table2 --table 1
@@ -66,7 +70,7 @@ table3: table1
 	$(PY) analysis/tables.py --sweep table1 --table 3
 endif
 
-ablation: data mlflow-init
+ablation: $(INPUTS) mlflow-init
 	$(PY) experiments/ablate_lambda_e.py --profile $(PROFILE) --seeds $(SEEDS) --executor $(EXECUTOR)
 
 figures: venv
