@@ -290,3 +290,68 @@ def test_baseline_attends_to_all_frames_of_a_scale():
     diff = changed["aux_outputs"][1]["pred_masks"][:, :, 0] - outputs["aux_outputs"][1]["pred_masks"][:, :, 0]
     assert diff.abs().max() > 1e-4
     assert F.mse_loss(changed["pred_logits"], outputs["pred_logits"]) > 0
+
+
+# state_dict keys and shapes of both decoders with `make_decoder(kind, layers=2)`, as shipped: the
+# pretrained checkpoints and the published-checkpoint loader depend on them.
+ATTENTION = [
+    ("attn.in_proj_weight", (96, 32)),
+    ("attn.in_proj_bias", (96,)),
+    ("attn.out_proj.weight", (32, 32)),
+    ("attn.out_proj.bias", (32,)),
+    ("norm.weight", (32,)),
+    ("norm.bias", (32,)),
+]
+FFN = [
+    ("linear1.weight", (64, 32)),
+    ("linear1.bias", (64,)),
+    ("linear2.weight", (32, 64)),
+    ("linear2.bias", (32,)),
+    ("norm.weight", (32,)),
+    ("norm.bias", (32,)),
+]
+LAYER_BLOCKS = {
+    "ifr": [
+        ("frame_cross_attn", ATTENTION),
+        ("frame_self_attn", ATTENTION),
+        ("frame_ffn", FFN),
+        ("temporal_cross_attn", ATTENTION),
+        ("clip_self_attn", ATTENTION),
+        ("clip_ffn", FFN),
+    ],
+    "mask2former": [("cross_attn", ATTENTION), ("self_attn", ATTENTION), ("ffn", FFN)],
+}
+
+
+def expected_state_dict(kind: str, logits: int) -> list[tuple[str, tuple[int, ...]]]:
+    queries = [
+        ("query_feat.weight", (QUERIES, DIM)),
+        ("query_embed.weight", (QUERIES, DIM)),
+        ("level_embed.weight", (3, DIM)),
+    ]
+    layers = [
+        (f"layers.{i}.{block}.{name}", shape)
+        for i in range(2)
+        for block, params in LAYER_BLOCKS[kind]
+        for name, shape in params
+    ]
+    heads = [
+        ("heads_out.norm.weight", (32,)),
+        ("heads_out.norm.bias", (32,)),
+        ("heads_out.class_embed.weight", (logits, 32)),
+        ("heads_out.class_embed.bias", (logits,)),
+        ("heads_out.mask_embed.layers.0.weight", (32, 32)),
+        ("heads_out.mask_embed.layers.0.bias", (32,)),
+        ("heads_out.mask_embed.layers.1.weight", (32, 32)),
+        ("heads_out.mask_embed.layers.1.bias", (32,)),
+        ("heads_out.mask_embed.layers.2.weight", (MASK_DIM, 32)),
+        ("heads_out.mask_embed.layers.2.bias", (MASK_DIM,)),
+    ]
+    return queries + layers + heads
+
+
+@pytest.mark.parametrize("class_loss, logits", [("focal", CLASSES), ("softmax", CLASSES + 1)])
+@pytest.mark.parametrize("kind", ["ifr", "mask2former"])
+def test_state_dict_keys_and_shapes_are_the_shipped_ones(kind, class_loss, logits):
+    state = make_decoder(kind, layers=2, class_loss=class_loss).state_dict()
+    assert [(k, tuple(v.shape)) for k, v in state.items()] == expected_state_dict(kind, logits)
