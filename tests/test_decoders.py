@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from ifrvis.modeling.ifr_decoder import IFRDecoder, IFRDecoderLayer, per_frame_attention_mask
 from ifrvis.modeling.layers import masked_attention_mask, sine_position_2d, sine_position_3d
 from ifrvis.modeling.mask2former_decoder import Mask2FormerVISDecoder
+from ifrvis.modeling.query_decoder import QueryDecoder
 
 DIM, HEADS, QUERIES, CLASSES, MASK_DIM = 32, 4, 6, 3, 16
 SIZES = [(2, 3), (4, 6), (8, 12)]  # coarse to fine
@@ -16,7 +17,16 @@ MASK_SIZE = (16, 24)
 def make_decoder(kind: str, layers: int = 3, class_loss: str = "focal"):
     cls = IFRDecoder if kind == "ifr" else Mask2FormerVISDecoder
     return cls(
-        CLASSES, QUERIES, DIM, HEADS, ffn_dim=64, layers=layers, mask_dim=MASK_DIM, class_loss=class_loss
+        CLASSES,
+        QUERIES,
+        DIM,
+        HEADS,
+        ffn_dim=64,
+        layers=layers,
+        mask_dim=MASK_DIM,
+        dropout=0.0,
+        pre_norm=False,
+        class_loss=class_loss,
     )
 
 
@@ -355,3 +365,22 @@ def expected_state_dict(kind: str, logits: int) -> list[tuple[str, tuple[int, ..
 def test_state_dict_keys_and_shapes_are_the_shipped_ones(kind, class_loss, logits):
     state = make_decoder(kind, layers=2, class_loss=class_loss).state_dict()
     assert [(k, tuple(v.shape)) for k, v in state.items()] == expected_state_dict(kind, logits)
+
+
+@pytest.mark.parametrize("kind", ["ifr", "mask2former"])
+def test_layers_go_round_robin_over_the_scales(kind):
+    """`QueryDecoder`: layer i attends to scale i mod 3, coarse to fine; a wrong level count is named."""
+    torch.manual_seed(0)
+    decoder = make_decoder(kind, layers=4).eval()
+    assert isinstance(decoder, QueryDecoder)
+    tokens = []
+    for layer in decoder.layers:
+        layer.register_forward_hook(lambda m, inputs, out: tokens.append(inputs[1].shape[-2]))
+    multi_scale, mask_features = make_features(1, 2)
+    with torch.no_grad():
+        decoder(multi_scale, mask_features)
+    per_frame = [h * w for h, w in SIZES]
+    expected = per_frame if kind == "ifr" else [2 * n for n in per_frame]  # baseline: both frames at once
+    assert tokens == expected + expected[:1]
+    with pytest.raises(ValueError, match=f"{type(decoder).__name__} expects 3 feature levels, got 2"):
+        decoder(multi_scale[:2], mask_features)

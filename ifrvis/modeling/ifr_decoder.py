@@ -5,12 +5,15 @@ Layer i, clip-level queries Q_i `(B, N, C)`, frames F_1..F_n of one encoder scal
   W^K, W^V; Eq. 2), masked by frame t's mask prediction of the previous layer (Eq. 1), then
   self-attention over the 2N queries and FFN, keeping the first N (Eq. 3): Q_i^t.
 - Q_{i+1}: temporal cross-attention of Q_i to all {Q_i^1..Q_i^n}, self-attention, FFN.
-Scales go round-robin over the encoder levels, one per layer. Class logits come from the clip-level
-queries Q_{i+1}; frame t's masks from MLP(Q_i^t) . frame t's per-pixel embeddings. The class head is
-the paper's sigmoid focal one (K logits, Eq. 5) unless `class_loss="softmax"` (K + 1 logits).
+The learned queries, the round robin over the encoder's scales, the heads and the auxiliary outputs
+are `QueryDecoder`'s. Class logits come from the clip-level queries Q_{i+1}; frame t's masks from
+MLP(Q_i^t) . frame t's per-pixel embeddings. The class head is the paper's sigmoid focal one (K
+logits, Eq. 5) unless `class_loss="softmax"` (K + 1 logits).
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -18,12 +21,11 @@ from torch import Tensor, nn
 from ifrvis.modeling.layers import (
     CrossAttentionLayer,
     FFNLayer,
-    PredictionHeads,
     SelfAttentionLayer,
     masked_attention_mask,
-    memory_tokens,
     sine_position_2d,
 )
+from ifrvis.modeling.query_decoder import QueryDecoder
 
 
 def per_frame_attention_mask(mask_logits: Tensor, size: tuple[int, int], heads: int) -> Tensor:
@@ -37,6 +39,8 @@ def per_frame_attention_mask(mask_logits: Tensor, size: tuple[int, int], heads: 
 
 
 class IFRDecoderLayer(nn.Module):
+    """One IFR layer: the frame-level recurrence (Eqs. 1-3) over the frames, then the clip update."""
+
     def __init__(self, dim: int, heads: int, ffn_dim: int, dropout: float = 0.0, pre_norm: bool = False):
         super().__init__()
         # Eq. 2: ONE cross-attention for both Attn(Q_i^{t-1}, F_t) and Attn(Q_i, F_t): shared W^K, W^V.
@@ -98,69 +102,57 @@ class IFRDecoderLayer(nn.Module):
         return frame_queries, clip
 
 
-class IFRDecoder(nn.Module):
-    """`forward(multi_scale [(B, T, C, h, w)] coarse to fine, mask_features (B, T, D, H, W)) -> outputs`
-    with the `VISModel` contract (docs/architecture.md)."""
+class IFRQueries(NamedTuple):
+    """IFR's queries after a layer: clip-level Q_{i+1} `(B, N, C)` and frame-level {Q_i^t} `(B, T, N, C)`."""
 
-    def __init__(
+    clip: Tensor
+    frames: Tensor
+
+
+class IFRDecoder(QueryDecoder):
+    """`QueryDecoder` with `IFRDecoderLayer`s: each layer attends to one scale frame by frame (2D sine
+    positions per frame), masked per frame; classes from the clip-level queries, frame t's masks from
+    frame t's queries."""
+
+    layer_class = IFRDecoderLayer
+
+    def memory(self, feature: Tensor, level: int) -> tuple[Tensor, Tensor]:
+        """`(B, T, C, h, w)` -> tokens F `(B, T, h * w, C)` and their 2D positions `(h * w, C)`."""
+        h, w = feature.shape[-2:]
+        pos = sine_position_2d(h, w, self.dim, feature.device).to(feature.dtype).flatten(1).T
+        return self.level_tokens(feature, level), pos
+
+    def initial_queries(self, batch: int, num_frames: int) -> IFRQueries:
+        """Q_0 `(B, N, C)`; every frame predicts from Q_0 too."""
+        clip = super().initial_queries(batch, num_frames)
+        return IFRQueries(clip, clip[:, None].expand(-1, num_frames, -1, -1))
+
+    def attention_mask(self, mask_logits: Tensor, size: tuple[int, int]) -> Tensor:
+        """Eq. 1's M per frame: `(B, Q, T, H, W)` -> bool `(B, T, heads, Q, h * w)`."""
+        return per_frame_attention_mask(mask_logits, size, self.num_heads)
+
+    def apply_layer(
         self,
-        num_classes: int,
-        num_queries: int = 100,
-        dim: int = 256,
-        heads: int = 8,
-        ffn_dim: int = 2048,
-        layers: int = 9,
-        mask_dim: int = 256,
-        levels: int = 3,
-        dropout: float = 0.0,
-        pre_norm: bool = False,
-        class_loss: str = "focal",
-    ):
-        super().__init__()
-        self.num_heads, self.levels, self.dim = heads, levels, dim
-        self.query_feat = nn.Embedding(num_queries, dim)  # Q_0, the learnable clip-level queries
-        self.query_embed = nn.Embedding(num_queries, dim)  # their positional embedding
-        self.level_embed = nn.Embedding(levels, dim)
-        self.layers = nn.ModuleList(
-            IFRDecoderLayer(dim, heads, ffn_dim, dropout, pre_norm) for _ in range(layers)
-        )
-        self.heads_out = PredictionHeads(dim, num_classes, mask_dim, class_loss)
+        layer: IFRDecoderLayer,
+        queries: IFRQueries,
+        memory: Tensor,
+        memory_pos: Tensor,
+        attn_mask: Tensor,
+        query_pos: Tensor,
+    ) -> IFRQueries:
+        """Eqs. 1-3 and the clip update from the clip-level queries Q_i."""
+        frames, clip = layer(queries.clip, memory, memory_pos, attn_mask, query_pos)
+        return IFRQueries(clip, frames)
 
-    def predict(
-        self, clip_queries: Tensor, frame_queries: Tensor, mask_features: Tensor, cross: bool
-    ) -> dict:
-        """Class logits from Q_{i+1} `(B, N, C)`; frame t's masks from Q_i^t `(B, T, N, C)` and frame t's
-        per-pixel embeddings `(B, T, D, H, W)`; with `cross`, every frame's queries on every frame."""
-        embedding = self.heads_out.mask_embedding(frame_queries)  # (B, T, N, D)
+    def predict(self, queries: IFRQueries, mask_features: Tensor) -> dict:
+        """Class logits from Q_{i+1}; frame t's masks from Q_i^t and frame t's per-pixel embeddings
+        `(B, T, D, H, W)`; in training on a clip of T > 1 frames, also every frame's queries on every
+        frame (`pred_cross_masks`, Eqs. 6-7)."""
+        embedding = self.heads_out.mask_embedding(queries.frames)  # (B, T, N, D)
         out = {
-            "pred_logits": self.heads_out.classify(clip_queries),
+            "pred_logits": self.heads_out.classify(queries.clip),
             "pred_masks": torch.einsum("btqd,btdhw->bqthw", embedding, mask_features),
         }
-        if cross:  # [b, q, t1, t2] = frame t1's query on frame t2 (Eqs. 6-7)
+        if self.training and mask_features.shape[1] > 1:  # [b, q, t1, t2] = frame t1's query on frame t2
             out["pred_cross_masks"] = torch.einsum("baqd,bcdhw->bqachw", embedding, mask_features)
         return out
-
-    def forward(self, multi_scale: list[Tensor], mask_features: Tensor) -> dict:
-        b, num_frames = mask_features.shape[:2]
-        if len(multi_scale) != self.levels:
-            raise ValueError(f"IFRDecoder expects {self.levels} feature levels, got {len(multi_scale)}")
-        sizes = [tuple(x.shape[-2:]) for x in multi_scale]
-        memories = [memory_tokens(x, self.level_embed.weight[i]) for i, x in enumerate(multi_scale)]
-        positions = [
-            sine_position_2d(h, w, self.dim, x.device).to(x.dtype).flatten(1).T
-            for (h, w), x in zip(sizes, multi_scale)
-        ]
-        cross = self.training and num_frames > 1
-        query_pos = self.query_embed.weight[None].expand(b, -1, -1)
-        clip = self.query_feat.weight[None].expand(b, -1, -1)
-        frames = clip[:, None].expand(-1, num_frames, -1, -1)  # prediction from the initial queries
-        predictions = [self.predict(clip, frames, mask_features, cross)]
-        for index, layer in enumerate(self.layers):
-            level = index % self.levels  # scales round-robin, one per layer
-            attn_mask = per_frame_attention_mask(predictions[-1]["pred_masks"], sizes[level], self.num_heads)
-            frames, clip = layer(clip, memories[level], positions[level], attn_mask, query_pos)
-            predictions.append(self.predict(clip, frames, mask_features, cross))
-        outputs = predictions[-1]
-        if self.training:
-            outputs["aux_outputs"] = predictions[:-1]
-        return outputs

@@ -177,9 +177,7 @@ class PredictionHeads(nn.Module):
     MLP to the mask embedding dotted with per-pixel embeddings. The class head has K outputs (focal, no
     "no object" logit) or K + 1 (softmax, the last one "no object"): `class_logit_count`."""
 
-    def __init__(
-        self, dim: int, num_classes: int, mask_dim: int, class_loss: str = "focal", prior_prob: float = 0.01
-    ):
+    def __init__(self, dim: int, num_classes: int, mask_dim: int, class_loss: str, prior_prob: float = 0.01):
         super().__init__()
         self.class_loss = class_loss
         self.norm = nn.LayerNorm(dim)
