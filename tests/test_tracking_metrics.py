@@ -1,9 +1,11 @@
-"""Sec. 4.4 tracking metrics: hand-built tracks with hand-computed IDF1/IDs/MOTA, the IoU distance
-against motmetrics' own box IoU, and the TUD-Campus / TUD-Stadtmitte MOTChallenge devkit numbers
-through our IoU-distance code path."""
+"""Sec. 4.4 tracking metrics: hand-built tracks with hand-computed IDF1/IDs/MOTA and HOTA/DetA/AssA,
+the IoU distance against motmetrics' own box IoU, the TUD-Campus / TUD-Stadtmitte MOTChallenge devkit
+numbers through our IoU-distance code path, and HOTA against TrackEval's own YouTube-VIS pipeline."""
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 
 import motmetrics as mm
@@ -13,7 +15,8 @@ from pycocotools import mask as mask_utils
 
 from ifrvis.data.masks import encode_rle, mask_bbox
 from ifrvis.evaluation import tracking_metrics
-from ifrvis.evaluation.tracking import accumulate, iou_distance, summarize
+from ifrvis.evaluation.cli import main as eval_main
+from ifrvis.evaluation.tracking import HOTA_KEYS, accumulate, iou_distance, summarize
 
 H, W, T = 60, 80, 10
 # two objects far apart: box IoU between them is 0
@@ -21,16 +24,21 @@ BOX_A = (5, 20, 5, 25)
 BOX_B = (35, 55, 50, 75)
 
 
-def track(boxes):
-    """Per frame (y0, y1, x0, x1) or None -> official segmentations list."""
+def box_mask(box):
+    mask = np.zeros((H, W), dtype=bool)
+    mask[box[0] : box[1], box[2] : box[3]] = True
+    return mask
+
+
+def track(frames, compressed=True):
+    """Per frame (y0, y1, x0, x1), an (H, W) bool mask or None -> official segmentations list."""
     out = []
-    for box in boxes:
-        if box is None:
+    for frame in frames:
+        if frame is None:
             out.append(None)
             continue
-        mask = np.zeros((H, W), dtype=bool)
-        mask[box[0] : box[1], box[2] : box[3]] = True
-        out.append(encode_rle(mask))
+        mask = frame if isinstance(frame, np.ndarray) else box_mask(frame)
+        out.append(encode_rle(mask, compressed))
     return out
 
 
@@ -129,6 +137,216 @@ def test_no_prediction_above_the_threshold_gives_defined_zero_identity_scores():
     assert (out["IDP"], out["IDR"], out["IDF1"], out["MOTA"], out["IDs"]) == (0.0, 0.0, 0.0, 0.0, 0)
     assert out["num_predictions"] == 0 and out["IDFN"] == 2 * T
     assert out["per_video"][2]["IDP"] == out["per_video"][2]["IDF1"] == 0.0
+
+
+# HOTA (Luiten et al. 2021, as TrackEval computes it): per alpha in 0.05, 0.10, ..., 0.95 (19 values),
+# TP / FN / FP are frame-level matches with mask IoU >= alpha, DetA = TP / (TP + FN + FP), and
+# AssA = mean over TPs c of TPA(c) / (TPA(c) + FNA(c) + FPA(c)), where for the pair (gt track, pred
+# track) of c, TPA counts their matched frames, FNA the other frames of the gt track and FPA the other
+# frames of the pred track: A(c) = TPA / (|gt track| + |pred track| - TPA). HOTA_alpha =
+# sqrt(DetA_alpha AssA_alpha), and each reported value is the mean over the 19 alphas. With masks
+# equal to the ground truth's (IoU 1), every alpha gives the same numbers.
+
+
+def hota_of(out):
+    return tuple(out[key] for key in ("HOTA", "DetA", "AssA"))
+
+
+def test_hota_perfect_tracker():
+    gt = make_gt({1: [[BOX_A] * T, [BOX_B] * T]})
+    out = tracking_metrics(gt, [result(1, [BOX_A] * T), result(1, [BOX_B] * T)])
+    assert hota_of(out) == pytest.approx((1.0, 1.0, 1.0)) and out["LocA"] == pytest.approx(1.0)
+    assert out["per_video"][1]["HOTA"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    "k, assa",
+    [
+        # TP pairs (A, p), (B, q): k frames each, A = k / (T + T - k) = 5 / 15;
+        # (A, q), (B, p): T - k = 5 frames each, A = 5 / 15. AssA = (10 * 1/3 + 10 * 1/3) / 20 = 1/3
+        (5, 1 / 3),
+        # k = 3: (A, p), (B, q): 3 frames, A = 3 / 17; (A, q), (B, p): 7 frames, A = 7 / 13.
+        # AssA = (2 * 3 * 3/17 + 2 * 7 * 7/13) / 20 = (18/17 + 98/13) / 20
+        (3, (18 / 17 + 98 / 13) / 20),
+    ],
+)
+def test_hota_identity_swap_at_frame_k(k, assa):
+    """The tracks of test_identity_swap_at_frame_k: every frame is detected perfectly (DetA = 1),
+    association is what suffers: HOTA = sqrt(1 * AssA)."""
+    gt = make_gt({1: [[BOX_A] * T, [BOX_B] * T]})
+    p = [BOX_A] * k + [BOX_B] * (T - k)
+    q = [BOX_B] * k + [BOX_A] * (T - k)
+    out = tracking_metrics(gt, [result(1, p), result(1, q)])
+    assert hota_of(out) == pytest.approx((assa**0.5, 1.0, assa))
+
+
+def test_hota_tracker_missing_half_the_frames():
+    """One object over T = 10 frames, predicted in the first 5 only: TP = 5, FN = 5, FP = 0, so
+    DetA = 5 / 10; the one pair has TPA = 5, |gt| = 10, |pred| = 5: A = 5 / (10 + 5 - 5) = 1/2, so
+    AssA = 1/2 and HOTA = sqrt(1/4) = 1/2."""
+    gt = make_gt({1: [[BOX_A] * T]})
+    out = tracking_metrics(gt, [result(1, [BOX_A] * (T // 2) + [None] * (T - T // 2))])
+    assert hota_of(out) == pytest.approx((0.5, 0.5, 0.5))
+
+
+def test_hota_no_prediction_is_zero():
+    """Nothing above the score threshold: TP = 0, DetA = AssA = HOTA = 0 (LocA: 1, TrackEval's value
+    where nothing matches)."""
+    gt = make_gt({1: [[BOX_A] * T, [BOX_B] * T]})
+    out = tracking_metrics(gt, [result(1, [BOX_A] * T, score=0.1)])
+    assert hota_of(out) == (0.0, 0.0, 0.0) and out["LocA"] == 1.0
+
+
+def test_hota_is_on_masks_over_alpha_thresholds():
+    """A prediction that is the ground truth's 10 x 10 square with a 6 x 6 hole: box IoU 1 (MOTP 0)
+    but mask IoU 64 / 100. It matches for the 12 alphas 0.05 .. 0.60 (DetA = AssA = HOTA = 1) and
+    for none of the 7 alphas 0.65 .. 0.95 (all 0): HOTA = DetA = AssA = 12 / 19. LocA: 0.64 at the 12,
+    1 at the 7 where nothing matches (TrackEval's convention): (12 * 0.64 + 7) / 19."""
+    square = (10, 20, 10, 20)
+    hollow = box_mask(square) & ~box_mask((12, 18, 12, 18))
+    gt = make_gt({1: [[square] * T]})
+    out = tracking_metrics(gt, [result(1, [hollow] * T)])
+    assert out["MOTP"] == 0.0 and out["IDF1"] == 1.0
+    assert hota_of(out) == pytest.approx((12 / 19, 12 / 19, 12 / 19))
+    assert out["LocA"] == pytest.approx((12 * 0.64 + 7) / 19)
+
+
+def test_hota_follows_the_score_threshold():
+    """A false track scored 0.6: above the default threshold, TP = T, FP = T: DetA = 1/2, AssA = 1,
+    HOTA = sqrt(1/2); above 0.7 it is no track and HOTA = 1."""
+    gt = make_gt({1: [[BOX_A] * T]})
+    results = [result(1, [BOX_A] * T), result(1, [BOX_B] * T, score=0.6)]
+    assert hota_of(tracking_metrics(gt, results)) == pytest.approx((0.5**0.5, 0.5, 1.0))
+    assert hota_of(tracking_metrics(gt, results, score_threshold=0.7)) == pytest.approx((1.0, 1.0, 1.0))
+
+
+def test_hota_overall_combines_videos_not_their_mean():
+    """Video 1 perfect, video 2's object missed: per video HOTA 1 and 0. Overall (TrackEval's
+    combine_sequences): TP = T, FN = T, DetA = 1/2, AssA = TP-weighted = 1, HOTA = sqrt(1/2), not 1/2;
+    a video with neither side has HOTA 0."""
+    gt = make_gt({1: [[BOX_A] * T], 2: [[BOX_B] * T], 3: []})
+    out = tracking_metrics(gt, [result(1, [BOX_A] * T)])
+    assert [out["per_video"][v]["HOTA"] for v in (1, 2, 3)] == pytest.approx([1.0, 0.0, 0.0])
+    assert hota_of(out) == pytest.approx((0.5**0.5, 0.5, 1.0))
+
+
+def test_without_trackeval_hota_keys_are_nan(monkeypatch):
+    """An environment without the `hota` extra (a None entry in sys.modules makes the import fail):
+    the other metrics as before, the HOTA keys NaN overall and per video, and a warning."""
+    monkeypatch.setitem(sys.modules, "trackeval", None)
+    monkeypatch.setitem(sys.modules, "trackeval.metrics", None)
+    gt = make_gt({1: [[BOX_A] * T]})
+    with pytest.warns(UserWarning, match="trackeval is not installed"):
+        out = tracking_metrics(gt, [result(1, [BOX_A] * T)])
+    assert out["IDF1"] == 1.0
+    assert all(np.isnan(out[key]) and np.isnan(out["per_video"][1][key]) for key in HOTA_KEYS)
+
+
+def test_eval_cli_prints_and_writes_hota(tmp_path, capsys):
+    """`ifrvis eval --tracking` on the half-missing tracker: HOTA, DetA, AssA 50.0 on the table's
+    line (in %), the fractions in the JSON, overall and per video."""
+    gt, results = tmp_path / "gt.json", tmp_path / "results.json"
+    gt.write_text(json.dumps(make_gt({1: [[BOX_A] * T]})))
+    results.write_text(json.dumps([result(1, [BOX_A] * (T // 2) + [None] * (T - T // 2))]))
+    out = tmp_path / "metrics.json"
+    assert eval_main(["--gt", str(gt), "--results", str(results), "--json", str(out), "--tracking"]) == 0
+    header, values = capsys.readouterr().out.strip().splitlines()[-2:]
+    row = dict(zip(header.split(), values.split()))
+    assert (row["HOTA"], row["DetA"], row["AssA"], row["IDs"]) == ("50.0", "50.0", "50.0", "0")
+    written = json.loads(out.read_text())["tracking"]
+    assert written["HOTA"] == pytest.approx(0.5) and written["per_video"]["1"]["AssA"] == pytest.approx(0.5)
+
+
+def random_tracks(rng, n_tracks):
+    """Rectangles drifting over the T frames, each track absent in a random frame or two."""
+    tracks = []
+    for _ in range(n_tracks):
+        y, x = rng.integers(0, H - 20), rng.integers(0, W - 20)
+        h, w = (int(v) for v in rng.integers(6, 20, size=2))
+        frames = []
+        for _ in range(T):
+            y = int(np.clip(y + rng.integers(-2, 3), 0, H - h))
+            x = int(np.clip(x + rng.integers(-2, 3), 0, W - w))
+            frames.append((y, y + h, x, x + w))
+        for t in rng.choice(T, size=rng.integers(0, 3), replace=False):
+            frames[t] = None
+        tracks.append(frames)
+    return tracks
+
+
+def jitter(rng, frames):
+    """A prediction of a track: boxes moved and resized by a few pixels, some frames dropped."""
+    out = []
+    for box in frames:
+        if box is None or rng.random() < 0.1:
+            out.append(None)
+            continue
+        y0, y1, x0, x1 = (int(v) + int(d) for v, d in zip(box, rng.integers(-3, 4, size=4)))
+        y0, x0 = max(y0, 0), max(x0, 0)
+        out.append((y0, max(y1, y0 + 2), x0, max(x1, x0 + 2)))
+    return out
+
+
+def trackeval_youtube_vis_hota(tmp_path, gt, results):
+    """TrackEval's whole YouTube-VIS pipeline (dataset class, per-class preprocessing, HOTA,
+    sequences combined): one category's COMBINED_SEQ HOTA, DetA, AssA, LocA (means over alpha)."""
+    import trackeval
+
+    gt_dir = tmp_path / "gt" / "youtube_vis_val"
+    tracker_dir = tmp_path / "trackers" / "youtube_vis_val" / "ours" / "data"
+    gt_dir.mkdir(parents=True)
+    tracker_dir.mkdir(parents=True)
+    (gt_dir / "gt.json").write_text(json.dumps(gt))
+    (tracker_dir / "results.json").write_text(json.dumps(results))
+    dataset = trackeval.datasets.YouTubeVIS(
+        {
+            "GT_FOLDER": str(tmp_path / "gt") + "/",
+            "TRACKERS_FOLDER": str(tmp_path / "trackers") + "/",
+            "OUTPUT_FOLDER": str(tmp_path / "out"),
+            "SPLIT_TO_EVAL": "val",
+            "PRINT_CONFIG": False,
+        }
+    )
+    quiet = (
+        "PRINT_RESULTS",
+        "PRINT_CONFIG",
+        "TIME_PROGRESS",
+        "OUTPUT_SUMMARY",
+        "OUTPUT_DETAILED",
+        "PLOT_CURVES",
+    )
+    evaluator = trackeval.Evaluator(dict.fromkeys(quiet, False))
+    output, _ = evaluator.evaluate([dataset], [trackeval.metrics.HOTA({"PRINT_CONFIG": False})])
+    res = output["YouTubeVIS"]["ours"]["COMBINED_SEQ"]["thing"]["HOTA"]
+    return {key: float(np.mean(res[key])) for key in HOTA_KEYS}
+
+
+def test_hota_matches_trackeval_youtube_vis_pipeline(tmp_path):
+    """Random tracks (jittered predictions, swapped identities, dropped frames, false tracks) in three
+    videos of one category, every prediction above the score threshold and no empty mask: where our
+    choices and TrackEval's YouTubeVIS class coincide, the numbers must too. TrackEval reads its
+    own format: uncompressed-RLE ground truth with heights, widths, areas and file names."""
+    rng = np.random.default_rng(3)
+    gt_tracks = {vid: random_tracks(rng, n) for vid, n in ((1, 3), (2, 2), (3, 4))}
+    results = []
+    for vid, tracks in gt_tracks.items():
+        preds = [jitter(rng, frames) for frames in tracks]
+        cut = int(rng.integers(2, T - 2))  # the first two predictions swap identities at `cut`
+        preds[0], preds[1] = preds[0][:cut] + preds[1][cut:], preds[1][:cut] + preds[0][cut:]
+        preds += random_tracks(rng, 1)  # a false track
+        results += [result(vid, p, score=float(rng.uniform(0.5, 1))) for p in preds]
+    ours = tracking_metrics(make_gt(gt_tracks), results)
+
+    te_gt = make_gt(gt_tracks)
+    for video in te_gt["videos"]:
+        video["file_names"] = [f"video{video['id']}/{t:05d}.jpg" for t in range(T)]
+    for ann, frames in zip(te_gt["annotations"], [f for tracks in gt_tracks.values() for f in tracks]):
+        ann.update(height=H, width=W, segmentations=track(frames, compressed=False))
+        ann["areas"] = [None if f is None else int(box_mask(f).sum()) for f in frames]
+    theirs = trackeval_youtube_vis_hota(tmp_path, te_gt, results)
+    assert 0.2 < theirs["HOTA"] < 0.9  # a case that exercises both detection and association errors
+    for key in HOTA_KEYS:
+        assert ours[key] == pytest.approx(theirs[key], abs=1e-12), key
 
 
 def test_boxes_from_rle_equal_tight_mask_boxes():

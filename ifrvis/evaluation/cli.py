@@ -11,7 +11,8 @@ from ifrvis.evaluation.results import ResultsError, load_ground_truth
 from ifrvis.evaluation.tracking import tracking_metrics
 from ifrvis.evaluation.ytvis_eval import evaluate_ytvis, format_table
 
-_TRACKING_KEYS = ("IDF1", "MOTA", "IDP", "IDR", "IDs", "MOTP", "FP", "FN")
+# Sec. 4.4's box-based metrics, then HOTA and its parts on masks (NaN without the `hota` extra)
+_TRACKING_KEYS = ("IDF1", "MOTA", "IDP", "IDR", "IDs", "MOTP", "FP", "FN", "HOTA", "DetA", "AssA", "LocA")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,7 +20,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gt", required=True, help="YouTube-VIS ground-truth JSON")
     parser.add_argument("--results", required=True, help="results JSON in the official format")
     parser.add_argument("--json", help="also write the metrics (fractions) to this JSON file")
-    parser.add_argument("--tracking", action="store_true", help="also compute the Sec. 4.4 tracking metrics")
+    parser.add_argument(
+        "--tracking", action="store_true", help="also compute the Sec. 4.4 tracking metrics and HOTA"
+    )
     parser.add_argument(
         "--score-threshold", type=float, default=0.5, help="tracks: results with score >= this"
     )

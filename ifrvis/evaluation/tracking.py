@@ -10,10 +10,27 @@ where a mask is null or empty has no box for that track.
 motmetrics 1.4.0's own `distances.iou_matrix` calls `np.asfarray`, removed in NumPy 2, so the IoU
 distance matrix is computed here (`iou_distance`) and fed to its accumulator, which works.
 MOTP is motmetrics' value: the mean IoU distance (1 - IoU) of matched pairs (lower is better).
+
+Beyond the paper: HOTA, DetA, AssA and LocA (Luiten et al., "HOTA: A Higher Order Metric for
+Evaluating Multi-Object Tracking", IJCV 2021), computed by TrackEval's own `metrics.HOTA` class
+(PyPI `trackeval` 1.3, the `hota` extra) on the same tracks as the metrics above:
+- Matching basis: per-frame mask IoU (pycocotools, no crowd rule), the similarity of TrackEval's
+  YouTubeVIS dataset class and of the VIS literature, not the tight boxes of Table 3's metrics.
+- Class-agnostic, on the predictions with score >= score_threshold, crowd ground truth included, a
+  null or empty mask absent: the tracks of IDF1 / MOTA, so that DetA / AssA decompose the numbers
+  beside them. TrackEval's YouTubeVIS class differs here: it scores every prediction whatever its
+  score (scores only matter to its TrackMAP), matches within each category only and averages over
+  categories (by class and by detection); an empty mask is a detection there.
+- Each video is one sequence (`eval_sequence`); the overall values combine the videos as TrackEval
+  does (`combine_sequences`: TP / FN / FP summed, AssA weighted by TP, per alpha), so they are not
+  the mean of the per-video values. Each value is the mean over alpha = 0.05, 0.10, ..., 0.95, as
+  TrackEval reports it; where nothing matches at some alpha, LocA counts 1 there (its convention).
+Without `trackeval` those four keys are NaN and a warning says why.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 
 import motmetrics as mm
@@ -38,6 +55,7 @@ _MM_METRICS = {
     "num_predictions": "num_predictions",
 }
 _COUNT_KEYS = ("IDTP", "IDFP", "IDFN", "IDs", "FP", "FN", "num_objects", "num_predictions")
+HOTA_KEYS = ("HOTA", "DetA", "AssA", "LocA")
 
 
 def iou_distance(gt_boxes: np.ndarray, pred_boxes: np.ndarray, iou_threshold: float = 0.5) -> np.ndarray:
@@ -123,25 +141,88 @@ def _clean(value, is_count: bool):
     return int(value) if is_count else float(value)
 
 
-def _video_boxes(segmentations: list, height: int, width: int) -> list:
-    """Per frame: [x, y, w, h] of the tight box of the mask, or None for a null or empty mask."""
+def _video_rles(segmentations: list, height: int, width: int) -> list:
+    """Per frame: the compressed RLE of the mask, or None for a null or empty mask."""
     rles = [_to_rle(s, height, width) for s in segmentations]
     areas = frame_areas([rles])[0]
+    return [rle if area > 0 else None for rle, area in zip(rles, areas)]
+
+
+def _boxes(rles: list) -> list:
+    """Per frame: [x, y, w, h] of the tight box of the mask, or None where the RLE is None."""
     present = [t for t, r in enumerate(rles) if r is not None]
     boxes: list = [None] * len(rles)
     if present:
         for t, box in zip(present, mask_utils.toBbox([rles[t] for t in present])):
-            if areas[t] > 0:
-                boxes[t] = box.tolist()
+            boxes[t] = box.tolist()
     return boxes
 
 
+def hota_sequence(gt_tracks: list[list], pred_tracks: list[list]) -> dict:
+    """One video's input to TrackEval's `HOTA.eval_sequence`: tracks as per-frame RLE or None ->
+    per frame the ids present (the tracks present somewhere, numbered 0.. per side, as TrackEval's
+    datasets relabel them) and their (gt, pred) mask IoU."""
+    gt_tracks = [t for t in gt_tracks if any(r is not None for r in t)]
+    pred_tracks = [t for t in pred_tracks if any(r is not None for r in t)]
+    length = len(gt_tracks[0]) if gt_tracks else len(pred_tracks[0]) if pred_tracks else 0
+    data: dict = {"gt_ids": [], "tracker_ids": [], "similarity_scores": []}
+    for t in range(length):
+        gt_ids = [i for i, track in enumerate(gt_tracks) if track[t] is not None]
+        pred_ids = [i for i, track in enumerate(pred_tracks) if track[t] is not None]
+        data["gt_ids"].append(np.array(gt_ids, dtype=int))
+        data["tracker_ids"].append(np.array(pred_ids, dtype=int))
+        data["similarity_scores"].append(
+            mask_iou([gt_tracks[i][t] for i in gt_ids], [pred_tracks[i][t] for i in pred_ids])
+        )
+    data["num_gt_ids"], data["num_tracker_ids"] = len(gt_tracks), len(pred_tracks)
+    data["num_gt_dets"] = sum(len(ids) for ids in data["gt_ids"])
+    data["num_tracker_dets"] = sum(len(ids) for ids in data["tracker_ids"])
+    return data
+
+
+def mask_iou(gt_rles: list, pred_rles: list) -> np.ndarray:
+    """(N, K) IoU of N ground-truth and K predicted compressed RLEs (no crowd rule)."""
+    if not gt_rles or not pred_rles:
+        return np.zeros((len(gt_rles), len(pred_rles)))
+    return np.asarray(mask_utils.iou(gt_rles, pred_rles, [False] * len(pred_rles))).reshape(
+        len(gt_rles), len(pred_rles)
+    )
+
+
+def _hota_metric():
+    """TrackEval's HOTA metric, or None (with a warning) when the `hota` extra is not installed."""
+    try:
+        from trackeval.metrics import HOTA
+    except ImportError:
+        warnings.warn(
+            "trackeval is not installed (pip install 'ifrvis[hota]'): HOTA, DetA, AssA, LocA are NaN",
+            stacklevel=3,
+        )
+        return None
+    return HOTA()
+
+
+def hota_summary(metric, sequences: dict) -> dict:
+    """{video id: `hota_sequence` data} -> HOTA_KEYS overall (videos combined by TrackEval) and
+    `per_video`; each value the mean over TrackEval's alpha thresholds."""
+    per_video = {vid: metric.eval_sequence(data) for vid, data in sequences.items()}
+    # TrackEval cannot combine zero sequences: no video scores as one empty sequence
+    overall = metric.combine_sequences(per_video or {None: metric.eval_sequence(hota_sequence([], []))})
+    return {**_hota_row(overall), "per_video": {vid: _hota_row(res) for vid, res in per_video.items()}}
+
+
+def _hota_row(res: dict) -> dict[str, float]:
+    return {key: float(np.mean(res[key])) for key in HOTA_KEYS}
+
+
 def tracking_metrics(gt, results, score_threshold: float = 0.5, iou_threshold: float = 0.5) -> dict:
-    """IDF1, MOTA, IDP, IDR, IDs, MOTP, FP, FN, IDTP, IDFP, IDFN, num_objects, num_predictions overall
-    and per video (`per_video`: video id -> the same keys) by the method of Sec. 4.4 (module docstring).
+    """IDF1, MOTA, IDP, IDR, IDs, MOTP, FP, FN, IDTP, IDFP, IDFN, num_objects, num_predictions and
+    HOTA, DetA, AssA, LocA overall and per video (`per_video`: video id -> the same keys) by the
+    method of Sec. 4.4 and HOTA's (module docstring).
 
     gt: YouTube-VIS ground-truth path or dict; results: path or list in the official format.
-    Rates are fractions; IDF1, IDP and IDR are 0 where their denominator is (`identity_rates`)."""
+    Rates are fractions; IDF1, IDP and IDR are 0 where their denominator is (`identity_rates`).
+    iou_threshold is the box metrics' only: HOTA integrates over its own mask-IoU thresholds."""
     gt = load_ground_truth(gt)
     results = load_results(results, gt)
     videos = video_infos(gt)
@@ -155,13 +236,27 @@ def tracking_metrics(gt, results, score_threshold: float = 0.5, iou_threshold: f
         if res["score"] >= score_threshold:
             pred_tracks[res["video_id"]].append((index, res["segmentations"]))
 
-    accumulators = {}
+    hota = _hota_metric()
+    accumulators, sequences = {}, {}
     for vid in sorted(videos):
         info = videos[vid]
-        gt_boxes = [(tid, _video_boxes(segs, info.height, info.width)) for tid, segs in gt_tracks[vid]]
-        pred_boxes = [(tid, _video_boxes(segs, info.height, info.width)) for tid, segs in pred_tracks[vid]]
+        gt_rles = [(tid, _video_rles(segs, info.height, info.width)) for tid, segs in gt_tracks[vid]]
+        pred_rles = [(tid, _video_rles(segs, info.height, info.width)) for tid, segs in pred_tracks[vid]]
+        gt_boxes = [(tid, _boxes(rles)) for tid, rles in gt_rles]
+        pred_boxes = [(tid, _boxes(rles)) for tid, rles in pred_rles]
         accumulators[vid] = accumulate(_frames(info.length, gt_boxes, pred_boxes), iou_threshold)
-    return summarize(accumulators)
+        if hota is not None:
+            sequences[vid] = hota_sequence([r for _, r in gt_rles], [r for _, r in pred_rles])
+    out = summarize(accumulators)
+    if hota is None:
+        missing = dict.fromkeys(HOTA_KEYS, float("nan"))
+        hota_out = {**missing, "per_video": {vid: missing for vid in accumulators}}
+    else:
+        hota_out = hota_summary(hota, sequences)
+    for vid, row in out["per_video"].items():
+        row.update(hota_out["per_video"][vid])
+    out.update({key: hota_out[key] for key in HOTA_KEYS})
+    return out
 
 
 def _frames(length: int, gt_boxes: list, pred_boxes: list):
