@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ifrvis.config import Config, DataConfig, InferenceConfig
+from ifrvis.config import Config, DataConfig, InferenceConfig, LossConfig
 from ifrvis.data.datasets import padded_batch, padded_shape
 from ifrvis.modeling.matcher import HungarianMatcher, hungarian
 from ifrvis.modeling.meta_arch import concat_features
@@ -211,7 +211,7 @@ def merge_tta(results: list[QueryResult], pivot_index: int = 0) -> QueryResult:
     arg-max class, mask probability > 0.5; paper weights λ_c = 2, λ_m = λ_d = 5), then class and mask
     probabilities are averaged on the pivot's grid."""
     pivot = unflipped(results[pivot_index])
-    matcher = HungarianMatcher()
+    matcher = HungarianMatcher(LossConfig(num_points=0))  # dense masks, the paper's weights
     labels = pivot.probs.argmax(1)
     pivot_masks = pivot.mask_logits > 0
     prob_sum, mask_sum = pivot.probs.clone(), pivot.mask_logits.sigmoid()

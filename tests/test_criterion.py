@@ -1,11 +1,12 @@
 """Criterion (Eqs. 5-7): every term against an element-wise computation on a hand-built clip."""
 
+import inspect
 import math
 
 import pytest
 import torch
 
-from ifrvis.config import Config
+from ifrvis.config import Config, LossConfig
 from ifrvis.modeling.criterion import SetCriterion, build_criterion
 from ifrvis.modeling.matcher import HungarianMatcher
 
@@ -63,15 +64,9 @@ def tiny_case():
     return outputs, [target]
 
 
-def criterion(lambda_e=0.3, deep_supervision=True, num_points=0, **kw) -> SetCriterion:
-    return SetCriterion(
-        num_classes=3,
-        matcher=HungarianMatcher(num_points=num_points),
-        lambda_e=lambda_e,
-        deep_supervision=deep_supervision,
-        num_points=num_points,
-        **kw,
-    )
+def criterion(num_points=0, **kw) -> SetCriterion:
+    """The paper's criterion (`LossConfig`'s defaults) for 3 classes, dense unless `num_points`."""
+    return SetCriterion(LossConfig(num_points=num_points, **kw), num_classes=3)
 
 
 def test_every_term_equals_hand_computation():
@@ -100,7 +95,7 @@ def test_every_term_equals_hand_computation():
 
 def test_matching_in_tiny_case_is_the_built_one():
     outputs, targets = tiny_case()
-    ((rows, cols),) = HungarianMatcher()(outputs, targets)
+    ((rows, cols),) = HungarianMatcher(LossConfig(num_points=0))(outputs, targets)
     assert dict(zip(cols.tolist(), rows.tolist())) == {0: 1, 1: 0}
 
 
@@ -128,13 +123,8 @@ def test_softmax_cross_entropy_weights_no_object_as_mask2former():
             "present": torch.zeros(0, 2, dtype=torch.bool),
         },
     ]
-    crit = SetCriterion(
-        num_classes=2,
-        matcher=HungarianMatcher(num_points=0, class_loss="softmax"),
-        lambda_e=0.0,
-        class_loss="softmax",
-        no_object_weight=0.1,
-    )
+    loss_cfg = LossConfig(num_points=0, lambda_e=0.0, class_loss="softmax", no_object_weight=0.1)
+    crit = SetCriterion(loss_cfg, num_classes=2)
     losses = crit({"pred_logits": logits, "pred_masks": masks}, targets)
     ce = [
         -log_softmax_at(rows[0], 1),
@@ -157,7 +147,9 @@ def test_softmax_criterion_needs_the_no_object_logit():
     cfg = Config()
     cfg.model.num_classes, cfg.loss.class_loss, cfg.loss.no_object_weight = 3, "softmax", 0.2
     crit = build_criterion(cfg)
-    assert (crit.class_loss, crit.no_object_weight, crit.matcher.class_loss) == ("softmax", 0.2, "softmax")
+    assert (
+        crit.cfg.class_loss == crit.matcher.cfg.class_loss == "softmax" and crit.cfg.no_object_weight == 0.2
+    )
     padded = dict(outputs, pred_logits=torch.cat([outputs["pred_logits"], torch.zeros(1, 2, 1)], -1))
     assert torch.isfinite(crit(padded, targets)["loss_cls"])
 
@@ -273,7 +265,7 @@ def test_build_criterion_and_float32_under_autocast():
     cfg.loss.num_points = 0
     cfg.loss.lambda_e = 0.5
     crit = build_criterion(cfg)
-    assert crit.lambda_e == 0.5 and crit.matcher.num_points == 0 and crit.num_classes == 3
+    assert crit.cfg.lambda_e == 0.5 and crit.matcher.cfg.num_points == 0 and crit.num_classes == 3
     outputs, targets = tiny_case()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         losses = crit({k: v.bfloat16() for k, v in outputs.items()}, targets)
@@ -316,3 +308,17 @@ def test_real_model_outputs_train_with_finite_gradients(decoder, class_loss):
     sum(losses.values()).backward()
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
+def test_criterion_and_matcher_take_every_setting_from_the_loss_config():
+    """`LossConfig` is the one place of the loss settings: the classes have no defaults of their own,
+    and the criterion and its matcher read the same settings (num_points included)."""
+    for cls in (SetCriterion, HungarianMatcher):
+        params = list(inspect.signature(cls).parameters.values())
+        assert all(p.default is inspect.Parameter.empty for p in params), cls.__name__
+    cfg = Config()
+    cfg.model.num_classes = 3
+    crit = build_criterion(cfg)
+    assert crit.cfg == cfg.loss == crit.matcher.cfg and crit.matcher.cfg.num_points == cfg.loss.num_points
+    cfg.loss.num_points = 0  # the criterion keeps the settings it was built with
+    assert crit.cfg.num_points == crit.matcher.cfg.num_points == LossConfig().num_points

@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from ifrvis.config import LossConfig
 from ifrvis.modeling.layers import class_probabilities
 from ifrvis.modeling.matcher import HungarianMatcher, class_cost_matrix, clip_mask_pairs
 from ifrvis.modeling.point_sampling import point_sample, uncertain_point_coords
@@ -29,6 +30,11 @@ def reference_cost(logit_row, mask_logits, label, gt, wc=2.0, wm=5.0, wd=5.0) ->
     return -wc * p_class + wm * bce + wd * (1 - dice)
 
 
+def make_matcher(**kw) -> HungarianMatcher:
+    """The paper's matcher (`LossConfig`'s defaults), dense unless `num_points`."""
+    return HungarianMatcher(LossConfig(**{"num_points": 0, **kw}))
+
+
 def random_case(generator, q, m, t=2, k=3, size=4, scale=1):
     logits = torch.randn(1, q, k, generator=generator) * 2
     masks = torch.randn(1, q, t, size, size, generator=generator) * 3
@@ -40,7 +46,7 @@ def random_case(generator, q, m, t=2, k=3, size=4, scale=1):
 def test_cost_matrix_equals_independent_computation_when_dense():
     g = torch.Generator().manual_seed(0)
     outputs, (target,) = random_case(g, q=3, m=2)
-    matcher = HungarianMatcher(num_points=0)
+    matcher = make_matcher()
     cost = matcher.cost_matrix(
         outputs["pred_logits"][0].sigmoid(), outputs["pred_masks"][0], target["labels"], target["masks"]
     )
@@ -58,7 +64,7 @@ def test_cost_matrix_equals_independent_computation_when_dense():
 def test_dense_cost_upsamples_predictions_to_target_resolution():
     g = torch.Generator().manual_seed(1)
     outputs, (target,) = random_case(g, q=2, m=2, size=2, scale=4)  # targets 4x the prediction
-    matcher = HungarianMatcher(num_points=0)
+    matcher = make_matcher()
     cost = matcher.cost_matrix(
         outputs["pred_logits"][0].sigmoid(), outputs["pred_masks"][0], target["labels"], target["masks"]
     )
@@ -77,7 +83,7 @@ def test_assignment_equals_brute_force(seed):
     q = 3 + seed % 2
     m = 1 + seed % q
     outputs, targets = random_case(g, q=q, m=m)
-    ((rows, cols),) = HungarianMatcher(num_points=0)(outputs, targets)
+    ((rows, cols),) = make_matcher()(outputs, targets)
     assert len(rows) == m and sorted(cols.tolist()) == list(range(m))
     pair = [
         [
@@ -119,21 +125,23 @@ def test_sampled_cost_approximates_dense_cost():
     blocks = torch.rand(2, 2, 4, 4, generator=g) > 0.5
     gt = blocks.repeat_interleave(8, dim=2).repeat_interleave(8, dim=3)  # (2, 2, 32, 32)
     args = (outputs["pred_logits"][0].sigmoid(), outputs["pred_masks"][0], torch.tensor([0, 1]), gt)
-    dense = HungarianMatcher(num_points=0).cost_matrix(*args)
-    sampled = HungarianMatcher(num_points=20000).cost_matrix(*args)
+    dense = make_matcher().cost_matrix(*args)
+    sampled = make_matcher(num_points=20000).cost_matrix(*args)
     assert torch.allclose(dense, sampled, rtol=0.03)
 
 
 def test_focal_class_cost_and_bad_option():
     probs = torch.tensor([[0.9, 0.2], [0.3, 0.6]])
     labels = torch.tensor([1, 0])
-    assert torch.equal(class_cost_matrix(probs, labels), -torch.tensor([[0.2, 0.9], [0.6, 0.3]]))
+    assert torch.equal(
+        class_cost_matrix(probs, labels, "prob", 0.25, 2.0), -torch.tensor([[0.2, 0.9], [0.6, 0.3]])
+    )
     focal = class_cost_matrix(probs, labels, kind="focal", alpha=0.25, gamma=2.0)
     p = 0.6  # query 1, label 1 -> column 0
     expected = 0.25 * (1 - p) ** 2 * -math.log(p) - 0.75 * p**2 * -math.log(1 - p)
     assert focal[1, 0].item() == pytest.approx(expected, rel=1e-5)
     with pytest.raises(ValueError, match="matcher_class_cost"):
-        HungarianMatcher(class_cost="softmax")
+        make_matcher(matcher_class_cost="softmax")
 
 
 def test_softmax_class_cost_is_minus_the_softmax_probability_of_the_label():
@@ -147,29 +155,29 @@ def test_softmax_class_cost_is_minus_the_softmax_probability_of_the_label():
     probs = class_probabilities(outputs["pred_logits"][0], "softmax")
     assert probs.shape == (2, 2)
     assert torch.allclose(probs, torch.tensor([row[:2] for row in softmax]), atol=1e-7)
-    matcher = HungarianMatcher(mask_weight=0.0, dice_weight=0.0, num_points=0, class_loss="softmax")
-    cost = matcher.cost_matrix(probs, outputs["pred_masks"][0], target["labels"], target["masks"])
+    softmax_matcher = make_matcher(mask_weight=0.0, dice_weight=0.0, class_loss="softmax")
+    cost = softmax_matcher.cost_matrix(probs, outputs["pred_masks"][0], target["labels"], target["masks"])
     assert cost[:, 0].tolist() == pytest.approx([-2.0 * softmax[0][0], -2.0 * softmax[1][0]], rel=1e-6)
-    ((rows_idx, _),) = matcher(outputs, [target])
+    ((rows_idx, _),) = softmax_matcher(outputs, [target])
     assert rows_idx.tolist() == [1]
-    focal = HungarianMatcher(mask_weight=0.0, dice_weight=0.0, num_points=0)
+    focal = make_matcher(mask_weight=0.0, dice_weight=0.0)
     ((rows_idx, _),) = focal({**outputs, "pred_logits": outputs["pred_logits"][..., :2]}, [target])
     assert rows_idx.tolist() == [0]
     with pytest.raises(ValueError, match="needs loss.class_loss 'focal'"):
-        HungarianMatcher(class_cost="focal", class_loss="softmax")
+        make_matcher(matcher_class_cost="focal", class_loss="softmax")
 
 
 def test_empty_targets_and_bad_inputs():
     outputs = {"pred_logits": torch.randn(1, 3, 2), "pred_masks": torch.randn(1, 3, 2, 4, 4)}
     empty = {"labels": torch.zeros(0, dtype=torch.int64), "masks": torch.zeros(0, 2, 4, 4, dtype=torch.bool)}
-    ((rows, cols),) = HungarianMatcher()(outputs, [empty])
+    ((rows, cols),) = make_matcher()(outputs, [empty])
     assert rows.numel() == 0 and cols.numel() == 0
     target = {"labels": torch.tensor([0]), "masks": torch.ones(1, 2, 4, 4, dtype=torch.bool)}
     with pytest.raises(ValueError, match="targets"):
-        HungarianMatcher()(outputs, [target, target])
+        make_matcher()(outputs, [target, target])
     outputs["pred_masks"][0, 0, 0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
-        HungarianMatcher()(outputs, [target])
+        make_matcher()(outputs, [target])
 
 
 def test_point_sample_reads_pixel_centres_exactly():

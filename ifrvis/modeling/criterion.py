@@ -11,22 +11,27 @@ hold `pred_cross_masks` and λ_e > 0), and the same with suffix `_{i}` for auxil
 each layer matched anew (deep supervision). Every term is normalised by the number of ground-truth
 instances in the batch (all ranks), as Deformable DETR / Mask2Former do, except the softmax
 cross-entropy: F.cross_entropy's weighted mean over all queries, as Mask2Former's `loss_labels`.
+
+Every setting (weights, λ_e, focal α and γ, point sampling, the class loss) comes from `LossConfig`,
+the one place of their defaults; the criterion and its matcher read the same one.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ifrvis.config import Config
+from ifrvis.config import Config, LossConfig
 from ifrvis.modeling.layers import class_logit_count
 from ifrvis.modeling.matcher import HungarianMatcher
 from ifrvis.modeling.point_sampling import point_sample, uncertain_point_coords
 
 
-def sigmoid_focal_loss(logits: Tensor, targets: Tensor, alpha: float = 0.25, gamma: float = 2.0) -> Tensor:
+def sigmoid_focal_loss(logits: Tensor, targets: Tensor, alpha: float, gamma: float) -> Tensor:
     """Element-wise focal loss (Lin et al.), same shape as `logits`; alpha < 0 disables the weighting."""
     prob = logits.sigmoid()
     ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
@@ -73,39 +78,14 @@ def present_targets(target: dict) -> dict:
 
 
 class SetCriterion(nn.Module):
-    def __init__(
-        self,
-        num_classes: int,
-        matcher: HungarianMatcher,
-        class_weight: float = 2.0,
-        mask_weight: float = 5.0,
-        dice_weight: float = 5.0,
-        lambda_e: float = 0.3,
-        focal_alpha: float = 0.25,
-        focal_gamma: float = 2.0,
-        num_points: int = 0,
-        oversample_ratio: float = 3.0,
-        importance_sample_ratio: float = 0.75,
-        deep_supervision: bool = True,
-        class_loss: str = "focal",
-        no_object_weight: float = 0.1,
-    ):
+    """Eqs. 5-7 with `cfg`'s settings for `num_classes` classes, matched by `HungarianMatcher(cfg)`."""
+
+    def __init__(self, cfg: LossConfig, num_classes: int):
         super().__init__()
+        self.cfg = replace(cfg)  # a copy: later edits of the run's config do not reach it
         self.num_classes = num_classes
-        self.class_loss = class_loss
-        self.num_logits = class_logit_count(num_classes, class_loss)
-        self.no_object_weight = no_object_weight
-        self.matcher = matcher
-        self.class_weight = class_weight
-        self.mask_weight = mask_weight
-        self.dice_weight = dice_weight
-        self.lambda_e = lambda_e
-        self.focal_alpha = focal_alpha
-        self.focal_gamma = focal_gamma
-        self.num_points = num_points
-        self.oversample_ratio = oversample_ratio
-        self.importance_sample_ratio = importance_sample_ratio
-        self.deep_supervision = deep_supervision
+        self.num_logits = class_logit_count(num_classes, cfg.class_loss)
+        self.matcher = HungarianMatcher(cfg)
 
     def forward(self, outputs: dict, targets: list[dict]) -> dict[str, Tensor]:
         """`outputs`: `pred_logits (B, Q, K)` (focal) or `(B, Q, K + 1)` (softmax), `pred_masks
@@ -118,7 +98,7 @@ class SetCriterion(nn.Module):
             targets = [present_targets(t) for t in targets]
             norm = num_instances(targets, device)
             losses = self.layer_losses(outputs, targets, norm)
-            if self.deep_supervision:
+            if self.cfg.deep_supervision:
                 for i, aux in enumerate(outputs.get("aux_outputs", [])):
                     losses.update({f"{k}_{i}": v for k, v in self.layer_losses(aux, targets, norm).items()})
         return losses
@@ -129,31 +109,32 @@ class SetCriterion(nn.Module):
         if logits.shape[-1] != self.num_logits:
             raise ValueError(
                 f"pred_logits has {logits.shape[-1]} classes but model.num_classes = {self.num_classes} "
-                f"with loss.class_loss = {self.class_loss!r} needs {self.num_logits}"
+                f"with loss.class_loss = {self.cfg.class_loss!r} needs {self.num_logits}"
             )
         indices = self.matcher(outputs, targets)
-        if self.class_loss == "softmax":
+        cfg = self.cfg
+        if cfg.class_loss == "softmax":
             loss_cls = self.softmax_classification_loss(logits, targets, indices)
         else:
             loss_cls = self.classification_loss(logits, targets, indices) / norm
-        losses = {"loss_cls": self.class_weight * loss_cls}
+        losses = {"loss_cls": cfg.class_weight * loss_cls}
 
         # Matched pairs of the whole batch: src (N, T, h, w) logits, tgt (N, T, H, W).
         src = torch.cat([outputs["pred_masks"][b, q] for b, (q, _) in enumerate(indices)]).float()
         tgt = torch.cat([t["masks"][i] for t, (_, i) in zip(targets, indices)]).float()
         # Eqs. 6-7, first terms: per-frame BCE and Dice summed over frames t1 (and instances).
         bce, dice = self.mask_terms(src, tgt)
-        losses["loss_mask"] = self.mask_weight * bce / norm
-        losses["loss_dice"] = self.dice_weight * dice / norm
+        losses["loss_mask"] = cfg.mask_weight * bce / norm
+        losses["loss_dice"] = cfg.dice_weight * dice / norm
 
-        if "pred_cross_masks" in outputs and self.lambda_e > 0:
+        if "pred_cross_masks" in outputs and cfg.lambda_e > 0:
             cross = torch.cat([outputs["pred_cross_masks"][b, q] for b, (q, _) in enumerate(indices)]).float()
             t = cross.shape[1]
             t1, t2 = (~torch.eye(t, dtype=torch.bool, device=cross.device)).nonzero(as_tuple=True)
             # Eqs. 6-7, cross terms: frame t1's query on frame t2's pixels against frame t2's mask, t2 != t1.
             bce_x, dice_x = self.mask_terms(cross[:, t1, t2], tgt[:, t2])
-            losses["loss_mask_cross"] = self.mask_weight * self.lambda_e * bce_x / norm
-            losses["loss_dice_cross"] = self.dice_weight * self.lambda_e * dice_x / norm
+            losses["loss_mask_cross"] = cfg.mask_weight * cfg.lambda_e * bce_x / norm
+            losses["loss_dice_cross"] = cfg.dice_weight * cfg.lambda_e * dice_x / norm
         return losses
 
     def classification_loss(self, logits: Tensor, targets: list[dict], indices: list) -> Tensor:
@@ -162,7 +143,7 @@ class SetCriterion(nn.Module):
         onehot = torch.zeros_like(logits)
         for b, (t, (q, i)) in enumerate(zip(targets, indices)):
             onehot[b, q.to(logits.device), t["labels"][i]] = 1.0
-        return sigmoid_focal_loss(logits, onehot, self.focal_alpha, self.focal_gamma).sum()
+        return sigmoid_focal_loss(logits, onehot, self.cfg.focal_alpha, self.cfg.focal_gamma).sum()
 
     def softmax_classification_loss(self, logits: Tensor, targets: list[dict], indices: list) -> Tensor:
         """Mask2Former-VIS's L_cls: cross-entropy of `logits (B, Q, K + 1)` against each matched query's
@@ -174,7 +155,7 @@ class SetCriterion(nn.Module):
         for b, (t, (q, i)) in enumerate(zip(targets, indices)):
             target_classes[b, q.to(logits.device)] = t["labels"][i].to(logits.device)
         weight = logits.new_ones(self.num_classes + 1)
-        weight[-1] = self.no_object_weight
+        weight[-1] = self.cfg.no_object_weight
         return F.cross_entropy(logits.transpose(1, 2), target_classes, weight)
 
     def mask_terms(self, src: Tensor, tgt: Tensor) -> tuple[Tensor, Tensor]:
@@ -184,11 +165,12 @@ class SetCriterion(nn.Module):
         if src.shape[0] == 0:
             zero = src.sum() * 0.0  # keeps the graph: every parameter still gets a (zero) gradient
             return zero, zero
-        if self.num_points > 0:
+        cfg = self.cfg
+        if cfg.num_points > 0:
             src_maps, tgt_maps = src.flatten(0, 1)[:, None], tgt.flatten(0, 1)[:, None]
             with torch.no_grad():
                 coords = uncertain_point_coords(
-                    src_maps, self.num_points, self.oversample_ratio, self.importance_sample_ratio
+                    src_maps, cfg.num_points, cfg.oversample_ratio, cfg.importance_sample_ratio
                 )
                 labels = point_sample(tgt_maps, coords)[:, 0]
             points = point_sample(src_maps, coords)[:, 0]  # (N * F, P)
@@ -200,30 +182,4 @@ class SetCriterion(nn.Module):
 
 def build_criterion(cfg: Config) -> SetCriterion:
     """The criterion of `cfg.loss` for `cfg.model.num_classes` classes."""
-    loss = cfg.loss
-    matcher = HungarianMatcher(
-        class_weight=loss.class_weight,
-        mask_weight=loss.mask_weight,
-        dice_weight=loss.dice_weight,
-        num_points=loss.num_points,
-        class_cost=loss.matcher_class_cost,
-        focal_alpha=loss.focal_alpha,
-        focal_gamma=loss.focal_gamma,
-        class_loss=loss.class_loss,
-    )
-    return SetCriterion(
-        num_classes=cfg.model.num_classes,
-        matcher=matcher,
-        class_weight=loss.class_weight,
-        mask_weight=loss.mask_weight,
-        dice_weight=loss.dice_weight,
-        lambda_e=loss.lambda_e,
-        focal_alpha=loss.focal_alpha,
-        focal_gamma=loss.focal_gamma,
-        num_points=loss.num_points,
-        oversample_ratio=loss.oversample_ratio,
-        importance_sample_ratio=loss.importance_sample_ratio,
-        deep_supervision=loss.deep_supervision,
-        class_loss=loss.class_loss,
-        no_object_weight=loss.no_object_weight,
-    )
+    return SetCriterion(cfg.loss, cfg.model.num_classes)

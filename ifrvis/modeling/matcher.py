@@ -6,10 +6,12 @@ is trained: sigmoid for the focal loss (IFR), softmax over K + 1 logits for cros
 "no object" class (Mask2Former-VIS, whose cost is the same -λ_c p̂(c)). With `num_points > 0` the
 masks are compared on K random points shared by every frame, query and instance of the clip; with
 `num_points = 0` densely, with the predictions bilinearly upsampled to the ground-truth resolution
-(exact).
+(exact). Every setting comes from `LossConfig`, the one place of their defaults.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -17,15 +19,14 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
+from ifrvis.config import LossConfig
 from ifrvis.modeling.layers import class_probabilities
 from ifrvis.modeling.point_sampling import point_sample
 
 CLASS_COSTS = ("prob", "focal")
 
 
-def class_cost_matrix(
-    probs: Tensor, labels: Tensor, kind: str = "prob", alpha: float = 0.25, gamma: float = 2.0
-) -> Tensor:
+def class_cost_matrix(probs: Tensor, labels: Tensor, kind: str, alpha: float, gamma: float) -> Tensor:
     """`probs (Q, K)` class probabilities, `labels (M,)` -> cost `(Q, M)`.
 
     "prob": -p̂(c) (Eq. 4). "focal" (sigmoid probabilities only): Deformable DETR's focal-loss
@@ -83,45 +84,33 @@ def hungarian(cost: Tensor) -> tuple[Tensor, Tensor]:
 
 
 class HungarianMatcher(nn.Module):
-    """Eq. 4 matcher. `forward(outputs, targets) -> [(query_idx (n,), instance_idx (n,)) per clip]`;
-    `class_loss` says how `pred_logits` become probabilities (`class_probabilities`)."""
+    """Eq. 4 matcher with `cfg`'s weights λ_c (`class_weight`), λ_m (`mask_weight`), λ_d
+    (`dice_weight`), `num_points`, `matcher_class_cost` (with `focal_alpha`, `focal_gamma`) and
+    `class_loss`, which says how `pred_logits` become probabilities (`class_probabilities`).
+    `forward(outputs, targets) -> [(query_idx (n,), instance_idx (n,)) per clip]`."""
 
-    def __init__(
-        self,
-        class_weight: float = 2.0,
-        mask_weight: float = 5.0,
-        dice_weight: float = 5.0,
-        num_points: int = 0,
-        class_cost: str = "prob",
-        focal_alpha: float = 0.25,
-        focal_gamma: float = 2.0,
-        class_loss: str = "focal",
-    ):
+    def __init__(self, cfg: LossConfig):
         super().__init__()
-        if class_cost not in CLASS_COSTS:
-            raise ValueError(f"loss.matcher_class_cost must be one of {CLASS_COSTS}, got {class_cost!r}")
-        if class_cost == "focal" and class_loss != "focal":
+        if cfg.matcher_class_cost not in CLASS_COSTS:
+            raise ValueError(
+                f"loss.matcher_class_cost must be one of {CLASS_COSTS}, got {cfg.matcher_class_cost!r}"
+            )
+        if cfg.matcher_class_cost == "focal" and cfg.class_loss != "focal":
             raise ValueError("loss.matcher_class_cost 'focal' needs loss.class_loss 'focal'")
-        self.class_loss = class_loss
-        self.class_weight = class_weight
-        self.mask_weight = mask_weight
-        self.dice_weight = dice_weight
-        self.num_points = num_points
-        self.class_cost = class_cost
-        self.focal_alpha = focal_alpha
-        self.focal_gamma = focal_gamma
+        self.cfg = replace(cfg)  # a copy: later edits of the run's config do not reach it
 
     def cost_matrix(self, probs: Tensor, pred_masks: Tensor, labels: Tensor, gt_masks: Tensor) -> Tensor:
         """Eq. 4 for one clip: `probs (Q, K)`, `pred_masks (Q, T, h, w)` logits, `labels (M,)`,
         `gt_masks (M, T, H, W)` -> `(Q, M)`."""
-        pred, gt = clip_mask_pairs(pred_masks.float(), gt_masks, self.num_points)
+        cfg = self.cfg
+        pred, gt = clip_mask_pairs(pred_masks.float(), gt_masks, cfg.num_points)
         cost_class = class_cost_matrix(
-            probs.float(), labels, self.class_cost, self.focal_alpha, self.focal_gamma
+            probs.float(), labels, cfg.matcher_class_cost, cfg.focal_alpha, cfg.focal_gamma
         )
         return (
-            self.class_weight * cost_class
-            + self.mask_weight * bce_cost_matrix(pred, gt)
-            + self.dice_weight * dice_cost_matrix(pred, gt)
+            cfg.class_weight * cost_class
+            + cfg.mask_weight * bce_cost_matrix(pred, gt)
+            + cfg.dice_weight * dice_cost_matrix(pred, gt)
         )
 
     @torch.no_grad()
@@ -142,7 +131,7 @@ class HungarianMatcher(nn.Module):
                 raise ValueError(
                     f"targets[{b}]['masks'] has {gt_masks.shape[1]} frames, pred_masks {masks.shape[2]}"
                 )
-            probs = class_probabilities(logits[b].float(), self.class_loss)
+            probs = class_probabilities(logits[b].float(), self.cfg.class_loss)
             cost = self.cost_matrix(probs, masks[b], labels, gt_masks)
             indices.append(hungarian(cost))
         return indices
