@@ -3,7 +3,7 @@ import time
 import pytest
 import torch
 
-from ifrvis.config import ModelConfig
+from ifrvis.config import LossConfig, ModelConfig
 from ifrvis.modeling import VISModel, build_model, concat_features
 from ifrvis.modeling.weights import CheckpointError
 
@@ -106,7 +106,8 @@ def test_class_loss_sets_the_class_head_and_its_probabilities(decoder):
         logits = model(clip())["pred_logits"]
     assert logits.shape == (2, 16, 6)
     assert torch.allclose(model.class_probabilities(logits), logits.softmax(-1)[..., :5])
-    focal = build_model(tiny_config(decoder)).eval()
+    focal = build_model(tiny_config(decoder)).eval()  # loss.class_loss's default
+    assert focal.decoder.heads_out.class_loss == LossConfig().class_loss == "focal"
     with torch.no_grad():
         logits = focal(clip())["pred_logits"]
     assert logits.shape == (2, 16, 5)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ifrvis.config import ModelConfig
+from ifrvis.config import LossConfig, ModelConfig
 from ifrvis.modeling.backbone import Backbone, build_backbone
 from ifrvis.modeling.ifr_decoder import IFRDecoder
 from ifrvis.modeling.mask2former_decoder import Mask2FormerVISDecoder
@@ -82,9 +82,10 @@ class VISModel(nn.Module):
         return self.decode(self.encode(images.flatten(0, 1)), b, t)
 
 
-def build_model(cfg: ModelConfig, class_loss: str = "focal") -> VISModel:
+def build_model(cfg: ModelConfig, class_loss: str = LossConfig.class_loss) -> VISModel:
     """The model named by `cfg` (the `model` config section), with `cfg.weights` loaded if set; its
-    class head fits `class_loss` (`loss.class_loss`: K logits for "focal", K + 1 for "softmax")."""
+    class head fits `class_loss` (`loss.class_loss`, `LossConfig`'s default unless given: K logits for
+    "focal", K + 1 for "softmax")."""
     if cfg.decoder not in DECODERS:
         raise ValueError(f"model.decoder = {cfg.decoder!r} is not one of {', '.join(DECODERS)}")
     backbone = build_backbone(cfg.backbone)
