@@ -443,8 +443,7 @@ def check_pretrained(cfg: Config) -> None:
         )
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ifrvis pretrain", description=" ".join(__doc__.split("\n\n")[0].split())
     )
@@ -460,6 +459,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--check", action="store_true", help="build nothing: check model.weights against its provenance"
     )
+    return parser
+
+
+def pretrain_options(args: argparse.Namespace) -> dict:
+    """Pretraining's own settings on the command line: `pretrain`'s keyword arguments."""
+    return {
+        "backbone_iters": args.backbone_iters,
+        "image_iters": args.iters,
+        "lr": args.lr,
+        "batch_size": args.batch_size,
+        "num_points": args.num_points,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
     args = parser.parse_args(argv)
     cfg = load_config(args.config, args.overrides)
     if args.check:
@@ -467,13 +483,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or cfg.model.weights
     if not out:
         parser.error("the config sets no model.weights: pass --out")
-    options = {
-        "backbone_iters": args.backbone_iters,
-        "image_iters": args.iters,
-        "lr": args.lr,
-        "batch_size": args.batch_size,
-        "num_points": args.num_points,
-    }
+    options = pretrain_options(args)
     summary = pretrain(cfg, out, **options, progress=not args.no_progress)
     command = shlex.join([*REBUILD.split(), *argv])
     options |= {"class_loss": PRETRAIN_CLASS_LOSS, "seed": cfg.seed}
