@@ -1,6 +1,7 @@
 """Model speed: training step time per clip, inference frames/s, and peak inference memory.
 
     .venv/bin/python benchmarks/model_speed.py [--threads 1] [--iters 5] [--frames 120]
+    .venv/bin/python benchmarks/model_speed.py --paper [--iters 20]     # on a GPU: what a cluster plan needs
 
 CPU, tiny config (experiments/configs/synthetic_tiny.yaml): random 96x128 clips (batch 4 x 2 frames,
 two rectangle instances each) for the training step; a long in-memory video (`--frames` frames of
@@ -11,12 +12,20 @@ just before the call) of a fresh subprocess per (decoder, mode): torch's CPU all
 to tracemalloc, and `ru_maxrss` cannot be reset, so it keeps the peak of importing torch. With a GPU,
 the same figures for ResNet-50 at 360 px (experiments/configs/ytvis19_r50.yaml), peak memory from
 `torch.cuda.max_memory_allocated`. Prints Markdown tables.
+
+`--paper`: the paper's settings, for planning a cluster: R50 and Swin-L (ytvis19_r50.yaml,
+ytvis19_swin_l.yaml, random weights), clips of T = 2 frames at short side 360 and 480 (16:9 frames),
+the batch per GPU the configs give on one 8-GPU node (solver.batch_size / 8), AMP as the configs set
+it (fp16): training iterations/s and peak training memory; whole-video inference frames/s and peak
+memory on a 36-frame 360p video; both decoders and their ratios. `--paper-scale 0.1` shrinks the frames
+(a CPU smoke run of the same code, as the tests do).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -53,6 +62,22 @@ class Setting:
 
 TINY = Setting("tiny, 96x128, CPU", TINY_CONFIG, 96, 128)
 R50 = Setting("R50, 360x480, GPU", R50_CONFIG, 360, 480)
+SWIN_L_CONFIG = ROOT / "experiments/configs/ytvis19_swin_l.yaml"
+GPUS_PER_NODE = 8  # the paper trains on one node of 8 V100s (Sec. 4.1)
+PAPER_VIDEO_FRAMES = 36
+
+
+def paper_settings(scale: float = 1.0) -> list[Setting]:
+    """R50 and Swin-L at short sides 360 and 480 (16:9), the configs' batch per GPU; `scale` < 1
+    shrinks the frames (a CPU smoke run)."""
+    settings = []
+    for name, config in (("R50", R50_CONFIG), ("Swin-L", SWIN_L_CONFIG)):
+        per_gpu = max(load_config(config).solver.batch_size // GPUS_PER_NODE, 1)
+        for short in (360, 480):
+            # a 16:9 frame padded to a multiple of 32, as the data pipeline feeds the model
+            h, w = (max(math.ceil(side * scale / 32), 1) * 32 for side in (short, short * 16 / 9))
+            settings.append(Setting(f"{name}, {short}p", config, h, w, batch=per_gpu))
+    return settings
 
 
 def model_config(setting: Setting, decoder: str) -> Config:
@@ -87,25 +112,41 @@ def synchronize(device: torch.device) -> None:
 
 
 def train_seconds_per_clip(setting: Setting, decoder: str, iters: int, device: torch.device) -> float:
-    """Mean wall time of one optimiser step (forward, loss, backward, step) divided by the batch size;
-    one untimed warm-up step first."""
+    """Mean wall time of one optimiser step divided by the batch size (`train_step_stats`)."""
+    return train_step_stats(setting, decoder, iters, device)["s_per_step"] / setting.batch
+
+
+def train_step_stats(setting: Setting, decoder: str, iters: int, device: torch.device) -> dict:
+    """Mean wall time of one optimiser step (forward, loss, backward, step; under the config's AMP on a
+    GPU, with its gradient scaler) after one untimed warm-up step, and the peak GPU memory of the
+    timed steps (MiB; None on the CPU)."""
     cfg = model_config(setting, decoder)
     torch.manual_seed(0)
     model = build_model(cfg.model, cfg.loss.class_loss).to(device).train()
     criterion = build_criterion(cfg).to(device)
     optimizer = build_optimizer(model, cfg.solver)
+    amp = (
+        {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.solver.amp) if device.type == "cuda" else None
+    )
+    scaler = torch.amp.GradScaler(device.type, enabled=amp is torch.float16)
     generator = torch.Generator().manual_seed(0)
     batches = [random_clips(setting, cfg.model.num_classes, generator, device) for _ in range(iters + 1)]
     for n, (images, targets) in enumerate(batches):
         if n == 1:
             synchronize(device)
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
             tic = time.perf_counter()
-        loss = sum(criterion(model(images), targets).values())
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            loss = sum(criterion(model(images), targets).values())
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
     synchronize(device)
-    return (time.perf_counter() - tic) / (iters * setting.batch)
+    seconds = (time.perf_counter() - tic) / iters
+    peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
+    return {"s_per_step": seconds, "peak_mib": peak}
 
 
 class InMemoryVideo:
@@ -146,6 +187,29 @@ def inference_fps(setting: Setting, decoder: str, num_frames: int, device: torch
     predict_video(model, video, cfg.inference)
     synchronize(device)
     return num_frames / (time.perf_counter() - tic)
+
+
+def video_inference_stats(setting: Setting, decoder: str, num_frames: int, device: torch.device) -> dict:
+    """Whole-video inference of one model: frames/s (after a short warm-up video) and the peak memory of
+    the timed call (MiB: GPU allocated, or the process's RSS high-water mark on the CPU)."""
+    model, cfg = inference_model(setting, decoder, device)
+    predict_video(model, InMemoryVideo(2, setting.height, setting.width), cfg.inference)  # warm-up
+    video = InMemoryVideo(num_frames, setting.height, setting.width)
+    synchronize(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    else:
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS (Linux)
+    tic = time.perf_counter()
+    predict_video(model, video, cfg.inference)
+    synchronize(device)
+    seconds = time.perf_counter() - tic
+    peak = (
+        torch.cuda.max_memory_allocated() / 2**20
+        if device.type == "cuda"
+        else proc_status_kib("VmHWM") / 1024
+    )
+    return {"inference_fps": num_frames / seconds, "inference_peak_mib": peak}
 
 
 def peak_memory_here(
@@ -228,13 +292,71 @@ def memory_table(label: str, num_frames: int, memory: dict[tuple[str, str], dict
     return "\n".join([f"### Peak inference memory, {label}, {num_frames} frames", "", header, *body])
 
 
+def paper_rows(settings: list[Setting], iters: int, num_frames: int, device: torch.device) -> list[dict]:
+    """Per (setting, decoder): training iterations/s and peak memory; per backbone at 360p (the first
+    setting of each config), whole-video inference frames/s and peak memory on `num_frames` frames."""
+    rows = []
+    for setting in settings:
+        for decoder in DECODERS:
+            train = train_step_stats(setting, decoder, iters, device)
+            row = {"setting": setting.label, "decoder": decoder, "batch": setting.batch, **train}
+            if setting.label.endswith("360p"):
+                row.update(video_inference_stats(setting, decoder, num_frames, device))
+            rows.append(row)
+    return rows
+
+
+def paper_table(rows: list[dict], num_frames: int) -> str:
+    """Markdown: one line per (setting, decoder), then the IFR / Mask2Former-VIS ratio per setting."""
+    lines = [
+        f"| setting | decoder | clips/GPU | train it/s | train peak, MiB | video inference ({num_frames} "
+        "frames), frames/s | inference peak, MiB |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        cells = [
+            _cell(1 / row["s_per_step"], ".2f"),
+            _cell(row["peak_mib"], ".0f"),
+            _cell(row.get("inference_fps"), ".1f"),
+            _cell(row.get("inference_peak_mib"), ".0f"),
+        ]
+        lines.append(f"| {row['setting']} | {row['decoder']} | {row['batch']} | {' | '.join(cells)} |")
+    for setting in dict.fromkeys(row["setting"] for row in rows):
+        ifr, base = (next(r for r in rows if r["setting"] == setting and r["decoder"] == d) for d in DECODERS)
+        ratios = [
+            base["s_per_step"] / ifr["s_per_step"],
+            _ratio(ifr["peak_mib"], base["peak_mib"]),
+            _ratio(ifr.get("inference_fps"), base.get("inference_fps")),
+            _ratio(ifr.get("inference_peak_mib"), base.get("inference_peak_mib")),
+        ]
+        lines.append(
+            f"| {setting} | IFR / Mask2Former-VIS | | {' | '.join(_cell(r, '.2f', 'x') for r in ratios)} |"
+        )
+    return "\n".join(lines)
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def _cell(value: float | None, spec: str, suffix: str = "") -> str:
+    return "-" if value is None else f"{value:{spec}}{suffix}"
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (CPU)")
     parser.add_argument("--iters", type=int, default=5, help="timed training steps per decoder")
-    parser.add_argument("--frames", type=int, default=120, help="frames of the inference video")
+    parser.add_argument(
+        "--frames", type=int, help=f"frames of the inference video (120; --paper: {PAPER_VIDEO_FRAMES})"
+    )
+    parser.add_argument("--paper", action="store_true", help="R50 and Swin-L at the paper's settings")
+    parser.add_argument(
+        "--paper-scale", type=float, default=1.0, help="--paper frames x this (CPU smoke run)"
+    )
     parser.add_argument("--memory-probe", default="", help=argparse.SUPPRESS)  # DECODER:MODE, internal
     args = parser.parse_args(argv)
+    args.frames = args.frames or (PAPER_VIDEO_FRAMES if args.paper else 120)
     if args.threads < 1 or args.iters < 1 or args.frames < 2:
         parser.error("need --threads >= 1, --iters >= 1 and --frames >= 2")
     return args
@@ -247,6 +369,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.memory_probe:
         decoder, mode = args.memory_probe.split(":")
         print(json.dumps(peak_memory_here(TINY, decoder, mode, args.frames, cpu)))
+        return 0
+    if args.paper:
+        device = torch.device("cuda") if torch.cuda.is_available() else cpu
+        name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU (no GPU)"
+        print(f"{name}, torch {torch.__version__}, {args.iters} timed steps, scale {args.paper_scale}\n")
+        rows = paper_rows(paper_settings(args.paper_scale), args.iters, args.frames, device)
+        print(paper_table(rows, args.frames))
         return 0
     print(
         f"torch {torch.__version__}, {args.threads} thread(s), OMP_NUM_THREADS="

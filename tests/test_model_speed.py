@@ -1,0 +1,41 @@
+"""The GPU benchmark (benchmarks/model_speed.py --paper) is the same code on the CPU at tiny sizes."""
+
+import importlib.util
+import sys
+
+import pytest
+import torch
+from conftest import ROOT
+
+
+def load_benchmark():
+    spec = importlib.util.spec_from_file_location("model_speed", ROOT / "benchmarks" / "model_speed.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["model_speed"] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_paper_settings_are_the_configs_sizes_and_batch_per_gpu():
+    settings = load_benchmark().paper_settings()
+    # 16:9 frames at short side 360 / 480, padded to 32; 16 clips per iteration over 8 GPUs
+    assert [(s.label, s.height, s.width, s.batch, s.clip_frames) for s in settings] == [
+        ("R50, 360p", 384, 640, 2, 2),
+        ("R50, 480p", 480, 864, 2, 2),
+        ("Swin-L, 360p", 384, 640, 2, 2),
+        ("Swin-L, 480p", 480, 864, 2, 2),
+    ]
+
+
+@pytest.mark.slow
+def test_the_paper_benchmark_runs_on_the_cpu_at_tiny_sizes():
+    speed = load_benchmark()
+    settings = [s for s in speed.paper_settings(scale=0.1) if s.label.endswith("360p")]
+    rows = speed.paper_rows(settings, iters=1, num_frames=2, device=torch.device("cpu"))
+    assert [(r["setting"], r["decoder"]) for r in rows] == [
+        (label, decoder) for label in ("R50, 360p", "Swin-L, 360p") for decoder in ("ifr", "mask2former")
+    ]
+    assert all(r["s_per_step"] > 0 and r["inference_fps"] > 0 and r["inference_peak_mib"] > 0 for r in rows)
+    assert all(r["peak_mib"] is None for r in rows)  # training memory is measured on a GPU only
+    table = speed.paper_table(rows, 2).splitlines()
+    assert len(table) == 2 + 4 + 2 and table[-1].startswith("| Swin-L, 360p | IFR / Mask2Former-VIS |")
