@@ -3,8 +3,10 @@
     cfg = load_config("experiments/configs/synthetic_tiny.yaml", ["model.decoder=mask2former", "seed=2"])
 
 Unknown keys and wrong types raise `ConfigError` naming the key and the file. `config_hash(cfg)` is a
-stable hash of the semantic settings (what changes results), excluding the seed, output paths and
-logging options; a run's identity is `run_identity(cfg)` = hash of (config_hash, seed).
+stable hash of the semantic settings (what changes the computation), excluding the labels `name` and
+`dataset`, the seed, the device, loader workers and every logging option (output folder, store, sweep);
+a run's identity is `run_identity(cfg)` = hash of (config_hash, seed). Renaming a config or relabelling
+its data set therefore keeps its runs: one computation is one run, whichever sweep or file asks for it.
 """
 
 from __future__ import annotations
@@ -160,8 +162,9 @@ class Config:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
 
-# Keys that do not change what a run computes: left out of the semantic hash.
-NON_SEMANTIC_KEYS = ("seed", "device", "data.num_workers", "logging")
+# Keys that do not change what a run computes: labels (name, dataset), the seed (part of the identity
+# on its own), where it runs and where it logs. Left out of the semantic hash.
+NON_SEMANTIC_KEYS = ("name", "dataset", "seed", "device", "data.num_workers", "logging")
 
 
 def _check_value(value: Any, hint: Any, key: str, source: str) -> Any:
