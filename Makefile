@@ -10,7 +10,7 @@ SEEDS ?= 5
 DATA ?= data/synthetic
 export MLFLOW_TRACKING_URI ?= $(MLFLOW_URI)
 
-.PHONY: venv test lint data demo table1 table2 table3 ablation figures mlflow-init mlflow-ui mlflow-server \
+.PHONY: venv test lint data demo table1 table2 table3 ablation ablation-clip figures mlflow-init mlflow-ui mlflow-server \
         slurm-up slurm-down benchmarks clean
 
 venv: $(STAMP)
@@ -27,11 +27,14 @@ lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check ifrvis experiments analysis benchmarks tests
 
-# The synthetic data set, and the tiny model pretrained on its frames once for every run (ifrvis pretrain).
+# The synthetic data set, and the tiny model pretrained on its frames for every run: shipped in checkpoints/
+# with its provenance, checked against the tiny config (a stale file stops here, naming `ifrvis pretrain`,
+# which rebuilds it; made here only when absent).
 data: venv
 	test -f $(DATA)/train.json || $(VENV)/bin/ifrvis synth --out $(DATA) --seed 0
 	test -f checkpoints/synthetic_tiny_pretrained.pth || \
 	  $(VENV)/bin/ifrvis pretrain experiments/configs/synthetic_tiny.yaml data.root=$(DATA)
+	$(VENV)/bin/ifrvis pretrain --check experiments/configs/synthetic_tiny.yaml data.root=$(DATA)
 
 # What the sweeps need first: the synthetic data and tiny model (tiny profile); the paper profile reads
 # the YouTube-VIS folders and COCO checkpoints the user downloaded (README, "Real data").
@@ -41,7 +44,7 @@ demo: data
 	$(VENV)/bin/ifrvis train experiments/configs/synthetic_tiny.yaml data.root=$(DATA)
 
 mlflow-init: venv
-	$(PY) -m ifrvis.tracking init
+	$(PY) -m ifrvis.runstore init
 
 table1: $(INPUTS) mlflow-init
 	$(PY) experiments/run_seeds.py experiments/configs/$(if $(filter paper,$(PROFILE)),ytvis19_r50.yaml experiments/configs/ytvis19_r50_mask2former.yaml,synthetic_tiny.yaml experiments/configs/synthetic_tiny_mask2former.yaml) \
@@ -72,6 +75,11 @@ endif
 
 ablation: $(INPUTS) mlflow-init
 	$(PY) experiments/ablate_lambda_e.py --profile $(PROFILE) --seeds $(SEEDS) --executor $(EXECUTOR)
+
+# The second ablation: per-clip inference with T = 1, 2, 5 frames per clip (Table 4's axis), its figure.
+ablation-clip: $(INPUTS) mlflow-init
+	$(PY) experiments/ablate.py --key inference.clip_frames --values 1 2 5 \
+	    --set inference.mode=clip inference.clip_overlap=0 --profile $(PROFILE) --seeds $(SEEDS) --executor $(EXECUTOR)
 
 figures: venv
 	$(PY) analysis/run_notebook.py analysis/figures.ipynb --out results/figures.ipynb

@@ -1,12 +1,14 @@
-"""Figures from a sweep's MLflow runs: Figure 4 (metrics against λ_e), training curves, tracking bars.
+"""Figures from a sweep's MLflow runs: metrics against a swept key (Figure 4: λ_e), training curves,
+tracking bars.
 
     python analysis/figures.py --sweep ablation_lambda_e --figure 4 [--experiment ifrvis] [--out results/]
+    python analysis/figures.py --sweep ablation_clip_frames --figure ablation [--key inference.clip_frames]
     python analysis/figures.py --sweep table1 --figure curves
     python analysis/figures.py --sweep table1 --figure tracking
 
 Each figure is written as PNG and PDF under `<out>/<sweep>/` and logged to the sweep's parent run
-(tags sweep=<name>, sweep_parent=1) under `figures/` when that run exists. Only FINISHED runs, one
-per run_identity, are drawn (`analysis.runs.audit_runs`); what was left out is printed.
+under `figures/` when that run exists. Only FINISHED runs, one per run_identity, are drawn
+(`analysis.audit.audit_runs`); what was left out is printed.
 """
 
 from __future__ import annotations
@@ -21,15 +23,17 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from mlflow.tracking import MlflowClient  # noqa: E402
 
 if __package__ in (None, ""):  # run as a script: make `analysis` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis.runs import RunAudit, audit_runs, load_runs, tracking_uri  # noqa: E402
-from analysis.tables import SCALE, TABLE1_METRICS, TABLE3_METRICS, seed_stats  # noqa: E402
+from analysis.audit import RunAudit, audit_runs, with_param_columns  # noqa: E402
+from analysis.tables import KEY_TITLES, SCALE, TABLE1_METRICS, TABLE3_METRICS, seed_stats  # noqa: E402
+from ifrvis import runstore  # noqa: E402
 
 METHOD_LABELS = {"ifr": "IFR (ours)", "mask2former": "Mask2Former"}
+DEFAULT_KEY = "loss.lambda_e"  # Figure 4 of the paper
+FIGURES = ("4", "ablation", "curves", "tracking")
 
 
 def _save(figure: plt.Figure, out_dir: Path, name: str) -> list[Path]:
@@ -41,48 +45,73 @@ def _save(figure: plt.Figure, out_dir: Path, name: str) -> list[Path]:
     return paths
 
 
-def lambda_e_stats(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Per λ_e: mean and sample std (ddof=1) of `metric` in display units, and n."""
+def key_stats(runs: pd.DataFrame, key: str, metric: str) -> pd.DataFrame:
+    """Per value of config key `key`: mean and sample std (ddof=1) of `metric` in display units, and n."""
     rows = []
-    for lambda_e, group in runs.groupby("lambda_e"):
+    for value, group in runs.groupby(key):
         mean, std = seed_stats(group[f"metrics.{metric}"] * SCALE.get(metric, 1.0))
-        rows.append({"lambda_e": lambda_e, "mean": mean, "std": std, "n": len(group)})
-    return pd.DataFrame(rows)
+        rows.append({key: value, "mean": mean, "std": std, "n": len(group)})
+    return pd.DataFrame(rows, columns=[key, "mean", "std", "n"])
 
 
-def figure4(audit: RunAudit, out_dir: Path, metrics: list[str] = TABLE1_METRICS) -> list[Path]:
-    """One panel per metric against λ_e: mean with ±1 sample-std error bars, each seed as a point."""
-    runs = audit.runs
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
+
+
+def _sort_key(value) -> tuple:
+    return (0, value, "") if _is_number(value) else (1, 0, str(value))
+
+
+def _x(value, index: int) -> float:
+    return float(value) if _is_number(value) else float(index)
+
+
+def _text(value) -> str:
+    return f"{value:g}" if _is_number(value) else str(value)
+
+
+def figure_name(key: str) -> str:
+    """`figure4` for λ_e (the paper's), `metrics_vs_<key>` for any other key."""
+    return "figure4" if key == DEFAULT_KEY else f"metrics_vs_{key}"
+
+
+def metrics_against_key(
+    audit: RunAudit, out_dir: Path, key: str = DEFAULT_KEY, metrics: list[str] = TABLE1_METRICS
+) -> list[Path]:
+    """One panel per metric against the swept `key`: mean with ±1 sample-std error bars, each seed as
+    a point. Figure 4 is this with λ_e."""
+    runs = with_param_columns(audit.runs, [key])
+    if key not in runs:
+        raise LookupError(f"the runs have no config key {key!r}")
+    title = KEY_TITLES.get(key, key)
+    values = sorted(runs[key].unique(), key=_sort_key)
+    where = {value: _x(value, i) for i, value in enumerate(values)}  # numbers at their value, else in order
     figure, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.0), squeeze=False)
     for axis, metric in zip(axes[0], metrics):
-        stats = lambda_e_stats(runs, metric)
-        axis.errorbar(
-            stats["lambda_e"],
-            stats["mean"],
-            yerr=stats["std"].fillna(0),
-            fmt="o-",
-            capsize=4,
-            label="mean ± std",
-        )
+        stats = key_stats(runs, key, metric)
+        x = stats[key].map(where)
+        axis.errorbar(x, stats["mean"], yerr=stats["std"].fillna(0), fmt="o-", capsize=4, label="mean ± std")
         axis.scatter(
-            runs["lambda_e"],
+            runs[key].map(where),
             runs[f"metrics.{metric}"] * SCALE.get(metric, 1.0),
             s=10,
             alpha=0.5,
             label="seeds",
         )
         axis.set_title(metric)
-        axis.set_xlabel("λ_e")
-        axis.set_xticks(sorted(runs["lambda_e"].unique()))
+        axis.set_xlabel(title)
+        axis.set_xticks([where[v] for v in values], [_text(v) for v in values])
         axis.grid(alpha=0.3)
     axes[0][0].set_ylabel("%")
     axes[0][0].legend(fontsize=7)
-    counts = ", ".join(f"λ_e={r.lambda_e:g}: n={r.n}" for r in lambda_e_stats(runs, metrics[0]).itertuples())
-    figure.suptitle(f"Metrics against λ_e (mean ± sample std over seeds; {counts})", fontsize=9, y=1.04)
-    return _save(figure, out_dir, "figure4")
+    counts = ", ".join(
+        f"{title}={_text(row[key])}: n={row['n']}" for _, row in key_stats(runs, key, metrics[0]).iterrows()
+    )
+    figure.suptitle(f"Metrics against {title} (mean ± sample std over seeds; {counts})", fontsize=9, y=1.04)
+    return _save(figure, out_dir, figure_name(key))
 
 
-def metric_histories(client: MlflowClient, runs: pd.DataFrame, prefix: str = "train/") -> pd.DataFrame:
+def metric_histories(client, runs: pd.DataFrame, prefix: str = "train/") -> pd.DataFrame:
     """Long frame (run_id, method, seed, key, step, value) of every `prefix*` metric's history."""
     keys = sorted(c[len("metrics.") :] for c in runs.columns if c.startswith(f"metrics.{prefix}"))
     rows = []
@@ -107,7 +136,7 @@ def training_curves(
 ) -> list[Path]:
     """One panel per loss term (`train/loss`, `train/loss_cls`, ...): each seed a thin line, the mean
     over seeds per method a thick one. Auxiliary-layer terms (`_0`, `_1`, ...) are left out."""
-    history = metric_histories(MlflowClient(tracking_uri(uri)), audit.runs)
+    history = metric_histories(runstore.client(uri), audit.runs)
     keys = [k for k in history["key"].unique() if k not in skip and not k.rsplit("_", 1)[-1].isdigit()]
     if not keys:
         raise LookupError("no train/* metric histories in these runs")
@@ -156,22 +185,14 @@ def tracking_bars(audit: RunAudit, out_dir: Path, metrics: list[str] = TABLE3_ME
     return _save(figure, out_dir, "tracking_bars")
 
 
-def log_to_parent(sweep: str, paths: list[Path], experiment: str = "ifrvis", uri: str = "") -> str | None:
+def log_to_parent(parent_run_id: str | None, paths: list[Path], uri: str = "") -> str | None:
     """Log `paths` under `figures/` to the sweep's parent run; its id, or None when there is none."""
-    client = MlflowClient(tracking_uri(uri))
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
+    if parent_run_id is None:
         return None
-    parents = client.search_runs(
-        [found.experiment_id],
-        filter_string=f"tags.sweep = '{sweep}' and tags.sweep_parent = '1'",
-        order_by=["attributes.start_time DESC"],
-    )
-    if not parents:
-        return None
+    logger = runstore.RunLogger(uri, parent_run_id)
     for path in paths:
-        client.log_artifact(parents[0].info.run_id, str(path), "figures")
-    return parents[0].info.run_id
+        logger.log_artifact(path, "figures")
+    return parent_run_id
 
 
 def make_figure(
@@ -181,31 +202,43 @@ def make_figure(
     uri: str = "",
     out: str | Path = "results",
     seeds: int = 5,
+    key: str | None = None,
 ) -> tuple[list[Path], list[str], str | None]:
-    """Draw figure `which` (4 | curves | tracking) for the sweep: (paths, warnings, parent run id)."""
-    metrics = {"4": TABLE1_METRICS, "curves": [], "tracking": TABLE3_METRICS}.get(which)
-    if metrics is None:
-        raise ValueError(f"--figure must be 4, curves or tracking, got {which!r}")
-    runs = load_runs(sweep, experiment, uri)
-    if runs.empty:
-        raise LookupError(f"no runs with tag sweep='{sweep}' in MLflow experiment '{experiment}'")
-    audit = audit_runs(runs, seeds, metrics)
+    """Draw figure `which` for the sweep: (paths, warnings, parent run id). `ablation`: the metrics
+    against `key` (default: the sweep's one swept key, else λ_e); `4`: against λ_e; `curves`: the loss
+    terms; `tracking`: the tracking metrics per method."""
+    if which not in FIGURES:
+        raise ValueError(f"--figure must be one of {', '.join(FIGURES)}, got {which!r}")
+    metrics = {"4": TABLE1_METRICS, "ablation": TABLE1_METRICS, "curves": [], "tracking": TABLE3_METRICS}[
+        which
+    ]
+    found = runstore.load_sweep(sweep, experiment, uri)
+    if found.runs.empty:
+        raise LookupError(f"no runs of sweep '{sweep}' in MLflow experiment '{experiment}'")
+    audit = audit_runs(found.runs, seeds, metrics, found.swept_keys)
     if audit.runs.empty:
         raise LookupError(f"sweep '{sweep}': no FINISHED run with {', '.join(metrics) or 'any metric'}")
     out_dir = Path(out) / sweep
-    if which == "4":
-        paths = figure4(audit, out_dir, metrics)
+    if which in ("4", "ablation"):
+        if which == "4":
+            key = DEFAULT_KEY
+        elif key is None:
+            key = found.swept_keys[0] if len(found.swept_keys) == 1 else DEFAULT_KEY
+        paths = metrics_against_key(audit, out_dir, key, metrics)
     elif which == "curves":
         paths = training_curves(audit, out_dir, uri)
     else:
         paths = tracking_bars(audit, out_dir, metrics)
-    return paths, audit.warnings, log_to_parent(sweep, paths, experiment, uri)
+    return paths, audit.warnings, log_to_parent(found.parent_run_id, paths, uri)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sweep", required=True, help="the runs' `sweep` tag")
-    parser.add_argument("--figure", required=True, choices=["4", "curves", "tracking"])
+    parser.add_argument(
+        "--figure", required=True, choices=FIGURES, help="4: metrics against λ_e; ablation: against --key"
+    )
+    parser.add_argument("--key", help="--figure ablation: the swept config key (default: the sweep's)")
     parser.add_argument("--experiment", default="ifrvis")
     parser.add_argument("--seeds", type=int, default=5, help="seeds each point should average")
     parser.add_argument("--out", default="results", help="figures land in <out>/<sweep>/")
@@ -213,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         paths, warnings, parent = make_figure(
-            args.sweep, args.figure, args.experiment, args.tracking_uri, args.out, args.seeds
+            args.sweep, args.figure, args.experiment, args.tracking_uri, args.out, args.seeds, args.key
         )
     except LookupError as error:
         print(f"error: {error}", file=sys.stderr)

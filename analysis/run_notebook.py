@@ -4,7 +4,8 @@
 
 The kernel runs in the notebook's folder with this process's environment (MLFLOW_TRACKING_URI,
 IFRVIS_SWEEP, ... reach its parameters cell). The kernel is the `python3` kernelspec when one is
-installed, else this interpreter started with `-m ipykernel_launcher`.
+installed, else this interpreter started with `-m ipykernel_launcher`. What the notebook's last cell
+prints (analysis/figures.ipynb: what was regenerated, what was not and why) is printed here too.
 """
 
 from __future__ import annotations
@@ -53,6 +54,13 @@ def run_notebook(path: str | Path, out: str | Path | None = None, timeout: int =
     return target
 
 
+def last_cell_text(path: str | Path) -> str:
+    """The text the last code cell of an executed notebook printed (stdout and stderr)."""
+    cells = [c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+    outputs = cells[-1].outputs if cells else []
+    return "".join(output.get("text", "") for output in outputs if output.get("output_type") == "stream")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("notebook")
@@ -64,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     except CellExecutionError as error:
         print(f"error: {args.notebook}: a cell failed:\n{error}", file=sys.stderr)
         return 1
+    print(last_cell_text(target), end="")
     print(f"executed {args.notebook} -> {target}")
     return 0
 

@@ -2,8 +2,9 @@
 
     python analysis/tables.py --sweep table1 --table 1 [--experiment ifrvis] [--seeds 5] [--out results/]
 
-Table 1/2 style: one row per method x backbone x dataset (x lambda_e when it separates configs), AP
-as mean ± sample std (ddof=1) over seeds, AP50 / AP75 / AR1 / AR10 as means, and n (seeds).
+Table 1/2 style: one row per method x backbone x dataset x the sweep's swept keys (x the settings that
+tell apart configs of one group, e.g. Swin-L's 100 or 200 queries), AP as mean ± sample std (ddof=1)
+over seeds, AP50 / AP75 / AR1 / AR10 as means, and n (seeds).
 Table 3 style: IDF1, MOTA, IDP, IDR, IDs, each seed's overall row, then mean ± std across seeds.
 The best value of each column is bold. Missing seeds, duplicates, FAILED or incomplete runs are
 printed as warnings, written under the table and summarised in the caption.
@@ -23,7 +24,8 @@ import pandas as pd
 if __package__ in (None, ""):  # run as a script: make `analysis` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis.runs import RunAudit, audit_runs, load_runs  # noqa: E402
+from analysis.audit import RunAudit, audit_runs  # noqa: E402
+from ifrvis import runstore  # noqa: E402
 
 TABLE1_METRICS = ["AP", "AP50", "AP75", "AR1", "AR10"]
 TABLE3_METRICS = ["IDF1", "MOTA", "IDP", "IDR", "IDs"]
@@ -38,7 +40,9 @@ KEY_TITLES = {
     "method": "Method",
     "backbone": "Backbone",
     "dataset": "Data",
-    "lambda_e": "λ_e",
+    "loss.lambda_e": "λ_e",
+    "model.num_queries": "Queries",
+    "inference.clip_frames": "Clip T",
     "config_hash": "Config",
     "seed": "Seed",
 }
@@ -272,10 +276,10 @@ def build_table(
             f"--table must be 1 or 3 (Table 2 is Table 1's layout on another sweep), got {which}"
         )
     metrics = TABLE1_METRICS if which == 1 else TABLE3_METRICS
-    runs = load_runs(sweep, experiment, uri)
-    if runs.empty:
-        raise LookupError(f"no runs with tag sweep='{sweep}' in MLflow experiment '{experiment}'")
-    audit = audit_runs(runs, seeds, metrics)
+    found = runstore.load_sweep(sweep, experiment, uri)
+    if found.runs.empty:
+        raise LookupError(f"no runs of sweep '{sweep}' in MLflow experiment '{experiment}'")
+    audit = audit_runs(found.runs, seeds, metrics, found.swept_keys)
     table = table1(audit, sweep, metrics) if which == 1 else table3(audit, sweep, metrics)
     return table, write_table(table, Path(out) / sweep)
 

@@ -8,7 +8,7 @@ import argparse
 import sys
 
 from ifrvis.cli import script_main
-from ifrvis.launch.cli import add_sweep_arguments, run_sweep
+from ifrvis.launch.arguments import add_sweep_arguments, run_from_arguments
 from ifrvis.launch.sweep import expand
 
 
@@ -17,9 +17,8 @@ def main(argv=None) -> int:
     parser.add_argument("configs", nargs="+", help="YAML configs, one row of the table each")
     add_sweep_arguments(parser)
     args = parser.parse_args(argv)
-    args.sweep = args.sweep or "seeds"
-    cfgs = expand(args.configs, range(args.seeds), args.sweep, args.overrides)
-    return run_sweep(cfgs, args)
+    sweep = expand(args.configs, range(args.seeds), args.sweep or "seeds", args.overrides)
+    return run_from_arguments(sweep, args)
 
 
 if __name__ == "__main__":

@@ -261,19 +261,17 @@ def load_predictions(
 def _from_run(run_id: str, uri: str, work: Path, data_root: str | None) -> tuple[Path, Path, Path]:
     """(results.json, ground-truth json, image root) of an MLflow run, from its artifacts and config.
     A relative `data.root` is read from the current folder, else from the project folder."""
-    from mlflow.tracking import MlflowClient
+    from ifrvis import runstore  # here: drawing strips during training needs no MLflow
 
-    from ifrvis.tracking import PROJECT_ROOT, resolve_uri
-
-    client = MlflowClient(resolve_uri(uri))
+    client = runstore.client(uri)
     results = Path(client.download_artifacts(run_id, "results.json", str(work)))
     config_path = Path(client.download_artifacts(run_id, "config.yaml", str(work)))
     data = (yaml.safe_load(config_path.read_text()) or {}).get("data") or {}
     if not data.get("valid_json"):
         raise ValueError(f"run {run_id}: config.yaml has no data.valid_json; pass --gt")
     root = Path(data_root or data.get("root", "."))
-    if not root.is_absolute() and not root.exists() and (PROJECT_ROOT / root).exists():
-        root = PROJECT_ROOT / root
+    if not root.is_absolute() and not root.exists() and (runstore.PROJECT_ROOT / root).exists():
+        root = runstore.PROJECT_ROOT / root
     return results, root / data["valid_json"], root / data.get("valid_images", "JPEGImages")
 
 

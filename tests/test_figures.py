@@ -1,4 +1,5 @@
-"""Figure 4, training curves and tracking bars from runs logged to a SQLite MLflow store."""
+"""Metrics against a swept key (Figure 4: λ_e), training curves and tracking bars from runs logged to
+a SQLite MLflow store."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 from test_tables import detection_metrics, log_parent, log_run, tracking_metrics
 
-from analysis.figures import lambda_e_stats, main, make_figure
-from analysis.runs import audit_runs, load_runs
+from analysis.audit import audit_runs
+from analysis.figures import key_stats, main, make_figure
+from ifrvis.runstore import load_sweep
 
 LAMBDAS = (0.0, 0.3, 1.0)
 
@@ -18,7 +20,7 @@ LAMBDAS = (0.0, 0.3, 1.0)
 def ablation(tmp_path):
     """λ_e in LAMBDAS x 3 seeds, plus a FAILED run, under a sweep parent run."""
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    parent = log_parent(uri, "abl")
+    parent = log_parent(uri, "abl", swept_keys=("loss.lambda_e",))
     logged = {}
     for lambda_e in LAMBDAS:
         for seed in range(3):
@@ -29,9 +31,10 @@ def ablation(tmp_path):
     return {"uri": uri, "parent": parent, "logged": logged}
 
 
-def test_lambda_e_stats_match_logged_values(ablation):
-    audit = audit_runs(load_runs("abl", uri=ablation["uri"]), seeds=3, metrics=["AP"])
-    stats = lambda_e_stats(audit.runs, "AP").set_index("lambda_e")
+def test_key_stats_match_logged_values(ablation):
+    sweep = load_sweep("abl", uri=ablation["uri"])
+    audit = audit_runs(sweep.runs, seeds=3, metrics=["AP"], swept_keys=sweep.swept_keys)
+    stats = key_stats(audit.runs, "loss.lambda_e", "AP").set_index("loss.lambda_e")
     for lambda_e in LAMBDAS:
         values = [100 * ablation["logged"][(lambda_e, s)]["AP"] for s in range(3)]
         assert stats.loc[lambda_e, "mean"] == pytest.approx(statistics.mean(values))
@@ -55,9 +58,35 @@ def test_figure4_written_and_logged_to_parent(ablation, tmp_path, monkeypatch, c
 def test_figure4_without_parent_run(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     for lambda_e in (0.0, 0.5):
-        log_run(uri, "solo", "ifr", 0, detection_metrics(0, lambda_e), lambda_e=lambda_e)
+        log_run(
+            uri,
+            "solo",
+            "ifr",
+            0,
+            detection_metrics(0, lambda_e),
+            lambda_e=lambda_e,
+            swept_keys=("loss.lambda_e",),
+        )
     paths, warnings, parent = make_figure("solo", "4", uri=uri, out=tmp_path, seeds=1)
     assert parent is None and not warnings and paths[0].exists()
+
+
+def test_metrics_against_any_swept_key(tmp_path, monkeypatch):
+    """A second ablation (the number of queries) gets its own figure; the key is the sweep's."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    parent = log_parent(uri, "queries", swept_keys=("model.num_queries",))
+    for queries in (50, 100, 200):
+        for seed in range(2):
+            metrics = detection_metrics(seed, queries / 2000)
+            log_run(uri, "queries", "ifr", seed, metrics, num_queries=queries, parent_run_id=parent)
+    out = tmp_path / "results"
+    assert main(["--sweep", "queries", "--figure", "ablation", "--seeds", "2", "--out", str(out)]) == 0
+    assert (out / "queries" / "metrics_vs_model.num_queries.png").stat().st_size > 1000
+    logged = {a.path for a in MlflowClient(uri).list_artifacts(parent, "figures")}
+    assert logged == {"figures/metrics_vs_model.num_queries.png", "figures/metrics_vs_model.num_queries.pdf"}
+    with pytest.raises(LookupError, match="no config key 'model.no_such_key'"):
+        make_figure("queries", "ablation", uri=uri, out=out, seeds=2, key="model.no_such_key")
 
 
 def test_training_curves_and_tracking_bars(tmp_path, monkeypatch):

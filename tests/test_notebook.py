@@ -13,13 +13,13 @@ from analysis.run_notebook import main
 NOTEBOOK = Path(__file__).resolve().parents[1] / "analysis" / "figures.ipynb"
 
 
-def test_notebook_regenerates_tables_and_figures(tmp_path, monkeypatch):
+def test_notebook_regenerates_tables_and_figures(tmp_path, monkeypatch, capsys):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     for method, offset in (("ifr", 0.05), ("mask2former", 0.0)):
         for seed in range(2):
             metrics = detection_metrics(seed, offset) | tracking_metrics(seed, offset)
             log_run(uri, "nb-main", method, seed, metrics, history={"train/loss": [3.0, 2.0, 1.5 + offset]})
-    parent = log_parent(uri, "nb-abl")
+    parent = log_parent(uri, "nb-abl", swept_keys=("loss.lambda_e",))
     for lambda_e in (0.0, 0.3):
         for seed in range(2):
             log_run(uri, "nb-abl", "ifr", seed, detection_metrics(seed, lambda_e / 10), lambda_e=lambda_e)
@@ -29,6 +29,7 @@ def test_notebook_regenerates_tables_and_figures(tmp_path, monkeypatch):
         "IFRVIS_SWEEP": "nb-main",
         "IFRVIS_TABLE2_SWEEP": "nb-none",
         "IFRVIS_ABLATION_SWEEP": "nb-abl",
+        "IFRVIS_CLIP_SWEEP": "nb-clip-none",
         "IFRVIS_SEEDS": "2",
         "IFRVIS_RESULTS": str(results),
     }.items():
@@ -55,5 +56,10 @@ def test_notebook_regenerates_tables_and_figures(tmp_path, monkeypatch):
         for output in cell.outputs
     )
     assert "| IFR (ours) |" in outputs and "mean ± std (n=2)" in outputs
-    assert "WARNING: no runs with tag sweep='nb-none'" in outputs  # the missing Table 2 sweep is loud
+    assert "WARNING: Table 2 not regenerated: no runs of sweep 'nb-none'" in outputs  # loud in the notebook
+    report = capsys.readouterr().out  # and in what `make figures` prints
+    assert "regenerated: Table 1 -> " in report and "regenerated: Figure 4 -> " in report
+    assert "NOT regenerated: Table 2: no runs of sweep 'nb-none'" in report
+    assert "NOT regenerated: clip-length figure: no runs of sweep 'nb-clip-none'" in report
+    assert "5 regenerated, 2 not regenerated" in report
     assert nbformat.read(NOTEBOOK, as_version=4).cells[1].outputs == []  # the committed notebook untouched

@@ -13,7 +13,7 @@ import pytest
 from conftest import ROOT
 from real_layout import CATEGORIES, TRAIN_VIDEOS, VALID_VIDEOS, box_mask, write_release
 
-from ifrvis import tracking
+from ifrvis import runstore
 from ifrvis.config import load_config
 from ifrvis.data.splits import load_splits
 from ifrvis.engine import runs
@@ -102,8 +102,8 @@ def test_a_run_trains_and_writes_the_servers_zip_without_ap(release):
             sizes = [s["size"] for s in entry["segmentations"] if s is not None]
             assert all(size == [height, width] for size in sizes)
         assert any(s is not None for entry in entries for s in entry["segmentations"])
-    run = tracking.find_runs(tracking.client(cfg.logging.mlflow_uri), cfg.logging.experiment)[0]
+    run = runstore.find_runs(runstore.client(cfg.logging.mlflow_uri), cfg.logging.experiment)[0]
     assert run.info.status == "FINISHED" and run.data.tags["dataset"] == f"ytvis{layout}"
-    artifacts = {a.path for a in tracking.client(cfg.logging.mlflow_uri).list_artifacts(run.info.run_id)}
+    artifacts = {a.path for a in runstore.client(cfg.logging.mlflow_uri).list_artifacts(run.info.run_id)}
     assert {"results.json", "results.zip"} <= artifacts
     assert not any(key.startswith("AP") for key in run.data.metrics)

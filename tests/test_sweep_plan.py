@@ -1,10 +1,25 @@
-"""Sweep planning against a real MLflow store: identities, parent run, states, no duplicate runs."""
+"""Sweep planning against a real MLflow store: identities, grids, the parent run, states, no duplicate
+runs, runs shared by identity, the store resolved once, a failed submission undone."""
+
+import socket
 
 import pytest
+from conftest import write_run_config
 
-from ifrvis import tracking
+from ifrvis import runstore
 from ifrvis.engine import runs
-from ifrvis.launch.sweep import DONE, FAILED, PENDING, RESUME, expand, plan, summary_table, to_launch
+from ifrvis.errors import UserError
+from ifrvis.launch.sweep import (
+    DONE,
+    FAILED,
+    PENDING,
+    RESUME,
+    expand,
+    plan,
+    run_sweep,
+    summary_table,
+    to_launch,
+)
 
 
 @pytest.fixture
@@ -17,27 +32,51 @@ def config_file(tmp_path):
     return path
 
 
-def test_expand_gives_one_identity_per_seed_and_grid_point(config_file):
-    cfgs = expand([config_file], range(3), "s", grid=[["loss.lambda_e=0.0"], ["loss.lambda_e=0.3"]])
-    assert len(cfgs) == 6 and len({runs.run_identity(c) for c in cfgs}) == 6
-    assert {c.logging.sweep for c in cfgs} == {"s"}
-    with pytest.raises(ValueError, match="twice"):
+def test_expand_crosses_the_grid_with_the_seeds(config_file):
+    sweep = expand(
+        [config_file], range(3), "s", grid={"loss.lambda_e": [0.0, 0.3], "model.num_queries": [8, 16]}
+    )
+    assert len(sweep.cfgs) == 12 and len({runs.run_identity(c) for c in sweep.cfgs}) == 12
+    assert sweep.swept_keys == ["loss.lambda_e", "model.num_queries"]
+    assert {c.logging.sweep for c in sweep.cfgs} == {"s"}
+    with pytest.raises(UserError, match="twice"):
         expand([config_file, config_file], range(1), "s")
+    with pytest.raises(UserError, match="sweep name"):
+        expand([config_file], range(1), "a b")
+
+
+def test_the_store_is_resolved_once_into_every_config(tmp_path, monkeypatch):
+    config = tmp_path / "plain.yaml"
+    config.write_text("name: plain\n")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'env.db'}")
+    sweep = expand([config], range(2), "s")
+    assert {c.logging.mlflow_uri for c in sweep.cfgs} == {f"sqlite:///{tmp_path / 'env.db'}"}
+
+
+def test_renaming_a_config_or_its_dataset_label_keeps_its_runs(config_file, tmp_path):
+    first = plan(expand([config_file], range(2), "s"))
+    renamed = tmp_path / "renamed.yaml"
+    renamed.write_text(config_file.read_text().replace("name: tiny", "name: tiny_v2\ndataset: relabelled"))
+    again = plan(expand([renamed], range(2), "s"))
+    assert [s.run_id for s in again] == [s.run_id for s in first]
 
 
 def test_plan_creates_each_run_once_and_classifies_states(config_file):
-    cfgs = expand([config_file], range(4), "s")
-    first = plan(cfgs, "s")
-    assert [s.state for s in first] == [PENDING] * 4 and all(s.run_id for s in first)
-    mlflow = tracking.client(cfgs[0].logging.mlflow_uri)
-    parent = tracking.find_runs(mlflow, "plan-test", sweep="s", sweep_parent="1")
-    assert len(parent) == 1
-    assert all(
-        mlflow.get_run(s.run_id).data.tags["mlflow.parentRunId"] == parent[0].info.run_id for s in first
-    )
+    sweep = expand([config_file], range(4), "s", grid={"loss.lambda_e": [0.5]})
+    first = plan(sweep)
+    assert [s.state for s in first] == [PENDING] * 4 and all(s.run_id and s.created for s in first)
+    mlflow = runstore.client(sweep.cfgs[0].logging.mlflow_uri)
+    parent = runstore.find_runs(mlflow, "plan-test", sweep="s", sweep_parent="1")
+    assert len(parent) == 1 and parent[0].data.tags["swept_keys"] == "loss.lambda_e"
+    children = [mlflow.get_run(s.run_id) for s in first]
+    assert all(r.data.tags["mlflow.parentRunId"] == parent[0].info.run_id for r in children)
+    assert [r.info.run_name for r in children] == [f"tiny loss.lambda_e=0.5 s{seed}" for seed in range(4)]
+    assert {r.info.status for r in children} == {"SCHEDULED"}
 
     # seed 0 finished, seed 1 failed, seed 2 interrupted with a checkpoint, seed 3 never started
     mlflow.log_metric(first[0].run_id, "AP", 0.5)
+    mlflow.log_metric(first[0].run_id, "run_time_s", 35.0)
+    mlflow.log_metric(first[0].run_id, "queue_time_s", 35 * 60.0)
     mlflow.set_terminated(first[0].run_id, "FINISHED")
     mlflow.set_terminated(first[1].run_id, "FAILED")
     mlflow.set_tag(first[1].run_id, "error", "NonFiniteLossError: loss term 'loss_dice' is nan")
@@ -45,24 +84,60 @@ def test_plan_creates_each_run_once_and_classifies_states(config_file):
     runs.checkpoint_path(first[2].cfg).parent.mkdir(parents=True)
     runs.checkpoint_path(first[2].cfg).write_bytes(b"x")
 
-    again = plan(cfgs, "s")
+    again = plan(sweep)
     assert [s.state for s in again] == [DONE, FAILED, RESUME, PENDING]
     assert [s.run_id for s in again] == [s.run_id for s in first]  # never two runs for one identity
-    assert again[0].result["AP"] == 0.5 and "loss_dice" in again[1].error
+    assert not any(s.created for s in again)
+    assert again[0].metrics["AP"] == 0.5 and "loss_dice" in again[1].error
     assert [s.cfg.seed for s in to_launch(again)] == [2, 3]
-    assert len(tracking.find_runs(mlflow, "plan-test", sweep="s")) == 5  # 4 runs + the parent
+    assert len(runstore.find_runs(mlflow, "plan-test", sweep="s")) == 5  # 4 runs + the parent
 
-    retried = plan(cfgs, "s", retry_failed=True)
+    retried = plan(sweep, retry_failed=True)
     assert [s.state for s in retried] == [DONE, PENDING, RESUME, PENDING]
     assert retried[1].run_id == first[1].run_id
     table = summary_table(again)
-    assert "| done |" in table and "50.0" in table and again[2].identity in table
+    assert "| tiny loss.lambda_e=0.5 s0 |" in table and again[2].identity in table
+    assert (
+        "| done | " in table and "| 50.0 | 00:00:35 | 00:35:00 |" in table
+    )  # run time apart from queue time
+
+
+def test_a_finished_run_joins_every_sweep_that_asks_for_it(config_file):
+    table1 = plan(expand([config_file], range(2), "table1"))
+    mlflow = runstore.client(table1[0].cfg.logging.mlflow_uri)
+    mlflow.set_terminated(table1[0].run_id, "FINISHED")
+    ablation = plan(expand([config_file], range(2), "ablation", grid={"loss.lambda_e": [0.3, 1.0]}))
+    assert ablation[0].run_id == table1[0].run_id and ablation[0].state == DONE  # λ_e = 0.3 is the default
+    assert ablation[1].run_id == table1[1].run_id and ablation[1].state == PENDING
+    found = runstore.load_sweep("ablation", "plan-test", table1[0].cfg.logging.mlflow_uri)
+    assert len(found.runs) == 4 and found.swept_keys == ["loss.lambda_e"]
+    assert sorted(found.runs["loss.lambda_e"]) == [0.3, 0.3, 1.0, 1.0]
 
 
 def test_dry_run_creates_nothing(config_file):
-    cfgs = expand([config_file], range(2), "dry")
-    specs = plan(cfgs, "dry", create=False)
+    sweep = expand([config_file], range(2), "dry")
+    specs = plan(sweep, create=False)
     assert [s.state for s in specs] == [PENDING, PENDING] and not any(s.run_id for s in specs)
     assert not (config_file.parent / "mlflow.db").exists()
-    mlflow = tracking.client(cfgs[0].logging.mlflow_uri)
-    assert tracking.find_runs(mlflow, "plan-test") == []
+    mlflow = runstore.client(sweep.cfgs[0].logging.mlflow_uri)
+    assert runstore.find_runs(mlflow, "plan-test") == []
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_a_sweep_that_cannot_be_submitted_leaves_no_run_behind(tmp_path, tiny_data):
+    """Ray not reachable: the runs the plan created go, the parent is FAILED with the reason, and the
+    next attempt plans the same runs afresh."""
+    sweep = expand([write_run_config(tmp_path, tiny_data)], range(2), "unsubmitted")
+    address = f"127.0.0.1:{_closed_port()}"
+    with pytest.raises(UserError, match=f"Ray: no cluster answers at {address}"):
+        run_sweep(sweep, executor="ray", ray={"address": address})
+    mlflow = runstore.client(sweep.cfgs[0].logging.mlflow_uri)
+    left = runstore.find_runs(mlflow, "ifrvis", sweep="unsubmitted")
+    assert [r.data.tags.get("sweep_parent") for r in left] == ["1"]
+    assert left[0].info.status == "FAILED" and "submission failed: Ray" in left[0].data.tags["error"]
+    assert [s.state for s in plan(sweep)] == [PENDING, PENDING]

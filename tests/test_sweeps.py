@@ -1,5 +1,6 @@
 """The same 2-seed tiny sweep through the local, Slurm and Ray executors: identical MLflow records
-up to run ids and timings; a re-run skips finished runs; a preempted Slurm job resumes."""
+up to run ids and timings, every run's log in its folder; a re-run skips finished runs; a preempted
+Slurm job resumes; a sweep Slurm refuses or cannot be reached leaves one line and no run behind."""
 
 import math
 import os
@@ -7,11 +8,12 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from conftest import ROOT, write_run_config
 
-from ifrvis import tracking
+from ifrvis import runstore
 from ifrvis.config import load_config
 from ifrvis.engine import runs
 from ifrvis.engine.checkpoint import load_checkpoint
@@ -19,7 +21,8 @@ from ifrvis.launch.executors import slurm_job_class
 from ifrvis.launch.slurm_profile import slurm_executor
 
 SEEDS = 2
-TIMING_KEYS = ("train_time_s",)
+TIMING_KEYS = ("train_time_s", "run_time_s", "queue_time_s")
+VOLATILE_TAGS = ("run_dir", "submitted_at")  # paths and times
 
 
 def slurm_available() -> bool:
@@ -28,7 +31,7 @@ def slurm_available() -> bool:
     return subprocess.run(["sinfo"], capture_output=True).returncode == 0
 
 
-def launch(config, executor, *extra):
+def launch(config, executor, *extra, env=None):
     return subprocess.run(
         [
             sys.executable,
@@ -47,24 +50,29 @@ def launch(config, executor, *extra):
         capture_output=True,
         text=True,
         cwd=ROOT,
-        env={**os.environ, "IFRVIS_SLURM_LOGS": str(config.parent / "slurm-logs")},
+        env={**os.environ, "IFRVIS_SLURM_LOGS": str(config.parent / "slurm-logs"), **(env or {})},
         timeout=900,
     )
 
 
 def records(config):
-    """Per seed: (status, params but logging.*, tags but ids/paths, metrics but timings)."""
+    """Per seed: (status, params but logging.*, tags but ids/paths/times, metrics but timings); every
+    run has its log, and its run and queue times."""
     cfg = load_config(config)
-    mlflow = tracking.client(cfg.logging.mlflow_uri)
+    mlflow = runstore.client(cfg.logging.mlflow_uri)
     children = [
         r
-        for r in tracking.find_runs(mlflow, cfg.logging.experiment, sweep="t")
+        for r in runstore.find_runs(mlflow, cfg.logging.experiment, sweep="t")
         if "sweep_parent" not in r.data.tags
     ]
     out = {}
     for run in children:
         params = {k: v for k, v in run.data.params.items() if not k.startswith("logging.")}
-        tags = {k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.") and k != "run_dir"}
+        tags = {
+            k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.") and k not in VOLATILE_TAGS
+        }
+        assert (Path(run.data.tags["run_dir"]) / "train.log").read_text().strip(), "no train.log"
+        assert {"run_time_s", "queue_time_s"} <= set(run.data.metrics)
         metrics = {
             k: "nan" if math.isnan(v) else v for k, v in run.data.metrics.items() if k not in TIMING_KEYS
         }
@@ -87,8 +95,8 @@ def test_local_sweep_logs_every_seed_under_a_parent_run(local_sweep):
     assert sorted(found) == ["0", "1"] and all(r[0] == "FINISHED" for r in found.values())
     assert "| done |" in stdout and "2 pending" in stdout
     cfg = load_config(config)
-    parent = tracking.find_runs(
-        tracking.client(cfg.logging.mlflow_uri), cfg.logging.experiment, sweep_parent="1"
+    parent = runstore.find_runs(
+        runstore.client(cfg.logging.mlflow_uri), cfg.logging.experiment, sweep_parent="1"
     )
     assert len(parent) == 1 and parent[0].info.status == "FINISHED"
     for seed in range(SEEDS):
@@ -120,6 +128,51 @@ def test_a_sweep_with_a_wrong_data_folder_fails_in_one_line_before_creating_anyt
     missing = tmp_path / "missing" / "train.json"
     assert result.stderr.strip() == f"run_seeds.py: error: {missing}: file not found"
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "outputs").exists()
+
+
+def one_line_error(stderr: str) -> str:
+    """The error line, which is the last; nothing else but MLflow's notes on creating a fresh store."""
+    lines = stderr.strip().splitlines()
+    assert all("mlflow.store.db.utils" in line for line in lines[:-1]), stderr
+    return lines[-1]
+
+
+def only_the_failed_parent_is_left(config) -> str:
+    """The reason the sweep's parent run gives; no child run is left."""
+    cfg = load_config(config)
+    left = runstore.find_runs(runstore.client(cfg.logging.mlflow_uri), cfg.logging.experiment, sweep="t")
+    assert [r.data.tags.get("sweep_parent") for r in left] == ["1"], "runs of an unsubmitted sweep were left"
+    assert left[0].info.status == "FAILED"
+    return left[0].data.tags["error"]
+
+
+@pytest.mark.slurm
+@pytest.mark.skipif(not slurm_available(), reason="no Slurm cluster: start it with slurm/start_cluster.sh")
+def test_an_sbatch_error_is_one_line_and_leaves_no_run(tmp_path, tiny_data):
+    config = write_run_config(tmp_path, tiny_data, max_iters=4)
+    result = launch(config, "slurm", "--partition", "no_such_partition")
+    assert result.returncode == 2, result.stdout[-3000:] + result.stderr[-3000:]
+    line = one_line_error(result.stderr)
+    assert line.startswith("run_seeds.py: error: Slurm refused the job array: sbatch: error:")
+    assert "invalid partition" in line.lower()
+    assert "submission failed: Slurm refused" in only_the_failed_parent_is_left(config)
+
+
+@pytest.mark.slurm
+@pytest.mark.skipif(not slurm_available(), reason="no Slurm cluster: start it with slurm/start_cluster.sh")
+def test_an_unreachable_slurm_controller_is_one_line_and_leaves_no_run(tmp_path, tiny_data):
+    """sbatch reads a configuration whose controller port nothing listens on: as when slurmctld is down."""
+    conf = tmp_path / "slurm.conf"
+    lines = Path(os.environ.get("SLURM_CONF", "/etc/slurm/slurm.conf")).read_text().splitlines()
+    conf.write_text(
+        "\n".join([*(ln for ln in lines if not ln.startswith("SlurmctldPort")), "SlurmctldPort=1"]) + "\n"
+    )
+    config = write_run_config(tmp_path, tiny_data, max_iters=4)
+    result = launch(config, "slurm", env={"SLURM_CONF": str(conf)})
+    assert result.returncode == 2, result.stdout[-3000:] + result.stderr[-3000:]
+    line = one_line_error(result.stderr)
+    assert "Unable to contact slurm controller" in line and line.startswith("run_seeds.py: error: Slurm")
+    assert "Unable to contact slurm controller" in only_the_failed_parent_is_left(config)
 
 
 def test_ray_executor_gives_the_same_records(local_sweep, tmp_path, tiny_data):
@@ -158,7 +211,7 @@ def test_a_preempted_slurm_job_resumes_into_the_same_run_with_the_same_metrics(t
         time.sleep(0.2)
     job._interrupt()  # USR2, as Slurm sends before preemption: submitit requeues via checkpoint()
     metrics = job.result()
-    run = tracking.find_runs(tracking.client(cfg.logging.mlflow_uri), cfg.logging.experiment)
+    run = runstore.find_runs(runstore.client(cfg.logging.mlflow_uri), cfg.logging.experiment)
     assert len(run) == 1 and run[0].info.status == "FINISHED"
     assert "error" not in run[0].data.tags  # the requeue was a preemption, not a failure
     assert (

@@ -12,8 +12,9 @@ import pytest
 from mlflow.entities import Metric, RunTag
 from mlflow.tracking import MlflowClient
 
-from analysis.runs import audit_runs, cast_value, load_runs
+from analysis.audit import audit_runs
 from analysis.tables import build_table
+from ifrvis.runstore import cast_value, load_sweep, member_tag
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENT = "ifrvis"
@@ -42,20 +43,23 @@ def log_run(
     start_time: int | None = None,
     history: dict[str, list[float]] | None = None,
     parent_run_id: str = "",
+    swept_keys: tuple[str, ...] = (),
+    num_queries: int = 100,
 ) -> str:
-    """One run with the tags/params/metrics a training run logs (docs/architecture.md)."""
+    """One run with the tags/params/metrics a training run logs (docs/architecture.md, "Run schema")."""
     client = MlflowClient(uri)
-    config_hash = f"{method}-{backbone}-{dataset}-{lambda_e}"
+    config_hash = f"{method}-{backbone}-{dataset}-{lambda_e}-{num_queries}"
     tags = {
         "sweep": sweep,
+        member_tag(sweep): "1",
         "method": method,
         "backbone": backbone,
         "dataset": dataset,
         "seed": str(seed),
-        "lambda_e": str(lambda_e),
         "config_hash": config_hash,
         "run_identity": f"{config_hash}-s{seed}",
         "git_commit": "abc",
+        "swept_keys": ",".join(swept_keys),
     }
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id
@@ -64,6 +68,8 @@ def log_run(
     client.log_param(run_id, "model.decoder", method)
     client.log_param(run_id, "loss.lambda_e", str(lambda_e))
     client.log_param(run_id, "solver.max_iters", "10")
+    client.log_param(run_id, "model.num_queries", str(num_queries))
+    client.log_param(run_id, "name", f"{method}_{backbone}_{num_queries}")  # a label: never a row key
     entries = [Metric(k, float(v), 0, 0) for k, v in metrics.items()]
     for key, values in (history or {}).items():
         entries += [Metric(key, float(v), 0, step) for step, v in enumerate(values)]
@@ -76,9 +82,10 @@ def log_run(
     return run_id
 
 
-def log_parent(uri: str, sweep: str) -> str:
+def log_parent(uri: str, sweep: str, swept_keys: tuple[str, ...] = ()) -> str:
     client = MlflowClient(uri)
-    run = client.create_run(experiment_id(uri), tags={"sweep": sweep, "sweep_parent": "1"})
+    tags = {"sweep": sweep, member_tag(sweep): "1", "sweep_parent": "1", "swept_keys": ",".join(swept_keys)}
+    run = client.create_run(experiment_id(uri), tags=tags)
     client.set_terminated(run.info.run_id, "FINISHED")
     return run.info.run_id
 
@@ -132,16 +139,16 @@ def test_cast_value():
     assert cast_value("None") is None and cast_value("swin_l") == "swin_l"
 
 
-def test_load_runs_casts_and_drops_parent(sweep_store):
-    runs = load_runs("s", uri=sweep_store["uri"])
+def test_load_sweep_casts_and_drops_parent(sweep_store):
+    runs = load_sweep("s", uri=sweep_store["uri"]).runs
     assert len(runs) == 5 + 1 + 4 + 1 + 1  # parent left out, other sweep not read
-    assert runs["seed"].dtype == "Int64" and runs["lambda_e"].dtype == float
+    assert runs["seed"].dtype == "Int64"
     assert set(runs["params.solver.max_iters"]) == {10}
     assert set(runs["params.loss.lambda_e"]) == {0.3}
 
 
 def test_audit_reports_failed_duplicate_missing(sweep_store):
-    audit = audit_runs(load_runs("s", uri=sweep_store["uri"]), seeds=5, metrics=["AP"])
+    audit = audit_runs(load_sweep("s", uri=sweep_store["uri"]).runs, seeds=5, metrics=["AP"])
     text = "\n".join(audit.warnings)
     assert sweep_store["failed"] in text and "FAILED" in text and "out of memory" in text
     assert sweep_store["running"] in text and "RUNNING" in text
@@ -196,15 +203,38 @@ def test_table3_seed_rows_then_mean(sweep_store, tmp_path):
     assert len(csv) == 4 + 1 + 5 + 1
 
 
-def test_lambda_e_sweep_groups_by_lambda(tmp_path):
+def test_a_sweep_groups_by_its_swept_key(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
+    log_parent(uri, "abl", swept_keys=("loss.lambda_e",))
     for lambda_e in (0.0, 0.3):
         for seed in range(2):
             log_run(uri, "abl", "ifr", seed, detection_metrics(seed, lambda_e / 10), lambda_e=lambda_e)
     table, _ = build_table("abl", 1, seeds=2, uri=uri, out=tmp_path)
     assert table.columns[:4] == ["Method", "Backbone", "Data", "λ_e"]
-    assert list(table.numbers["lambda_e"]) == [0.0, 0.3] and list(table.numbers["n"]) == [2, 2]
+    assert list(table.numbers["loss.lambda_e"]) == [0.0, 0.3] and list(table.numbers["n"]) == [2, 2]
     assert not table.warnings
+
+
+def test_configs_of_one_group_are_told_apart_by_the_setting_that_differs(tmp_path):
+    """Table 3 of the paper profile: Swin-L with 100 and with 200 queries, same method, backbone, data."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    for queries in (100, 200):
+        for seed in range(2):
+            metrics = tracking_metrics(seed, queries / 1000)
+            log_run(
+                uri,
+                "t3",
+                "ifr",
+                seed,
+                metrics,
+                backbone="swin_l",
+                dataset="ytvis2019-holdout",
+                num_queries=queries,
+            )
+    table, _ = build_table("t3", 3, seeds=2, uri=uri, out=tmp_path)
+    assert table.columns[:5] == ["Method", "Backbone", "Data", "Queries", "Seed"]
+    assert [row[3] for row in table.cells if row[4].startswith("mean")] == ["100", "200"]
+    assert not table.warnings  # no config_hash fallback
 
 
 def test_cli_prints_warnings(sweep_store, tmp_path):
@@ -227,4 +257,4 @@ def test_cli_prints_warnings(sweep_store, tmp_path):
         text=True,
         timeout=120,
     )
-    assert missing.returncode == 1 and "no runs with tag sweep='nope'" in missing.stderr
+    assert missing.returncode == 1 and "no runs of sweep 'nope'" in missing.stderr

@@ -13,7 +13,7 @@ import torch
 from conftest import ROOT, write_run_config
 from poisoned_train import nan_criterion
 
-from ifrvis import tracking
+from ifrvis import runstore
 from ifrvis.config import flatten, load_config, run_identity, to_dict
 from ifrvis.data.ytvis import DataError
 from ifrvis.engine import runs
@@ -25,7 +25,7 @@ FINAL_KEYS = ("AP", "AP50", "AP75", "AR1", "AR10", "IDF1", "MOTA", "IDP", "IDR",
 
 
 def only_run(cfg):
-    found = tracking.find_runs(tracking.client(cfg.logging.mlflow_uri), cfg.logging.experiment)
+    found = runstore.find_runs(runstore.client(cfg.logging.mlflow_uri), cfg.logging.experiment)
     assert len(found) == 1, f"expected one MLflow run, found {len(found)}"
     return found[0]
 
@@ -48,7 +48,7 @@ def test_a_run_is_logged_to_mlflow_with_tags_params_metrics_artifacts(tmp_path, 
     assert run.info.status == "FINISHED"
     tags = run.data.tags
     assert tags["method"] == "ifr" and tags["backbone"] == "tiny" and tags["dataset"] == "synthetic"
-    assert tags["seed"] == "1" and tags["lambda_e"] == "0.3" and tags["sweep"] == "unit"
+    assert tags["seed"] == "1" and tags["config"] == cfg.name and tags["sweep"] == "unit"
     assert tags["run_identity"] == run_identity(cfg) and tags["git_commit"]
     expected_params = {k: str(v) for k, v in flatten(to_dict(cfg)).items()}
     assert run.data.params == expected_params
@@ -56,16 +56,16 @@ def test_a_run_is_logged_to_mlflow_with_tags_params_metrics_artifacts(tmp_path, 
         assert key in run.data.metrics, key
         if key in metrics:
             assert run.data.metrics[key] == pytest.approx(metrics[key], nan_ok=True)
-    history = tracking.client(cfg.logging.mlflow_uri).get_metric_history(run.info.run_id, "train/loss")
+    history = runstore.client(cfg.logging.mlflow_uri).get_metric_history(run.info.run_id, "train/loss")
     assert sorted(m.step for m in history) == list(range(1, 7))
-    validation = tracking.client(cfg.logging.mlflow_uri).get_metric_history(run.info.run_id, "val/AP")
+    validation = runstore.client(cfg.logging.mlflow_uri).get_metric_history(run.info.run_id, "val/AP")
     assert [m.step for m in validation] == [3]
-    lr = tracking.client(cfg.logging.mlflow_uri).get_metric_history(run.info.run_id, "train/lr")
+    lr = runstore.client(cfg.logging.mlflow_uri).get_metric_history(run.info.run_id, "train/lr")
     # The lr an iteration used, logged at its step: x0.1 from iteration 3 on, i.e. from step 4.
     assert [m.value for m in sorted(lr, key=lambda m: m.step)] == pytest.approx([1e-3] * 3 + [1e-4] * 3)
     for term in ("loss_cls", "loss_mask", "loss_dice", "loss_mask_cross", "loss_dice_cross"):
         assert f"train/{term}" in run.data.metrics
-    artifacts = {a.path for a in tracking.client(cfg.logging.mlflow_uri).list_artifacts(run.info.run_id)}
+    artifacts = {a.path for a in runstore.client(cfg.logging.mlflow_uri).list_artifacts(run.info.run_id)}
     assert {"config.yaml", "results.json", "metrics.json", "vis", "weights_report.txt"} <= artifacts
     assert json.loads((runs.run_dir(cfg) / "metrics.json").read_text())["AP"] == metrics["AP"]
     report = (runs.run_dir(cfg) / "weights_report.txt").read_text()
@@ -134,7 +134,7 @@ def test_a_killed_run_resumes_to_the_same_final_metrics(tmp_path, tiny_data, kil
     final = load_checkpoint(checkpoint)["model"]
     expected = load_checkpoint(runs.checkpoint_path(reference_cfg))["model"]
     assert all(torch.equal(final[k], expected[k]) for k in expected)
-    history = tracking.client(cfg.logging.mlflow_uri).get_metric_history(run.info.run_id, "train/loss")
+    history = runstore.client(cfg.logging.mlflow_uri).get_metric_history(run.info.run_id, "train/loss")
     assert sorted(m.step for m in history) == list(range(1, 11))  # no step logged twice
 
 
@@ -290,7 +290,7 @@ def test_a_signal_during_a_save_loses_no_logged_step(tmp_path, tiny_data, monkey
     )
     train(cfg, resume=True)
     run = only_run(cfg)
-    history = tracking.client(cfg.logging.mlflow_uri).get_metric_history(run.info.run_id, "train/loss")
+    history = runstore.client(cfg.logging.mlflow_uri).get_metric_history(run.info.run_id, "train/loss")
     assert run.info.status == "FINISHED" and sorted(m.step for m in history) == list(range(1, 7))
 
 

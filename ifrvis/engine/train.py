@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from ifrvis import tracking
+from ifrvis import runstore
 from ifrvis.config import Config, ConfigError, dump_config, load_config
 from ifrvis.data.datasets import ClipDataset, TrainSampler, collate_clips
 from ifrvis.data.splits import load_splits
@@ -154,20 +154,20 @@ def _load_state(cfg: Config, ckpt_path: Path, resume: bool, info: DistInfo) -> d
     return load_checkpoint(ckpt_path) if resume and ckpt_path.exists() else None
 
 
-def _open_run(cfg: Config, state: dict | None, info: DistInfo) -> tracking.RunLogger | None:
+def _open_run(cfg: Config, state: dict | None, info: DistInfo) -> runstore.RunLogger | None:
     """Rank 0's logger into the run's MLflow run: from the checkpoint, else an existing unfinished run
     of this identity (a sweep pre-creates it), else a new one."""
     if not info.is_main:
         return None
     run_id = state["mlflow_run_id"] if state else None
     if run_id is None:
-        existing = runs.find_run(cfg)
-        if existing is not None and existing.info.status != runs.TERMINAL_OK and not _has_steps(existing):
+        existing = runstore.find_run(cfg)
+        if existing is not None and existing.info.status != runstore.FINISHED and not _has_steps(existing):
             run_id = existing.info.run_id
-    run_id = run_id or runs.create_run(cfg)
-    logger = tracking.RunLogger(cfg.logging.mlflow_uri, run_id)
-    logger.set_status("RUNNING")
-    logger.delete_tag("error")  # a resumed run's earlier failure is no longer its state
+    run_id = run_id or runstore.create_run(cfg)
+    logger = runstore.RunLogger(cfg.logging.mlflow_uri, run_id)
+    logger.set_status(runstore.RUNNING)
+    logger.delete_tag(runstore.ERROR_TAG)  # a resumed run's earlier failure is no longer its state
     return logger
 
 
@@ -306,7 +306,7 @@ def _train_and_evaluate(cfg, splits, state, logger, info, device, out_dir, ckpt_
     return metrics
 
 
-def _load_initial_weights(model, cfg: Config, out_dir: Path, logger: tracking.RunLogger | None) -> None:
+def _load_initial_weights(model, cfg: Config, out_dir: Path, logger: runstore.RunLogger | None) -> None:
     """`model.weights` into `model`; what it gave the model goes to `weights_report.txt` (an MLflow
     artifact) and one summary line to the log."""
     report = load_weights(model, cfg.model.weights, cfg.model.ifr_init, cfg.model.extra_queries)

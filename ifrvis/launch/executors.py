@@ -1,17 +1,23 @@
-"""Three ways to run a sweep's specs; each run is one call of `ifrvis.train`.
+"""Three ways to run a sweep's jobs; each job is one `ifrvis.launch.job.run_job` call.
 
-- local: one subprocess per run (`python -m ifrvis.engine.train ... --resume`), at most
-  `max_parallel` at once, each run's log in its folder;
+- local: one subprocess per run (`python -m ifrvis.launch.job CONFIG`), at most `max_parallel` at
+  once, its output in the run's `train.log`;
 - slurm: a submitit job array; `TrainJob.checkpoint` requeues a fresh call that resumes from the
   run's latest checkpoint on disk, into the same MLflow run;
-- ray: a Ray Tune grid over the specs, on a local Ray or an existing cluster.
+- ray: a Ray Tune grid over the runs, on a local Ray or an existing cluster.
+
+Each returns one error per config, "" for a job that ended well. A problem before any job exists
+(no Slurm controller, an sbatch error, no Ray cluster) raises `SubmissionError`.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
+import io
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,58 +26,46 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ifrvis.config import config_from_dict, dump_config, to_dict
+from ifrvis.config import Config, config_from_dict, dump_config, to_dict
 from ifrvis.engine import runs
-from ifrvis.launch.sweep import DONE, FAILED, Spec
+from ifrvis.errors import UserError
+from ifrvis.launch.job import LOG_NAME, run_job
 
 
-def run_spec(cfg_dict: dict, stop_signals: tuple[int, ...] | None = None) -> dict:
-    """Train one spec, resuming from its checkpoint when there is one. Picklable for every executor.
-    `stop_signals`: the signals that checkpoint and stop the run (default: SIGTERM and SIGUSR2)."""
-    from ifrvis.engine.preemption import PREEMPTION_SIGNALS
-    from ifrvis.engine.train import train
-
-    cfg = config_from_dict(cfg_dict)
-    return train(cfg, resume=True, stop_signals=PREEMPTION_SIGNALS if stop_signals is None else stop_signals)
-
-
-def _finish(spec: Spec, ok: bool, error: str = "") -> None:
-    spec.state = DONE if ok else FAILED
-    spec.error = error
-    metrics_file = runs.run_dir(spec.cfg) / "metrics.json"
-    if ok and metrics_file.exists():
-        spec.result = json.loads(metrics_file.read_text())
+class SubmissionError(UserError):
+    """The executor could not start the sweep's jobs; nothing ran."""
 
 
 # ---------------------------------------------------------------------------------------------- local
-def run_local(specs: Sequence[Spec], max_parallel: int) -> None:
+def run_local(cfgs: Sequence[Config], max_parallel: int) -> list[str]:
     """Subprocesses, `max_parallel` at a time, torch threads split among them."""
     threads = max(1, (os.cpu_count() or 1) // max_parallel)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    queue, active = list(specs), {}
-    with tqdm(total=len(specs), desc="runs", unit="run", dynamic_ncols=True) as bar:
+    errors = [""] * len(cfgs)
+    queue, active = list(range(len(cfgs))), {}
+    with tqdm(total=len(cfgs), desc="runs", unit="run", dynamic_ncols=True) as bar:
         while queue or active:
             while queue and len(active) < max_parallel:
-                spec = queue.pop(0)
-                active[_start_local(spec, env)] = (spec, time.perf_counter())
+                index = queue.pop(0)
+                active[_start_local(cfgs[index], env)] = index
             time.sleep(0.5)
-            for process, (spec, started) in list(active.items()):
+            for process, index in list(active.items()):
                 if process.poll() is None:
                     continue
                 del active[process]
-                spec.wall_time_s = time.perf_counter() - started
-                log = runs.run_dir(spec.cfg) / "train.log"
-                _finish(spec, process.returncode == 0, "" if process.returncode == 0 else _last_line(log))
+                if process.returncode != 0:
+                    errors[index] = _last_line(runs.run_dir(cfgs[index]) / LOG_NAME)
                 bar.update(1)
+    return errors
 
 
-def _start_local(spec: Spec, env: dict) -> subprocess.Popen:
-    folder = runs.run_dir(spec.cfg)
+def _start_local(cfg: Config, env: dict) -> subprocess.Popen:
+    folder = runs.run_dir(cfg)
     folder.mkdir(parents=True, exist_ok=True)
     config_file = folder / "sweep_config.yaml"
-    dump_config(spec.cfg, config_file)
-    command = [sys.executable, "-m", "ifrvis.engine.train", str(config_file), "--resume"]
-    with open(folder / "train.log", "a") as log:  # the child keeps its own copy of the descriptor
+    dump_config(cfg, config_file)
+    command = [sys.executable, "-m", "ifrvis.launch.job", str(config_file)]
+    with open(folder / LOG_NAME, "a") as log:  # the child keeps its own copy of the descriptor
         return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
 
 
@@ -101,7 +95,7 @@ def slurm_job_class():
             try:
                 # Slurm sends SIGTERM, then SIGUSR2, on preemption: submitit ignores the first and
                 # requeues on the second, so the run stops on SIGUSR2 only.
-                return run_spec(cfg_dict, stop_signals=(signal.SIGUSR2,))
+                return run_job(cfg_dict, stop_signals=(signal.SIGUSR2,))
             except Interrupted as stop:
                 signal.raise_signal(stop.signum)  # submitit's handler: requeue (and exit)
                 raise
@@ -117,26 +111,51 @@ def slurm_folder(sweep: str) -> Path:
     return Path(os.environ.get("IFRVIS_SLURM_LOGS", Path.cwd() / "slurm" / "logs")).resolve() / sweep
 
 
-def run_slurm(specs: Sequence[Spec], sweep: str, profile: str, overrides: dict, poll_s: float = 5.0) -> list:
+def submit_slurm(cfgs: Sequence[Config], sweep: str, profile: str, overrides: dict) -> list:
+    """The job array, submitted; a SubmissionError in one line when Slurm refuses it or is not there."""
     from ifrvis.launch.slurm_profile import slurm_executor
 
-    executor = slurm_executor(slurm_folder(sweep) / "%j", profile, overrides)
+    if shutil.which("sbatch") is None:
+        raise SubmissionError("Slurm: sbatch is not on PATH (not a Slurm login node? try --executor local)")
+    try:
+        executor = slurm_executor(slurm_folder(sweep) / "%j", profile, overrides)
+    except (
+        FileNotFoundError,
+        KeyError,
+        TypeError,
+        ValueError,
+    ) as error:  # the profile's, naming file and key
+        raise SubmissionError(f"Slurm profile: {error.args[0] if error.args else error}") from error
     executor.update_parameters(name=f"ifrvis-{sweep}")
-    jobs = executor.map_array(slurm_job_class()(), [to_dict(spec.cfg) for spec in specs])
-    started = time.perf_counter()
-    pending = dict(zip(jobs, specs))
+    # submitit prints sbatch's stderr before raising it: the error below says it once.
+    with contextlib.redirect_stderr(io.StringIO()):
+        try:
+            return executor.map_array(slurm_job_class()(), [to_dict(cfg) for cfg in cfgs])
+        except Exception as error:  # submitit's FailedJobError holds sbatch's message
+            raise SubmissionError(f"Slurm refused the job array: {_one_line(error)}") from error
+
+
+def wait_slurm(jobs: Sequence, poll_s: float = 5.0) -> list[str]:
+    """Wait for every job of the array; one error per job."""
+    errors = [""] * len(jobs)
+    pending = dict(enumerate(jobs))
     with tqdm(total=len(jobs), desc=f"slurm {jobs[0].job_id.split('_')[0]}", unit="run") as bar:
         while pending:
             time.sleep(poll_s)
-            for job, spec in list(pending.items()):
+            for index, job in list(pending.items()):
                 if not job.done():
                     continue
-                del pending[job]
-                spec.wall_time_s = time.perf_counter() - started
+                del pending[index]
                 error = job.exception()
-                _finish(spec, error is None, "" if error is None else str(error).strip().splitlines()[-1])
+                errors[index] = "" if error is None else f"Slurm job {job.job_id}: {_one_line(error)}"
                 bar.update(1)
-    return jobs
+    return errors
+
+
+def _one_line(error: BaseException) -> str:
+    """The last non-empty line of an error (sbatch's message, a job's final exception)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
 
 
 # ------------------------------------------------------------------------------------------------ ray
@@ -144,38 +163,66 @@ def _ray_trainable(config: dict) -> None:
     from ray import tune
 
     os.chdir(config["cwd"])  # relative data paths are relative to where the sweep was launched
-    metrics = run_spec(config["spec"], stop_signals=())  # Ray runs trials in threads: no signal handlers
+    metrics = run_job(config["spec"], stop_signals=())  # Ray runs trials in threads: no signal handlers
     tune.report({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
 
 
-def run_ray(specs: Sequence[Spec], sweep: str, max_parallel: int, address: str = "", gpus: float = 0) -> None:
+def start_ray(address: str = "") -> None:
+    """Connect to the Ray cluster at `address`, or start a local one; a SubmissionError when there is
+    no cluster there."""
+    import ray
+
+    _probe_ray(address)
+    try:
+        if address:
+            ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+        else:
+            cpus = os.cpu_count() or 1
+            ray.init(num_cpus=cpus, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        raise SubmissionError(
+            f"Ray: no cluster at {address or 'a new local Ray'}: {_one_line(error)}"
+        ) from error
+
+
+def _probe_ray(address: str, timeout_s: float = 5.0) -> None:
+    """Fail in seconds when nothing listens at a `host:port` address (ray.init would retry for a minute)."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():  # "", "auto", ...: Ray resolves those itself
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as error:
+        raise SubmissionError(f"Ray: no cluster answers at {address} ({error.strerror or error})") from error
+
+
+def run_ray(cfgs: Sequence[Config], sweep: str, max_parallel: int, gpus: float = 0) -> list[str]:
+    """The runs as a Tune grid on the Ray that `start_ray` connected to; shuts Ray down at the end."""
     import ray
     from ray import tune
 
-    cpus = os.cpu_count() or 1
-    if address:
-        ray.init(address=address, ignore_reinit_error=True)
-    else:
-        ray.init(num_cpus=cpus, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
     try:
+        cpus = int(ray.cluster_resources().get("CPU", 1))
         per_trial = {"cpu": max(1, cpus // max_parallel), "gpu": gpus}
         tuner = tune.Tuner(
             tune.with_resources(_ray_trainable, per_trial),
-            param_space={"spec": tune.grid_search([to_dict(s.cfg) for s in specs]), "cwd": str(Path.cwd())},
+            param_space={"spec": tune.grid_search([to_dict(c) for c in cfgs]), "cwd": str(Path.cwd())},
             tune_config=tune.TuneConfig(max_concurrent_trials=max_parallel),
             run_config=tune.RunConfig(  # Ray's own trial records, beside the runs' folders
                 name=sweep,
-                storage_path=str(Path(specs[0].cfg.logging.output_dir).resolve() / "ray"),
+                storage_path=str(Path(cfgs[0].logging.output_dir).resolve() / "ray"),
                 verbose=0,
             ),
         )
-        started = time.perf_counter()
         grid = tuner.fit()
         by_identity = {runs.run_identity(config_from_dict(r.config["spec"])): r for r in grid}
-        for spec in specs:
-            result = by_identity.get(spec.identity)
-            spec.wall_time_s = time.perf_counter() - started
+        errors = []
+        for cfg in cfgs:
+            result = by_identity.get(runs.run_identity(cfg))
             ok = result is not None and result.error is None
-            _finish(spec, ok, "" if ok else str(getattr(result, "error", "no result")).splitlines()[-1])
+            errors.append(
+                "" if ok else _one_line(getattr(result, "error", None) or RuntimeError("no result"))
+            )
+        return errors
     finally:
         ray.shutdown()

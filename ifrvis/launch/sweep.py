@@ -1,35 +1,61 @@
-"""Sweeps: a list of run specs with stable identities, handed to one executor.
+"""Sweeps: base configs x a grid of config keys x seeds, each run known by its identity.
 
-Re-running a sweep is idempotent: identities whose MLflow run FINISHED are skipped, interrupted ones
-resume from their checkpoint into the same MLflow run, FAILED ones re-run only with `retry_failed`.
-Every child MLflow run is created here, in one process, before any job starts, so concurrent jobs
-never create two runs for one identity.
+    sweep = expand(["experiments/configs/synthetic_tiny.yaml"], range(5), "ablation_lambda_e",
+                   grid={"loss.lambda_e": [0.0, 0.3, 1.0]})
+    status = run_sweep(sweep, executor="local", max_parallel=2)
+
+The grid's keys are the sweep's *swept keys*: recorded on its parent run and every child (tags
+`swept_keys`, `swept.<key>`), carried in the runs' names, and the columns analysis groups by.
+
+Re-running a sweep is idempotent: identities whose MLflow run FINISHED are skipped (whichever sweep
+made them: the run then joins this sweep too), interrupted ones resume from their checkpoint into the
+same MLflow run, FAILED ones re-run only with `retry_failed`. Every child run is created here, in one
+process, before any job starts, so concurrent jobs never create two runs for one identity. A sweep
+whose jobs cannot be submitted removes the runs it just created and marks its parent FAILED with the
+reason, so the next attempt starts clean.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import re
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from ifrvis import tracking
+from ifrvis import runstore
 from ifrvis.config import Config, load_config, run_identity
 from ifrvis.engine import runs
 from ifrvis.engine.train import preflight
+from ifrvis.errors import UserError
 
 # What a spec's MLflow run and checkpoint say about it.
 DONE, RESUME, FAILED, PENDING = "done", "resume", "failed", "pending"
+SWEEP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # it becomes part of MLflow tag keys
+
+
+@dataclass
+class Sweep:
+    """A named list of run configs and the config keys its grid varies."""
+
+    name: str
+    cfgs: list[Config]
+    swept_keys: list[str]
 
 
 @dataclass
 class Spec:
+    """One run of a sweep and what the store says about it."""
+
     cfg: Config
+    swept_keys: Sequence[str] = ()
     state: str = PENDING
     run_id: str = ""
-    result: dict = dataclasses.field(default_factory=dict)
+    created: bool = False  # its MLflow run was made by this plan
+    metrics: dict = dataclasses.field(default_factory=dict)
     error: str = ""
-    wall_time_s: float = 0.0
 
     @property
     def identity(self) -> str:
@@ -37,50 +63,54 @@ class Spec:
 
     @property
     def label(self) -> str:
-        return f"{self.cfg.name} seed={self.cfg.seed} λ_e={self.cfg.loss.lambda_e}"
+        return runstore.run_name(self.cfg, self.swept_keys)
 
 
 def expand(
-    configs: Sequence[str], seeds: Sequence[int], sweep: str, overrides: Sequence[str] = (), grid=None
-) -> list[Config]:
-    """One config per (config file, grid point, seed); `grid` is a list of override lists."""
+    configs: Sequence[str],
+    seeds: Sequence[int],
+    name: str,
+    overrides: Sequence[str] = (),
+    grid: Mapping[str, Sequence] | None = None,
+) -> Sweep:
+    """One config per (config file, grid point, seed), the grid being every combination of its keys'
+    values; the store's URI is resolved here, once, into every config."""
+    if not SWEEP_NAME.fullmatch(name):
+        raise UserError(f"sweep name {name!r}: use letters, digits, '_', '.' and '-' only")
+    grid = dict(grid or {})
+    points = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
     cfgs = []
     for path in configs:
-        for point in grid or [[]]:
+        for point in points:
             for seed in seeds:
-                cfgs.append(load_config(path, [*overrides, *point, f"seed={seed}", f"logging.sweep={sweep}"]))
+                assignments = [f"{key}={value}" for key, value in point.items()]
+                cfg = load_config(path, [*overrides, *assignments, f"seed={seed}", f"logging.sweep={name}"])
+                uri = runstore.resolve_uri(cfg.logging.mlflow_uri)
+                cfgs.append(
+                    dataclasses.replace(cfg, logging=dataclasses.replace(cfg.logging, mlflow_uri=uri))
+                )
     identities = [run_identity(cfg) for cfg in cfgs]
     if len(set(identities)) != len(identities):
-        raise ValueError("the sweep lists the same run (same config and seed) twice")
-    return cfgs
+        raise UserError(
+            f"sweep {name!r} lists the same run twice (configs that differ only in name or dataset label, "
+            "or a repeated grid value)"
+        )
+    return Sweep(name, cfgs, list(grid))
 
 
-def parent_run(cfgs: Sequence[Config], sweep: str) -> str:
-    """The sweep's MLflow parent run (tags sweep=<name>, sweep_parent=1): found again on a re-run."""
-    first = cfgs[0]
-    mlflow = tracking.client(first.logging.mlflow_uri)
-    existing = tracking.find_runs(mlflow, first.logging.experiment, sweep=sweep, sweep_parent="1")
-    if existing:
-        return existing[0].info.run_id
-    run = tracking.with_retry(
-        mlflow.create_run,
-        tracking.experiment_id(mlflow, first.logging.experiment),
-        run_name=f"sweep-{sweep}",
-        tags={"sweep": sweep, "sweep_parent": "1", "git_commit": runs.git_commit()},
-    )
-    return run.info.run_id
-
-
-def classify(cfg: Config) -> Spec:
+def classify(cfg: Config, swept_keys: Sequence[str] = ()) -> Spec:
     """A spec with the state its MLflow run and checkpoint say (final metrics when done)."""
-    run = runs.find_run(cfg)
+    run = runstore.find_run(cfg)
     if run is None:
-        return Spec(cfg, PENDING)
-    if run.info.status == "FINISHED":
-        return Spec(cfg, DONE, run.info.run_id, result=dict(run.data.metrics))
-    if run.info.status == "FAILED":
-        return Spec(cfg, FAILED, run.info.run_id, error=run.data.tags.get("error", ""))
-    return Spec(cfg, RESUME if runs.checkpoint_path(cfg).exists() else PENDING, run.info.run_id)
+        return Spec(cfg, swept_keys)
+    spec = Spec(cfg, swept_keys, run_id=run.info.run_id, metrics=dict(run.data.metrics))
+    if run.info.status == runstore.FINISHED:
+        spec.state = DONE
+    elif run.info.status == runstore.FAILED:
+        spec.state, spec.error = FAILED, run.data.tags.get(runstore.ERROR_TAG, "")
+    else:
+        spec.state = RESUME if runs.checkpoint_path(cfg).exists() else PENDING
+    return spec
 
 
 def check_inputs(cfgs: Sequence[Config]) -> None:
@@ -94,21 +124,25 @@ def check_inputs(cfgs: Sequence[Config]) -> None:
             preflight(cfg)
 
 
-def plan(cfgs: Sequence[Config], sweep: str, retry_failed: bool = False, create: bool = True) -> list[Spec]:
+def plan(sweep: Sweep, retry_failed: bool = False, create: bool = True) -> list[Spec]:
     """Attach each config to the sweep's parent run and classify it; with `create`, make the MLflow
-    runs of pending specs now (one process: no duplicate runs under concurrency)."""
-    parent = parent_run(cfgs, sweep) if create else ""
-    stored = create or tracking.store_exists(cfgs[0].logging.mlflow_uri)  # a dry run creates no store
+    runs of pending specs now (one process: no duplicate runs under concurrency) and make runs found by
+    identity members of this sweep. Without `create` (a dry run) nothing is written."""
+    first = sweep.cfgs[0]
+    parent = runstore.parent_run(first, sweep.name, sweep.swept_keys) if create else ""
+    stored = create or runstore.store_exists(first.logging.mlflow_uri)
     specs = []
-    for cfg in cfgs:
+    for cfg in sweep.cfgs:
         cfg = dataclasses.replace(
-            cfg, logging=dataclasses.replace(cfg.logging, sweep=sweep, parent_run_id=parent)
+            cfg, logging=dataclasses.replace(cfg.logging, sweep=sweep.name, parent_run_id=parent)
         )
-        spec = classify(cfg) if stored else Spec(cfg, PENDING)
+        spec = classify(cfg, sweep.swept_keys) if stored else Spec(cfg, sweep.swept_keys)
         if spec.state == FAILED and retry_failed:
             spec.state, spec.error = (RESUME if runs.checkpoint_path(cfg).exists() else PENDING), ""
-        if create and spec.state == PENDING and not spec.run_id:
-            spec.run_id = runs.create_run(cfg)
+        if create and spec.run_id:
+            runstore.join_sweep(cfg, spec.run_id)
+        elif create:
+            spec.run_id, spec.created = runstore.create_run(cfg, sweep.swept_keys), True
         specs.append(spec)
     return specs
 
@@ -117,13 +151,111 @@ def to_launch(specs: Sequence[Spec]) -> list[Spec]:
     return [spec for spec in specs if spec.state in (PENDING, RESUME)]
 
 
-def summary_table(specs: Sequence[Spec]) -> str:
-    """Markdown: per spec its status, MLflow run id, AP and wall time."""
-    lines = ["| run | identity | status | MLflow run | AP | wall time |", "|---|---|---|---|---|---|"]
+def run_sweep(
+    sweep: Sweep,
+    executor: str = "local",
+    max_parallel: int = 1,
+    retry_failed: bool = False,
+    dry_run: bool = False,
+    slurm: Mapping | None = None,
+    ray: Mapping | None = None,
+) -> int:
+    """Check the inputs, plan, launch what is missing on `executor` (local | slurm | ray), print the
+    summary; 0 when every run finished. `slurm`: {profile, overrides}; `ray`: {address, gpus}."""
+    check_inputs(sweep.cfgs)
+    specs = plan(sweep, retry_failed, create=not dry_run)
+    counts = {state: sum(s.state == state for s in specs) for state in (DONE, RESUME, FAILED, PENDING)}
+    keys = f" over {', '.join(sweep.swept_keys)}" if sweep.swept_keys else ""
+    print(
+        f"sweep '{sweep.name}'{keys}: {len(specs)} runs: " + ", ".join(f"{n} {k}" for k, n in counts.items())
+    )
+    if dry_run:
+        print(summary_table(specs))
+        return 0
+    parent = runstore.RunLogger(sweep.cfgs[0].logging.mlflow_uri, specs[0].cfg.logging.parent_run_id)
+    launch = to_launch(specs)
+    if launch:
+        parent.delete_tag(runstore.ERROR_TAG)
+        parent.set_status(runstore.RUNNING)
+        try:
+            errors = _execute(
+                launch, sweep.name, executor, min(max_parallel, len(launch)), slurm or {}, ray or {}
+            )
+        except UserError as error:  # nothing was submitted
+            _undo_plan(launch, parent, f"submission failed: {error}")
+            raise
+        for spec, error in zip(launch, errors):
+            _settle(spec, error)
+    print(summary_table(specs))
+    done = all(s.state == DONE for s in specs)
+    parent.set_status(runstore.FINISHED if done else runstore.FAILED)
+    failed = [s for s in specs if s.state == FAILED]
+    if failed:
+        print(f"{len(failed)} run(s) failed; fix and re-run with --retry-failed", file=sys.stderr)
+    return 0 if done else 1
+
+
+def _execute(specs: Sequence[Spec], sweep: str, executor: str, max_parallel: int, slurm, ray) -> list[str]:
+    """Submit the specs' jobs on `executor` and wait for them; one error per spec ("" when it ended
+    well). Raises a UserError (nothing submitted) when the executor cannot take them."""
+    from ifrvis.launch import executors
+
+    cfgs = [spec.cfg for spec in specs]
+    _mark_submitted(specs)  # before: a job may start before the submission call returns
+    if executor == "slurm":
+        jobs = executors.submit_slurm(cfgs, sweep, slurm.get("profile", "local"), slurm.get("overrides", {}))
+        return executors.wait_slurm(jobs)
+    if executor == "ray":
+        executors.start_ray(ray.get("address", ""))
+        return executors.run_ray(cfgs, sweep, max_parallel, ray.get("gpus", 0.0))
+    return executors.run_local(cfgs, max_parallel)
+
+
+def _mark_submitted(specs: Sequence[Spec]) -> None:
+    """The time each job's queue time is measured from."""
+    now = time.time()
     for spec in specs:
-        ap = spec.result.get("AP")
+        runstore.RunLogger(spec.cfg.logging.mlflow_uri, spec.run_id).set_tags(
+            {runstore.SUBMITTED_TAG: f"{now:.3f}"}
+        )
+
+
+def _undo_plan(specs: Sequence[Spec], parent: runstore.RunLogger, reason: str) -> None:
+    """After a failed submission: the runs this plan created go, the parent says why it FAILED."""
+    runstore.discard(specs[0].cfg.logging.mlflow_uri, [s.run_id for s in specs if s.created])
+    parent.set_tags({runstore.ERROR_TAG: reason[:5000]})
+    parent.set_status(runstore.FAILED)
+
+
+def _settle(spec: Spec, job_error: str) -> None:
+    """The spec's state after its job, as the store records it. A job that ended without ending its
+    run (killed by the scheduler, out of memory, a crash before training) leaves the run FAILED with
+    the job's error, never RUNNING; a run stopped for a requeue (KILLED) stays resumable."""
+    settled = classify(spec.cfg, spec.swept_keys)
+    spec.metrics, spec.state, spec.error = settled.metrics, settled.state, settled.error
+    if spec.state in (PENDING, RESUME) and job_error:
+        store_run = runstore.find_run(spec.cfg)
+        if store_run is not None and store_run.info.status != runstore.KILLED:
+            runstore.mark_failed(spec.cfg.logging.mlflow_uri, store_run.info.run_id, job_error)
+        spec.state, spec.error = FAILED, job_error
+
+
+def _clock(seconds: float | None) -> str:
+    return time.strftime("%H:%M:%S", time.gmtime(seconds)) if seconds is not None else "-"
+
+
+def summary_table(specs: Sequence[Spec]) -> str:
+    """Markdown: per spec its status, MLflow run id, AP, its own run time and its time queued."""
+    lines = [
+        "| run | identity | status | MLflow run | AP | run time | queued |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for spec in specs:
+        ap = spec.metrics.get("AP")
         ap_text = f"{100 * ap:.1f}" if isinstance(ap, float) else "-"
-        wall = time.strftime("%H:%M:%S", time.gmtime(spec.wall_time_s)) if spec.wall_time_s else "-"
         status = spec.state + (f": {spec.error[:60]}" if spec.error else "")
-        lines.append(f"| {spec.label} | {spec.identity} | {status} | {spec.run_id} | {ap_text} | {wall} |")
+        times = [_clock(spec.metrics.get(key)) for key in (runstore.RUN_TIME, runstore.QUEUE_TIME)]
+        lines.append(
+            f"| {spec.label} | {spec.identity} | {status} | {spec.run_id} | {ap_text} | {' | '.join(times)} |"
+        )
     return "\n".join(lines)

@@ -1,16 +1,11 @@
-"""The flags every sweep launcher shares, and the one function that runs a sweep."""
+"""The command-line flags every sweep launcher (experiments/*.py) shares, and the call they end in."""
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
-from collections.abc import Sequence
 
-from ifrvis import tracking
-from ifrvis.config import Config
-from ifrvis.launch import executors
-from ifrvis.launch.sweep import DONE, FAILED, Spec, check_inputs, plan, summary_table, to_launch
+from ifrvis.launch.sweep import Sweep, run_sweep
 
 # Profile keys (slurm/profiles/*.yaml) that can be overridden by a flag of the same name.
 SLURM_FLAGS = {
@@ -59,37 +54,14 @@ def slurm_overrides(args: argparse.Namespace) -> dict:
     return {key: value for key, value in values.items() if value is not None}
 
 
-def _set_parent_status(specs: Sequence[Spec], status: str) -> None:
-    """The sweep's parent run runs while its children do and ends FINISHED when all finished."""
-    logging = specs[0].cfg.logging
-    tracking.RunLogger(logging.mlflow_uri, logging.parent_run_id).set_status(status)
-
-
-def run_sweep(cfgs: Sequence[Config], args: argparse.Namespace) -> int:
-    """Check the inputs, plan, launch what is missing on the chosen executor, print the summary; 1 if
-    a run failed."""
-    check_inputs(cfgs)
-    specs = plan(cfgs, args.sweep, retry_failed=args.retry_failed, create=not args.dry_run)
-    launch = to_launch(specs)
-    counts = {
-        state: sum(s.state == state for s in specs) for state in ("done", "resume", "failed", "pending")
-    }
-    print(f"sweep '{args.sweep}': {len(specs)} runs: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
-    if args.dry_run:
-        print(summary_table(specs))
-        return 0
-    if launch:
-        _set_parent_status(specs, "RUNNING")
-        max_parallel = min(args.max_parallel, len(launch))
-        if args.executor == "local":
-            executors.run_local(launch, max_parallel)
-        elif args.executor == "slurm":
-            executors.run_slurm(launch, args.sweep, args.slurm_profile, slurm_overrides(args))
-        else:
-            executors.run_ray(launch, args.sweep, max_parallel, args.ray_address, args.gpus_per_run)
-    print(summary_table(specs))
-    failed = [s for s in specs if s.state == FAILED]
-    _set_parent_status(specs, "FINISHED" if all(s.state == DONE for s in specs) else "FAILED")
-    if failed:
-        print(f"{len(failed)} run(s) failed; fix and re-run with --retry-failed", file=sys.stderr)
-    return 1 if failed or any(s.state != DONE for s in specs) else 0
+def run_from_arguments(sweep: Sweep, args: argparse.Namespace) -> int:
+    """`run_sweep` with the flags of `add_sweep_arguments`."""
+    return run_sweep(
+        sweep,
+        executor=args.executor,
+        max_parallel=args.max_parallel,
+        retry_failed=args.retry_failed,
+        dry_run=args.dry_run,
+        slurm={"profile": args.slurm_profile, "overrides": slurm_overrides(args)},
+        ray={"address": args.ray_address, "gpus": args.gpus_per_run},
+    )

@@ -1,9 +1,11 @@
-"""Load a sweep's runs from MLflow into pandas and audit them before anything is averaged.
+"""Audit a sweep's runs before anything is averaged: which enter, which are left out, and why.
 
-    runs = load_runs("table1")                       # one row per run, params/tags cast
-    audit = audit_runs(runs, seeds=5, metrics=["AP"]) # FINISHED, de-duplicated runs + problems
+    sweep = runstore.load_sweep("table1")                       # the runs as one frame (ifrvis.runstore)
+    audit = audit_runs(sweep.runs, seeds=5, metrics=["AP"], swept_keys=sweep.swept_keys)
     for line in audit.warnings: print(line)
 
+Rows group runs by method x backbone x dataset x the sweep's swept keys, plus whichever settings
+still tell configs of one group apart (Swin-L with 100 or 200 queries: `model.num_queries`).
 Only FINISHED runs with the metrics present enter averages. FAILED / unfinished runs, duplicates
 (several FINISHED runs with one `run_identity`: the latest is kept), runs without the metrics and
 groups with fewer seeds than asked are all reported in `audit.warnings`, never silently dropped.
@@ -11,64 +13,14 @@ groups with fewer seeds than asked are all reported in `audit.warnings`, never s
 
 from __future__ import annotations
 
-import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import mlflow
 import pandas as pd
 
-from ifrvis.tracking import resolve_uri
+from ifrvis.config import NON_SEMANTIC_KEYS
 
 BASE_GROUP_KEYS = ("method", "backbone", "dataset")
-# Tags every training run carries (docs/architecture.md, "Runs and MLflow").
-RUN_TAGS = ("sweep", "method", "backbone", "dataset", "seed", "lambda_e", "config_hash", "run_identity")
-
-
-def tracking_uri(uri: str = "") -> str:
-    """`uri`, else $MLFLOW_TRACKING_URI, else the absolute SQLite file in the project folder."""
-    return resolve_uri(uri or os.environ.get("MLFLOW_TRACKING_URI", ""))
-
-
-def cast_value(text: object) -> object:
-    """An MLflow param/tag string -> int, float, bool or None where it reads as one, else unchanged."""
-    if not isinstance(text, str):
-        return text
-    if text in ("True", "False"):
-        return text == "True"
-    if text == "None":
-        return None
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            continue
-    return text
-
-
-def load_runs(sweep: str, experiment: str = "ifrvis", uri: str = "") -> pd.DataFrame:
-    """All runs of `experiment` tagged `sweep=<sweep>`, without the sweep's parent run.
-
-    Columns: `run_id`, `status`, `start_time`, `end_time`, the tags of RUN_TAGS as plain columns
-    (`seed` int, `lambda_e` float), `metrics.*` (float) and `params.*` (cast from strings).
-    An unknown experiment or a sweep without runs gives an empty frame with those columns."""
-    mlflow.set_tracking_uri(tracking_uri(uri))
-    frame = mlflow.search_runs(
-        experiment_names=[experiment], filter_string=f"tags.sweep = '{sweep}'", output_format="pandas"
-    )
-    frame = frame.copy()
-    for column in ("run_id", "status", "start_time", "end_time"):
-        if column not in frame:
-            frame[column] = pd.Series(dtype=object)
-    if "tags.sweep_parent" in frame:
-        frame = frame[frame["tags.sweep_parent"].fillna("0").astype(str) != "1"]
-    for tag in RUN_TAGS:
-        column = f"tags.{tag}"
-        frame[tag] = frame[column] if column in frame else pd.Series(dtype=object)
-    frame["seed"] = pd.to_numeric(frame["seed"], errors="coerce").astype("Int64")
-    frame["lambda_e"] = pd.to_numeric(frame["lambda_e"], errors="coerce")
-    for column in [c for c in frame.columns if c.startswith("params.")]:
-        frame[column] = frame[column].map(cast_value).astype(object)
-    return frame.reset_index(drop=True)
 
 
 @dataclass
@@ -91,36 +43,58 @@ class RunAudit:
         ]
 
 
-def group_keys_for(runs: pd.DataFrame) -> tuple[list[str], list[str]]:
-    """(method, backbone, dataset), plus `lambda_e` when it separates configs that share a group, plus
-    `config_hash` when configs still collide. Returns (keys, warnings about the added keys)."""
-    keys = list(BASE_GROUP_KEYS)
-    warnings = []
+def with_param_columns(runs: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
+    """`runs` with a plain column `<key>` (from `params.<key>`) for each config key not yet a column."""
+    missing = {key: runs[f"params.{key}"] for key in keys if key not in runs and f"params.{key}" in runs}
+    return runs.assign(**missing) if missing else runs
+
+
+def _semantic(param: str) -> bool:
+    key = param.removeprefix("params.")
+    return not any(key == skip or key.startswith(f"{skip}.") for skip in NON_SEMANTIC_KEYS)
+
+
+def _mixed_groups(runs: pd.DataFrame, keys: list[str]) -> list[pd.DataFrame]:
+    """The groups under `keys` that hold more than one config (config_hash)."""
+    return [group for _, group in runs.groupby(keys, dropna=False) if group["config_hash"].nunique() > 1]
+
+
+def group_keys_for(runs: pd.DataFrame, swept_keys: Sequence[str] = ()) -> tuple[list[str], list[str]]:
+    """(method, backbone, dataset) and the swept keys; then, where configs still share a group, the
+    config keys whose values differ inside it (as columns from the params); `config_hash` with a
+    warning when nothing else tells them apart. Returns (keys, warnings)."""
+    runs = with_param_columns(runs, swept_keys)
+    keys = [*BASE_GROUP_KEYS, *(key for key in swept_keys if key in runs)]
     if runs.empty:
-        return keys, warnings
-    for extra in ("lambda_e", "config_hash"):
-        hashes = runs.groupby(keys, dropna=False)["config_hash"].nunique()
-        mixed = hashes[hashes > 1]
-        if mixed.empty:
-            break
-        keys.append(extra)
-        if extra == "config_hash":
-            groups = ", ".join(" / ".join(map(str, key)) for key in mixed.index)
-            warnings.append(
-                f"WARNING: several configs (config_hash) share a row group ({groups}): "
-                "rows are split by config_hash; check which settings differ"
-            )
-    return keys, warnings
+        return keys, []
+    differing = set()
+    for group in _mixed_groups(runs, keys):
+        for column in filter(_semantic, (c for c in group.columns if c.startswith("params."))):
+            if group[column].astype(str).nunique(dropna=False) > 1:
+                differing.add(column.removeprefix("params."))
+    keys += sorted(differing)
+    mixed = _mixed_groups(with_param_columns(runs, keys), keys)
+    if not mixed:
+        return keys, []
+    labels = ", ".join(" / ".join(map(str, group[list(BASE_GROUP_KEYS)].iloc[0])) for group in mixed)
+    return [*keys, "config_hash"], [
+        f"WARNING: several configs (config_hash) share a row group ({labels}) and no logged setting "
+        "tells them apart: rows are split by config_hash"
+    ]
 
 
 def _group_label(keys: list[str], values: tuple) -> str:
     return ", ".join(f"{k}={v}" for k, v in zip(keys, values))
 
 
-def audit_runs(runs: pd.DataFrame, seeds: int, metrics: list[str]) -> RunAudit:
+def audit_runs(
+    runs: pd.DataFrame, seeds: int, metrics: list[str], swept_keys: Sequence[str] = ()
+) -> RunAudit:
     """Keep the FINISHED runs with every `metrics.<m>` present, one per run_identity (the latest), and
-    report every run or seed left out. `seeds` is the number of seeds each row should average."""
-    keys, warnings = group_keys_for(runs)
+    report every run or seed left out. `seeds` is the number of seeds each row should average;
+    `swept_keys` (the sweep's) are row keys."""
+    keys, warnings = group_keys_for(runs, swept_keys)
+    runs = with_param_columns(runs, keys)
     excluded: list[str] = []
     runs = runs.assign(start_time=pd.to_datetime(runs["start_time"], utc=True))
     for status, group in runs[runs["status"] != "FINISHED"].groupby("status"):

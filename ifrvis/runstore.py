@@ -1,0 +1,429 @@
+"""The MLflow run store: where runs live, what they are named and tagged, and how they are read back.
+
+One module owns the run schema (docs/architecture.md, "Run schema"):
+
+- the store: `resolve_uri` decides it once, when a run or a sweep is planned, and the URI then
+  travels in every job's `cfg.logging.mlflow_uri`; `client` opens it, `with_retry` rides out
+  transient errors of a busy store;
+- writing: `create_run` (name, tags, params), `parent_run` (a sweep's), `join_sweep`, `RunLogger`
+  (metrics, tags, statuses), `mark_failed` and `discard` for runs whose jobs never ran;
+- reading: `find_run(s)` by tags, `load_sweep` (a sweep's runs as one pandas frame, its swept keys
+  and parent run).
+
+Everything goes through an explicit `MlflowClient` on an explicit URI, never MLflow's
+process-global tracking URI or active run, which several runs in one process would share.
+
+    python -m ifrvis.runstore init [URI]   # create the store's schema once, before a sweep
+"""
+
+from __future__ import annotations
+
+import fcntl
+import functools
+import os
+import random
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pandas as pd
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+from ifrvis.config import Config, config_hash, flatten, run_identity, to_dict
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+MAX_BATCH = 900  # MLflow accepts at most 1000 metrics per log_batch
+T = TypeVar("T")
+
+# ------------------------------------------------------------------------------------------ schema
+# The tags of a training run, each one column of `load_sweep`'s frame. Labels describe a run;
+# `config_hash` and `run_identity` identify it (config.py: the name and dataset are labels, not
+# identity, so one computation is one run whatever config file asked for it).
+RUN_TAGS = {
+    "sweep": "the sweep that created the run (its parent run holds it in the UI)",
+    "method": "model.decoder: ifr | mask2former",
+    "backbone": "model.backbone",
+    "dataset": "the config's dataset label",
+    "config": "the config's name",
+    "seed": "the seed",
+    "config_hash": "hash of the settings that change the computation (config.config_hash)",
+    "run_identity": "hash of (config_hash, seed): one identity, one run",
+    "git_commit": "the code's commit, '-dirty' with uncommitted changes",
+    "run_dir": "the run's folder (checkpoint, results, train.log)",
+    "swept_keys": "comma-separated config keys the sweep's grid varies ('' for none)",
+}
+MEMBER_PREFIX = "in_sweep."  # in_sweep.<name> = "1" for every sweep that planned the run
+SWEPT_PREFIX = "swept."  # swept.<key> = the run's value of each swept key
+PARENT_TAG = "sweep_parent"  # "1" on a sweep's parent run
+SUBMITTED_TAG = "submitted_at"  # Unix time the job was handed to its executor
+ERROR_TAG = "error"  # why the run FAILED
+# Metrics of the job around the run (launch/job.py); `train_time_s` is the training loop's own.
+QUEUE_TIME = "queue_time_s"  # from submission to the start of the run's first job
+RUN_TIME = "run_time_s"  # the jobs' own time, from each start to its end (training, evaluation)
+
+# Run statuses: a sweep creates its runs SCHEDULED; the job sets RUNNING, then one of the others.
+SCHEDULED, RUNNING, FINISHED, FAILED, KILLED = "SCHEDULED", "RUNNING", "FINISHED", "FAILED", "KILLED"
+
+
+# ------------------------------------------------------------------------------------------- store
+def resolve_uri(uri: str = "") -> str:
+    """`uri`, else $MLFLOW_TRACKING_URI, else the SQLite file `<project>/mlflow.db` (absolute path)."""
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    return Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
+
+
+def _is_transient(error: Exception) -> bool:
+    text = str(error).lower()
+    return "database is locked" in text or "_alembic_tmp" in text or "connection refused" in text
+
+
+def with_retry(fn: Callable[..., T], *args: Any, attempts: int = 8, **kwargs: Any) -> T:
+    """Call `fn`, retrying transient store errors (SQLite 'database is locked', a busy server)."""
+    for attempt in range(attempts):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as error:
+            if attempt == attempts - 1 or not _is_transient(error):
+                raise
+            time.sleep(min(0.2 * 2**attempt, 5.0) * (1 + random.random()))
+    raise AssertionError("unreachable")
+
+
+@functools.cache
+def init_store(uri: str) -> str:
+    """Create the store's schema once. Concurrent first use of a fresh SQLite file races on MLflow's
+    schema migration, so initialisation holds an exclusive file lock beside the database."""
+    path = _sqlite_path(uri)
+    if path is None:
+        return uri
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{path}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            MlflowClient(uri).search_experiments(max_results=1)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return uri
+
+
+def store_exists(uri: str = "") -> bool:
+    """False for a SQLite store whose file is not there yet (reading it would create it)."""
+    path = _sqlite_path(resolve_uri(uri))
+    return path is None or path.exists()
+
+
+def client(uri: str = "") -> MlflowClient:
+    """A client on an initialised store."""
+    return MlflowClient(init_store(resolve_uri(uri)))
+
+
+def experiment_id(mlflow: MlflowClient, name: str) -> str:
+    experiment = with_retry(mlflow.get_experiment_by_name, name)
+    if experiment is not None:
+        return experiment.experiment_id
+    try:
+        return with_retry(
+            mlflow.create_experiment,
+            name,
+            artifact_location=_artifact_location(mlflow, name),
+            tags={"mlflow.experimentKind": "custom_model_development"},  # model training, not GenAI
+        )
+    except Exception:  # created meanwhile by a concurrent run
+        return with_retry(mlflow.get_experiment_by_name, name).experiment_id
+
+
+def _artifact_location(mlflow: MlflowClient, name: str) -> str | None:
+    """Artifacts of a SQLite store beside the database file (MLflow's default is ./mlruns of whatever
+    the working directory is); a server decides for itself."""
+    path = _sqlite_path(mlflow.tracking_uri)
+    return (path.parent / "mlruns" / name).as_uri() if path is not None else None
+
+
+@functools.cache
+def git_commit() -> str:
+    """The project's commit, with '-dirty' when the work tree has changes; 'unknown' outside git."""
+    try:
+        commit, dirty = (
+            subprocess.run(
+                command, cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
+            ).stdout.strip()
+            for command in (
+                ["git", "rev-parse", "HEAD"],
+                ["git", "status", "--porcelain", "--untracked-files=no"],
+            )
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{commit}-dirty" if dirty else commit
+
+
+# -------------------------------------------------------------------------------- names and tags
+def member_tag(sweep: str) -> str:
+    return f"{MEMBER_PREFIX}{sweep}"
+
+
+def swept_values(cfg: Config, swept_keys: Sequence[str]) -> dict[str, Any]:
+    """The config's value of each swept key, e.g. {'loss.lambda_e': 0.3}."""
+    flat = flatten(to_dict(cfg))
+    return {key: flat[key] for key in swept_keys}
+
+
+def run_name(cfg: Config, swept_keys: Sequence[str] = ()) -> str:
+    """`<config name> <key>=<value> ... s<seed>`: the runs of a sweep tell themselves apart in the UI."""
+    values = " ".join(f"{key}={value}" for key, value in swept_values(cfg, swept_keys).items())
+    return " ".join(filter(None, [cfg.name, values, f"s{cfg.seed}"]))
+
+
+def run_tags(cfg: Config, swept_keys: Sequence[str] = ()) -> dict[str, str]:
+    """The tags of RUN_TAGS, the sweep's membership and swept values, and the parent run."""
+    from ifrvis.engine.runs import run_dir  # here, not at the top: readers of the store need no torch
+
+    tags = {
+        "sweep": cfg.logging.sweep,
+        "method": cfg.model.decoder,
+        "backbone": cfg.model.backbone,
+        "dataset": cfg.dataset,
+        "config": cfg.name,
+        "seed": str(cfg.seed),
+        "config_hash": config_hash(cfg),
+        "run_identity": run_identity(cfg),
+        "git_commit": git_commit(),
+        "run_dir": str(run_dir(cfg)),
+        "swept_keys": ",".join(swept_keys),
+    }
+    tags.update({f"{SWEPT_PREFIX}{key}": str(v) for key, v in swept_values(cfg, swept_keys).items()})
+    if cfg.logging.sweep:
+        tags[member_tag(cfg.logging.sweep)] = "1"
+    if cfg.logging.parent_run_id:
+        tags["mlflow.parentRunId"] = cfg.logging.parent_run_id
+    return tags
+
+
+def _split_keys(text: str | None) -> list[str]:
+    return [key for key in (text or "").split(",") if key]
+
+
+# ------------------------------------------------------------------------------------------ writing
+def create_run(cfg: Config, swept_keys: Sequence[str] | None = None) -> str:
+    """A new SCHEDULED run for `cfg` with its name, tags and the flattened config as params; its id.
+    `swept_keys` default to those of the sweep's parent run (none outside a sweep)."""
+    mlflow = client(cfg.logging.mlflow_uri)
+    if swept_keys is None:
+        swept_keys = parent_swept_keys(mlflow, cfg.logging.parent_run_id)
+    run = with_retry(
+        mlflow.create_run,
+        experiment_id(mlflow, cfg.logging.experiment),
+        run_name=run_name(cfg, swept_keys),
+        tags=run_tags(cfg, swept_keys),
+    )
+    logger = RunLogger(cfg.logging.mlflow_uri, run.info.run_id)
+    logger.log_params(flatten(to_dict(cfg)))
+    logger.set_status(SCHEDULED)
+    return run.info.run_id
+
+
+def parent_swept_keys(mlflow: MlflowClient, parent_run_id: str) -> list[str]:
+    if not parent_run_id:
+        return []
+    return _split_keys(with_retry(mlflow.get_run, parent_run_id).data.tags.get("swept_keys"))
+
+
+def parent_run(cfg: Config, sweep: str, swept_keys: Sequence[str]) -> str:
+    """The sweep's parent run (tags sweep, in_sweep.<sweep>, sweep_parent=1, swept_keys), found again
+    on a re-run; its swept keys are this plan's."""
+    mlflow = client(cfg.logging.mlflow_uri)
+    tags = {"sweep": sweep, member_tag(sweep): "1", PARENT_TAG: "1", "swept_keys": ",".join(swept_keys)}
+    existing = find_runs(mlflow, cfg.logging.experiment, sweep=sweep, **{PARENT_TAG: "1"})
+    if existing:
+        RunLogger(cfg.logging.mlflow_uri, existing[0].info.run_id).set_tags(tags)
+        return existing[0].info.run_id
+    run = with_retry(
+        mlflow.create_run,
+        experiment_id(mlflow, cfg.logging.experiment),
+        run_name=f"sweep-{sweep}",
+        tags={**tags, "git_commit": git_commit()},
+    )
+    return run.info.run_id
+
+
+def join_sweep(cfg: Config, run_id: str) -> None:
+    """Make a run found by identity a member of `cfg.logging.sweep` too (a run another sweep made)."""
+    RunLogger(cfg.logging.mlflow_uri, run_id).set_tags({member_tag(cfg.logging.sweep): "1"})
+
+
+def mark_failed(uri: str, run_id: str, reason: str) -> None:
+    """FAILED with the reason as its `error` tag."""
+    logger = RunLogger(uri, run_id)
+    logger.set_tags({ERROR_TAG: reason[:5000]})
+    logger.set_status(FAILED)
+
+
+def discard(uri: str, run_ids: Sequence[str]) -> None:
+    """Delete runs that hold nothing yet (created for jobs that were never submitted), so that the
+    next plan of the sweep starts as if they had never been made."""
+    mlflow = client(uri)
+    for run_id in run_ids:
+        with_retry(mlflow.delete_run, run_id)
+
+
+class RunLogger:
+    """Logging into one existing MLflow run, with retries on transient store errors."""
+
+    def __init__(self, uri: str, run_id: str):
+        self.mlflow = client(uri)
+        self.run_id = run_id
+
+    def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
+        self.log_metric_history([(step, metrics)])
+
+    def log_metric_history(self, history: list[tuple[int, dict[str, float]]]) -> None:
+        """[(step, {key: value})] in one batched call per MAX_BATCH entries."""
+        now = int(time.time() * 1000)
+        entries = [Metric(k, float(v), now, step) for step, values in history for k, v in values.items()]
+        for start in range(0, len(entries), MAX_BATCH):
+            with_retry(self.mlflow.log_batch, self.run_id, metrics=entries[start : start + MAX_BATCH])
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        entries = [Param(key, str(value)[:6000]) for key, value in params.items()]
+        for start in range(0, len(entries), 90):  # MLflow: at most 100 params per batch
+            with_retry(self.mlflow.log_batch, self.run_id, params=entries[start : start + 90])
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        with_retry(self.mlflow.log_batch, self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def delete_tag(self, key: str) -> None:
+        """Remove tag `key` if the run has it."""
+        if key in with_retry(self.mlflow.get_run, self.run_id).data.tags:
+            with_retry(self.mlflow.delete_tag, self.run_id, key)
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        with_retry(self.mlflow.log_artifact, self.run_id, str(path), artifact_path)
+
+    def set_status(self, status: str) -> None:
+        if status in (FINISHED, FAILED, KILLED):
+            with_retry(self.mlflow.set_terminated, self.run_id, status)
+        else:
+            with_retry(self.mlflow.update_run, self.run_id, status=status)
+
+
+# ------------------------------------------------------------------------------------------ reading
+def _filter(tags: dict[str, str]) -> str:
+    # Backticks: tag keys such as in_sweep.<name> hold dots.
+    return " and ".join(f"tags.`{key}` = '{value}'" for key, value in tags.items())
+
+
+def find_runs(mlflow: MlflowClient, experiment: str, **tags: str) -> list:
+    """Runs of `experiment` whose tags equal `tags` (e.g. run_identity=...), newest first; reading
+    creates nothing (no experiment, no run)."""
+    found = with_retry(mlflow.get_experiment_by_name, experiment)
+    if found is None:
+        return []
+    runs, token = [], None
+    while True:
+        page = with_retry(
+            mlflow.search_runs,
+            [found.experiment_id],
+            filter_string=_filter(tags),
+            order_by=["attributes.start_time DESC"],
+            max_results=1000,
+            page_token=token,
+        )
+        runs += list(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def find_run(cfg: Config) -> object | None:
+    """The newest run with this config's identity, whichever sweep made it; None when there is none."""
+    runs = find_runs(client(cfg.logging.mlflow_uri), cfg.logging.experiment, run_identity=run_identity(cfg))
+    return runs[0] if runs else None
+
+
+@dataclass
+class SweepRuns:
+    """A sweep as the store holds it: its runs, the keys its grid varies, its parent run."""
+
+    runs: pd.DataFrame
+    swept_keys: list[str]
+    parent_run_id: str | None
+
+
+def cast_value(text: object) -> object:
+    """An MLflow param/tag string -> int, float, bool or None where it reads as one, else unchanged."""
+    if not isinstance(text, str):
+        return text
+    if text in ("True", "False"):
+        return text == "True"
+    if text == "None":
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            continue
+    return text
+
+
+def runs_frame(runs: Sequence) -> pd.DataFrame:
+    """One row per run: `run_id`, `run_name`, `status`, `start_time`, `end_time` (UTC), the tags of
+    RUN_TAGS as plain columns (`seed` an integer), and `tags.*`, `params.*` (cast), `metrics.*`."""
+    rows = []
+    for run in runs:
+        row = {
+            "run_id": run.info.run_id,
+            "run_name": run.info.run_name,
+            "status": run.info.status,
+            "start_time": pd.to_datetime(run.info.start_time, unit="ms", utc=True),
+            "end_time": pd.to_datetime(run.info.end_time, unit="ms", utc=True),
+        }
+        row |= {key: run.data.tags.get(key) for key in RUN_TAGS}
+        row |= {f"tags.{k}": v for k, v in run.data.tags.items()}
+        row |= {f"params.{k}": cast_value(v) for k, v in run.data.params.items()}
+        row |= {f"metrics.{k}": float(v) for k, v in run.data.metrics.items()}
+        rows.append(row)
+    columns = ["run_id", "run_name", "status", "start_time", "end_time", *RUN_TAGS]
+    frame = pd.DataFrame(rows, columns=None if rows else columns)
+    frame["seed"] = pd.to_numeric(frame["seed"], errors="coerce").astype("Int64")
+    for column in [c for c in frame.columns if c.startswith("params.")]:
+        frame[column] = frame[column].astype(object)
+    return frame
+
+
+def load_sweep(sweep: str, experiment: str = "ifrvis", uri: str = "") -> SweepRuns:
+    """The runs that are members of `sweep` (its parent run apart), the keys its grid varies (the
+    parent's `swept_keys`, else those its runs carry) as plain columns from their params, and the
+    parent's id. A store, experiment or sweep that does not exist gives an empty frame."""
+    runs = find_runs(client(uri), experiment, **{member_tag(sweep): "1"}) if store_exists(uri) else []
+    parents = [run for run in runs if run.data.tags.get(PARENT_TAG) == "1"]
+    children = [run for run in runs if run.data.tags.get(PARENT_TAG) != "1"]
+    frame = runs_frame(children)
+    if parents:
+        swept_keys = _split_keys(parents[0].data.tags.get("swept_keys"))
+    else:
+        swept_keys = sorted({key for run in children for key in _split_keys(run.data.tags.get("swept_keys"))})
+    for key in swept_keys:
+        frame[key] = frame[f"params.{key}"] if f"params.{key}" in frame else pd.Series(dtype=object)
+    return SweepRuns(frame, swept_keys, parents[0].info.run_id if parents else None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] != "init":
+        print("usage: python -m ifrvis.runstore init [URI]", file=sys.stderr)
+        return 2
+    uri = init_store(resolve_uri(argv[1] if len(argv) > 1 else ""))
+    print(f"MLflow store ready: {uri}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
