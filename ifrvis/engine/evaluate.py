@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ifrvis import tracking
+from ifrvis import runstore
 from ifrvis.config import Config
 from ifrvis.data.ytvis import YTVIS
 from ifrvis.evaluation import evaluate_ytvis, tracking_metrics, write_results
@@ -30,7 +30,7 @@ def flat_metrics(ap: dict, track: dict, category_names: dict[int, str]) -> dict[
 
 @torch.no_grad()
 def evaluate_model(
-    model: torch.nn.Module, valid_set: YTVIS, cfg: Config, out_dir: Path, logger: tracking.RunLogger | None
+    model: torch.nn.Module, valid_set: YTVIS, cfg: Config, out_dir: Path, logger: runstore.RunLogger | None
 ) -> dict:
     """Predict every validation video, write results.json (+ the server's zip), and when the split has
     ground truth compute AP/AR and tracking metrics. Logs the files as artifacts."""
