@@ -65,6 +65,16 @@ def test_a_run_is_logged_to_mlflow_with_tags_params_metrics_artifacts(tmp_path, 
     assert [m.value for m in sorted(lr, key=lambda m: m.step)] == pytest.approx([1e-3] * 3 + [1e-4] * 3)
     for term in ("loss_cls", "loss_mask", "loss_dice", "loss_mask_cross", "loss_dice_cross"):
         assert f"train/{term}" in run.data.metrics
+    # gradient reaches every part, IFR's recurrent (Eqs. 2-3) and clip-update blocks included
+    for part in (
+        "backbone",
+        "pixel_decoder",
+        "decoder",
+        "frame_cross_attn",
+        "frame_self_attn",
+        "temporal_cross_attn",
+    ):
+        assert run.data.metrics[f"grad_norm/{part}"] > 0, part
     artifacts = {a.path for a in runstore.client(cfg.logging.mlflow_uri).list_artifacts(run.info.run_id)}
     assert {"config.yaml", "results.json", "metrics.json", "vis", "weights_report.txt"} <= artifacts
     assert json.loads((runs.run_dir(cfg) / "metrics.json").read_text())["AP"] == metrics["AP"]

@@ -270,17 +270,20 @@ def _train_and_evaluate(cfg, splits, state, logger, info, device, out_dir, ckpt_
         loss = sum(losses.values())
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
+        done = iteration + 1
+        log_step = done % cfg.logging.log_every == 0 or done == cfg.solver.max_iters
+        if cfg.solver.clip_grad_norm > 0 or log_step:
+            scaler.unscale_(optimizer)  # true gradients, for clipping and for their logged norms
+        norms = grad_norms(model.module if info.world_size > 1 else model) if log_step else {}
         if cfg.solver.clip_grad_norm > 0:
-            scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.solver.clip_grad_norm)
         scaler.step(optimizer)
         scaler.update()
         lr = optimizer.param_groups[0]["lr"]  # this iteration's head (non-backbone) learning rate
         scheduler.step()
-        done = iteration + 1
-        if done % cfg.logging.log_every == 0 or done == cfg.solver.max_iters:
+        if log_step:
             clips_per_s = cfg.solver.batch_size * (done - start_iter) / (time.perf_counter() - tic)
-            metrics_buffer.append((done, _loss_metrics(losses, loss, lr)))
+            metrics_buffer.append((done, {**_loss_metrics(losses, loss, lr), **norms}))
             bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}", clips_s=f"{clips_per_s:.1f}")
         if cfg.logging.eval_every and done % cfg.logging.eval_every == 0 and done < cfg.solver.max_iters:
             if info.is_main and valid_set is not None and valid_set.has_annotations:
@@ -332,6 +335,21 @@ def _amp_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
     if cfg.solver.amp == "fp16" and device.type != "cuda":
         return None
     return {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.solver.amp]
+
+
+def grad_norms(model: torch.nn.Module) -> dict[str, float]:
+    """L2 norm of the gradient per part of the model, as `grad_norm/<part>`: the backbone, the pixel
+    decoder, and per decoder block kind summed over layers (IFR's Eq. 2-3 blocks `frame_*`, its clip
+    update `temporal_cross_attn` / `clip_*`; the baseline's `cross_attn`, `self_attn`, `ffn`), the
+    rest of the decoder (queries, heads) as `decoder`. Shows whether a block learns at all."""
+    squares: dict[str, float] = {}
+    for name, parameter in model.named_parameters():
+        if parameter.grad is None:
+            continue
+        parts = name.split(".")
+        part = parts[3] if parts[:2] == ["decoder", "layers"] else parts[0]
+        squares[part] = squares.get(part, 0.0) + float(parameter.grad.detach().float().pow(2).sum())
+    return {f"grad_norm/{part}": math.sqrt(total) for part, total in squares.items()}
 
 
 def _loss_metrics(losses: dict[str, torch.Tensor], total: torch.Tensor, lr: float) -> dict[str, float]:
