@@ -90,7 +90,8 @@ def linked_frames(model, frames) -> QueryResult:
     outputs = model.decode(features, num_frames, 1)
     hook.remove()
     emb = F.normalize(embeddings[-1].reshape(num_frames, -1, embeddings[-1].shape[-1]), dim=-1)  # (T, Q, D)
-    probs, masks = outputs["pred_logits"].sigmoid(), outputs["pred_masks"][:, :, 0]  # (T, Q, K), (T, Q, h, w)
+    probs = model.class_probabilities(outputs["pred_logits"])  # (T, Q, K), the head's sigmoid or softmax
+    masks = outputs["pred_masks"][:, :, 0]  # (T, Q, h, w)
     orders = [torch.arange(emb.shape[1])]
     for t in range(1, num_frames):
         rows, cols = hungarian(-(emb[t] @ emb[t - 1, orders[-1]].T))
@@ -105,21 +106,8 @@ def linked_frames(model, frames) -> QueryResult:
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("config")
-    parser.add_argument("overrides", nargs="*")
-    parser.add_argument("--checkpoint", help="default: the run's own checkpoint")
-    args = parser.parse_args()
-    cfg = load_config(args.config, args.overrides)
-    checkpoint = args.checkpoint or runs.checkpoint_path(cfg)
-    model = build_model(cfg.model, cfg.loss.class_loss)
-    model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True)["model"])
-    model.eval()
-    _, valid = load_splits(cfg.data)
-    if valid is None or not valid.has_annotations:
-        raise SystemExit("the config has no validation split with ground truth")
-
+def diagnose(model, valid, cfg) -> dict:
+    """The figures of the module docstring for `model` (eval mode) on the annotated split `valid`."""
     results = run_inference(model, valid, cfg)
     ap = evaluate_ytvis(valid.raw, results)
     agnostic = evaluate_ytvis(*class_agnostic(valid.raw, results))
@@ -134,7 +122,7 @@ def main() -> None:
                 best_frame, best_video = oracle_ious(queries, valid.decode_instance(ann)[0])
                 per_frame.append(best_frame)
                 video.append(best_video)
-    summary = {
+    return {
         "AP": {k: round(ap[k], 4) for k in KEYS},
         "class_agnostic": {k: round(agnostic[k], 4) for k in KEYS},
         "frames_linked_by_embedding": {
@@ -146,7 +134,27 @@ def main() -> None:
         "oracle_video_iou_over_0.5": round(float(np.mean(np.array(video) > 0.5)), 3),
         "instances": len(video),
     }
-    print(json.dumps(summary, indent=2))
+
+
+def load_trained(cfg, checkpoint) -> torch.nn.Module:
+    """The model of `cfg` with the weights of a run checkpoint, in eval mode."""
+    model = build_model(cfg.model, cfg.loss.class_loss)
+    model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True)["model"])
+    return model.eval()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("config")
+    parser.add_argument("overrides", nargs="*")
+    parser.add_argument("--checkpoint", help="default: the run's own checkpoint")
+    args = parser.parse_args()
+    cfg = load_config(args.config, args.overrides)
+    model = load_trained(cfg, args.checkpoint or runs.checkpoint_path(cfg))
+    _, valid = load_splits(cfg.data)
+    if valid is None or not valid.has_annotations:
+        raise SystemExit("the config has no validation split with ground truth")
+    print(json.dumps(diagnose(model, valid, cfg), indent=2))
 
 
 if __name__ == "__main__":

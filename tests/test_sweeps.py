@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from conftest import ROOT, write_run_config
 
@@ -102,6 +103,23 @@ def test_local_sweep_logs_every_seed_under_a_parent_run(local_sweep):
     for seed in range(SEEDS):
         log = runs.run_dir(load_config(config, [f"seed={seed}", "logging.sweep=t"])) / "train.log"
         assert log.exists()
+
+
+def test_the_consistency_benchmark_reads_a_sweeps_runs(local_sweep, tmp_path):
+    """benchmarks/consistency.py on the sweep's two IFR runs: its table, CSV and gradient figure."""
+    config, _ = local_sweep
+    uri = load_config(config).logging.mlflow_uri
+    script = ROOT / "benchmarks" / "consistency.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "t", "--out", str(tmp_path), "--tracking-uri", uri],
+        capture_output=True, text=True, cwd=ROOT, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = pd.read_csv(tmp_path / "consistency.csv")
+    assert sorted(rows["seed"]) == [0, 1] and set(rows["method"]) == {"ifr"}
+    assert (rows["grad_first/frame_cross_attn"] > 0).all() and rows["stitched"].between(0, 1).all()
+    assert "| ifr | synthetic | 2 | 2 |" in (tmp_path / "consistency.md").read_text()
+    assert (tmp_path / "grad_norms.png").stat().st_size > 0
 
 
 def test_rerunning_a_sweep_skips_finished_runs(local_sweep):

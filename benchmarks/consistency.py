@@ -1,0 +1,140 @@
+"""Does IFR keep one instance per query across frames better than Mask2Former-VIS? Figures from the
+finished runs of one or more sweeps (benchmarks/README.md, "Consistency").
+
+    .venv/bin/python benchmarks/consistency.py table1 table2 consistency-t4 [--out results/consistency]
+
+Per run (grouped by method, data set and training clip length, mean ± std over seeds):
+- the logged AP, IDF1, ID switches, HOTA and its association accuracy AssA;
+- identity consistency from the run's checkpoint on its validation split (quality_diagnostics.py):
+  the share of ground-truth instances that ONE query covers at video IoU >= 0.5 ("single query"),
+  against the share covered at IoU >= 0.5 in the mean over frames by the best query of each frame
+  ("stitched"); their ratio is 1 when the queries never switch instances;
+- the gradient norm reaching IFR's Eq. 2-3 blocks (`frame_*`) and its clip update (`temporal_cross_attn`,
+  `clip_*`) at the first and the last logged step (`grad_norm/<block>`).
+Writes `consistency.md`, `consistency.csv` and `grad_norms.png` (the IFR blocks' norms over training).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import yaml
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from quality_diagnostics import diagnose, load_trained  # noqa: E402
+
+from ifrvis import runstore  # noqa: E402
+from ifrvis.config import config_from_dict  # noqa: E402
+from ifrvis.data.splits import load_splits  # noqa: E402
+from ifrvis.engine.checkpoint import CHECKPOINT_NAME  # noqa: E402
+
+LOGGED = ("AP", "IDF1", "IDs", "HOTA", "AssA")
+IFR_BLOCKS = ("frame_cross_attn", "frame_self_attn", "frame_ffn", "temporal_cross_attn", "clip_self_attn")
+GROUP = ["method", "dataset", "clip_length"]
+
+
+def run_rows(sweeps: list[str], uri: str) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+    """One row per FINISHED run of `sweeps` (each run once), and each run's grad-norm history."""
+    frames = [runstore.load_sweep(sweep, uri=uri).runs for sweep in sweeps]
+    runs = pd.concat(frames, ignore_index=True).drop_duplicates("run_id")
+    runs = runs[runs["status"] == "FINISHED"]
+    mlflow = runstore.client(uri)
+    rows, histories = [], {}
+    for _, run in runs.iterrows():
+        run_dir = Path(run["run_dir"])
+        cfg = config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()), str(run_dir))
+        _, valid = load_splits(cfg.data)
+        figures = diagnose(load_trained(cfg, run_dir / CHECKPOINT_NAME), valid, cfg)
+        row = {"method": run["method"], "dataset": run["dataset"], "clip_length": cfg.data.clip_length}
+        row |= {"seed": run["seed"], "run_id": run["run_id"]}
+        row |= {key: run.get(f"metrics.{key}", np.nan) for key in LOGGED}
+        row["single_query"] = figures["oracle_video_iou_over_0.5"]
+        row["stitched"] = figures["oracle_per_frame_iou_over_0.5"]
+        history = grad_history(mlflow, run["run_id"])
+        for block in IFR_BLOCKS if not history.empty and IFR_BLOCKS[0] in history else ():
+            row[f"grad_first/{block}"], row[f"grad_last/{block}"] = history[block].iloc[[0, -1]]
+        histories[run["run_id"]] = history
+        rows.append(row)
+        print(f"{run['run_name']}: single query {row['single_query']:.2f}, stitched {row['stitched']:.2f}")
+    return pd.DataFrame(rows), histories
+
+
+def grad_history(mlflow, run_id: str) -> pd.DataFrame:
+    """`grad_norm/<part>` of a run by step: one column per part."""
+    run = mlflow.get_run(run_id)
+    series = {}
+    for key in (k for k in run.data.metrics if k.startswith("grad_norm/")):
+        points = sorted((m.step, m.value) for m in mlflow.get_metric_history(run_id, key))
+        series[key.split("/", 1)[1]] = pd.Series(dict(points))
+    return pd.DataFrame(series)
+
+
+def summary_table(rows: pd.DataFrame) -> str:
+    """Markdown, one line per group: mean ± std over its seeds."""
+    columns = [*LOGGED, "single_query", "stitched"]
+    lines = [
+        "| method | data | train T | n | " + " | ".join(columns) + " | single / stitched |",
+        "|" + "---|" * (len(columns) + 5),
+    ]
+    for key, group in rows.groupby(GROUP):
+        cells = [_mean_std(group[c], 100 if c not in ("IDs",) else 1) for c in columns]
+        ratio = _mean_std(group["single_query"] / group["stitched"].where(group["stitched"] > 0), 1, ".2f")
+        lines.append(f"| {' | '.join(map(str, key))} | {len(group)} | " + " | ".join(cells) + f" | {ratio} |")
+    return "\n".join(lines)
+
+
+def _mean_std(values: pd.Series, scale: float, spec: str = ".1f") -> str:
+    values = values.astype(float).dropna() * scale
+    if values.empty:
+        return "-"
+    std = f" ± {values.std(ddof=1):{spec}}" if len(values) > 1 else ""
+    return f"{values.mean():{spec}}{std}"
+
+
+def grad_figure(rows: pd.DataFrame, histories: dict[str, pd.DataFrame], path: Path) -> None:
+    """IFR's block gradient norms over training, mean over the seeds of each group."""
+    ifr = rows[rows["method"] == "ifr"]
+    groups = list(ifr.groupby(["dataset", "clip_length"]))
+    fig, axes = plt.subplots(1, max(len(groups), 1), figsize=(5 * max(len(groups), 1), 3.5), squeeze=False)
+    for ax, ((dataset, clip_length), group) in zip(axes[0], groups):
+        for block in IFR_BLOCKS:
+            curves = [histories[r][block] for r in group["run_id"] if block in histories[r]]
+            if curves:
+                mean = pd.concat(curves, axis=1).mean(axis=1)
+                ax.plot(mean.index, mean.values, label=block)
+        ax.set(title=f"IFR, {dataset}, T={clip_length}", xlabel="iteration", ylabel="gradient L2 norm")
+        ax.set_yscale("log")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("sweeps", nargs="+")
+    parser.add_argument("--out", type=Path, default=Path("results/consistency"))
+    parser.add_argument("--tracking-uri", default="")
+    args = parser.parse_args(argv)
+    rows, histories = run_rows(args.sweeps, runstore.resolve_uri(args.tracking_uri))
+    if rows.empty:
+        print(f"no finished runs in sweeps {args.sweeps}", file=sys.stderr)
+        return 1
+    args.out.mkdir(parents=True, exist_ok=True)
+    table = summary_table(rows)
+    (args.out / "consistency.md").write_text(table + "\n")
+    rows.to_csv(args.out / "consistency.csv", index=False)
+    grad_figure(rows, histories, args.out / "grad_norms.png")
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
