@@ -7,6 +7,7 @@ import pytest
 from conftest import write_run_config
 
 from ifrvis import runstore
+from ifrvis.config import run_identity
 from ifrvis.engine import runs
 from ifrvis.errors import UserError
 from ifrvis.launch.sweep import (
@@ -36,7 +37,7 @@ def test_expand_crosses_the_grid_with_the_seeds(config_file):
     sweep = expand(
         [config_file], range(3), "s", grid={"loss.lambda_e": [0.0, 0.3], "model.num_queries": [8, 16]}
     )
-    assert len(sweep.cfgs) == 12 and len({runs.run_identity(c) for c in sweep.cfgs}) == 12
+    assert len(sweep.cfgs) == 12 and len({run_identity(c) for c in sweep.cfgs}) == 12
     assert sweep.swept_keys == ["loss.lambda_e", "model.num_queries"]
     assert {c.logging.sweep for c in sweep.cfgs} == {"s"}
     with pytest.raises(UserError, match="twice"):

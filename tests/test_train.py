@@ -19,7 +19,7 @@ from ifrvis.data.ytvis import DataError
 from ifrvis.engine import runs
 from ifrvis.engine import train as train_module
 from ifrvis.engine.checkpoint import load_checkpoint
-from ifrvis.engine.train import NonFiniteLossError, train
+from ifrvis.engine.train import NonFiniteLossError, RunExistsError, train
 
 FINAL_KEYS = ("AP", "AP50", "AP75", "AR1", "AR10", "IDF1", "MOTA", "IDP", "IDR", "IDs")
 
@@ -101,7 +101,7 @@ def test_the_same_seed_gives_the_same_metrics_and_a_rerun_needs_resume(tmp_path,
     weights_a = load_checkpoint(runs.checkpoint_path(cfg_a))["model"]
     weights_b = load_checkpoint(runs.checkpoint_path(cfg_b))["model"]
     assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
-    with pytest.raises(FileExistsError, match="--resume"):
+    with pytest.raises(RunExistsError, match="--resume"):
         train(cfg_b)
 
 
@@ -190,6 +190,28 @@ def test_a_users_mistake_is_one_line_and_creates_nothing(tmp_path, tiny_data, ov
     assert result.returncode == 2
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.parametrize("entry", [["-m", "ifrvis.cli", "train"], ["-m", "ifrvis.engine.train"]])
+def test_every_entry_point_gives_one_line_and_debug_the_traceback(tmp_path, tiny_data, entry):
+    """`ifrvis train` and `python -m ifrvis.engine.train` (what torchrun runs) alike."""
+    config = write_run_config(tmp_path, tiny_data)
+    command = [sys.executable, *entry, str(config), "inference.mode=vidoe"]
+    plain = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert (
+        plain.returncode == 2
+        and plain.stderr.startswith("ifrvis train: error: ")
+        and "Traceback" not in plain.stderr
+    )
+    debug = subprocess.run([*command, "--debug"], capture_output=True, text=True, timeout=120)
+    assert debug.returncode == 1 and "Traceback" in debug.stderr and "ConfigError" in debug.stderr
+
+
+def test_a_renamed_config_finds_the_runs_folder_by_identity(tmp_path, tiny_data):
+    cfg = load_config(write_run_config(tmp_path, tiny_data))
+    runs.run_dir(cfg).mkdir(parents=True)
+    renamed = load_config(write_run_config(tmp_path, tiny_data), ["name=renamed"])
+    assert runs.run_dir(renamed) == runs.run_dir(cfg) and runs.run_dir(cfg).name.startswith("synthetic_tiny-")
 
 
 def test_two_process_ddp_with_gloo_logs_one_run(tmp_path, tiny_data):

@@ -22,7 +22,8 @@ import torch
 from tqdm import tqdm
 
 from ifrvis import runstore
-from ifrvis.config import Config, ConfigError, dump_config, load_config
+from ifrvis.cli import script_main
+from ifrvis.config import Config, ConfigError, dump_config, load_config, run_identity
 from ifrvis.data.datasets import ClipDataset, TrainSampler, collate_clips
 from ifrvis.data.splits import load_splits
 from ifrvis.data.ytvis import YTVIS
@@ -47,6 +48,7 @@ from ifrvis.engine.preemption import (
     gather,
 )
 from ifrvis.engine.solver import build_optimizer, build_scheduler
+from ifrvis.errors import UserError
 from ifrvis.evaluation import evaluate_ytvis
 from ifrvis.inference import run_inference
 from ifrvis.modeling import build_model
@@ -127,6 +129,10 @@ def train(cfg: Config, resume: bool = False, stop_signals: tuple[int, ...] = PRE
     return metrics
 
 
+class RunExistsError(UserError, FileExistsError):
+    """The run's checkpoint exists and `--resume` was not asked for."""
+
+
 def preflight(cfg: Config) -> tuple[YTVIS, YTVIS | None]:
     """The run's data splits, after checking what a run needs before anything is created: the data
     folder (annotation files, frame files), the class count and the checkpoint file. Raises a
@@ -147,8 +153,8 @@ def preflight(cfg: Config) -> tuple[YTVIS, YTVIS | None]:
 
 def _load_state(cfg: Config, ckpt_path: Path, resume: bool, info: DistInfo) -> dict | None:
     if ckpt_path.exists() and not resume:
-        raise FileExistsError(
-            f"{ckpt_path} exists: this run (identity {runs.run_identity(cfg)}) was started before; "
+        raise RunExistsError(
+            f"{ckpt_path} exists: this run (identity {run_identity(cfg)}) was started before; "
             "pass --resume to continue it, or delete its folder to start over"
         )
     return load_checkpoint(ckpt_path) if resume and ckpt_path.exists() else None
@@ -382,5 +388,5 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # python -m ifrvis.engine.train, torchrun -m ifrvis.engine.train
+    sys.exit(script_main(main, "ifrvis train"))

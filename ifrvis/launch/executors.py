@@ -26,7 +26,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ifrvis.config import Config, config_from_dict, dump_config, to_dict
+from ifrvis.config import Config, config_from_dict, dump_config, run_identity, to_dict
 from ifrvis.engine import runs
 from ifrvis.errors import UserError
 from ifrvis.launch.job import LOG_NAME, run_job
@@ -215,10 +215,10 @@ def run_ray(cfgs: Sequence[Config], sweep: str, max_parallel: int, gpus: float =
             ),
         )
         grid = tuner.fit()
-        by_identity = {runs.run_identity(config_from_dict(r.config["spec"])): r for r in grid}
+        by_identity = {run_identity(config_from_dict(r.config["spec"])): r for r in grid}
         errors = []
         for cfg in cfgs:
-            result = by_identity.get(runs.run_identity(cfg))
+            result = by_identity.get(run_identity(cfg))
             ok = result is not None and result.error is None
             errors.append(
                 "" if ok else _one_line(getattr(result, "error", None) or RuntimeError("no result"))
