@@ -23,9 +23,11 @@ from typing import Any
 
 import numpy as np
 import yaml
+from mlflow.exceptions import MlflowException
 from PIL import Image, ImageDraw
 
 from ifrvis.data.masks import decode_segmentation
+from ifrvis.errors import UserError
 
 ALPHA = 0.5  # mask opacity over the frame
 
@@ -320,9 +322,8 @@ def main(argv: list[str] | None = None) -> int:
             args.max_frames,
             args.max_height,
         )
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    except (ValueError, MlflowException) as error:  # a wrong run, video or file: the user's to fix
+        raise UserError(str(error).splitlines()[0]) from error
     print(f"wrote {paths['png']} and {paths['gif']}")
     return 0
 

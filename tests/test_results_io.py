@@ -148,6 +148,7 @@ def test_bad_ground_truth_annotations_raise_clear_errors():
 
 
 def test_eval_cli_prints_table_and_writes_json(tmp_path, capsys):
+    from ifrvis.cli import main as cli_main
     from ifrvis.evaluation.cli import main
 
     gt_path, results_path, out_path = tmp_path / "gt.json", tmp_path / "results.json", tmp_path / "m.json"
@@ -163,5 +164,8 @@ def test_eval_cli_prints_table_and_writes_json(tmp_path, capsys):
     assert metrics["AP"] == pytest.approx(1.0) and metrics["per_category_AP"] == {"2": pytest.approx(1.0)}
     assert metrics["tracking"]["IDF1"] == 1.0
     results_path.write_text(json.dumps([good_result(video_id=99)]))
-    assert main(["--gt", str(gt_path), "--results", str(results_path)]) == 1
-    assert "video_id 99" in capsys.readouterr().err
+    assert cli_main(["eval", "--gt", str(gt_path), "--results", str(results_path)]) == 2
+    error = capsys.readouterr().err
+    assert (
+        error.startswith("ifrvis eval: error: ") and "video_id 99" in error and len(error.splitlines()) == 1
+    )

@@ -97,7 +97,7 @@ def test_cli_output_decodes_with_plain_pycocotools(tmp_path):
         "--no-progress",
     ]
     assert cli_main(args) == 0
-    assert cli_main(args) == 1  # refuses to overwrite without --force
+    assert cli_main(args) == 2  # refuses to overwrite without --force: a user's error, one line
     assert cli_main([*args, "--force"]) == 0
     for name in ("train.json", "valid.json"):
         data = json.loads((out / name).read_text())

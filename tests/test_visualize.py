@@ -12,6 +12,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
+from ifrvis.cli import main as cli_main
 from ifrvis.data.masks import encode_rle
 from ifrvis.visualize import assign_colours, draw_video_strip, main, palette, video_iou
 
@@ -132,4 +133,5 @@ def test_cli_from_mlflow_run(data_dir, tmp_path, monkeypatch):
     out = tmp_path / "vis"
     assert main(["--run", run_id, "--video", "1", "--out", str(out)]) == 0
     assert Image.open(out / "video1.png").size == (T * W, 2 * H)
-    assert main(["--run", run_id, "--video", "7", "--out", str(out)]) == 1
+    assert cli_main(["visualize", "--run", run_id, "--video", "7", "--out", str(out)]) == 2
+    assert cli_main(["visualize", "--run", "deadbeef", "--out", str(out)]) == 2  # no such MLflow run

@@ -23,6 +23,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from ifrvis.data.masks import encode_rle, mask_area, mask_bbox
+from ifrvis.errors import UserError
 
 SHAPES = ("disc", "square", "triangle", "cross", "ring")
 CATEGORIES = [{"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(SHAPES)]
@@ -432,10 +433,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     existing = [out / name for name in ("train.json", "valid.json", "JPEGImages") if (out / name).exists()]
     if existing and not args.force:
-        print(
-            f"ifrvis synth: {out} already holds a data set ({existing[0].name}); pass --force to replace it"
-        )
-        return 1
+        raise UserError(f"{out} already holds a data set ({existing[0].name}); pass --force to replace it")
     for path in existing:
         shutil.rmtree(path) if path.is_dir() else path.unlink()
     try:

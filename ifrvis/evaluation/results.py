@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from ifrvis.data.masks import encode_rle
+from ifrvis.errors import UserError
 
 
-class ResultsError(ValueError):
+class ResultsError(UserError):
     """A ground-truth or results file (or list) that does not follow the YouTube-VIS format."""
 
 
