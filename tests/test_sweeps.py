@@ -2,9 +2,11 @@
 up to run ids and timings, every run's log in its folder; a re-run skips finished runs; a preempted
 Slurm job resumes; a sweep Slurm refuses or cannot be reached leaves one line and no run behind."""
 
+import contextlib
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -240,3 +242,25 @@ def test_a_preempted_slurm_job_resumes_into_the_same_run_with_the_same_metrics(t
     )
     for key in ("AP", "AP50", "AR10", "IDF1", "IDs"):
         assert metrics[key] == pytest.approx(reference[key], nan_ok=True), key
+
+
+def test_a_sweep_stopped_while_its_jobs_run_fails_its_parent_run(tmp_path, tiny_data):
+    config = write_run_config(tmp_path, tiny_data, max_iters=400)
+    command = [sys.executable, str(ROOT / "experiments" / "run_seeds.py"), str(config), "--seeds", "1"]
+    process = subprocess.Popen(
+        [*command, "--sweep", "stopped"], cwd=ROOT, start_new_session=True, stderr=subprocess.PIPE, text=True
+    )
+    cfg = load_config(config)
+    try:
+        deadline = time.time() + 120
+        while not list(runs.run_dir(cfg).glob("train.log")):  # the job has started
+            assert time.time() < deadline and process.poll() is None
+            time.sleep(0.2)
+        process.send_signal(signal.SIGINT)  # Ctrl-C in the launcher, not in the job
+        process.wait(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # the job, if the launcher left it running
+            os.killpg(process.pid, signal.SIGKILL)
+    parent = runstore.load_sweep("stopped", uri=cfg.logging.mlflow_uri).parent_run_id
+    run = runstore.client(cfg.logging.mlflow_uri).get_run(parent)
+    assert run.info.status == "FAILED" and "sweep stopped: KeyboardInterrupt" in run.data.tags["error"]

@@ -184,6 +184,10 @@ def run_sweep(
         except UserError as error:  # nothing was submitted
             _undo_plan(launch, parent, f"submission failed: {error}")
             raise
+        except BaseException as error:  # interrupted while jobs run: they end their own runs
+            parent.set_tags({runstore.ERROR_TAG: f"sweep stopped: {type(error).__name__}: {error}"[:5000]})
+            parent.set_status(runstore.FAILED)
+            raise
         for spec, error in zip(launch, errors):
             _settle(spec, error)
     print(summary_table(specs))
