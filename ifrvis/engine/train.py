@@ -348,14 +348,13 @@ def grad_norms(model: torch.nn.Module) -> dict[str, float]:
     decoder, and per decoder block kind summed over layers (IFR's Eq. 2-3 blocks `frame_*`, its clip
     update `temporal_cross_attn` / `clip_*`; the baseline's `cross_attn`, `self_attn`, `ffn`), the
     rest of the decoder (queries, heads) as `decoder`. Shows whether a block learns at all."""
-    squares: dict[str, float] = {}
+    squares: dict[str, list[torch.Tensor]] = {}
     for name, parameter in model.named_parameters():
-        if parameter.grad is None:
-            continue
-        parts = name.split(".")
-        part = parts[3] if parts[:2] == ["decoder", "layers"] else parts[0]
-        squares[part] = squares.get(part, 0.0) + float(parameter.grad.detach().float().pow(2).sum())
-    return {f"grad_norm/{part}": math.sqrt(total) for part, total in squares.items()}
+        if parameter.grad is not None:
+            parts = name.split(".")
+            part = parts[3] if parts[:2] == ["decoder", "layers"] else parts[0]
+            squares.setdefault(part, []).append(parameter.grad.detach().float().pow(2).sum())
+    return {f"grad_norm/{part}": torch.stack(values).sum().sqrt().item() for part, values in squares.items()}
 
 
 def _loss_metrics(losses: dict[str, torch.Tensor], total: torch.Tensor, lr: float) -> dict[str, float]:

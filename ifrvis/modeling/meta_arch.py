@@ -86,8 +86,6 @@ def build_model(cfg: ModelConfig, class_loss: str = LossConfig.class_loss) -> VI
     """The model named by `cfg` (the `model` config section), with `cfg.weights` loaded if set; its
     class head fits `class_loss` (`loss.class_loss`, `LossConfig`'s default unless given: K logits for
     "focal", K + 1 for "softmax")."""
-    if cfg.decoder not in DECODERS:
-        raise ValueError(f"model.decoder = {cfg.decoder!r} is not one of {', '.join(DECODERS)}")
     backbone = build_backbone(cfg.backbone)
     pixel_decoder = MSDeformAttnPixelDecoder(
         backbone.out_channels,
