@@ -3,7 +3,7 @@ import time
 import pytest
 import torch
 
-from ifrvis.config import LossConfig, ModelConfig
+from ifrvis.config import ConfigError, LossConfig, ModelConfig, load_config
 from ifrvis.modeling import VISModel, build_model, concat_features
 from ifrvis.modeling.weights import CheckpointError
 
@@ -124,8 +124,8 @@ def test_backbone_parameters_are_named_backbone():
 
 
 def test_bad_settings_raise_naming_the_field():
-    with pytest.raises(ValueError, match="model.decoder"):
-        build_model(tiny_config("detr"))
+    with pytest.raises(ConfigError, match="'model.decoder' = 'detr' is not one of"):
+        load_config(None, ["model.decoder=detr"])  # a config is checked when it is loaded
     with pytest.raises(ValueError, match="model.backbone"):
         build_model(tiny_config(backbone="vgg"))
     model = build_model(tiny_config())
