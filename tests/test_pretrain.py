@@ -1,12 +1,31 @@
-"""Pretraining (ifrvis pretrain): semantic labels, IoU counts, and the file both tiny configs load."""
+"""Pretraining (ifrvis pretrain): semantic labels, IoU counts, the file both tiny configs load, its
+provenance and check_pretrained, and the shipped file."""
+
+import hashlib
+import json
+import shlex
+import shutil
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import PRETRAINED, TINY_CONFIG
+from conftest import PRETRAINED, ROOT, TINY_CONFIG
 
-from ifrvis.config import load_config
-from ifrvis.engine.pretrain import IGNORE, intersections_unions, main, semantic_labels
+from ifrvis.config import config_hash, load_config
+from ifrvis.data.synthetic import generate_split, write_json
+from ifrvis.engine.pretrain import (
+    IGNORE,
+    build_parser,
+    check_pretrained,
+    intersections_unions,
+    main,
+    pretrain_options,
+    provenance_path,
+    semantic_labels,
+    signature,
+)
 from ifrvis.modeling import build_model
 from ifrvis.modeling.weights import CheckpointError, load_weights
 
@@ -105,3 +124,159 @@ def test_missing_weights_say_how_to_make_them(tmp_path):
     cfg = load_config(TINY_CONFIG, [f"model.weights={tmp_path / 'absent.pth'}"])
     with pytest.raises(CheckpointError, match="ifrvis pretrain"):
         build_model(cfg.model)
+
+
+# Provenance: `ifrvis pretrain` writes `<file>.json`; check_pretrained compares a config with it.
+SHIPPED = ROOT / "checkpoints" / "synthetic_tiny_pretrained.pth"
+TINY_CONFIGS = [TINY_CONFIG, TINY_CONFIG.with_name("synthetic_tiny_mask2former.yaml")]
+SHORT = ["--backbone-iters", "2", "--iters", "2", "--batch-size", "2", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def short_pretrain(tmp_path_factory, tiny_data) -> tuple[Path, list[str]]:
+    """A short `ifrvis pretrain` into a folder of its own: the file, and the overrides of the config
+    it was made with (its data, and the file as model.weights)."""
+    out = tmp_path_factory.mktemp("pretrained") / "pretrained.pth"
+    overrides = [f"data.root={tiny_data}", "data.train_short_sides=[64]"]
+    assert main([str(TINY_CONFIG), *overrides, "--out", str(out), *SHORT]) == 0
+    return out, [*overrides, f"model.weights={out}"]
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_pretrain_records_how_the_file_was_made(short_pretrain, tiny_data):
+    out, overrides = short_pretrain
+    record = json.loads(provenance_path(out).read_text())
+    cfg = load_config(TINY_CONFIG, overrides[:2])  # the command's config
+    assert record["file"] == out.name
+    assert record["sha256"] == sha256_of(out) and record["bytes"] == out.stat().st_size
+    assert record["command"] == shlex.join(
+        ["ifrvis", "pretrain", str(TINY_CONFIG), *overrides[:2], "--out", str(out), *SHORT]
+    )
+    assert record["config"] == str(TINY_CONFIG) and record["config_hash"] == config_hash(cfg)
+    settings = record["settings"]
+    assert record["signature"] == signature(settings)
+    assert set(settings) == {"model", "loss", "data", "train_data", "pretrain"}
+    assert settings["model"]["hidden_dim"] == 64 and settings["model"]["num_queries"] == 16
+    assert "decoder" not in settings["model"] and "lambda_e" not in settings["loss"]
+    assert settings["data"] == {"train_short_sides": [64], "max_long_side": 128, "hflip": True}
+    assert settings["train_data"]["sha256"] == sha256_of(tiny_data / "train.json")
+    assert settings["pretrain"] == {
+        "backbone_iters": 2,
+        "image_iters": 2,
+        "lr": 1e-3,
+        "batch_size": 2,
+        "num_points": 1024,
+        "class_loss": "focal",
+        "seed": 0,
+    }
+    assert record["data_seed"] == 3  # conftest's `generate(seed=3)`
+    assert len(record["commit"]) == 40 and isinstance(record["uncommitted"], list)
+    assert record["torch"] == torch.__version__ and record["created"]
+    assert record["pretrain"] == torch.load(out, weights_only=True)["pretrain"]
+
+
+@pytest.mark.parametrize(
+    "run_only",
+    [
+        [],
+        ["model.decoder=mask2former", "loss.class_loss=softmax"],
+        ["loss.lambda_e=0.5"],
+        ["model.ifr_init=checkpoint"],
+        ["solver.max_iters=7", "solver.lr=0.01"],
+        ["loss.num_points=0"],
+        ["seed=4"],
+    ],
+)
+def test_a_run_s_own_settings_share_the_file(short_pretrain, run_only):
+    _, overrides = short_pretrain
+    check_pretrained(load_config(TINY_CONFIG, [*overrides, *run_only]))
+
+
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        ("model.hidden_dim=32", "model.hidden_dim is 32 here, 64 in the file"),
+        ("model.dec_layers=2", "model.dec_layers is 2 here, 3 in the file"),
+        ("data.train_short_sides=[48]", r"data.train_short_sides is \[48\] here, \[64\] in the file"),
+        ("loss.mask_weight=2.0", "loss.mask_weight is 2.0 here, 5.0 in the file"),
+    ],
+)
+def test_a_changed_setting_of_the_file_is_named_with_the_rebuild_command(short_pretrain, change, named):
+    _, overrides = short_pretrain
+    with pytest.raises(CheckpointError, match=named) as error:
+        check_pretrained(load_config(TINY_CONFIG, [*overrides, change]))
+    assert f"rebuild it: `ifrvis pretrain {TINY_CONFIG}" in str(error.value)
+
+
+def test_a_changed_file_fails_on_its_sha256(short_pretrain, tmp_path):
+    out, overrides = short_pretrain
+    copy = tmp_path / out.name
+    data = bytearray(out.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    copy.write_bytes(bytes(data))
+    shutil.copy(provenance_path(out), provenance_path(copy))
+    cfg = load_config(TINY_CONFIG, [*overrides, f"model.weights={copy}"])
+    with pytest.raises(CheckpointError, match="sha256 is not the one .* records .*ifrvis pretrain"):
+        check_pretrained(cfg)
+    copy.write_bytes(out.read_bytes()[:-100])  # a partial file
+    with pytest.raises(CheckpointError, match="sha256"):
+        check_pretrained(cfg)
+
+
+def test_other_data_of_the_same_generator_and_seed_fails_another_data_set_does_not(
+    short_pretrain, tiny_data, tmp_path
+):
+    _, overrides = short_pretrain
+    raw = json.loads((tiny_data / "train.json").read_text())
+    raw["videos"] = raw["videos"][:-1]  # what another version of `ifrvis synth` might write
+    (tmp_path / "train.json").write_text(json.dumps(raw))
+    cfg = load_config(TINY_CONFIG, [*overrides, f"data.root={tmp_path}"])
+    with pytest.raises(CheckpointError, match="train.json .* is not the one the file was made on"):
+        check_pretrained(cfg)
+    raw["info"]["seed"] = 4  # another data set (Table 2's crossing set): the file is its pretrained start
+    (tmp_path / "train.json").write_text(json.dumps(raw))
+    check_pretrained(cfg)
+
+
+def test_a_file_without_provenance_is_not_checked(tiny_data):
+    # conftest's file comes from `pretrain()`, not the command: the runs load it with 8 queries, 2 layers.
+    assert not provenance_path(tiny_data / PRETRAINED).exists()
+    run = ["model.num_queries=8", "model.dec_layers=2", f"model.weights={tiny_data / PRETRAINED}"]
+    check_pretrained(load_config(TINY_CONFIG, run))
+
+
+def test_the_check_command_says_what_it_checked(short_pretrain, capsys):
+    out, overrides = short_pretrain
+    assert main([str(TINY_CONFIG), *overrides, "--check"]) == 0
+    record = json.loads(provenance_path(out).read_text())
+    assert f"matches {TINY_CONFIG} (pretrain signature {record['signature']})" in capsys.readouterr().out
+    with pytest.raises(CheckpointError, match="model.hidden_dim"):
+        main([str(TINY_CONFIG), *overrides, "model.hidden_dim=32", "--check"])
+
+
+def write_synthetic_train_json(folder: Path) -> Path:
+    """The train.json of `ifrvis synth --out data/synthetic --seed 0` (the default data: 300 videos of
+    96x128 frames), drawn again without its frames."""
+    raw, _ = generate_split(None, "train", 0, 300, 96, 128, None, crossing_only=False, progress=False)
+    write_json(raw, folder / "train.json")
+    return folder / "train.json"
+
+
+def test_the_shipped_file_matches_both_tiny_configs(tmp_path):
+    """A config change (or a change of the synthetic generator, or of pretrain's defaults) that forgot
+    to rebuild the shipped file fails here: rebuild with `ifrvis pretrain` on the tiny config."""
+    record = json.loads(provenance_path(SHIPPED).read_text())
+    assert record["command"] == f"ifrvis pretrain {TINY_CONFIG.relative_to(ROOT)}"
+    defaults = pretrain_options(build_parser().parse_args([str(TINY_CONFIG)]))
+    assert record["settings"]["pretrain"] == {**defaults, "class_loss": "focal", "seed": 0}
+    assert record["settings"]["train_data"]["sha256"] == sha256_of(write_synthetic_train_json(tmp_path))
+    for config in TINY_CONFIGS:
+        cfg = load_config(config, [f"data.root={tmp_path}", f"model.weights={SHIPPED}"])
+        check_pretrained(cfg)
+        with torch.device("meta"):
+            model = build_model(replace(cfg.model, weights=""), cfg.loss.class_loss)
+        report = load_weights(model, SHIPPED, cfg.model.ifr_init)
+        assert not report.missing and not report.unexpected and not report.mismatched, config
