@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, write_run_config
+from conftest import ROOT, TINY_CONFIG, write_run_config
 from poisoned_train import nan_criterion
 
 from ifrvis import runstore
@@ -190,6 +190,16 @@ def test_a_users_mistake_is_one_line_and_creates_nothing(tmp_path, tiny_data, ov
     assert result.returncode == 2
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "outputs").exists()
+
+
+def test_a_shipped_pretrained_model_that_no_longer_fits_the_config_stops_the_run_before_it_starts(tmp_path):
+    overrides = [f"logging.mlflow_uri=sqlite:///{tmp_path / 'mlflow.db'}", f"logging.output_dir={tmp_path}/o"]
+    result = subprocess.run(
+        [sys.executable, "-m", "ifrvis.cli", "train", str(TINY_CONFIG), "model.hidden_dim=32", *overrides],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2 and "model.hidden_dim is 32 here, 64 in the file" in result.stderr
+    assert "ifrvis pretrain" in result.stderr and not list(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize("entry", [["-m", "ifrvis.cli", "train"], ["-m", "ifrvis.engine.train"]])

@@ -47,6 +47,7 @@ from ifrvis.engine.preemption import (
     deferred_signals,
     gather,
 )
+from ifrvis.engine.pretrain import check_pretrained
 from ifrvis.engine.solver import build_optimizer, build_scheduler
 from ifrvis.errors import UserError
 from ifrvis.evaluation import evaluate_ytvis
@@ -142,6 +143,7 @@ def preflight(cfg: Config) -> tuple[YTVIS, YTVIS | None]:
             f"model.weights: no such file {cfg.model.weights}"
             + (" (`ifrvis pretrain CONFIG` writes it)" if cfg.model.backbone == "tiny" else "")
         )
+    check_pretrained(cfg)  # a shipped pretrained model that no longer fits the config
     train_set, valid_set = load_splits(cfg.data)
     if len(train_set.category_ids) != cfg.model.num_classes:
         raise ConfigError(
