@@ -13,8 +13,10 @@ trained further on image instance segmentation:
    backbone with the runs' matcher and loss weights (Eqs. 4-5), its own focal class loss and
    `--num-points` sampled points.
 The whole model is written to `--out` (default: the config's `model.weights`, where the runs load it).
-Mask2Former-VIS loads all of it; IFR its backbone, pixel decoder and per-frame decoder blocks, its
-inter-frame blocks starting at random, as the paper initialises IFR from COCO Mask2Former. Why: inside
+Both decoders load its backbone, pixel decoder, queries and mask head, as the paper's models load COCO
+Mask2Former (Sec. 4.1); Mask2Former-VIS also its decoder blocks, and its softmax class head (K + 1
+logits) starts at random as a COCO head does on YouTube-VIS; IFR's inter-frame recurrent blocks start at
+random (`model.ifr_init: random`, the paper's) or from the decoder blocks (`checkpoint`). Why: inside
 a few-minute run the tiny model learns categories and masks far slower than from this start
 (benchmarks/README.md, "Synthetic quality"); the file is made once and shared by every run of a sweep,
 as a downloaded checkpoint is.
