@@ -452,9 +452,4 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     counts = ", ".join(f"{split}: {len(anns)} instances" for split, anns in drawn.items())
     print(f"wrote {out} ({args.train_videos} train / {args.valid_videos} valid videos; {counts})")
-    if args.train_videos:
-        print(
-            "next, once, the tiny configs' pretrained model: "
-            f"ifrvis pretrain experiments/configs/synthetic_tiny.yaml data.root={out}"
-        )
     return 0
