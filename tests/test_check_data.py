@@ -44,6 +44,17 @@ def test_a_clean_folder_of_each_layout(capsys, tmp_path, layout, name, train_fil
     assert "problem" not in out.replace("no problems found", "")
 
 
+def test_frames_of_another_size_than_declared(capsys, tmp_path):
+    write_release(tmp_path, "2021")
+    valid = tmp_path / "valid" / "instances.json"
+    video = json.loads(valid.read_text())["videos"][0]
+    _edit(valid, lambda data: data["videos"][0].update(width=video["width"] + 1))
+    status, out, _ = check(capsys, tmp_path)
+    declared = f"{video['width'] + 1}x{video['height']} declared, but {video['file_names'][0]} is"
+    assert status == 1 and f"video {video['id']}: field 'width'/'height': {declared}" in out
+    assert f"{video['width']}x{video['height']}" in out
+
+
 def _edit(path, change) -> None:
     data = json.loads(path.read_text())
     change(data)

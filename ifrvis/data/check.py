@@ -2,10 +2,11 @@
 
 Prints per split its files, videos, frames and instances per category, then every problem found, each
 naming the file, the video and the field (`ytvis.find_problems`, what loading a split checks, plus what
-training needs across splits). Fast on a real download: frame files are listed, not read, and masks are
-checked by their run lengths, not drawn. The splits are the config's (`data.*_json`, `data.*_images`)
-or, without one, those of the layout found under ROOT: 2021 (`train/instances.json`), 2019
-(`train.json` + `train/JPEGImages`) or flat (`JPEGImages`, as `ifrvis synth` writes).
+training needs across splits). Fast on a real download: frame files are listed and one JPEG header per
+video is read (its size against the declared one); masks are checked by their run lengths, not drawn.
+The splits are the config's (`data.*_json`, `data.*_images`) or, without one, those of the layout
+found under ROOT: 2021 (`train/instances.json`), 2019 (`train.json` + `train/JPEGImages`) or flat
+(`JPEGImages`, as `ifrvis synth` writes).
 
 Exit status: 0 when clean, 1 when problems were found, 2 on a usage error (no such folder, no layout).
 """
@@ -16,6 +17,8 @@ import argparse
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+
+from PIL import Image
 
 from ifrvis.config import load_config
 from ifrvis.data.splits import annotations_problem, categories_problem, split_files
@@ -89,8 +92,25 @@ def check_split(split: Split) -> SplitReport:
     except DataError as error:
         return SplitReport(split, None, [str(error)])
     problems = find_problems(raw, str(split.json), split.images)
+    if not problems:  # every frame file exists: compare the frames' size with the declared one
+        problems = frame_size_problems(raw, str(split.json), split.images)
     needs = annotations_problem(raw, str(split.json)) if split.name == "train" else None
     return SplitReport(split, raw, problems + ([needs] if needs else []))
+
+
+def frame_size_problems(raw: dict, source: str, images: Path) -> list[str]:
+    """Videos whose first frame is not `width` x `height` (masks and results would not fit it); only
+    the JPEG header of one frame per video is read."""
+    problems = []
+    for video in raw.get("videos") or []:
+        with Image.open(images / video["file_names"][0]) as frame:
+            width, height = frame.size
+        if (width, height) != (video["width"], video["height"]):
+            problems.append(
+                f"{source}: video {video['id']}: field 'width'/'height': {video['width']}x{video['height']} "
+                f"declared, but {video['file_names'][0]} is {width}x{height}"
+            )
+    return problems
 
 
 def add_cross_split_problems(reports: list[SplitReport], num_classes: int | None) -> None:
