@@ -177,18 +177,6 @@ def inference_model(setting: Setting, decoder: str, device: torch.device):
     return build_model(cfg.model, cfg.loss.class_loss).to(device).eval(), cfg
 
 
-def inference_fps(setting: Setting, decoder: str, num_frames: int, device: torch.device) -> float:
-    """Frames/s of whole-video inference (`inference.mode=video`, postprocessing included)."""
-    model, cfg = inference_model(setting, decoder, device)
-    video = InMemoryVideo(num_frames, setting.height, setting.width)
-    predict_video(model, InMemoryVideo(4, setting.height, setting.width), cfg.inference)  # warm-up
-    synchronize(device)
-    tic = time.perf_counter()
-    predict_video(model, video, cfg.inference)
-    synchronize(device)
-    return num_frames / (time.perf_counter() - tic)
-
-
 def video_inference_stats(setting: Setting, decoder: str, num_frames: int, device: torch.device) -> dict:
     """Whole-video inference of one model: frames/s (after a short warm-up video) and the peak memory of
     the timed call (MiB: GPU allocated, or the process's RSS high-water mark on the CPU)."""
@@ -257,7 +245,7 @@ def speed_rows(setting: Setting, iters: int, num_frames: int, device: torch.devi
     return {
         decoder: {
             "train_s_per_clip": train_seconds_per_clip(setting, decoder, iters, device),
-            "inference_fps": inference_fps(setting, decoder, num_frames, device),
+            "inference_fps": video_inference_stats(setting, decoder, num_frames, device)["inference_fps"],
         }
         for decoder in DECODERS
     }
