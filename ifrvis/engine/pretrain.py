@@ -2,7 +2,7 @@
 paper's models start from (Sec. 4.1).
 
     ifrvis pretrain experiments/configs/synthetic_tiny.yaml [key=value ...] [--backbone-iters 2000]
-        [--iters 8000] [--out PATH]
+        [--iters 16000] [--out PATH]
     ifrvis pretrain --check experiments/configs/synthetic_tiny.yaml [key=value ...]
 
 Two stages on single frames of the training split, as a COCO Mask2Former is an ImageNet backbone
@@ -162,7 +162,7 @@ def fit(
 
 def stage_solver(iters: int, lr: float, batch_size: int) -> SolverConfig:
     """The solver of a pretraining stage of `iters` steps, the lr divided by 10 at 80 %; the rest at
-    its defaults, not the run's: every run's solver shares the file."""
+    its defaults, not the run's: every run's solver shares the file (`fit` clips no gradient)."""
     return SolverConfig(lr=lr, batch_size=batch_size, max_iters=iters, steps=[int(0.8 * iters)])
 
 
@@ -237,7 +237,7 @@ def pretrain(
     cfg: Config,
     out: str | Path,
     backbone_iters: int = 2000,
-    image_iters: int = 8000,
+    image_iters: int = 16000,
     lr: float = 1e-3,
     batch_size: int = 8,
     num_points: int = 1024,
@@ -359,7 +359,8 @@ def git_state() -> dict:
 
 def write_provenance(out: Path, cfg: Config, config: str, command: str, options: dict, summary: dict) -> Path:
     """`<out>.json`: how `out` was made (command, config and its hash, pretrain signature and the
-    settings under it, data seed, commit, torch version, the file's sha256, the pretrain summary)."""
+    settings under it, data seed, commit, torch version and threads, the file's sha256, the pretrain
+    summary)."""
     settings = pretrain_settings(cfg, options)
     info = (settings["train_data"] or {}).get("info") or {}
     record = {
@@ -374,6 +375,9 @@ def write_provenance(out: Path, cfg: Config, config: str, command: str, options:
         "data_seed": info.get("seed"),
         **git_state(),
         "torch": torch.__version__,
+        # Float sums are ordered by the thread count: the same command with another count gives
+        # another file (the same within run-to-run variance).
+        "torch_threads": torch.get_num_threads(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "pretrain": summary,
     }
@@ -453,7 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides")
     parser.add_argument("--out", help="where to write the weights (default: the config's model.weights)")
     parser.add_argument("--backbone-iters", type=int, default=2000, help="stage 1: semantic segmentation")
-    parser.add_argument("--iters", type=int, default=8000, help="stage 2: image-level Mask2Former")
+    parser.add_argument("--iters", type=int, default=16000, help="stage 2: image-level Mask2Former")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--batch-size", type=int, default=8, help="frames per iteration")
     parser.add_argument("--num-points", type=int, default=1024, help="stage 2: sampled points (0: dense)")
