@@ -4,20 +4,27 @@ finished runs of one or more sweeps (benchmarks/README.md, "Consistency").
     .venv/bin/python benchmarks/consistency.py table1 table2 consistency-t4 [--out results/consistency]
 
 Per run (grouped by method, data set and training clip length, mean ± std over seeds):
-- the logged AP, IDF1, ID switches, HOTA and its association accuracy AssA;
+- the logged AP, IDF1, ID switches, HOTA and its association accuracy AssA (predictions with score
+  >= 0.5, so each method's number of tracks follows its score scale);
+- the same tracking figures with as many tracks per video as it has ground-truth instances, its
+  highest-scoring predictions ("matched count", `*@N`): both methods then pass the same number of
+  tracks, whatever their scores, and their switches can be compared;
 - identity consistency from the run's checkpoint on its validation split (quality_diagnostics.py):
   the share of ground-truth instances that ONE query covers at video IoU >= 0.5 ("single query"),
   against the share covered at IoU >= 0.5 in the mean over frames by the best query of each frame
   ("stitched"); their ratio is 1 when the queries never switch instances;
 - the gradient norm reaching IFR's Eq. 2-3 blocks (`frame_*`) and its clip update (`temporal_cross_attn`,
   `clip_*`) at the first and the last logged step (`grad_norm/<block>`).
-Writes `consistency.md`, `consistency.csv` and `grad_norms.png` (the IFR blocks' norms over training).
+Writes `consistency.md` (two tables), `consistency.csv` and `grad_norms.png` (the IFR blocks' norms over
+training).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from collections import Counter
 from pathlib import Path
 
 import matplotlib
@@ -35,10 +42,14 @@ from ifrvis import runstore  # noqa: E402
 from ifrvis.config import config_from_dict  # noqa: E402
 from ifrvis.data.splits import load_splits  # noqa: E402
 from ifrvis.engine.checkpoint import CHECKPOINT_NAME  # noqa: E402
+from ifrvis.evaluation import tracking_metrics  # noqa: E402
 
 LOGGED = ("AP", "IDF1", "IDs", "HOTA", "AssA")
+MATCHED = ("IDF1", "IDs", "MOTA", "HOTA", "DetA", "AssA")
 IFR_BLOCKS = ("frame_cross_attn", "frame_self_attn", "frame_ffn", "temporal_cross_attn", "clip_self_attn")
-GROUP = ["method", "dataset", "clip_length"]
+# Rows are grouped by method, data and these training settings (header label: config key).
+SETTINGS = {"train T": "data.clip_length", "iters": "solver.max_iters", "λ_e": "loss.lambda_e"}
+GROUP = ["method", "dataset", *SETTINGS]
 
 
 def run_rows(sweeps: list[str], uri: str) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
@@ -53,11 +64,17 @@ def run_rows(sweeps: list[str], uri: str) -> tuple[pd.DataFrame, dict[str, pd.Da
         cfg = config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()), str(run_dir))
         _, valid = load_splits(cfg.data)
         figures = diagnose(load_trained(cfg, run_dir / CHECKPOINT_NAME), valid, cfg)
-        row = {"method": run["method"], "dataset": run["dataset"], "clip_length": cfg.data.clip_length}
+        row = {"method": run["method"], "dataset": run["dataset"]}
+        row |= {label: setting(cfg, key) for label, key in SETTINGS.items()}
+        if cfg.model.decoder != "ifr":
+            row["λ_e"] = "-"  # no cross-frame masks to weigh
         row |= {"seed": run["seed"], "run_id": run["run_id"]}
         row |= {key: run.get(f"metrics.{key}", np.nan) for key in LOGGED}
         row["single_query"] = figures["oracle_video_iou_over_0.5"]
         row["stitched"] = figures["oracle_per_frame_iou_over_0.5"]
+        results = json.loads((run_dir / "results.json").read_text())
+        matched = tracking_metrics(valid.raw, top_per_video(results, instance_counts(valid.raw)), 0.0)
+        row |= {f"{key}@N": matched[key] for key in MATCHED}
         history = grad_history(mlflow, run["run_id"])
         for block in IFR_BLOCKS if not history.empty and IFR_BLOCKS[0] in history else ():
             row[f"grad_first/{block}"], row[f"grad_last/{block}"] = history[block].iloc[[0, -1]]
@@ -65,6 +82,30 @@ def run_rows(sweeps: list[str], uri: str) -> tuple[pd.DataFrame, dict[str, pd.Da
         rows.append(row)
         print(f"{run['run_name']}: single query {row['single_query']:.2f}, stitched {row['stitched']:.2f}")
     return pd.DataFrame(rows), histories
+
+
+def setting(cfg, key: str):
+    """The value of dotted config `key` in `cfg`."""
+    section, name = key.split(".")
+    return getattr(getattr(cfg, section), name)
+
+
+def instance_counts(gt: dict) -> Counter:
+    """Ground-truth instances per video id of a YouTube-VIS annotation dict."""
+    return Counter(ann["video_id"] for ann in gt["annotations"])
+
+
+def top_per_video(results: list[dict], counts: Counter) -> list[dict]:
+    """The `counts[video]` highest-scoring predictions of each video (official results format); ties
+    keep the results' order."""
+    ranked = sorted(results, key=lambda res: -res["score"])
+    kept: Counter = Counter()
+    selected = []
+    for res in ranked:
+        if kept[res["video_id"]] < counts[res["video_id"]]:
+            kept[res["video_id"]] += 1
+            selected.append(res)
+    return selected
 
 
 def grad_history(mlflow, run_id: str) -> pd.DataFrame:
@@ -78,16 +119,25 @@ def grad_history(mlflow, run_id: str) -> pd.DataFrame:
 
 
 def summary_table(rows: pd.DataFrame) -> str:
-    """Markdown, one line per group: mean ± std over its seeds."""
-    columns = [*LOGGED, "single_query", "stitched"]
-    lines = [
-        "| method | data | train T | n | " + " | ".join(columns) + " | single / stitched |",
-        "|" + "---|" * (len(columns) + 5),
-    ]
+    """Markdown, one line per group: mean ± std over its seeds. The logged figures with the
+    decomposition, then the tracking figures at matched count."""
+    return "\n\n".join(
+        (
+            _table(rows, [*LOGGED, "single_query", "stitched"], ratio=True),
+            _table(rows, [f"{key}@N" for key in MATCHED], ratio=False),
+        )
+    )
+
+
+def _table(rows: pd.DataFrame, columns: list[str], ratio: bool) -> str:
+    header = ["method", "data", *SETTINGS, "n", *columns] + ["single / stitched"] * ratio
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for key, group in rows.groupby(GROUP):
-        cells = [_mean_std(group[c], 100 if c not in ("IDs",) else 1) for c in columns]
-        ratio = _mean_std(group["single_query"] / group["stitched"].where(group["stitched"] > 0), 1, ".2f")
-        lines.append(f"| {' | '.join(map(str, key))} | {len(group)} | " + " | ".join(cells) + f" | {ratio} |")
+        cells = [_mean_std(group[c], 1 if c.startswith("IDs") else 100) for c in columns]
+        if ratio:
+            share = group["single_query"] / group["stitched"].where(group["stitched"] > 0)
+            cells.append(_mean_std(share, 1, ".2f"))
+        lines.append(f"| {' | '.join(map(str, key))} | {len(group)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -102,15 +152,16 @@ def _mean_std(values: pd.Series, scale: float, spec: str = ".1f") -> str:
 def grad_figure(rows: pd.DataFrame, histories: dict[str, pd.DataFrame], path: Path) -> None:
     """IFR's block gradient norms over training, mean over the seeds of each group."""
     ifr = rows[rows["method"] == "ifr"]
-    groups = list(ifr.groupby(["dataset", "clip_length"]))
+    groups = list(ifr.groupby(["dataset", *SETTINGS]))
     fig, axes = plt.subplots(1, max(len(groups), 1), figsize=(5 * max(len(groups), 1), 3.5), squeeze=False)
-    for ax, ((dataset, clip_length), group) in zip(axes[0], groups):
+    for ax, (key, group) in zip(axes[0], groups):
         for block in IFR_BLOCKS:
             curves = [histories[r][block] for r in group["run_id"] if block in histories[r]]
             if curves:
                 mean = pd.concat(curves, axis=1).mean(axis=1)
                 ax.plot(mean.index, mean.values, label=block)
-        ax.set(title=f"IFR, {dataset}, T={clip_length}", xlabel="iteration", ylabel="gradient L2 norm")
+        title = ", ".join([key[0], *(f"{label} {value}" for label, value in zip(SETTINGS, key[1:]))])
+        ax.set(title=f"IFR, {title}", xlabel="iteration", ylabel="gradient L2 norm")
         ax.set_yscale("log")
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()

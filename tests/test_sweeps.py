@@ -3,6 +3,7 @@ up to run ids and timings, every run's log in its folder; a re-run skips finishe
 Slurm job resumes; a sweep Slurm refuses or cannot be reached leaves one line and no run behind."""
 
 import contextlib
+import importlib.util
 import math
 import os
 import shutil
@@ -120,8 +121,29 @@ def test_the_consistency_benchmark_reads_a_sweeps_runs(local_sweep, tmp_path):
     rows = pd.read_csv(tmp_path / "consistency.csv")
     assert sorted(rows["seed"]) == [0, 1] and set(rows["method"]) == {"ifr"}
     assert (rows["grad_first/frame_cross_attn"] > 0).all() and rows["stitched"].between(0, 1).all()
-    assert "| ifr | synthetic | 2 | 2 |" in (tmp_path / "consistency.md").read_text()
+    assert rows["HOTA@N"].between(0, 1).all() and (rows["IDs@N"] >= 0).all()
+    assert (tmp_path / "consistency.md").read_text().count("| ifr | synthetic | 2 | 4 | 0.3 | 2 |") == 2
     assert (tmp_path / "grad_norms.png").stat().st_size > 0
+
+
+def test_matched_count_keeps_each_videos_best_predictions():
+    """As many predictions per video as it has instances, the highest scores first, ties in order."""
+    spec = importlib.util.spec_from_file_location("consistency", ROOT / "benchmarks" / "consistency.py")
+    consistency = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(consistency)
+    gt = {"annotations": [{"video_id": 1}, {"video_id": 1}, {"video_id": 2}]}
+    counts = consistency.instance_counts(gt)
+    assert counts == {1: 2, 2: 1}
+    results = [
+        {"video_id": 1, "score": 0.2, "n": 0},
+        {"video_id": 1, "score": 0.9, "n": 1},
+        {"video_id": 2, "score": 0.1, "n": 2},
+        {"video_id": 1, "score": 0.2, "n": 3},
+        {"video_id": 2, "score": 0.05, "n": 4},
+        {"video_id": 3, "score": 0.99, "n": 5},
+    ]
+    kept = consistency.top_per_video(results, counts)
+    assert [res["n"] for res in kept] == [1, 0, 2]
 
 
 def test_rerunning_a_sweep_skips_finished_runs(local_sweep):
