@@ -10,7 +10,7 @@ SEEDS ?= 5
 DATA ?= data/synthetic
 export MLFLOW_TRACKING_URI ?= $(MLFLOW_URI)
 
-.PHONY: venv test lint data demo table1 table2 table3 ablation ablation-clip figures mlflow-init mlflow-ui mlflow-server \
+.PHONY: venv test lint data demo table1 table2 table3 consistency ablation ablation-clip figures mlflow-init mlflow-ui mlflow-server \
         slurm-up slurm-down benchmarks clean
 
 venv: $(STAMP)
@@ -72,6 +72,14 @@ else
 table3: table1
 	$(PY) analysis/tables.py --sweep table1 --table 3
 endif
+
+# Does IFR keep identities better (benchmarks/README.md, "Consistency")? Per method, mean ± std over
+# seeds: ID switches and IDF1 with as many tracks per video as ground-truth instances, and how much of an
+# instance one query covers against the per-frame best. Tiny profile: table2's runs (every video a
+# same-category crossing); PROFILE=paper: table3's held-out runs.
+CONSISTENCY_SWEEP := $(if $(filter paper,$(PROFILE)),table3,table2)
+consistency: $(CONSISTENCY_SWEEP)
+	$(PY) benchmarks/consistency.py $(CONSISTENCY_SWEEP) --out results/consistency
 
 ablation: $(INPUTS) mlflow-init
 	$(PY) experiments/ablate_lambda_e.py --profile $(PROFILE) --seeds $(SEEDS) --executor $(EXECUTOR)

@@ -3,7 +3,7 @@ finished runs of one or more sweeps (benchmarks/README.md, "Consistency").
 
     .venv/bin/python benchmarks/consistency.py table1 table2 consistency-t4 [--out results/consistency]
 
-Per run (grouped by method, data set and training clip length, mean ± std over seeds):
+Per run (grouped by method, data set and the training settings `SETTINGS`, mean ± std over seeds):
 - the logged AP, IDF1, ID switches, HOTA and its association accuracy AssA (predictions with score
   >= 0.5, so each method's number of tracks follows its score scale);
 - the same tracking figures with as many tracks per video as it has ground-truth instances, its
@@ -16,7 +16,7 @@ Per run (grouped by method, data set and training clip length, mean ± std over 
 - the gradient norm reaching IFR's Eq. 2-3 blocks (`frame_*`) and its clip update (`temporal_cross_attn`,
   `clip_*`) at the first and the last logged step (`grad_norm/<block>`).
 Writes `consistency.md` (two tables), `consistency.csv` and `grad_norms.png` (the IFR blocks' norms over
-training).
+training). A run's checkpoint figures are kept in its folder (`consistency.json`) and read back next time.
 """
 
 from __future__ import annotations
@@ -62,19 +62,13 @@ def run_rows(sweeps: list[str], uri: str) -> tuple[pd.DataFrame, dict[str, pd.Da
     for _, run in runs.iterrows():
         run_dir = Path(run["run_dir"])
         cfg = config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()), str(run_dir))
-        _, valid = load_splits(cfg.data)
-        figures = diagnose(load_trained(cfg, run_dir / CHECKPOINT_NAME), valid, cfg)
         row = {"method": run["method"], "dataset": run["dataset"]}
         row |= {label: setting(cfg, key) for label, key in SETTINGS.items()}
         if cfg.model.decoder != "ifr":
             row["λ_e"] = "-"  # no cross-frame masks to weigh
         row |= {"seed": run["seed"], "run_id": run["run_id"]}
         row |= {key: run.get(f"metrics.{key}", np.nan) for key in LOGGED}
-        row["single_query"] = figures["oracle_video_iou_over_0.5"]
-        row["stitched"] = figures["oracle_per_frame_iou_over_0.5"]
-        results = json.loads((run_dir / "results.json").read_text())
-        matched = tracking_metrics(valid.raw, top_per_video(results, instance_counts(valid.raw)), 0.0)
-        row |= {f"{key}@N": matched[key] for key in MATCHED}
+        row |= run_figures(cfg, run_dir)
         history = grad_history(mlflow, run["run_id"])
         for block in IFR_BLOCKS if not history.empty and IFR_BLOCKS[0] in history else ():
             row[f"grad_first/{block}"], row[f"grad_last/{block}"] = history[block].iloc[[0, -1]]
@@ -82,6 +76,24 @@ def run_rows(sweeps: list[str], uri: str) -> tuple[pd.DataFrame, dict[str, pd.Da
         rows.append(row)
         print(f"{run['run_name']}: single query {row['single_query']:.2f}, stitched {row['stitched']:.2f}")
     return pd.DataFrame(rows), histories
+
+
+def run_figures(cfg, run_dir: Path) -> dict:
+    """The decomposition and the matched-count tracking figures of a finished run, computed once and
+    kept in `<run_dir>/consistency.json` (its checkpoint and results no longer change)."""
+    cache = run_dir / "consistency.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    _, valid = load_splits(cfg.data)
+    oracle = diagnose(load_trained(cfg, run_dir / CHECKPOINT_NAME), valid, cfg)
+    results = json.loads((run_dir / "results.json").read_text())
+    matched = tracking_metrics(valid.raw, top_per_video(results, instance_counts(valid.raw)), 0.0)
+    figures = {
+        "single_query": oracle["oracle_video_iou_over_0.5"],
+        "stitched": oracle["oracle_per_frame_iou_over_0.5"],
+    } | {f"{key}@N": float(matched[key]) for key in MATCHED}
+    cache.write_text(json.dumps(figures, indent=1) + "\n")
+    return figures
 
 
 def setting(cfg, key: str):

@@ -123,6 +123,8 @@ def test_the_consistency_benchmark_reads_a_sweeps_runs(local_sweep, tmp_path):
     assert (rows["grad_first/frame_cross_attn"] > 0).all() and rows["stitched"].between(0, 1).all()
     assert rows["HOTA@N"].between(0, 1).all() and (rows["IDs@N"] >= 0).all()
     assert (tmp_path / "consistency.md").read_text().count("| ifr | synthetic | 2 | 4 | 0.3 | 2 |") == 2
+    cached = [Path(d) / "consistency.json" for d in runstore.load_sweep("t", uri=uri).runs["run_dir"]]
+    assert all(path.is_file() for path in cached)
     assert (tmp_path / "grad_norms.png").stat().st_size > 0
 
 
