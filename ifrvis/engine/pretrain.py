@@ -357,10 +357,12 @@ def git_state() -> dict:
     }
 
 
-def write_provenance(out: Path, cfg: Config, config: str, command: str, options: dict, summary: dict) -> Path:
+def write_provenance(
+    out: Path, cfg: Config, config: str, command: str, options: dict, summary: dict, code: dict
+) -> Path:
     """`<out>.json`: how `out` was made (command, config and its hash, pretrain signature and the
-    settings under it, data seed, commit, torch version and threads, the file's sha256, the pretrain
-    summary)."""
+    settings under it, data seed, the code's `git_state` when the build started, torch version and
+    threads, the file's sha256, the pretrain summary)."""
     settings = pretrain_settings(cfg, options)
     info = (settings["train_data"] or {}).get("info") or {}
     record = {
@@ -373,7 +375,7 @@ def write_provenance(out: Path, cfg: Config, config: str, command: str, options:
         "signature": signature(settings),
         "settings": settings,
         "data_seed": info.get("seed"),
-        **git_state(),
+        **code,
         "torch": torch.__version__,
         # Float sums are ordered by the thread count: the same command with another count gives
         # another file (the same within run-to-run variance).
@@ -490,10 +492,11 @@ def main(argv: list[str] | None = None) -> int:
     if not out:
         parser.error("the config sets no model.weights: pass --out")
     options = pretrain_options(args)
+    code = git_state()  # before the build: commits made while it runs did not make the file
     summary = pretrain(cfg, out, **options, progress=not args.no_progress)
     command = shlex.join([*REBUILD.split(), *argv])
     options |= {"class_loss": PRETRAIN_CLASS_LOSS, "seed": cfg.seed}
-    record = write_provenance(Path(out), cfg, args.config, command, options, summary)
+    record = write_provenance(Path(out), cfg, args.config, command, options, summary, code)
     print(json.dumps({"out": str(out), "provenance": str(record), **summary}))
     return 0
 
