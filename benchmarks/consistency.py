@@ -45,7 +45,7 @@ from ifrvis.engine.checkpoint import CHECKPOINT_NAME  # noqa: E402
 from ifrvis.evaluation import tracking_metrics  # noqa: E402
 
 LOGGED = ("AP", "IDF1", "IDs", "HOTA", "AssA")
-MATCHED = ("IDF1", "IDs", "MOTA", "HOTA", "DetA", "AssA")
+MATCHED = ("IDF1", "IDs", "switch rate", "MOTA", "HOTA", "DetA", "AssA")
 IFR_BLOCKS = ("frame_cross_attn", "frame_self_attn", "frame_ffn", "temporal_cross_attn", "clip_self_attn")
 # Rows are grouped by method, data and these training settings (header label: config key).
 SETTINGS = {"train T": "data.clip_length", "iters": "solver.max_iters", "λ_e": "loss.lambda_e"}
@@ -80,19 +80,34 @@ def run_rows(sweeps: list[str], uri: str) -> tuple[pd.DataFrame, dict[str, pd.Da
 
 def run_figures(cfg, run_dir: Path) -> dict:
     """The decomposition and the matched-count tracking figures of a finished run, computed once and
-    kept in `<run_dir>/consistency.json` (its checkpoint and results no longer change)."""
+    kept in `<run_dir>/consistency.json` (its checkpoint and results no longer change); a figure the
+    file lacks is computed and added."""
     cache = run_dir / "consistency.json"
-    if cache.is_file():
-        return json.loads(cache.read_text())
+    figures = json.loads(cache.read_text()) if cache.is_file() else {}
+    oracle_missing = not {"single_query", "stitched"} <= figures.keys()
+    matched_missing = not {f"{key}@N" for key in MATCHED} <= figures.keys()
+    if not (oracle_missing or matched_missing):
+        return figures
     _, valid = load_splits(cfg.data)
-    oracle = diagnose(load_trained(cfg, run_dir / CHECKPOINT_NAME), valid, cfg)
-    results = json.loads((run_dir / "results.json").read_text())
-    matched = tracking_metrics(valid.raw, top_per_video(results, instance_counts(valid.raw)), 0.0)
-    figures = {
-        "single_query": oracle["oracle_video_iou_over_0.5"],
-        "stitched": oracle["oracle_per_frame_iou_over_0.5"],
-    } | {f"{key}@N": float(matched[key]) for key in MATCHED}
+    if oracle_missing:
+        oracle = diagnose(load_trained(cfg, run_dir / CHECKPOINT_NAME), valid, cfg)
+        figures["single_query"] = oracle["oracle_video_iou_over_0.5"]
+        figures["stitched"] = oracle["oracle_per_frame_iou_over_0.5"]
+    if matched_missing:
+        results = json.loads((run_dir / "results.json").read_text())
+        figures |= matched_count_figures(valid.raw, results)
     cache.write_text(json.dumps(figures, indent=1) + "\n")
+    return figures
+
+
+def matched_count_figures(gt: dict, results: list[dict]) -> dict:
+    """`tracking_metrics` at matched count (`top_per_video`), keys suffixed `@N`; `switch rate@N` is
+    the ID switches per 100 matched ground-truth boxes (num_objects - FN), so that a method that
+    matches fewer boxes is not credited for the switches it had no chance to make."""
+    matched = tracking_metrics(gt, top_per_video(results, instance_counts(gt)), 0.0)
+    figures = {f"{key}@N": float(matched[key]) for key in MATCHED if key != "switch rate"}
+    hits = matched["num_objects"] - matched["FN"]
+    figures["switch rate@N"] = 100 * matched["IDs"] / hits if hits else float("nan")
     return figures
 
 
@@ -145,7 +160,7 @@ def _table(rows: pd.DataFrame, columns: list[str], ratio: bool) -> str:
     header = ["method", "data", *SETTINGS, "n", *columns] + ["single / stitched"] * ratio
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for key, group in rows.groupby(GROUP):
-        cells = [_mean_std(group[c], 1 if c.startswith("IDs") else 100) for c in columns]
+        cells = [_mean_std(group[c], 1 if c.startswith(("IDs", "switch")) else 100) for c in columns]
         if ratio:
             share = group["single_query"] / group["stitched"].where(group["stitched"] > 0)
             cells.append(_mean_std(share, 1, ".2f"))

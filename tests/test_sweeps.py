@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from conftest import ROOT, write_run_config
+from test_tracking_metrics import BOX_A, BOX_B, T, make_gt, result
 
 from ifrvis import runstore
 from ifrvis.config import load_config
@@ -128,11 +129,17 @@ def test_the_consistency_benchmark_reads_a_sweeps_runs(local_sweep, tmp_path):
     assert (tmp_path / "grad_norms.png").stat().st_size > 0
 
 
-def test_matched_count_keeps_each_videos_best_predictions():
-    """As many predictions per video as it has instances, the highest scores first, ties in order."""
+@pytest.fixture(scope="module")
+def consistency():
+    """benchmarks/consistency.py as a module."""
     spec = importlib.util.spec_from_file_location("consistency", ROOT / "benchmarks" / "consistency.py")
-    consistency = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(consistency)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_matched_count_keeps_each_videos_best_predictions(consistency):
+    """As many predictions per video as it has instances, the highest scores first, ties in order."""
     gt = {"annotations": [{"video_id": 1}, {"video_id": 1}, {"video_id": 2}]}
     counts = consistency.instance_counts(gt)
     assert counts == {1: 2, 2: 1}
@@ -146,6 +153,27 @@ def test_matched_count_keeps_each_videos_best_predictions():
     ]
     kept = consistency.top_per_video(results, counts)
     assert [res["n"] for res in kept] == [1, 0, 2]
+
+
+def test_matched_count_figures_by_hand(consistency):
+    """Video 1 has A and B for T frames; p follows A then B from frame 6, q the other way round (2
+    switches), r (A, score 0.1) is its third best and left out. Video 2 has A alone: s (A, score 0.05,
+    below any usual threshold) is kept, t (B) left out. Matched boxes 3T = 30, none missed: switch rate
+    100 x 2 / 30; IDTP 12 (video 1: max(2 x 6, 2 x 4)) + 10 (video 2), IDF1 = 2 x 22 / (30 + 30)."""
+    gt = make_gt({1: [[BOX_A] * T, [BOX_B] * T], 2: [[BOX_A] * T]})
+    swap = 6
+    results = [
+        result(1, [BOX_A] * swap + [BOX_B] * (T - swap), 0.9),
+        result(1, [BOX_B] * swap + [BOX_A] * (T - swap), 0.8),
+        result(1, [BOX_A] * T, 0.1),
+        result(2, [BOX_A] * T, 0.05),
+        result(2, [BOX_B] * T, 0.01),
+    ]
+    figures = consistency.matched_count_figures(gt, results)
+    assert figures["IDs@N"] == 2
+    assert figures["switch rate@N"] == pytest.approx(100 * 2 / (3 * T))
+    assert figures["IDF1@N"] == pytest.approx(2 * 22 / (3 * T + 3 * T))
+    assert figures["MOTA@N"] == pytest.approx(1 - 2 / (3 * T))
 
 
 def test_rerunning_a_sweep_skips_finished_runs(local_sweep):
