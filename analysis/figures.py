@@ -105,7 +105,8 @@ def metrics_against_key(
     axes[0][0].set_ylabel("%")
     axes[0][0].legend(fontsize=7)
     counts = ", ".join(
-        f"{title}={_text(row[key])}: n={row['n']}" for _, row in key_stats(runs, key, metrics[0]).iterrows()
+        f"{title}={_text(row[key])}: n={int(row['n'])}"
+        for _, row in key_stats(runs, key, metrics[0]).iterrows()
     )
     figure.suptitle(f"Metrics against {title} (mean ± sample std over seeds; {counts})", fontsize=9, y=1.04)
     return _save(figure, out_dir, figure_name(key))
