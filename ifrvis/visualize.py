@@ -1,6 +1,7 @@
 """Figures 1 and 5: a strip of frames, ground truth above prediction, one colour per track identity.
 
     ifrvis visualize --run RUN_ID --video VIDEO_ID [--out vis/]
+    ifrvis visualize --results results.json --config CONFIG [--data DIR] [--video VIDEO_ID]
     ifrvis visualize --results results.json --data DIR [--gt DIR/valid.json] [--video VIDEO_ID]
 
 Every ground-truth instance gets a fixed colour; a predicted track takes the colour of the
@@ -26,6 +27,7 @@ import yaml
 from mlflow.exceptions import MlflowException
 from PIL import Image, ImageDraw
 
+from ifrvis.config import load_config, to_dict
 from ifrvis.data.masks import decode_segmentation
 from ifrvis.errors import UserError
 
@@ -260,21 +262,28 @@ def load_predictions(
     return predictions
 
 
-def _from_run(run_id: str, uri: str, work: Path, data_root: str | None) -> tuple[Path, Path, Path]:
-    """(results.json, ground-truth json, image root) of an MLflow run, from its artifacts and config.
+def _split_paths(data: dict, data_root: str | None, source: str) -> tuple[Path, Path]:
+    """(ground-truth json, frame folder) of the validation split of a config's `data` section.
     A relative `data.root` is read from the current folder, else from the project folder."""
     from ifrvis import runstore  # here: drawing strips during training needs no MLflow
+
+    if not data.get("valid_json"):
+        raise ValueError(f"{source} has no data.valid_json; pass --gt")
+    root = Path(data_root or data.get("root", "."))
+    if not root.is_absolute() and not root.exists() and (runstore.PROJECT_ROOT / root).exists():
+        root = runstore.PROJECT_ROOT / root
+    return root / data["valid_json"], root / data.get("valid_images", "JPEGImages")
+
+
+def _from_run(run_id: str, uri: str, work: Path, data_root: str | None) -> tuple[Path, Path, Path]:
+    """(results.json, ground-truth json, image root) of an MLflow run, from its artifacts and config."""
+    from ifrvis import runstore
 
     client = runstore.client(uri)
     results = Path(client.download_artifacts(run_id, "results.json", str(work)))
     config_path = Path(client.download_artifacts(run_id, "config.yaml", str(work)))
     data = (yaml.safe_load(config_path.read_text()) or {}).get("data") or {}
-    if not data.get("valid_json"):
-        raise ValueError(f"run {run_id}: config.yaml has no data.valid_json; pass --gt")
-    root = Path(data_root or data.get("root", "."))
-    if not root.is_absolute() and not root.exists() and (runstore.PROJECT_ROOT / root).exists():
-        root = runstore.PROJECT_ROOT / root
-    return results, root / data["valid_json"], root / data.get("valid_images", "JPEGImages")
+    return (results, *_split_paths(data, data_root, f"run {run_id}: config.yaml"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -285,7 +294,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--data", help="YouTube-VIS folder (needed with --results; overrides the run's data.root)"
     )
-    parser.add_argument("--gt", help="ground-truth json (default: <data>/valid.json, or the run's config)")
+    parser.add_argument(
+        "--config", help="with --results: the run's YAML config, whose data.* name the split's files"
+    )
+    parser.add_argument("--gt", help="ground-truth json (default: <data>/valid.json, or the config's)")
     parser.add_argument("--image-dir", default="JPEGImages", help="frames folder inside --data")
     parser.add_argument("--video", type=int, help="video id (default: the first video)")
     parser.add_argument("--out", default="vis", help="output folder")
@@ -302,10 +314,14 @@ def main(argv: list[str] | None = None) -> int:
                     args.run, args.tracking_uri, Path(work), args.data
                 )
             else:
-                if not args.data:
-                    parser.error("--results needs --data DIR")
                 results_path = Path(args.results)
-                gt_path, image_root = Path(args.data) / "valid.json", Path(args.data) / args.image_dir
+                if args.config:
+                    data = to_dict(load_config(args.config))["data"]
+                    gt_path, image_root = _split_paths(data, args.data, args.config)
+                elif args.data:
+                    gt_path, image_root = Path(args.data) / "valid.json", Path(args.data) / args.image_dir
+                else:
+                    parser.error("--results needs --config CONFIG or --data DIR")
             gt_path = Path(args.gt) if args.gt else gt_path
             video, frames, gt_instances, categories = load_video(gt_path, image_root, args.video)
             try:

@@ -135,3 +135,17 @@ def test_cli_from_mlflow_run(data_dir, tmp_path, monkeypatch):
     assert Image.open(out / "video1.png").size == (T * W, 2 * H)
     assert cli_main(["visualize", "--run", run_id, "--video", "7", "--out", str(out)]) == 2
     assert cli_main(["visualize", "--run", "deadbeef", "--out", str(out)]) == 2  # no such MLflow run
+
+
+def test_cli_results_with_config(data_dir, tmp_path):
+    """--config names the split's files as a run reads them; --data replaces only its root."""
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({"data": {"root": "elsewhere", "valid_images": "JPEGImages"}}))
+    out = tmp_path / "vis"
+    results = str(data_dir / "results.json")
+    args = ["--results", results, "--config", str(config), "--out", str(out)]
+    assert cli_main(["visualize", *args]) == 2  # elsewhere/valid.json does not exist
+    assert main([*args, "--data", str(data_dir)]) == 0
+    assert Image.open(out / "video1.png").size == (T * W, 2 * H)
+    config.write_text(yaml.safe_dump({"data": {"root": str(data_dir), "valid_imgs": "JPEGImages"}}))
+    assert cli_main(["visualize", "--results", results, "--config", str(config)]) == 2  # unknown key
