@@ -125,19 +125,27 @@ def client(uri: str = "") -> MlflowClient:
     return MlflowClient(init_store(resolve_uri(uri)))
 
 
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # model training, not GenAI
+
+
 def experiment_id(mlflow: MlflowClient, name: str) -> str:
+    """The experiment `name`, created if absent; one made elsewhere (the UI, `mlflow experiments
+    create`) gets the kind tag that the UI otherwise asks for, unless it has a kind of its own."""
     experiment = with_retry(mlflow.get_experiment_by_name, name)
-    if experiment is not None:
-        return experiment.experiment_id
-    try:
-        return with_retry(
-            mlflow.create_experiment,
-            name,
-            artifact_location=_artifact_location(mlflow, name),
-            tags={"mlflow.experimentKind": "custom_model_development"},  # model training, not GenAI
-        )
-    except Exception:  # created meanwhile by a concurrent run
-        return with_retry(mlflow.get_experiment_by_name, name).experiment_id
+    if experiment is None:
+        try:
+            return with_retry(
+                mlflow.create_experiment,
+                name,
+                artifact_location=_artifact_location(mlflow, name),
+                tags=EXPERIMENT_KIND,
+            )
+        except Exception:  # created meanwhile by a concurrent run
+            experiment = with_retry(mlflow.get_experiment_by_name, name)
+    if not EXPERIMENT_KIND.keys() & experiment.tags.keys():
+        for key, value in EXPERIMENT_KIND.items():
+            with_retry(mlflow.set_experiment_tag, experiment.experiment_id, key, value)
+    return experiment.experiment_id
 
 
 def _artifact_location(mlflow: MlflowClient, name: str) -> str | None:

@@ -63,6 +63,22 @@ def test_find_runs_filters_by_tags(tmp_path):
     assert runstore.find_runs(mlflow, "tags", sweep="c") == []
 
 
+def test_experiment_kind_tag_on_new_and_existing_experiments(tmp_path):
+    mlflow = runstore.client(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    kind = "mlflow.experimentKind"
+    made_elsewhere = mlflow.create_experiment("from-the-ui")
+    genai = mlflow.create_experiment("genai", tags={kind: "genai_development"})
+    assert runstore.experiment_id(mlflow, "from-the-ui") == made_elsewhere
+    assert runstore.experiment_id(mlflow, "genai") == genai
+    new = runstore.experiment_id(mlflow, "new")
+    tags = {e: mlflow.get_experiment(e).tags.get(kind) for e in (made_elsewhere, genai, new)}
+    assert tags == {
+        made_elsewhere: "custom_model_development",
+        genai: "genai_development",
+        new: "custom_model_development",
+    }
+
+
 @pytest.fixture
 def tiny_cfg(tmp_path):
     return load_config(
