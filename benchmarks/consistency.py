@@ -15,8 +15,10 @@ Per run (grouped by method, data set and the training settings `SETTINGS`, mean 
   ("stitched"); their ratio is 1 when the queries never switch instances;
 - the gradient norm reaching IFR's Eq. 2-3 blocks (`frame_*`) and its clip update (`temporal_cross_attn`,
   `clip_*`) at the first and the last logged step (`grad_norm/<block>`).
-Writes `consistency.md` (two tables), `consistency.csv` and `grad_norms.png` (the IFR blocks' norms over
-training). A run's checkpoint figures are kept in its folder (`consistency.json`) and read back next time.
+Writes `consistency.md` (two tables), `consistency.csv`, `grad_norms.png` (the IFR blocks' norms over
+training) and, where runs differ only in their iterations, `budget.png` (switch rate, IDF1, AssA at
+matched count and AP against the clip stage's length). A run's checkpoint figures are kept in its
+folder (`consistency.json`) and read back next time.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ IFR_BLOCKS = ("frame_cross_attn", "frame_self_attn", "frame_ffn", "temporal_cros
 # Rows are grouped by method, data and these training settings (header label: config key).
 SETTINGS = {"train T": "data.clip_length", "iters": "solver.max_iters", "λ_e": "loss.lambda_e"}
 GROUP = ["method", "dataset", *SETTINGS]
+BUDGET = ("switch rate@N", "IDF1@N", "AssA@N", "AP")
 
 
 def run_rows(sweeps: list[str], uri: str) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
@@ -195,6 +198,37 @@ def grad_figure(rows: pd.DataFrame, histories: dict[str, pd.DataFrame], path: Pa
     fig.savefig(path, dpi=120)
 
 
+def budget_curves(rows: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Per group of runs alike but for `iters`, with two budgets or more: mean and std over seeds of the
+    `BUDGET` figures by iterations (switch rate per 100 matched boxes, the rest in %). Keyed by a label
+    naming the group's method, data and the settings in which groups differ."""
+    others = [column for column in GROUP if column != "iters"]
+    groups = [(key, g) for key, g in rows.groupby(others) if g["iters"].nunique() > 1]
+    varying = [i for i in range(len(others)) if len({key[i] for key, _ in groups} - {"-"}) > 1]
+    curves = {}
+    for key, group in groups:
+        named = [str(key[i]) if i < 2 else f"{others[i]} {key[i]}" for i in varying if key[i] != "-"]
+        label = ", ".join(named) or str(key[0])
+        scaled = group[["iters", *BUDGET]].astype(float)
+        scaled[[m for m in BUDGET if not m.startswith("switch")]] *= 100
+        curves[label] = scaled.groupby("iters").agg(["mean", "std"])
+    return curves
+
+
+def budget_figure(curves: dict[str, pd.DataFrame], path: Path) -> None:
+    """`budget_curves` drawn: one panel per figure, one line per group, ± one std over seeds."""
+    fig, axes = plt.subplots(1, len(BUDGET), figsize=(4 * len(BUDGET), 3.5))
+    for ax, metric in zip(axes, BUDGET):
+        for label, curve in curves.items():
+            mean, std = curve[metric]["mean"], curve[metric]["std"].fillna(0)
+            ax.errorbar(mean.index, mean.values, yerr=std.values, marker="o", capsize=3, label=label)
+        unit = "per 100 matched boxes" if metric.startswith("switch") else "%"
+        ax.set(title=metric, xlabel="clip iterations", ylabel=unit)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("sweeps", nargs="+")
@@ -210,6 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "consistency.md").write_text(table + "\n")
     rows.to_csv(args.out / "consistency.csv", index=False)
     grad_figure(rows, histories, args.out / "grad_norms.png")
+    curves = budget_curves(rows)
+    if curves:
+        budget_figure(curves, args.out / "budget.png")
     print(table)
     return 0
 

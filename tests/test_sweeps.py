@@ -176,6 +176,40 @@ def test_matched_count_figures_by_hand(consistency):
     assert figures["MOTA@N"] == pytest.approx(1 - 2 / (3 * T))
 
 
+def test_budget_curves_by_hand(consistency, tmp_path):
+    """Groups alike but for iterations, with two budgets or more, become curves: mean and std over
+    seeds (switch rate as is, the rest in %); a setting with one budget is left out; labels name what
+    tells the curves apart (λ_e "-" of the baseline is no difference)."""
+
+    def row(method, lambda_e, iters, switch, ap, clip_length=2):
+        figures = {"switch rate@N": switch, "IDF1@N": 0.4, "AssA@N": 0.5, "AP": ap}
+        return {"method": method, "dataset": "synthetic", "train T": clip_length, "iters": iters,
+                "λ_e": lambda_e, **figures}  # fmt: skip
+
+    rows = pd.DataFrame([
+        row("ifr", 0.3, 800, 10.0, 0.08), row("ifr", 0.3, 800, 12.0, 0.10),
+        row("ifr", 0.3, 2400, 9.0, 0.11),
+        row("mask2former", "-", 800, 14.0, 0.10), row("mask2former", "-", 2400, 11.0, 0.12),
+        row("ifr", 0.3, 800, 13.0, 0.09, clip_length=4),
+    ])  # fmt: skip
+    curves = consistency.budget_curves(rows)
+    assert sorted(curves) == ["ifr", "mask2former"]
+    ifr = curves["ifr"]
+    assert list(ifr.index) == [800, 2400]
+    assert ifr.loc[800, ("switch rate@N", "mean")] == pytest.approx(11.0)
+    assert ifr.loc[800, ("switch rate@N", "std")] == pytest.approx(2**0.5)
+    assert ifr.loc[800, ("AP", "mean")] == pytest.approx(9.0) and ifr.loc[2400, ("IDF1@N", "mean")] == 40
+    assert curves["mask2former"].loc[2400, ("switch rate@N", "mean")] == 11.0
+    consistency.budget_figure(curves, tmp_path / "budget.png")
+    assert (tmp_path / "budget.png").stat().st_size > 0
+    rows.loc[len(rows)] = row("ifr", 0.3, 2400, 12.0, 0.1, clip_length=4)  # T now tells curves apart
+    assert sorted(consistency.budget_curves(rows)) == [
+        "ifr, train T 2",
+        "ifr, train T 4",
+        "mask2former, train T 2",
+    ]
+
+
 def test_rerunning_a_sweep_skips_finished_runs(local_sweep):
     config, _ = local_sweep
     before = records(config)
