@@ -262,20 +262,20 @@ def load_predictions(
     return predictions
 
 
-def _split_paths(data: dict, data_root: str | None, source: str) -> tuple[Path, Path]:
-    """(ground-truth json, frame folder) of the validation split of a config's `data` section.
-    A relative `data.root` is read from the current folder, else from the project folder."""
+def _split_paths(data: dict, data_root: str | None) -> tuple[Path | None, Path]:
+    """(ground-truth json or None without `valid_json`, frame folder) of the validation split of a
+    config's `data` section. A relative `data.root` is read from the current folder, else from the
+    project folder."""
     from ifrvis import runstore  # here: drawing strips during training needs no MLflow
 
-    if not data.get("valid_json"):
-        raise ValueError(f"{source} has no data.valid_json; pass --gt")
     root = Path(data_root or data.get("root", "."))
     if not root.is_absolute() and not root.exists() and (runstore.PROJECT_ROOT / root).exists():
         root = runstore.PROJECT_ROOT / root
-    return root / data["valid_json"], root / data.get("valid_images", "JPEGImages")
+    gt = root / data["valid_json"] if data.get("valid_json") else None
+    return gt, root / data.get("valid_images", "JPEGImages")
 
 
-def _from_run(run_id: str, uri: str, work: Path, data_root: str | None) -> tuple[Path, Path, Path]:
+def _from_run(run_id: str, uri: str, work: Path, data_root: str | None) -> tuple[Path, Path | None, Path]:
     """(results.json, ground-truth json, image root) of an MLflow run, from its artifacts and config."""
     from ifrvis import runstore
 
@@ -283,7 +283,7 @@ def _from_run(run_id: str, uri: str, work: Path, data_root: str | None) -> tuple
     results = Path(client.download_artifacts(run_id, "results.json", str(work)))
     config_path = Path(client.download_artifacts(run_id, "config.yaml", str(work)))
     data = (yaml.safe_load(config_path.read_text()) or {}).get("data") or {}
-    return (results, *_split_paths(data, data_root, f"run {run_id}: config.yaml"))
+    return (results, *_split_paths(data, data_root))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -292,7 +292,9 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument("--run", help="MLflow run id: its results.json and config.yaml artifacts")
     source.add_argument("--results", help="a results.json in the official format")
     parser.add_argument(
-        "--data", help="YouTube-VIS folder (needed with --results; overrides the run's data.root)"
+        "--data",
+        help="YouTube-VIS folder: replaces the config's data.root (with --results alone: holds "
+        "valid.json and --image-dir)",
     )
     parser.add_argument(
         "--config", help="with --results: the run's YAML config, whose data.* name the split's files"
@@ -317,12 +319,14 @@ def main(argv: list[str] | None = None) -> int:
                 results_path = Path(args.results)
                 if args.config:
                     data = to_dict(load_config(args.config))["data"]
-                    gt_path, image_root = _split_paths(data, args.data, args.config)
+                    gt_path, image_root = _split_paths(data, args.data)
                 elif args.data:
                     gt_path, image_root = Path(args.data) / "valid.json", Path(args.data) / args.image_dir
                 else:
                     parser.error("--results needs --config CONFIG or --data DIR")
             gt_path = Path(args.gt) if args.gt else gt_path
+            if gt_path is None:
+                raise ValueError("the run's config has no data.valid_json (a held-out split?); pass --gt")
             video, frames, gt_instances, categories = load_video(gt_path, image_root, args.video)
             try:
                 results = json.loads(results_path.read_text())

@@ -147,5 +147,10 @@ def test_cli_results_with_config(data_dir, tmp_path):
     assert cli_main(["visualize", *args]) == 2  # elsewhere/valid.json does not exist
     assert main([*args, "--data", str(data_dir)]) == 0
     assert Image.open(out / "video1.png").size == (T * W, 2 * H)
+    held_out = {"root": str(data_dir), "valid_json": "", "valid_images": "JPEGImages", "holdout_videos": 1}
+    config.write_text(yaml.safe_dump({"data": held_out}))  # validation carved out of train.json
+    assert cli_main(["visualize", "--results", results, "--config", str(config), "--out", str(out)]) == 2
+    gt = str(data_dir / "valid.json")
+    assert main(["--results", results, "--config", str(config), "--gt", gt, "--out", str(out)]) == 0
     config.write_text(yaml.safe_dump({"data": {"root": str(data_dir), "valid_imgs": "JPEGImages"}}))
     assert cli_main(["visualize", "--results", results, "--config", str(config)]) == 2  # unknown key
