@@ -39,6 +39,8 @@ data: venv
 # What the sweeps need first: the synthetic data and tiny model (tiny profile); the paper profile reads
 # the YouTube-VIS folders and COCO checkpoints the user downloaded (README, "Real data").
 INPUTS := $(if $(filter paper,$(PROFILE)),venv,data)
+# Table 1's two rows on the tiny profile: IFR and Mask2Former-VIS.
+TINY_CONFIGS := experiments/configs/synthetic_tiny.yaml experiments/configs/synthetic_tiny_mask2former.yaml
 
 demo: data
 	$(VENV)/bin/ifrvis train experiments/configs/synthetic_tiny.yaml data.root=$(DATA)
@@ -47,7 +49,7 @@ mlflow-init: venv
 	$(PY) -m ifrvis.runstore init
 
 table1: $(INPUTS) mlflow-init
-	$(PY) experiments/run_seeds.py experiments/configs/$(if $(filter paper,$(PROFILE)),ytvis19_r50.yaml experiments/configs/ytvis19_r50_mask2former.yaml,synthetic_tiny.yaml experiments/configs/synthetic_tiny_mask2former.yaml) \
+	$(PY) experiments/run_seeds.py $(if $(filter paper,$(PROFILE)),experiments/configs/ytvis19_r50.yaml experiments/configs/ytvis19_r50_mask2former.yaml,$(TINY_CONFIGS)) \
 	    --seeds $(SEEDS) --executor $(EXECUTOR) --sweep table1
 	$(PY) analysis/tables.py --sweep table1 --table 1
 
@@ -56,7 +58,7 @@ table1: $(INPUTS) mlflow-init
 table2: $(INPUTS) mlflow-init
 	$(if $(filter paper,$(PROFILE)),,test -f data/synthetic_crossing/train.json || \
 	  $(VENV)/bin/ifrvis synth --out data/synthetic_crossing --seed 1 --split-style crossing)
-	$(PY) experiments/run_seeds.py $(if $(filter paper,$(PROFILE)),experiments/configs/ytvis21_r50.yaml experiments/configs/ytvis21_r50_mask2former.yaml,experiments/configs/synthetic_tiny.yaml experiments/configs/synthetic_tiny_mask2former.yaml --set data.root=data/synthetic_crossing dataset=synthetic-crossing) \
+	$(PY) experiments/run_seeds.py $(if $(filter paper,$(PROFILE)),experiments/configs/ytvis21_r50.yaml experiments/configs/ytvis21_r50_mask2former.yaml,$(TINY_CONFIGS) --set data.root=data/synthetic_crossing dataset=synthetic-crossing) \
 	    --seeds $(SEEDS) --executor $(EXECUTOR) --sweep table2
 	$(PY) analysis/tables.py --sweep table2 --table 1
 
@@ -89,7 +91,7 @@ consistency-long:
 	@echo "make consistency-long: a budget study of the tiny profile; PROFILE=paper trains on its configs' schedules" >&2; exit 2
 else
 consistency-long: table1
-	$(PY) experiments/run_seeds.py experiments/configs/synthetic_tiny.yaml experiments/configs/synthetic_tiny_mask2former.yaml \
+	$(PY) experiments/run_seeds.py $(TINY_CONFIGS) \
 	    --seeds $(SEEDS) --executor $(EXECUTOR) --sweep consistency2400 --set solver.max_iters=2400 'solver.steps=[1920]'
 	$(PY) benchmarks/consistency.py table1 consistency2400 --out results/consistency-long
 endif
