@@ -23,11 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from mlflow.exceptions import MlflowException
 from PIL import Image, ImageDraw
 
-from ifrvis.config import load_config, to_dict
+from ifrvis.config import DataConfig, load_config
 from ifrvis.data.masks import decode_segmentation
 from ifrvis.errors import UserError
 
@@ -262,17 +261,15 @@ def load_predictions(
     return predictions
 
 
-def _split_paths(data: dict, data_root: str | None) -> tuple[Path | None, Path]:
-    """(ground-truth json or None without `valid_json`, frame folder) of the validation split of a
-    config's `data` section. A relative `data.root` is read from the current folder, else from the
-    project folder."""
+def _split_paths(data: DataConfig, data_root: str | None) -> tuple[Path | None, Path]:
+    """(ground-truth json or None without `valid_json`, frame folder) of a config's validation split.
+    A relative `data.root` is read from the current folder, else from the project folder."""
     from ifrvis import runstore  # here: drawing strips during training needs no MLflow
 
-    root = Path(data_root or data.get("root", "."))
+    root = Path(data_root or data.root)
     if not root.is_absolute() and not root.exists() and (runstore.PROJECT_ROOT / root).exists():
         root = runstore.PROJECT_ROOT / root
-    gt = root / data["valid_json"] if data.get("valid_json") else None
-    return gt, root / data.get("valid_images", "JPEGImages")
+    return (root / data.valid_json if data.valid_json else None), root / data.valid_images
 
 
 def _from_run(run_id: str, uri: str, work: Path, data_root: str | None) -> tuple[Path, Path | None, Path]:
@@ -282,8 +279,7 @@ def _from_run(run_id: str, uri: str, work: Path, data_root: str | None) -> tuple
     client = runstore.client(uri)
     results = Path(client.download_artifacts(run_id, "results.json", str(work)))
     config_path = Path(client.download_artifacts(run_id, "config.yaml", str(work)))
-    data = (yaml.safe_load(config_path.read_text()) or {}).get("data") or {}
-    return (results, *_split_paths(data, data_root))
+    return (results, *_split_paths(load_config(config_path).data, data_root))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -318,8 +314,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 results_path = Path(args.results)
                 if args.config:
-                    data = to_dict(load_config(args.config))["data"]
-                    gt_path, image_root = _split_paths(data, args.data)
+                    gt_path, image_root = _split_paths(load_config(args.config).data, args.data)
                 elif args.data:
                     gt_path, image_root = Path(args.data) / "valid.json", Path(args.data) / args.image_dir
                 else:

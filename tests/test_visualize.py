@@ -126,7 +126,8 @@ def test_cli_from_mlflow_run(data_dir, tmp_path, monkeypatch):
     experiment = client.create_experiment("ifrvis", artifact_location=str(tmp_path / "artifacts"))
     run_id = client.create_run(experiment).info.run_id
     config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump({"data": {"root": str(data_dir), "valid_json": "valid.json"}}))
+    data = {"root": str(data_dir), "valid_json": "valid.json", "valid_images": "JPEGImages"}
+    config.write_text(yaml.safe_dump({"data": data}))
     client.log_artifact(run_id, str(config))
     client.log_artifact(run_id, str(data_dir / "results.json"))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
