@@ -17,6 +17,15 @@ def with_pos(x: Tensor, pos: Tensor | None) -> Tensor:
     return x if pos is None else x + pos
 
 
+def xavier_init(module: nn.Module) -> None:
+    """Mask2Former's `_reset_parameters` of its decoder layers: `xavier_uniform_` on every parameter with
+    more than one dimension (biases and LayerNorm keep PyTorch's init). Without it nn.Linear's default
+    (kaiming-uniform, a = sqrt(5)) starts out_proj and the FFN at about half xavier's std."""
+    for param in module.parameters():
+        if param.dim() > 1:
+            nn.init.xavier_uniform_(param)
+
+
 class SelfAttentionLayer(nn.Module):
     """Multi-head self-attention with residual and LayerNorm; tokens `(B, L, C)`."""
 
@@ -26,6 +35,7 @@ class SelfAttentionLayer(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.dropout = nn.Dropout(dropout)
         self.pre_norm = pre_norm
+        xavier_init(self)
 
     def forward(self, tgt: Tensor, query_pos: Tensor | None = None) -> Tensor:
         x = self.norm(tgt) if self.pre_norm else tgt
@@ -46,6 +56,7 @@ class CrossAttentionLayer(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.dropout = nn.Dropout(dropout)
         self.pre_norm = pre_norm
+        xavier_init(self)
 
     def forward(
         self,
@@ -73,6 +84,7 @@ class FFNLayer(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.dropout = nn.Dropout(dropout)
         self.pre_norm = pre_norm
+        xavier_init(self)
 
     def forward(self, tgt: Tensor) -> Tensor:
         x = self.norm(tgt) if self.pre_norm else tgt

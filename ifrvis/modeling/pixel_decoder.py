@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ifrvis.modeling.layers import sine_position_2d
+from ifrvis.modeling.layers import sine_position_2d, xavier_init
 
 ENCODER_LEVELS = ("res5", "res4", "res3")  # coarse to fine, as Mask2Former orders them
 
@@ -103,6 +103,9 @@ class DeformableEncoderLayer(nn.Module):
         self.linear2 = nn.Linear(ffn_dim, dim)
         self.norm2 = nn.LayerNorm(dim)
         self.dropout = nn.Dropout(dropout)
+        # Mask2Former's encoder xavier-initialises every matrix before MSDeformAttn's own reset: here the FFN.
+        xavier_init(self.linear1)
+        xavier_init(self.linear2)
 
     def forward(
         self, src: Tensor, pos: Tensor, reference_points: Tensor, spatial_shapes: list[tuple[int, int]]
