@@ -45,7 +45,7 @@ class DataConfig:
     )
     holdout_seed: int = 0
     clip_length: int = 2  # T frames per training clip (Sec. 4.1)
-    max_frame_gap: int = 20  # the sampled frames of a clip lie within this many frames
+    sampling_frame_range: int = 20  # a clip's other frames lie within this many frames of its reference
     train_short_sides: list[int] = field(default_factory=lambda: [360, 480])
     max_long_side: int = 1333  # detectron2's default, kept by Mask2Former-VIS: 480 px 16:9 frames stay 480
     test_short_side: int = 360

@@ -45,14 +45,22 @@ def load_frame(ytvis: YTVIS, video: dict, t: int, size: tuple[int, int]) -> torc
     return torch.from_numpy(array.copy()).permute(2, 0, 1)
 
 
-def sample_frame_indices(rng: np.random.Generator, length: int, clip_length: int, max_gap: int) -> np.ndarray:
-    """`clip_length` ordered frame indices of a `length`-frame video, all within `max_gap` frames of each
-    other; distinct when the window allows, repeated otherwise (short videos)."""
-    span = min(max_gap, length - 1)
-    start = int(rng.integers(0, length - span))
-    window = np.arange(start, start + span + 1)
-    replace = window.size < clip_length
-    return np.sort(rng.choice(window, size=clip_length, replace=replace)).astype(np.int64)
+def sample_frame_indices(
+    rng: np.random.Generator, length: int, clip_length: int, frame_range: int
+) -> np.ndarray:
+    """`clip_length` sorted frame indices of a `length`-frame video, drawn as Mask2Former-VIS's dataset
+    mapper does: a reference frame uniformly, then `clip_length - 1` others uniformly and with replacement
+    among the frames at most `frame_range` from it, the reference excluded (a one-frame video repeats its
+    frame). For two frames every gap 1..frame_range is about equally likely away from the video's ends."""
+    reference = int(rng.integers(length))
+    if clip_length == 1:
+        return np.array([reference], dtype=np.int64)
+    window = np.arange(max(0, reference - frame_range), min(length, reference + frame_range + 1))
+    others = window[window != reference]
+    if others.size == 0:
+        others = np.array([reference])
+    picked = rng.choice(others, size=clip_length - 1, replace=True)
+    return np.sort(np.append(picked, reference)).astype(np.int64)
 
 
 class ClipDataset(torch.utils.data.Dataset):
@@ -68,6 +76,8 @@ class ClipDataset(torch.utils.data.Dataset):
     def __init__(self, ytvis: YTVIS, data_cfg: DataConfig, train: bool = True, seed: int = 0):
         if data_cfg.clip_length < 1:
             raise ValueError(f"data.clip_length must be >= 1, got {data_cfg.clip_length}")
+        if data_cfg.sampling_frame_range < 0:
+            raise ValueError(f"data.sampling_frame_range must be >= 0, got {data_cfg.sampling_frame_range}")
         if train and not data_cfg.train_short_sides:
             raise ValueError("data.train_short_sides is empty")
         if not ytvis.has_annotations:
@@ -86,7 +96,7 @@ class ClipDataset(torch.utils.data.Dataset):
         rng = self.rng_for(item, draw)
         video = self.ytvis.videos[item]
         frames = sample_frame_indices(
-            rng, len(video["file_names"]), self.cfg.clip_length, self.cfg.max_frame_gap
+            rng, len(video["file_names"]), self.cfg.clip_length, self.cfg.sampling_frame_range
         )
         if self.train:
             short_side = int(self.cfg.train_short_sides[int(rng.integers(len(self.cfg.train_short_sides)))])
