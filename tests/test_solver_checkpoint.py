@@ -7,11 +7,13 @@ from collections import OrderedDict
 
 import pytest
 import torch
+from test_meta_arch import tiny_config
 from torch import nn
 
 from ifrvis.config import SolverConfig
 from ifrvis.engine.checkpoint import load_checkpoint, save_checkpoint
 from ifrvis.engine.solver import build_optimizer, build_scheduler, lr_factor, param_groups
+from ifrvis.modeling import build_model
 
 
 class Toy(nn.Module):
@@ -47,6 +49,24 @@ def test_swin_position_biases_get_no_weight_decay():
     blocks = sum(SWIN_SPECS["swin_t"][1])  # one bias table per block
     assert sum("relative_position_bias_table" in n for n in no_decay) == blocks
     assert not any("relative_position_bias_table" in names[id(p)] for p in groups["backbone"]["params"])
+
+
+def test_weight_decay_as_mask2formers_optimizer_on_the_model():
+    """Mask2Former's build_optimizer: the decoder's nn.Embedding (queries, level embedding) and every norm
+    without decay; the pixel decoder's level embedding (a plain parameter) decays like any weight."""
+    model = build_model(tiny_config("ifr"))
+    groups = param_groups(model, SolverConfig(weight_decay=0.05))
+    decay = {
+        name
+        for name, param in model.named_parameters()
+        for g in groups
+        if g["weight_decay"] > 0 and any(param is p for p in g["params"])
+    }
+    assert "pixel_decoder.level_embed" in decay
+    exempt = {"decoder.query_feat.weight", "decoder.query_embed.weight", "decoder.level_embed.weight"}
+    assert not exempt & decay
+    assert not any(".norm" in name for name in decay)
+    assert "decoder.layers.0.frame_ffn.linear1.weight" in decay
 
 
 def test_step_schedule_with_warmup():

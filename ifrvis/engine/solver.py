@@ -7,10 +7,11 @@ from torch import nn
 
 from ifrvis.config import SolverConfig
 
+# Mask2Former's optimizer (train_net_video.py `build_optimizer`): no weight decay on norms, on
+# nn.Embedding (the decoder's queries and level embedding) and on Swin's position tables. Every other
+# parameter decays, the pixel decoder's level embedding (a plain nn.Parameter there and here) included.
 NO_DECAY_TYPES = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm2d, nn.Embedding)
-# Learned embeddings held as plain parameters: the pixel decoder's level embedding, Swin's position
-# biases (Mask2Former exempts the latter two from weight decay too).
-NO_DECAY_NAMES = ("query", "level_embed", "relative_position_bias_table", "absolute_pos_embed")
+NO_DECAY_NAMES = ("relative_position_bias_table", "absolute_pos_embed")
 
 
 def param_groups(model: nn.Module, cfg: SolverConfig) -> list[dict]:
