@@ -193,7 +193,7 @@ def align_masks(result: QueryResult, pivot: QueryResult) -> Tensor:
         xs = 1 - xs
     yy, xx = torch.meshgrid(ys * h / hp, xs * w / wp, indexing="ij")  # fractions of result's padded grid
     coords = torch.stack([xx, yy], dim=-1).view(1, -1, 2).expand(num_queries, -1, -1)
-    values = point_sample(result.mask_logits, coords)  # (Q, T, grid_h * grid_w)
+    values = point_sample(result.mask_logits, coords, padding_mode="border")  # (Q, T, grid_h * grid_w)
     return values.view(num_queries, num_frames, grid_h, grid_w)
 
 

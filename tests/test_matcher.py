@@ -121,6 +121,10 @@ def test_sampled_cost_approximates_dense_cost():
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(3)
     outputs, _ = random_case(g, q=3, m=0, size=8)
+    # Logit 0 on the outer ring: there zero padding (detectron2's, the points within half a pixel of the
+    # edge) reads what the dense bilinear upsampling reads.
+    outputs["pred_masks"][..., [0, -1], :] = 0
+    outputs["pred_masks"][..., :, [0, -1]] = 0
     # Blocky ground truth: bilinear sampling blurs it only near block edges.
     blocks = torch.rand(2, 2, 4, 4, generator=g) > 0.5
     gt = blocks.repeat_interleave(8, dim=2).repeat_interleave(8, dim=3)  # (2, 2, 32, 32)
@@ -188,6 +192,15 @@ def test_point_sample_reads_pixel_centres_exactly():
     for n in range(2):
         for p, (i, j) in enumerate(ij):
             assert torch.equal(values[n, :, p], maps[n, :, i, j])
+
+
+def test_point_sample_pads_with_zeros_as_detectron2_and_border_on_request():
+    """A point on the map's edge, half a pixel past the last pixel centre, reads half of it with zero
+    padding (detectron2's `point_sample`), the pixel itself with border padding (a dense resize's edge)."""
+    maps = torch.full((1, 1, 2, 2), 8.0)
+    coords = torch.tensor([[[1.0, 0.5], [0.5, 0.5]]])  # (x, y): the right edge, then the middle
+    assert point_sample(maps, coords)[0, 0].tolist() == [4.0, 8.0]
+    assert point_sample(maps, coords, padding_mode="border")[0, 0].tolist() == [8.0, 8.0]
 
 
 def test_uncertain_points_prefer_the_decision_boundary():

@@ -11,14 +11,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def point_sample(maps: Tensor, coords: Tensor) -> Tensor:
+def point_sample(maps: Tensor, coords: Tensor, padding_mode: str = "zeros") -> Tensor:
     """Bilinear values of `maps (N, C, H, W)` at `coords (N, P, 2)` in [0, 1] -> `(N, C, P)`.
 
-    Border padding (Mask2Former pads with zeros): points within half a pixel of the edge read the edge
-    pixel, as dense bilinear upsampling does, instead of being pulled towards 0."""
+    Zero padding as detectron2's `point_sample` (the losses and the matcher): points within half a pixel
+    of the edge are pulled towards 0. `"border"` reads the edge pixel instead, as a dense bilinear resize
+    does (test-time augmentation's resampling of one pass onto another's grid)."""
     grid = 2.0 * coords[:, :, None, :] - 1.0  # (N, P, 1, 2) in [-1, 1]
     return F.grid_sample(
-        maps, grid.to(maps.dtype), mode="bilinear", padding_mode="border", align_corners=False
+        maps, grid.to(maps.dtype), mode="bilinear", padding_mode=padding_mode, align_corners=False
     )[..., 0]
 
 
