@@ -211,3 +211,93 @@ def test_ifrvis_weights_prints_the_report(published, capsys):
     assert "class head (81 outputs in the file, 41 in the model)" in capsys.readouterr().out
     assert "missing: 0" in out and "unexpected (file keys with no place in the model): 0" in out
     assert cli_main(["weights", config, "absent.pkl"]) == 2  # a one-line user error
+
+
+def tiny_backbone_pkl(path, change=None):
+    """The tiny model's backbone (BatchNorms with their 0-d `num_batches_tracked`) as a detectron2-style
+    .pkl of NumPy arrays; `change(arrays)` edits it first."""
+    model = build_model(load_config(TINY_CONFIG, ["model.weights="]).model)
+    arrays = {k: v.numpy() for k, v in model.state_dict().items() if k.startswith("backbone.")}
+    if change:
+        change(arrays)
+    path.write_bytes(pickle.dumps({"model": arrays, "__author__": "test"}, protocol=2))
+    return path
+
+
+def test_0d_arrays_keep_their_shape(tmp_path):
+    path = tiny_backbone_pkl(tmp_path / "backbone.pkl")
+    counters = [k for k in read_checkpoint(path) if k.endswith("num_batches_tracked")]
+    assert counters and all(read_checkpoint(path)[k].shape == () for k in counters)
+    report = load_weights(build_model(load_config(TINY_CONFIG, ["model.weights="]).model), path)
+    assert report.mismatched == [] and report.missing == []
+    assert set(counters) <= set(report.loaded)
+
+
+def test_a_mismatched_key_is_listed_once(tmp_path):
+    key = "backbone.stem.0.weight"
+    path = tiny_backbone_pkl(tmp_path / "backbone.pkl", lambda arrays: arrays.update({key: arrays[key][:1]}))
+    report = load_weights(build_model(load_config(TINY_CONFIG, ["model.weights="]).model), path)
+    assert [m.key for m in report.mismatches] == [key] and report.missing == []
+    assert "0 missing, 0 unexpected, 1 mismatched" in report.summary()
+
+
+def test_ifrvis_weights_exit_status_says_whether_the_file_gave_everything(tmp_path, capsys):
+    complete = tiny_backbone_pkl(tmp_path / "complete.pkl")
+    assert cli_main(["weights", str(TINY_CONFIG), str(complete)]) == 0
+    assert "missing: 0" in capsys.readouterr().out
+    key = "backbone.stem.0.weight"
+    mismatched = tiny_backbone_pkl(tmp_path / "mismatched.pkl", lambda a: a.update({key: a[key][:1]}))
+    assert cli_main(["weights", str(TINY_CONFIG), str(mismatched)]) == 1
+    out = capsys.readouterr().out
+    assert "mismatched: 1" in out and "missing: 0" in out
+    missing = tiny_backbone_pkl(tmp_path / "missing.pkl", lambda arrays: arrays.pop(key))
+    assert cli_main(["weights", str(TINY_CONFIG), str(missing)]) == 1
+    assert "missing: 1" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        cli_main(["weights", "--help"])
+    assert "exit status: 0 when" in " ".join(capsys.readouterr().out.split())
+
+
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (b"PK\x03\x04 not a zip", "PytorchStreamReader failed"),
+        (b"", "EOFError"),
+    ],
+)
+def test_a_corrupt_pth_is_one_line_as_a_corrupt_pkl(tmp_path, capsys, data, reason):
+    path = tmp_path / "model.pth"
+    path.write_bytes(data)
+    assert cli_main(["weights", str(TINY_CONFIG), str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"ifrvis weights: error: model.weights: {path} is not")
+    assert reason in err
+
+
+def test_an_unsafe_pth_is_refused_in_one_line(tmp_path, capsys):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "model.pth"
+    torch.save({"model": {"w": torch.zeros(1)}, "x": RunsCommand(f"touch {marker}")}, path)
+    assert cli_main(["weights", str(TINY_CONFIG), str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not a readable or safe torch file" in err and "system" in err
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("protocol", [2, 5])
+def test_arrays_of_any_byte_order_and_memory_layout_read_as_they_were(tmp_path, protocol):
+    rng = np.random.default_rng(0)
+    arrays = {
+        "big_endian": rng.standard_normal((3, 4)).astype(">f4"),
+        "fortran": np.asfortranarray(rng.standard_normal((3, 4))),
+        "transposed": rng.integers(0, 9, (2, 3, 4)).transpose(2, 0, 1),  # protocol 5: order 'K'
+        "bool": rng.random(5) > 0.5,
+        "half": rng.standard_normal(3).astype(np.float16),
+        "empty": np.zeros((0, 4), np.uint8),
+    }
+    path = tmp_path / "layouts.pkl"
+    path.write_bytes(pickle.dumps({"model": arrays}, protocol=protocol))
+    state = read_checkpoint(path)
+    for key, array in arrays.items():
+        assert state[key].shape == array.shape, key
+        np.testing.assert_array_equal(state[key].numpy(), array)

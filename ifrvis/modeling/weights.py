@@ -35,7 +35,18 @@ Random by design, not reported missing: those IFR blocks, and a class head whose
 `extra_queries="first"` (said in the report) and is refused with "error". BatchNorm's
 `num_batches_tracked` counters and the loss's `criterion.*` buffers are not weights and are skipped.
 Missing keys are counted only inside the top-level modules the file covers (a backbone-only file does
-not report the decoder as missing). Tensors of the wrong shape are skipped and reported.
+not report the decoder as missing). Tensors of the wrong shape are skipped and reported as mismatched
+(not also as missing). NumPy arrays keep their shape, 0-d ones (`num_batches_tracked`) included.
+
+A checkpoint is data, never code: a .pkl is read by `ArrayUnpickler`, which builds plain numeric arrays
+only (dtypes of PLAIN_DTYPES; a dtype or array state other than NumPy's plain one is refused, as is any
+global but the few NumPy and container ones an array pickle needs), a .pth by `torch.load(...,
+weights_only=True)`. A corrupt, truncated or unsafe file of either kind is one CheckpointError line
+(`ifrvis weights`: exit status 2, as any user error).
+
+`ifrvis weights` exit status: 0 when the file gives the model every tensor of the modules it covers
+(or leaves it random by design); 1 when tensors are left missing or mismatched, so that a script can
+gate on it; 2 on an error.
 """
 
 from __future__ import annotations
@@ -44,6 +55,7 @@ import argparse
 import collections
 import importlib
 import logging
+import math
 import pickle
 import re
 from dataclasses import dataclass, field, replace
@@ -66,11 +78,163 @@ class CheckpointError(UserError):
     """A checkpoint file is missing, unreadable, unsafe or does not fit the model."""
 
 
+class Refused(pickle.UnpicklingError):
+    """A pickle asks for something a checkpoint of arrays does not need (`read_pickle` names the file)."""
+
+
 def _latin1_bytes(text: str, encoding: str) -> bytes:
     """`_codecs.encode` as protocol-2 pickles use it for bytes (NumPy's array data), latin-1 only."""
+    if not isinstance(text, str) or not isinstance(encoding, str):
+        raise Refused("_codecs.encode of something else than text")
     if encoding.replace("-", "").lower() != "latin1":
-        raise pickle.UnpicklingError(f"_codecs.encode with encoding {encoding!r}")
+        raise Refused(f"_codecs.encode with encoding {encoding!r}")
     return text.encode("latin1")
+
+
+def _empty_bytes(*args: object) -> bytes:
+    """`bytes()` as protocol-2 pickles write empty bytes (an empty array's data), without arguments
+    (`bytes(n)` would allocate n bytes)."""
+    if args:
+        raise Refused("bytes() with arguments")
+    return b""
+
+
+# The type strings NumPy pickles for the dtypes of real checkpoints (float32 weights, float16 and
+# float64 ones, int64 index buffers, uint8, bool). Every other dtype is refused: an object ('O') field
+# read from a file's bytes is a pointer NumPy would follow, and NumPy takes a dtype's fields and flags
+# from the pickle as they are.
+PLAIN_DTYPES = ("f2", "f4", "f8", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "b1")
+# What a plain dtype's pickled state may be: (3, byte order, no subarray, names, fields, default
+# element size and alignment, no flags); NumPy writes '<' or '>', and '|' for one-byte types.
+PLAIN_STATE_TAIL = (None, None, None, -1, -1, 0)
+
+
+def _is_int(value: object) -> bool:
+    return type(value) is int  # not bool, float or a NumPy number
+
+
+def _dtype_word(typestr: str) -> str:
+    kind = typestr[:1]
+    return {"O": "object dtype", "V": "structured dtype"}.get(kind, "dtype")
+
+
+class PickledDtype:
+    """A plain numeric dtype as a checkpoint's pickle builds it (`pickled_dtype`), whose state (the BUILD
+    that follows) must be the plain one; NumPy's own `dtype.__setstate__`, which would take names,
+    fields and flags from the file, is never called."""
+
+    __slots__ = ("dtype", "built")
+
+    def __init__(self, dtype: np.dtype):
+        self.dtype = dtype
+        self.built = False
+
+    def __setstate__(self, state: object) -> None:
+        self.dtype = plain_dtype(self.dtype, state, self.built)
+        self.built = True
+
+
+def pickled_dtype(typestr: object, align: object = False, copy: object = True) -> PickledDtype:
+    """`numpy.dtype(typestr, align, copy)` as NumPy's dtype pickles call it, for PLAIN_DTYPES only."""
+    if not isinstance(typestr, str) or typestr not in PLAIN_DTYPES:
+        word = _dtype_word(typestr) if isinstance(typestr, str) else "dtype"
+        raise Refused(f"{word} {typestr!r:.30} (only plain numbers are read: {', '.join(PLAIN_DTYPES)})")
+    if type(align) not in (bool, int) or align or type(copy) not in (bool, int) or not copy:
+        raise Refused(f"dtype {typestr!r} with align={align!r:.20}, copy={copy!r:.20}")
+    return PickledDtype(np.dtype(typestr))
+
+
+def plain_dtype(dtype: np.dtype, state: object, built: bool = False) -> np.dtype:
+    """`dtype` in the byte order of its pickled `state`, which must be the plain one (PLAIN_STATE_TAIL);
+    anything else (names, fields, a subarray, flags, a second state) is refused."""
+    if built:
+        raise Refused(f"dtype {dtype.str!r} given a state twice")
+    if not isinstance(state, tuple) or len(state) != 8 or not _is_int(state[0]) or state[0] != 3:
+        raise Refused(f"dtype {dtype.str!r} with a state that is not NumPy's plain (3, order, ...) one")
+    order, tail = state[1], state[2:]
+    if not all(_is_int(v) or v is None for v in tail) or tail != PLAIN_STATE_TAIL:
+        raise Refused(
+            f"dtype {dtype.str!r} with a subarray, fields or flags in its state"
+            " (a structured or object dtype)"
+        )
+    if order not in ("<", ">", "=", "|") or (order == "|" and dtype.itemsize > 1):
+        raise Refused(f"dtype {dtype.str!r} with byte order {order!r}")
+    return dtype if dtype.itemsize == 1 else dtype.newbyteorder(order)
+
+
+def _checked_dtype(dtype: object) -> np.dtype:
+    if not isinstance(dtype, PickledDtype):
+        raise Refused(f"an array of {type(dtype).__name__}, not of a dtype the pickle built")
+    return dtype.dtype
+
+
+def _checked_shape(shape: object) -> tuple[int, ...]:
+    if not isinstance(shape, tuple) or len(shape) > 32 or not all(_is_int(n) and n >= 0 for n in shape):
+        raise Refused(f"an array shape that is not a tuple of sizes: {shape!r:.60}")
+    return shape
+
+
+def _checked_data(data: object, shape: tuple[int, ...], dtype: np.dtype) -> bytes | bytearray:
+    """An array's raw bytes (Python 2 pickles give latin-1 text), exactly shape x itemsize of them."""
+    if isinstance(data, str):
+        data = data.encode("latin1")
+    if not isinstance(data, (bytes, bytearray)):
+        raise Refused(f"array data given as {type(data).__name__}, not bytes (an object array)")
+    expected = math.prod(shape) * dtype.itemsize
+    if len(data) != expected:
+        raise Refused(f"array data of {len(data)} bytes for shape {shape} of {dtype.str} ({expected} bytes)")
+    return data
+
+
+class PickledArray(np.ndarray):
+    """What `_reconstruct(ndarray, (0,), b'b')` builds: an empty array whose state (shape, dtype,
+    order, bytes) is checked before NumPy's `ndarray.__setstate__` copies the bytes in."""
+
+    def __setstate__(self, state: object) -> None:
+        if not isinstance(state, tuple) or len(state) != 5 or not _is_int(state[0]) or state[0] != 1:
+            raise Refused("an array state that is not NumPy's (1, shape, dtype, fortran, data)")
+        _, shape, dtype, fortran, data = state
+        shape, dtype = _checked_shape(shape), _checked_dtype(dtype)
+        if fortran not in (True, False) or not isinstance(fortran, (bool, int)):
+            raise Refused(f"an array state with fortran={fortran!r:.20}")
+        super().__setstate__((1, shape, dtype, bool(fortran), _checked_data(data, shape, dtype)))
+
+
+class _NdarrayName:
+    """`numpy.ndarray` as a checkpoint's pickle names it: only ever `_reconstruct`'s first argument
+    (the real class would let NEWOBJ allocate arrays of any size)."""
+
+    __slots__ = ()
+
+
+NDARRAY = _NdarrayName()
+
+
+def _reconstruct(subtype: object, shape: object, tag: object) -> PickledArray:
+    """`numpy.core.multiarray._reconstruct` as NumPy's array pickles call it (protocols 0-4)."""
+    if subtype is not NDARRAY or shape != (0,) or tag not in (b"b", "b"):
+        what = getattr(subtype, "__name__", type(subtype).__name__)
+        raise Refused(f"_reconstruct of {what} {shape!r:.30}, not of an empty numpy.ndarray")
+    return np.ndarray.__new__(PickledArray, (0,), "b")
+
+
+def _frombuffer(buffer: object, dtype: object, shape: object, order: object, axis_order: object = None):
+    """`numpy.core.numeric._frombuffer` as NumPy's protocol-5 array pickles call it."""
+    shape, dtype = _checked_shape(shape), _checked_dtype(dtype)
+    data = _checked_data(buffer, shape, dtype)
+    if order not in ("C", "F", "K") or (order == "K") != (axis_order is not None):
+        raise Refused(f"an array of order {order!r:.10}")
+    if axis_order is None:
+        return np.frombuffer(data, dtype).reshape(shape, order=order)
+    if not isinstance(axis_order, tuple) or sorted(axis_order) != list(range(len(shape))):
+        raise Refused(f"an array of axis order {axis_order!r:.30}")
+    return np.frombuffer(data, dtype).reshape(shape, order="C").transpose(axis_order)
+
+
+def _scalar(dtype: object, data: object):
+    """`numpy.core.multiarray.scalar` as NumPy's scalar pickles call it: one plain number."""
+    dtype = _checked_dtype(dtype)
+    return _numpy_module("multiarray").scalar(dtype, bytes(_checked_data(data, (), dtype)))
 
 
 def _numpy_module(name: str):
@@ -81,20 +245,21 @@ def _numpy_module(name: str):
 
 
 def _numpy_globals() -> dict[tuple[str, str], object]:
-    """The NumPy callables a pickled array or scalar needs, under NumPy 1's `numpy.core` and NumPy 2's
-    `numpy._core` names (either NumPy writes one, reads both)."""
-    multiarray, numeric = _numpy_module("multiarray"), _numpy_module("numeric")
-    allowed = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
+    """Checked stand-ins for the NumPy callables a pickled array or scalar needs, under NumPy 1's
+    `numpy.core` and NumPy 2's `numpy._core` names (either NumPy writes one, reads both)."""
+    allowed = {("numpy", "ndarray"): NDARRAY, ("numpy", "dtype"): pickled_dtype}
     for package in ("numpy.core", "numpy._core"):
-        allowed[(f"{package}.multiarray", "_reconstruct")] = multiarray._reconstruct  # protocols 0-4
-        allowed[(f"{package}.multiarray", "scalar")] = multiarray.scalar
-        allowed[(f"{package}.numeric", "_frombuffer")] = numeric._frombuffer  # protocol 5
+        allowed[(f"{package}.multiarray", "_reconstruct")] = _reconstruct  # protocols 0-4
+        allowed[(f"{package}.multiarray", "scalar")] = _scalar
+        allowed[(f"{package}.numeric", "_frombuffer")] = _frombuffer  # protocol 5
     return allowed
 
 
 class ArrayUnpickler(pickle.Unpickler):
-    """Unpickles containers, strings, numbers and NumPy arrays; any other global (a class or function
-    the pickle would call, e.g. `os.system`) raises CheckpointError naming the file and the global."""
+    """Unpickles containers, strings, numbers and plain numeric NumPy arrays; any other global (a class or
+    function the pickle would call, e.g. `os.system`) and any NumPy dtype or array state other than a
+    plain numeric one raise CheckpointError naming the file and what was refused. NumPy's own
+    `dtype`, `_reconstruct` and `_frombuffer` are replaced by the checked stand-ins above."""
 
     def __init__(self, handle, path: Path):
         super().__init__(handle, encoding="latin1")  # latin1: Python 2 pickles' byte strings
@@ -103,18 +268,33 @@ class ArrayUnpickler(pickle.Unpickler):
             **_numpy_globals(),
             ("collections", "OrderedDict"): collections.OrderedDict,
             ("_codecs", "encode"): _latin1_bytes,
+            ("__builtin__", "bytes"): _empty_bytes,  # Python 3 writes bytes under Python 2's name
+            ("builtins", "bytes"): _empty_bytes,
         }
 
     def find_class(self, module: str, name: str):
         if (module, name) not in self.allowed:
             raise CheckpointError(
-                f"model.weights: {self.path} refused: its pickle calls {module}.{name}, which a checkpoint "
-                "of arrays does not need (only containers, strings, numbers and NumPy arrays are read)"
+                f"model.weights: {self.path} refused: its pickle calls {_one_line(f'{module}.{name}')}, "
+                "which a checkpoint of arrays does not need (only containers, strings, numbers and NumPy "
+                "arrays are read)"
             )
         return self.allowed[(module, name)]
 
     def persistent_load(self, pid):
         raise CheckpointError(f"model.weights: {self.path} refused: its pickle has persistent ids")
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    """`text` (which may come from the file) as one line of at most about `limit` characters, control
+    characters escaped (a name read from a file must not drive the terminal)."""
+    text = " ".join(text.split())
+    text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _describe(error: Exception, reason: str) -> str:
+    return f"{type(error).__name__}: {reason}" if reason else type(error).__name__  # MemoryError()
 
 
 def read_pickle(path: Path) -> object:
@@ -124,8 +304,57 @@ def read_pickle(path: Path) -> object:
             return ArrayUnpickler(handle, path).load()
         except CheckpointError:
             raise
+        except Refused as error:
+            raise CheckpointError(
+                f"model.weights: {path} refused: its pickle has {_one_line(str(error))}"
+            ) from None
         except Exception as error:  # a truncated or corrupt file fails in many ways
-            raise CheckpointError(f"model.weights: {path} is not a readable pickle: {error}") from None
+            message = _one_line(_describe(error, str(error)))
+            raise CheckpointError(f"model.weights: {path} is not a readable pickle: {message}") from None
+
+
+def torch_reason(error: Exception) -> str:
+    """What went wrong in `torch.load`'s message, without its advice: torch >= 2.6 gives it in the
+    paragraph after "Weights only load failed. ...", earlier versions after "WeightsUnpickler error:";
+    other errors (a corrupt zip) in their first sentence."""
+    text = str(error)
+    match = re.search(r"WeightsUnpickler error: (.+)", text)
+    if match:
+        return match[1]
+    paragraphs = [p for p in re.split(r"\n\s*\n", text) if p.strip()]
+    if text.startswith("Weights only load failed") and len(paragraphs) > 1:
+        return paragraphs[1]
+    return text.split(". ")[0]
+
+
+def read_torch(path: Path) -> object:
+    """The object in torch file `path`, read with `weights_only=True` (tensors, containers, numbers:
+    torch's own restricted unpickler); a corrupt or unsafe file is one CheckpointError line."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        message = _one_line(_describe(error, torch_reason(error)))
+        raise CheckpointError(
+            f"model.weights: {path} is not a readable or safe torch file: {message}"
+        ) from None
+
+
+# What a tensor of a checkpoint may be (real numbers, as the model's parameters and buffers).
+TENSOR_DTYPES = (
+    torch.float16, torch.bfloat16, torch.float32, torch.float64,
+    torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8, torch.bool,
+)  # fmt: skip
+
+
+def as_tensor(value: object) -> Tensor | None:
+    """A checkpoint value as a CPU tensor of real numbers (a NumPy array keeps its shape, 0-d included,
+    in native byte order), None when it is something else (a scalar, a string, a complex tensor)."""
+    if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":  # numbers, not object arrays
+        native = np.require(np.asarray(value), value.dtype.newbyteorder("="), ["C", "W"])
+        return torch.from_numpy(native)
+    if torch.is_tensor(value) and value.layout == torch.strided and value.dtype in TENSOR_DTYPES:
+        return value
+    return None
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Tensor]:
@@ -135,10 +364,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Tensor]:
         raise CheckpointError(
             f"model.weights: no such file {path} (for the tiny configs, `ifrvis pretrain CONFIG` writes it)"
         )
-    if path.suffix == ".pkl":
-        data = read_pickle(path)
-    else:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+    data = read_pickle(path) if path.suffix == ".pkl" else read_torch(path)
     if not isinstance(data, dict):
         raise CheckpointError(f"model.weights: {path} holds a {type(data).__name__}, expected a state dict")
     for wrapper in ("model", "state_dict"):
@@ -146,10 +372,14 @@ def read_checkpoint(path: str | Path) -> dict[str, Tensor]:
             data = data[wrapper]
     state = {}
     for key, value in data.items():
-        if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":  # numbers, not object arrays
-            value = torch.from_numpy(np.ascontiguousarray(value))
-        if torch.is_tensor(value):
-            state[key] = value
+        tensor = as_tensor(value)
+        if tensor is None:
+            continue
+        if not isinstance(key, str) or not key.isprintable():  # printed in the report
+            raise CheckpointError(
+                f"model.weights: {path} has a tensor under {_one_line(repr(key), 60)}, not under a name"
+            )
+        state[key] = tensor
     if not state:
         raise CheckpointError(f"model.weights: {path} holds no tensors")
     return state
@@ -482,27 +712,46 @@ def load_weights(
         if value is not None:
             mapped[name] = value.to(device=target[name].device, dtype=target[name].dtype)
     ifr_file = any(ifr_block(k) for k in state)
+    mismatched = {m.name for m in report.mismatches}  # listed once: as mismatched, not also missing
     for key in target:
-        if key.split(".")[0] in covered and key not in mapped and key not in report.random:
+        if key.split(".")[0] in covered and key not in mapped | report.random.keys() | mismatched:
             if ifr_block(key) in IFR_CLIP_BLOCKS and not ifr_file:
                 report.random[key] = CLIP_RANDOM
             else:
                 report.missing.append(key)
     report.loaded = sorted(mapped)
     report.missing.sort()
-    model.load_state_dict(mapped, strict=False)
+    if not all(t.is_meta for t in target.values()):  # a meta model has nothing to copy into (and
+        model.load_state_dict(mapped, strict=False)  # BatchNorm would warn about its missing counters)
     (log.warning if report.missing or report.mismatches else log.info)(report.summary())
     return report
 
 
+EXIT_STATUS = """exit status: 0 when the file gives the model every tensor of the modules it covers (or
+leaves it random by design); 1 when tensors are left missing or mismatched (listed in the report); 2 on
+an error (no such file; an unreadable, unsafe or unfitting checkpoint; a bad config)"""
+
+
+def report_checkpoint(
+    model: nn.Module, path: str, ifr_init: str = "random", extra_queries: str = "first"
+) -> int:
+    """Load `path` into `model`, print the report and return the exit status (EXIT_STATUS)."""
+    report = load_weights(model, path, ifr_init, extra_queries)
+    print(report.render())
+    return 1 if report.missing or report.mismatches else 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    """`ifrvis weights CONFIG FILE [key=value ...]`: print what FILE gives the config's model."""
+    """`ifrvis weights CONFIG FILE [key=value ...]`: print what FILE gives the config's model; the exit
+    status says whether it gave everything (EXIT_STATUS), so that a script can gate on it."""
     # Imported here: meta_arch imports this module.
     from ifrvis.config import load_config
     from ifrvis.modeling.meta_arch import build_model
 
     parser = argparse.ArgumentParser(
-        prog="ifrvis weights", description="report what a checkpoint gives a config's model"
+        prog="ifrvis weights",
+        description="report what a checkpoint gives a config's model",
+        epilog=EXIT_STATUS,
     )
     parser.add_argument("config", help="run config (its model section; no data is read)")
     parser.add_argument("file", help="checkpoint: Mask2Former .pkl, torchvision or this project's .pth")
@@ -511,6 +760,4 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(args.config, args.overrides)
     with torch.device("meta"):  # names and shapes only: no memory for the weights
         model = build_model(replace(cfg.model, weights=""), cfg.loss.class_loss)
-    report = load_weights(model, args.file, cfg.model.ifr_init, cfg.model.extra_queries)
-    print(report.render())
-    return 0
+    return report_checkpoint(model, args.file, cfg.model.ifr_init, cfg.model.extra_queries)
