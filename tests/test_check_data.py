@@ -173,3 +173,33 @@ def test_a_config_holding_out_validation_videos_reads_no_validation_file(capsys,
     status, out, _ = check(capsys, tmp_path / "data", "--config", config)
     assert status == 0 and out.splitlines()[-1] == "no problems found"
     assert [line.split(":")[0] for line in out.splitlines() if not line.startswith(" ")][1:-1] == ["train"]
+
+
+def test_empty_and_unreadable_frames_are_problems_not_tracebacks(capsys, tmp_path):
+    splits = write_release(tmp_path, "2019")
+    train_json, valid_json = tmp_path / "train.json", tmp_path / "valid.json"
+    train, valid = tmp_path / "train" / "JPEGImages", tmp_path / "valid" / "JPEGImages"
+    empty = splits["train"]["videos"][1]["file_names"][1]  # video 9, not its first frame
+    (train / empty).write_bytes(b"")
+    jpeg_start = splits["train"]["videos"][2]["file_names"][0]  # video 17: JPEG magic, then garbage
+    (train / jpeg_start).write_bytes(b"\xff\xd8\xff" + b"\x00" * 64)
+    html = splits["valid"]["videos"][1]["file_names"][0]  # video 11: an error page saved as a frame
+    (valid / html).write_text("<html><body>403 Forbidden</body></html>")
+    status, out, err = check(capsys, tmp_path)
+    assert status == 1 and err == ""
+    expected = [
+        (train_json, 9, "file_names[1]", f"frame file {train / empty} is empty \\(0 bytes\\)"),
+        (train_json, 17, "file_names[0]", f"frame file {train / jpeg_start} cannot be opened as an image"),
+        (
+            valid_json,
+            11,
+            "file_names[0]",
+            f"frame file {valid / html} is not an image \\(it starts with b'<html><b'\\)",
+        ),
+    ]
+    problems = [line for line in out.splitlines() if line.startswith("  problem: ")]
+    for path, video, field, text in expected:
+        where = re.escape(f"{path}: video {video}: field '{field}': ")
+        assert len([p for p in problems if re.search(where + text, p)]) == 1, (video, problems)
+    assert len(problems) == len(expected), problems  # the first frames are not also measured
+    assert out.splitlines()[-1] == "3 problems found (train 2, valid 1)"
