@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import pickle
 import pickletools
 import random
@@ -111,8 +112,6 @@ class RunsCommand:
         self.command = command
 
     def __reduce__(self):
-        import os
-
         return os.system, (self.command,)
 
 
@@ -121,8 +120,9 @@ def attacks(marker: Path) -> dict[str, tuple[str, bytes, str]]:
     create `marker`."""
     touch = f"touch {marker}"
     plain_f4 = dtype("f4")
-    # a V8 dtype with one object field whose flags say "no references": NumPy copies the file's 8 bytes
-    # into the array as a PyObject pointer (a segmentation fault before refusing structured dtypes)
+    # a V8 dtype with one object field whose flags (1: holds references, without 2: "pickled as a list")
+    # make NumPy copy the file's 8 bytes in as a PyObject pointer, then follow it (a segmentation fault
+    # before structured dtypes were refused)
     object_field = dtype("O8", order="|", flags=63)
     forged = dtype(
         "V8",
