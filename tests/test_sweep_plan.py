@@ -142,3 +142,22 @@ def test_a_sweep_that_cannot_be_submitted_leaves_no_run_behind(tmp_path, tiny_da
     assert [r.data.tags.get("sweep_parent") for r in left] == ["1"]
     assert left[0].info.status == "FAILED" and "submission failed: Ray" in left[0].data.tags["error"]
     assert [s.state for s in plan(sweep)] == [PENDING, PENDING]
+
+
+def test_zero_seeds_or_parallel_runs_is_a_one_line_mistake(tmp_path, capsys):
+    """`run_seeds.py CONFIG --seeds 0` once ended in an IndexError traceback; argparse now refuses it
+    before any run, store or file exists."""
+    import argparse
+
+    from ifrvis.launch.arguments import add_sweep_arguments
+
+    parser = argparse.ArgumentParser(prog="run_seeds.py")
+    add_sweep_arguments(parser)
+    for flags in (["--seeds", "0"], ["--max-parallel", "-1"]):
+        with pytest.raises(SystemExit) as exit_info:
+            parser.parse_args(flags)
+        assert exit_info.value.code == 2
+        error = capsys.readouterr().err.strip().splitlines()[-1]
+        assert error.startswith("run_seeds.py: error: argument") and "must be at least 1" in error
+    assert parser.parse_args(["--seeds", "8"]).seeds == 8
+    assert list(tmp_path.iterdir()) == []

@@ -19,14 +19,24 @@ SLURM_FLAGS = {
 }
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (0 seeds or 0 parallel runs is a mistake, said in one line)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--seeds", type=int, default=5, help="independent seeds per configuration (0..N-1)")
+    parser.add_argument(
+        "--seeds", type=positive_int, default=5, help="independent seeds per configuration (0..N-1)"
+    )
     parser.add_argument("--executor", choices=("local", "slurm", "ray"), default="local")
     parser.add_argument("--sweep", help="sweep name (MLflow tag and parent run)")
     parser.add_argument("--dry-run", action="store_true", help="print the run specs and their status only")
     parser.add_argument(
         "--max-parallel",
-        type=int,
+        type=positive_int,
         default=os.cpu_count() or 1,
         help="local: runs at once (default: one per CPU core); ray: concurrent trials",
     )
