@@ -14,10 +14,8 @@ from ifrvis.config import Config
 from ifrvis.data.ytvis import YTVIS
 from ifrvis.evaluation import evaluate_ytvis, tracking_metrics, write_results
 from ifrvis.inference import run_inference
+from ifrvis.metric_names import AP_KEYS, TRACKING_KEYS
 from ifrvis.visualize import draw_video_strip, load_predictions
-
-AP_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
-TRACKING_KEYS = ("IDF1", "MOTA", "IDP", "IDR", "IDs", "MOTP", "FP", "FN", "HOTA", "DetA", "AssA", "LocA")
 
 
 def flat_metrics(ap: dict, track: dict, category_names: dict[int, str]) -> dict[str, float]:

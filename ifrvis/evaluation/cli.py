@@ -9,9 +9,7 @@ from pathlib import Path
 from ifrvis.evaluation.results import load_ground_truth
 from ifrvis.evaluation.tracking import tracking_metrics
 from ifrvis.evaluation.ytvis_eval import evaluate_ytvis, format_table
-
-# Sec. 4.4's box-based metrics, then HOTA and its parts on masks (NaN without the `hota` extra)
-_TRACKING_KEYS = ("IDF1", "MOTA", "IDP", "IDR", "IDs", "MOTP", "FP", "FN", "HOTA", "DetA", "AssA", "LocA")
+from ifrvis.metric_names import TRACKING_KEYS, scale
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,8 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(stats, names))
     if track is not None:
         print(f"\ntracking (score >= {args.score_threshold:g}):")
-        print(" ".join(f"{k:>6}" for k in _TRACKING_KEYS))
-        print(" ".join(_format_tracking(k, track[k]) for k in _TRACKING_KEYS))
+        print(" ".join(f"{k:>6}" for k in TRACKING_KEYS))
+        print(" ".join(_format_tracking(k, track[k]) for k in TRACKING_KEYS))
     if args.json:
         out = dict(stats, per_category_AP={str(k): v for k, v in stats["per_category_AP"].items()})
         if track is not None:
@@ -46,4 +44,4 @@ def main(argv: list[str] | None = None) -> int:
 def _format_tracking(key: str, value) -> str:
     if isinstance(value, int):
         return f"{value:>6d}"
-    return f"{100 * value:>6.1f}"
+    return f"{scale(key) * value:>6.1f}"
