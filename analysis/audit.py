@@ -9,6 +9,7 @@ still tell configs of one group apart (Swin-L with 100 or 200 queries: `model.nu
 Only FINISHED runs with the metrics present enter averages. FAILED / unfinished runs, duplicates
 (several FINISHED runs with one `run_identity`: the latest is kept), runs without the metrics and
 groups with fewer seeds than asked are all reported in `audit.warnings`, never silently dropped.
+`run_rows` lists the runs that enter the averages, one row each, for the per-run CSV beside a table.
 """
 
 from __future__ import annotations
@@ -19,8 +20,12 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from ifrvis.config import NON_SEMANTIC_KEYS
+from ifrvis.metric_names import UNITS, scale
 
 BASE_GROUP_KEYS = ("method", "backbone", "dataset")
+# What tells a run apart and where it ran: tags of the run schema, then the `env.*` tags training logs.
+RUN_COLUMNS = ("config", "seed", "run_identity", "run_id", "git_commit")
+UNIT_SUFFIX = {"%": "pct", "x100": "x100"}  # display column `<metric>_<suffix>`; counts have none
 
 
 @dataclass
@@ -148,3 +153,22 @@ def audit_runs(
             label = _group_label(keys, key)
             warnings.append(f"WARNING: {label} has n={len(present)} seeds, more than {seeds}")
     return RunAudit(kept, keys, seeds, warnings, excluded, seeds_per_group)
+
+
+def run_rows(runs: pd.DataFrame, keys: Sequence[str], metrics: Sequence[str]) -> pd.DataFrame:
+    """One row per run of `runs` (a `load_sweep` frame, e.g. `RunAudit.runs`): the row keys `keys`,
+    RUN_COLUMNS, each metric as logged (`<m>_logged`, e.g. AP as a fraction) and in display units
+    where they differ (`<m>_pct`: x100, a percentage; `<m>_x100`: x100, no percentage), then the
+    machine the run logged (`env.cpu`, `env.threads`, `env.torch`, ...; empty for runs from before
+    these tags)."""
+    runs = with_param_columns(runs, keys)
+    frame = pd.DataFrame({column: runs[column] for column in [*keys, *RUN_COLUMNS] if column in runs})
+    for metric in metrics:
+        logged = runs.get(f"metrics.{metric}", pd.Series(float("nan"), index=runs.index))
+        frame[f"{metric}_logged"] = logged
+        if UNITS.get(metric) in UNIT_SUFFIX:
+            frame[f"{metric}_{UNIT_SUFFIX[UNITS[metric]]}"] = logged * scale(metric)
+    env = sorted(c for c in runs.columns if c.startswith("tags.env."))
+    for column in env or ["tags.env.cpu", "tags.env.threads", "tags.env.torch"]:
+        frame[column.removeprefix("tags.")] = runs[column] if column in runs else ""
+    return frame.reset_index(drop=True)

@@ -28,8 +28,9 @@ if __package__ in (None, ""):  # run as a script: make `analysis` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from analysis.audit import RunAudit, audit_runs, with_param_columns  # noqa: E402
-from analysis.tables import KEY_TITLES, SCALE, TABLE1_METRICS, TABLE3_METRICS, seed_stats  # noqa: E402
+from analysis.tables import KEY_TITLES, TABLE1_METRICS, TABLE3_METRICS, seed_stats  # noqa: E402
 from ifrvis import runstore  # noqa: E402
+from ifrvis.metric_names import scale  # noqa: E402
 
 METHOD_LABELS = {"ifr": "IFR (ours)", "mask2former": "Mask2Former"}
 DEFAULT_KEY = "loss.lambda_e"  # Figure 4 of the paper
@@ -49,7 +50,7 @@ def key_stats(runs: pd.DataFrame, key: str, metric: str) -> pd.DataFrame:
     """Per value of config key `key`: mean and sample std (ddof=1) of `metric` in display units, and n."""
     rows = []
     for value, group in runs.groupby(key):
-        mean, std = seed_stats(group[f"metrics.{metric}"] * SCALE.get(metric, 1.0))
+        mean, std = seed_stats(group[f"metrics.{metric}"] * scale(metric))
         rows.append({key: value, "mean": mean, "std": std, "n": len(group)})
     return pd.DataFrame(rows, columns=[key, "mean", "std", "n"])
 
@@ -93,7 +94,7 @@ def metrics_against_key(
         axis.errorbar(x, stats["mean"], yerr=stats["std"].fillna(0), fmt="o-", capsize=4, label="mean ± std")
         axis.scatter(
             runs[key].map(where),
-            runs[f"metrics.{metric}"] * SCALE.get(metric, 1.0),
+            runs[f"metrics.{metric}"] * scale(metric),
             s=10,
             alpha=0.5,
             label="seeds",
@@ -173,7 +174,7 @@ def tracking_bars(audit: RunAudit, out_dir: Path, metrics: list[str] = TABLE3_ME
     figure, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.2), squeeze=False)
     for axis, metric in zip(axes[0], metrics):
         for index, (key, group) in enumerate(groups):
-            mean, std = seed_stats(group[f"metrics.{metric}"] * SCALE.get(metric, 1.0))
+            mean, std = seed_stats(group[f"metrics.{metric}"] * scale(metric))
             label = " / ".join([METHOD_LABELS.get(key[0], key[0]), *map(str, key[1:])])
             axis.bar(index, mean, yerr=0 if np.isnan(std) else std, capsize=3, color=f"C{index}", label=label)
         axis.set_title(metric + (" (lower is better)" if metric == "IDs" else ""))

@@ -8,6 +8,12 @@ over seeds, AP50 / AP75 / AR1 / AR10 as means, and n (seeds).
 Table 3 style: IDF1, MOTA, IDP, IDR, IDs, each seed's overall row, then mean ± std across seeds.
 The best value of each column is bold. Missing seeds, duplicates, FAILED or incomplete runs are
 printed as warnings, written under the table and summarised in the caption.
+Under each table, its rows compared over seeds (analysis.comparisons: difference of means, 95 %
+interval, exact permutation p, Holm across the metrics); beside it, one row per run.
+
+Files under `<out>/<sweep>/`: `<name>.md`, `.tex`, `.csv` (the summary), `<name>_runs.csv` (one row
+per run: keys, seed, identity, MLflow run id, each metric as logged and in display units, the
+machine it logged) and `<name>_comparisons.csv`.
 """
 
 from __future__ import annotations
@@ -24,19 +30,21 @@ import pandas as pd
 if __package__ in (None, ""):  # run as a script: make `analysis` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis.audit import RunAudit, audit_runs  # noqa: E402
+from analysis.audit import RunAudit, audit_runs, run_rows  # noqa: E402
+from analysis.comparisons import (  # noqa: E402
+    PAIRING,
+    compare_groups,
+    comparison_block,
+    pair_rule,
+    pairs_for,
+)
 from ifrvis import runstore  # noqa: E402
+from ifrvis.metric_names import LOWER_IS_BETTER, TABLE1, TABLE3, UNITS, scale  # noqa: E402
 
-TABLE1_METRICS = ["AP", "AP50", "AP75", "AR1", "AR10"]
-# The paper's Table 3, then HOTA and its detection / association split (beyond the paper, on masks)
-TABLE3_METRICS = ["IDF1", "MOTA", "IDP", "IDR", "IDs", "HOTA", "DetA", "AssA"]
-LOWER_IS_BETTER = {"IDs", "FP", "FN"}
-# Display: fractions x100 (AP, AR, IDF1, IDP, IDR as %, MOTA x100 like the paper), counts as they are.
-SCALE = {
-    m: 100.0 for m in ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "IDF1", "MOTA"]
-}
-SCALE.update({m: 100.0 for m in ["IDP", "IDR", "HOTA", "DetA", "AssA"]})
-PERCENT_SIGN = {"IDF1", "IDP", "IDR", "HOTA", "DetA", "AssA"}
+TABLE1_METRICS = list(TABLE1)
+TABLE3_METRICS = list(TABLE3)  # the paper's Table 3, then HOTA, DetA, AssA (beyond the paper, on masks)
+# Table 3 marks percentages with a sign (MOTA x100 and counts have none); Table 1's caption says "in %".
+PERCENT_SIGN = {m for m in TABLE3 if UNITS[m] == "%"}
 KEY_TITLES = {
     "method": "Method",
     "backbone": "Backbone",
@@ -60,6 +68,9 @@ class Table:
     numbers: pd.DataFrame  # one row per table row: keys, <metric>_mean, <metric>_std, n
     caption: str
     warnings: list[str]
+    runs: pd.DataFrame  # one row per run that enters the table (analysis.audit.run_rows)
+    comparisons: pd.DataFrame  # one row per pair of rows and metric (analysis.comparisons.COLUMNS)
+    paired: bool = False
 
 
 def seed_stats(values: pd.Series) -> tuple[float, float]:
@@ -71,21 +82,24 @@ def seed_stats(values: pd.Series) -> tuple[float, float]:
     return float(np.mean(array)), std
 
 
+def group_runs(runs: pd.DataFrame, values: dict) -> pd.DataFrame:
+    """The runs whose columns hold `values` (column -> value; a missing value matches missing ones)."""
+    mask = np.ones(len(runs), dtype=bool)
+    for column, value in values.items():
+        mask &= (runs[column] == value).to_numpy() | (pd.isna(value) & runs[column].isna().to_numpy())
+    return runs[mask]
+
+
 def summarize(audit: RunAudit, metrics: list[str]) -> pd.DataFrame:
     """One row per group (every group seen, even with no usable run): keys, `seeds`, `n`, and
     `<metric>_mean` / `<metric>_std` in display units."""
     rows = []
     for key, seeds in audit.seeds_per_group.items():
         row = dict(zip(audit.group_keys, key))
-        mask = np.ones(len(audit.runs), dtype=bool)
-        for column, value in row.items():
-            mask &= (audit.runs[column] == value).to_numpy() | (
-                pd.isna(value) & audit.runs[column].isna().to_numpy()
-            )
-        group = audit.runs[mask]
+        group = group_runs(audit.runs, row)
         row.update(seeds=" ".join(map(str, seeds)), n=len(group))
         for metric in metrics:
-            mean, std = seed_stats(group[f"metrics.{metric}"] * SCALE.get(metric, 1.0))
+            mean, std = seed_stats(group[f"metrics.{metric}"] * scale(metric))
             row[f"{metric}_mean"], row[f"{metric}_std"] = mean, std
         rows.append(row)
     return pd.DataFrame(rows)
@@ -123,7 +137,35 @@ def _key_cells(row: pd.Series, keys: list[str]) -> list[str]:
     return cells
 
 
-def _caption(title: str, aggregation: str, audit: RunAudit) -> str:
+def row_labels(numbers: pd.DataFrame, keys: list[str]) -> list[str]:
+    """A short name per table row from the keys whose values differ between rows (e.g. the method)."""
+    varying = [k for k in keys if numbers[k].astype(str).nunique() > 1] or keys[:1]
+    return [
+        ", ".join(
+            METHOD_NAMES.get(row[k], row[k]) if k == "method" else f"{KEY_TITLES.get(k, k)}={row[k]}"
+            for k in varying
+        )
+        for _, row in numbers.iterrows()
+    ]
+
+
+def compare_rows(
+    audit: RunAudit, numbers: pd.DataFrame, metrics: list[str], paired: bool = False
+) -> tuple[pd.DataFrame, str]:
+    """The table's rows compared over seeds in display units (`pairs_for`: every pair of a few rows,
+    else each row against the first): the comparison frame and a caption sentence."""
+    labels = row_labels(numbers, audit.group_keys) if len(numbers) else []
+    groups = []
+    for label, (_, row) in zip(labels, numbers.iterrows()):
+        runs = group_runs(audit.runs, {k: row[k] for k in audit.group_keys})
+        values = {m: runs[f"metrics.{m}"] * scale(m) for m in metrics}
+        groups.append((label, pd.DataFrame({"seed": runs["seed"], **values})))
+    frame = compare_groups(groups, metrics, pairs_for(len(groups)), paired)
+    rule = pair_rule(len(groups), labels[0] if labels else "")
+    return frame, f"Comparisons under the table: {rule}, per metric. {PAIRING[paired]}"
+
+
+def _caption(title: str, aggregation: str, audit: RunAudit, comparison: str = "") -> str:
     caption = f"{title} {aggregation}"
     notes = audit.caption_notes()
     if notes:
@@ -133,12 +175,13 @@ def _caption(title: str, aggregation: str, audit: RunAudit) -> str:
             f" {len(audit.excluded)} run(s) excluded (FAILED or unfinished, duplicate, or lacking metrics; "
             "see warnings)."
         )
-    return caption
+    return f"{caption} {comparison}" if comparison else caption
 
 
-def table1(audit: RunAudit, sweep: str, metrics: list[str] = TABLE1_METRICS) -> Table:
-    """Table 1/2 style: AP mean ± std, the other metrics as means, and n."""
+def table1(audit: RunAudit, sweep: str, metrics: list[str] = TABLE1_METRICS, paired: bool = False) -> Table:
+    """Table 1/2 style: AP mean ± std, the other metrics as means, and n; rows compared per metric."""
     numbers = summarize(audit, metrics)
+    comparisons, sentence = compare_rows(audit, numbers, metrics, paired)
     keys = audit.group_keys
     columns = [KEY_TITLES.get(k, k) for k in keys] + metrics + ["n"]
     cells = []
@@ -156,27 +199,29 @@ def table1(audit: RunAudit, sweep: str, metrics: list[str] = TABLE1_METRICS) -> 
         f"{metrics[0]} is the mean ± sample standard deviation (ddof=1) over the n seeds of each row, "
         "the other columns are means over the same seeds; best value per column in bold.",
         audit,
+        sentence,
     )
-    return Table("table1", columns, cells, numbers, caption, audit.warnings)
+    runs = run_rows(audit.runs, keys, metrics)
+    return Table("table1", columns, cells, numbers, caption, audit.warnings, runs, comparisons, paired)
 
 
-def table3(audit: RunAudit, sweep: str, metrics: list[str] = TABLE3_METRICS) -> Table:
-    """Table 3 style: each seed's overall tracking metrics, then the mean ± std row of the group."""
+def table3(audit: RunAudit, sweep: str, metrics: list[str] = TABLE3_METRICS, paired: bool = False) -> Table:
+    """Table 3 style: each seed's overall tracking metrics, then the mean ± std row of the group; rows
+    compared per metric."""
     numbers = summarize(audit, metrics)
+    comparisons, sentence = compare_rows(audit, numbers, metrics, paired)
     keys = audit.group_keys
     columns = [KEY_TITLES.get(k, k) for k in keys] + ["Seed"] + metrics
     bold = {m: best_rows(numbers[f"{m}_mean"], m) if len(numbers) else set() for m in metrics}
     cells = []
     csv_rows = []
     for i, row in numbers.iterrows():
-        group = audit.runs
-        for key in keys:
-            group = group[group[key] == row[key]] if not pd.isna(row[key]) else group[group[key].isna()]
+        group = group_runs(audit.runs, {k: row[k] for k in keys})
         for _, run in group.sort_values("seed").iterrows():
             line = _key_cells(row, keys) + [str(run["seed"])]
             csv_row = {k: row[k] for k in keys} | {"seed": run["seed"], "run_id": run["run_id"]}
             for metric in metrics:
-                value = run[f"metrics.{metric}"] * SCALE.get(metric, 1.0)
+                value = run[f"metrics.{metric}"] * scale(metric)
                 line.append(format_value(metric, value, decimals=0 if metric == "IDs" else 1))
                 csv_row[f"{metric}_mean"], csv_row[f"{metric}_std"] = value, math.nan
             cells.append(line)
@@ -196,8 +241,12 @@ def table3(audit: RunAudit, sweep: str, metrics: list[str] = TABLE3_METRICS) -> 
         "'mean ± std' row averages them over the n seeds (sample standard deviation, ddof=1). Best mean per "
         "column in bold (IDs: lowest).",
         audit,
+        sentence,
     )
-    return Table("table3", columns, cells, pd.DataFrame(csv_rows), caption, audit.warnings)
+    runs = run_rows(audit.runs, keys, metrics)
+    return Table(
+        "table3", columns, cells, pd.DataFrame(csv_rows), caption, audit.warnings, runs, comparisons, paired
+    )
 
 
 def to_markdown(table: Table) -> str:
@@ -205,6 +254,7 @@ def to_markdown(table: Table) -> str:
     lines.append("| " + " | ".join(table.columns) + " |")
     lines.append("|" + "|".join("---" for _ in table.columns) + "|")
     lines += ["| " + " | ".join(row) + " |" for row in table.cells]
+    lines += ["", comparison_block(table.comparisons, table.paired)]
     if table.warnings:
         lines += ["", "**Warnings:**", ""] + [f"- {w}" for w in table.warnings]
     return "\n".join(lines) + "\n"
@@ -254,12 +304,16 @@ def to_latex(table: Table) -> str:
 
 
 def write_table(table: Table, out_dir: Path) -> dict[str, Path]:
-    """`<out_dir>/<name>.md`, `.tex` and `.csv`; returns the paths by suffix."""
+    """`<out_dir>/<name>.md`, `.tex`, `.csv`, `<name>_runs.csv` and `<name>_comparisons.csv`; returns
+    the paths by suffix (`md`, `tex`, `csv`, `runs`, `comparisons`)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {suffix: out_dir / f"{table.name}.{suffix}" for suffix in ("md", "tex", "csv")}
+    paths |= {part: out_dir / f"{table.name}_{part}.csv" for part in ("runs", "comparisons")}
     paths["md"].write_text(to_markdown(table))
     paths["tex"].write_text(to_latex(table))
     table.numbers.to_csv(paths["csv"], index=False)
+    table.runs.to_csv(paths["runs"], index=False)
+    table.comparisons.to_csv(paths["comparisons"], index=False)
     return paths
 
 
@@ -270,9 +324,10 @@ def build_table(
     seeds: int = 5,
     uri: str = "",
     out: str | Path = "results",
+    paired: bool = False,
 ) -> tuple[Table, dict[str, Path]]:
     """Load the sweep's runs, audit them, build Table `which` (1: detection, 3: tracking) and write it
-    under `<out>/<sweep>/`."""
+    under `<out>/<sweep>/`. `paired`: compare rows by seed (analysis.comparisons.PAIRING)."""
     if which not in (1, 3):
         raise ValueError(
             f"--table must be 1 or 3 (Table 2 is Table 1's layout on another sweep), got {which}"
@@ -282,7 +337,8 @@ def build_table(
     if found.runs.empty:
         raise LookupError(f"no runs of sweep '{sweep}' in MLflow experiment '{experiment}'")
     audit = audit_runs(found.runs, seeds, metrics, found.swept_keys)
-    table = table1(audit, sweep, metrics) if which == 1 else table3(audit, sweep, metrics)
+    build = table1 if which == 1 else table3
+    table = build(audit, sweep, metrics, paired)
     return table, write_table(table, Path(out) / sweep)
 
 
@@ -294,10 +350,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=5, help="seeds each row should average")
     parser.add_argument("--out", default="results", help="tables land in <out>/<sweep>/")
     parser.add_argument("--tracking-uri", default="", help="default: $MLFLOW_TRACKING_URI, else ./mlflow.db")
+    parser.add_argument(
+        "--paired", action="store_true", help="compare rows by seed (sign flips) instead of relabelling seeds"
+    )
     args = parser.parse_args(argv)
     try:
         table, paths = build_table(
-            args.sweep, args.table, args.experiment, args.seeds, args.tracking_uri, args.out
+            args.sweep, args.table, args.experiment, args.seeds, args.tracking_uri, args.out, args.paired
         )
     except LookupError as error:
         print(f"error: {error}", file=sys.stderr)

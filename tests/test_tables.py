@@ -13,11 +13,15 @@ from mlflow.entities import Metric, RunTag
 from mlflow.tracking import MlflowClient
 
 from analysis.audit import audit_runs
+from analysis.comparisons import pairs_for
 from analysis.tables import build_table
+from ifrvis.metric_names import TABLE3
 from ifrvis.runstore import cast_value, load_sweep, member_tag
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENT = "ifrvis"
+# The environment tags a training run logs (ifrvis.engine.train.environment_tags).
+ENV_TAGS = {"env.torch": "2.9.0+cpu", "env.threads": "2", "env.cpu": "Test CPU", "env.device": "cpu"}
 
 
 def experiment_id(uri: str) -> str:
@@ -60,6 +64,7 @@ def log_run(
         "run_identity": f"{config_hash}-s{seed}",
         "git_commit": "abc",
         "swept_keys": ",".join(swept_keys),
+        **ENV_TAGS,
     }
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id
@@ -179,7 +184,9 @@ def test_table1_numbers_caption_bold_and_files(sweep_store, tmp_path, capsys):
     assert ifr_row[3] == f"**{ifr_ap['AP_mean']:.1f} ± {ifr_ap['AP_std']:.1f}**"
     assert not m2f_row[3].startswith("**") and m2f_row[-1] == "4"
 
-    assert sorted(p.name for p in paths.values()) == ["table1.csv", "table1.md", "table1.tex"]
+    assert sorted(p.name for p in paths.values()) == [
+        "table1.csv", "table1.md", "table1.tex", "table1_comparisons.csv", "table1_runs.csv"
+    ]  # fmt: skip
     assert paths["md"].parent == tmp_path / "results" / "s"
     markdown = paths["md"].read_text()
     assert "WARNING" in markdown and sweep_store["failed"] in markdown and "n=4" in markdown
@@ -187,6 +194,87 @@ def test_table1_numbers_caption_bold_and_files(sweep_store, tmp_path, capsys):
     assert r"\toprule" in latex and r"\textbf{" in latex and r"$\pm$" in latex and "% WARNING" in latex
     csv = pd.read_csv(paths["csv"])
     assert set(csv["n"]) == {4, 5}
+
+
+def test_per_run_csv_holds_every_run_that_enters_the_table(sweep_store, tmp_path):
+    """table1_runs.csv: the 9 runs kept by the audit (IFR 0-4 with seed 2's latest run, Mask2Former
+    0-3), never the FAILED, RUNNING or stale duplicate one; each metric as logged and x100; the
+    machine the run logged."""
+    _, paths = build_table("s", 1, seeds=5, uri=sweep_store["uri"], out=tmp_path)
+    runs = pd.read_csv(paths["runs"])
+    assert len(runs) == 9 and runs["run_id"].is_unique
+    assert sweep_store["kept"] in set(runs["run_id"])
+    assert not {sweep_store["stale"], sweep_store["failed"], sweep_store["running"]} & set(runs["run_id"])
+    ifr = runs[runs["method"] == "ifr"].set_index("seed")
+    for seed, logged in sweep_store["logged"]["ifr"].items():
+        assert ifr.loc[seed, "AR10_logged"] == pytest.approx(logged["AR10"])
+        assert ifr.loc[seed, "AR10_pct"] == pytest.approx(100 * logged["AR10"])
+    assert ifr.loc[2, "run_identity"].endswith("-s2") and set(runs["git_commit"]) == {"abc"}
+    assert set(runs["env.cpu"]) == {"Test CPU"} and set(runs["env.threads"]) == {2}
+    assert set(runs["env.torch"]) == {"2.9.0+cpu"}
+
+
+def log_two_arms(uri: str, ifr_ap: list[float], m2f_ap: list[float]) -> None:
+    """Sweep 'cmp': IFR and Mask2Former, seed i with AP ifr_ap[i] / m2f_ap[i] (in %); the other Table 1
+    metrics equal in both arms on every seed."""
+    for method, aps in (("ifr", ifr_ap), ("mask2former", m2f_ap)):
+        for seed, ap in enumerate(aps):
+            metrics = {"AP": ap / 100, "AP50": 0.5 + 0.01 * seed, "AP75": 0.4, "AR1": 0.3, "AR10": 0.6}
+            log_run(uri, "cmp", method, seed, metrics)
+
+
+def test_table1_comparison_by_hand(tmp_path):
+    """AP {1, 2, 3} vs {4, 5, 6} %: difference -3, exact p 2/20 (the observed labelling and its
+    mirror of C(6, 3) = 20); Welch: both variances 1, se = sqrt(1/3 + 1/3) = 0.8165, df = 4,
+    t(0.975, 4) = 2.7764: -3 +- 2.2670 = [-5.267, -0.733]. The other metrics are equal in both arms:
+    p = 1. Holm over the 5 metrics: 0.1 x 5 = 0.5, the rest 1. Nothing can pass Holm at 3 vs 3."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    log_two_arms(uri, [1, 2, 3], [4, 5, 6])
+    table, paths = build_table("cmp", 1, seeds=3, uri=uri, out=tmp_path)
+    rows = pd.read_csv(paths["comparisons"]).set_index("metric")
+    assert list(rows.index) == ["AP", "AP50", "AP75", "AR1", "AR10"]
+    ap = rows.loc["AP"]
+    assert (ap["a"], ap["b"], ap["n_a"], ap["n_b"]) == ("IFR (ours)", "Mask2Former", 3, 3)
+    assert ap["difference"] == pytest.approx(-3) and ap["p"] == pytest.approx(2 / 20)
+    assert (ap["ci_low"], ap["ci_high"]) == pytest.approx((-5.267, -0.733), abs=1e-3)
+    assert list(rows["p_holm"]) == pytest.approx([0.5, 1, 1, 1, 1]) and rows.loc["AP50", "p"] == 1
+    assert ap["test"] == "exact, all 20 relabellings" and ap["interval"] == "Welch t 95%"
+    markdown = paths["md"].read_text()
+    assert "| IFR (ours) − Mask2Former | AP | -3.0 | [-5.3, -0.7] | 0.1 | 0.5 |" in markdown
+    assert "unadjusted, none; after Holm across the 5 metrics of each pair, none." in markdown
+    assert "smallest attainable exact p is 2/20 = 0.1 (5 x that = 0.5 after Holm" in markdown
+    assert "every pair of rows" in table.caption and "Unpaired" in table.caption
+
+
+def test_table1_names_what_passes_holm(tmp_path):
+    """AP {1..5} vs {6..10} %: exact p 2/252 = 0.0079; Holm over 5 metrics: 5 x 2/252 = 0.040 < 0.05."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    log_two_arms(uri, [1, 2, 3, 4, 5], [6, 7, 8, 9, 10])
+    table, paths = build_table("cmp", 1, seeds=5, uri=uri, out=tmp_path)
+    ap = table.comparisons.set_index("metric").loc["AP"]
+    assert ap["p"] == pytest.approx(2 / 252) and ap["p_holm"] == pytest.approx(10 / 252)
+    assert "after Holm across the 5 metrics of each pair, IFR (ours) − Mask2Former: AP." in (
+        paths["md"].read_text()
+    )
+
+
+def test_paired_comparison_flips_signs_of_per_seed_differences(tmp_path):
+    """Paired, the AP differences are -3 on each of the 3 seeds: of the 2^3 = 8 sign flips only
+    all-minus and all-plus reach |mean| 3: p = 2/8; the interval has no width (all differences equal)."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    log_two_arms(uri, [1, 2, 3], [4, 5, 6])
+    table, _ = build_table("cmp", 1, seeds=3, uri=uri, out=tmp_path, paired=True)
+    ap = table.comparisons.set_index("metric").loc["AP"]
+    assert ap["p"] == pytest.approx(2 / 8) and ap["test"] == "exact, all 8 sign flips"
+    assert (ap["ci_low"], ap["ci_high"]) == pytest.approx((-3, -3))
+    assert "Paired by seed" in table.caption
+
+
+def test_which_rows_are_compared():
+    """Up to 4 rows every pair; more, each row against the reference row."""
+    assert pairs_for(3) == [(0, 1), (0, 2), (1, 2)]
+    assert len(pairs_for(4)) == 6
+    assert pairs_for(6, reference=2) == [(2, 0), (2, 1), (2, 3), (2, 4), (2, 5)]
 
 
 def test_table3_seed_rows_then_mean(sweep_store, tmp_path):
@@ -204,6 +292,12 @@ def test_table3_seed_rows_then_mean(sweep_store, tmp_path):
     assert "mean ± std" in table.caption and "n=4" in table.caption
     csv = pd.read_csv(paths["csv"])
     assert len(csv) == 4 + 1 + 5 + 1
+    assert len(pd.read_csv(paths["runs"])) == 4 + 5
+    comparisons = pd.read_csv(paths["comparisons"])
+    assert list(comparisons["metric"]) == list(TABLE3)  # one pair, every metric
+    # IDs: IFR 30 + seed over seeds 0-4 (mean 32), Mask2Former 40 + seed over seeds 0-3 (mean 41.5)
+    ids = comparisons.set_index("metric").loc["IDs"]
+    assert ids["difference"] == pytest.approx(32 - 41.5) and ids["n_a"] == 5 and ids["n_b"] == 4
 
 
 def test_a_sweep_groups_by_its_swept_key(tmp_path):
