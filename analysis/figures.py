@@ -8,7 +8,11 @@ tracking bars.
 
 Each figure is written as PNG and PDF under `<out>/<sweep>/` and logged to the sweep's parent run
 under `figures/` when that run exists. Only FINISHED runs, one per run_identity, are drawn
-(`analysis.audit.audit_runs`); what was left out is printed.
+(`analysis.audit.audit_runs`); what was left out is printed. The figures of metrics against a key
+and the tracking bars also write `<name>_runs.csv` (one row per run drawn, analysis.audit.run_rows);
+the former `<name>_comparisons.csv` and `.md` (its caption, in words): each value of the key against
+the reference value (the paper's λ_e = 0.3, else the first value), per metric (analysis.comparisons,
+unpaired).
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ import pandas as pd  # noqa: E402
 if __package__ in (None, ""):  # run as a script: make `analysis` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis.audit import RunAudit, audit_runs, with_param_columns  # noqa: E402
+from analysis.audit import RunAudit, audit_runs, run_rows, with_param_columns  # noqa: E402
+from analysis.comparisons import PAIRING, compare_groups, comparison_block  # noqa: E402
 from analysis.tables import KEY_TITLES, TABLE1_METRICS, TABLE3_METRICS, seed_stats  # noqa: E402
 from ifrvis import runstore  # noqa: E402
 from ifrvis.metric_names import scale  # noqa: E402
@@ -35,6 +40,7 @@ from ifrvis.metric_names import scale  # noqa: E402
 METHOD_LABELS = {"ifr": "IFR (ours)", "mask2former": "Mask2Former"}
 DEFAULT_KEY = "loss.lambda_e"  # Figure 4 of the paper
 FIGURES = ("4", "ablation", "curves", "tracking")
+REFERENCE = {"loss.lambda_e": 0.3}  # the value other values are compared with (the paper's λ_e)
 
 
 def _save(figure: plt.Figure, out_dir: Path, name: str) -> list[Path]:
@@ -69,6 +75,28 @@ def _x(value, index: int) -> float:
 
 def _text(value) -> str:
     return f"{value:g}" if _is_number(value) else str(value)
+
+
+def reference_value(key: str, values: list):
+    """The value of `key` the others are compared with: REFERENCE's when the runs have it, else the
+    first of `values`."""
+    return REFERENCE[key] if key in REFERENCE and REFERENCE[key] in values else values[0]
+
+
+def against_reference(runs: pd.DataFrame, key: str, values: list, metrics: list[str]) -> pd.DataFrame:
+    """Each value of `key` minus the reference value, per metric in display units, over seeds
+    (analysis.comparisons.COLUMNS; unpaired, Holm across the metrics of each value)."""
+    title = KEY_TITLES.get(key, key)
+    groups = [
+        (
+            f"{title}={_text(value)}",
+            pd.DataFrame({"seed": group["seed"], **{m: group[f"metrics.{m}"] * scale(m) for m in metrics}}),
+        )
+        for value in values
+        for group in [runs[runs[key] == value]]
+    ]
+    reference = values.index(reference_value(key, values))
+    return compare_groups(groups, metrics, [(j, reference) for j in range(len(values)) if j != reference])
 
 
 def figure_name(key: str) -> str:
@@ -109,8 +137,25 @@ def metrics_against_key(
         f"{title}={_text(row[key])}: n={int(row['n'])}"
         for _, row in key_stats(runs, key, metrics[0]).iterrows()
     )
-    figure.suptitle(f"Metrics against {title} (mean ± sample std over seeds; {counts})", fontsize=9, y=1.04)
-    return _save(figure, out_dir, figure_name(key))
+    name = figure_name(key)
+    figure.suptitle(
+        f"Metrics against {title} (mean ± sample std over seeds; {counts}); against "
+        f"{title}={_text(reference_value(key, values))}: {name}_comparisons.md",
+        fontsize=9,
+        y=1.04,
+    )
+    paths = _save(figure, out_dir, name)
+    paths += [out_dir / f"{name}_{part}" for part in ("runs.csv", "comparisons.csv", "comparisons.md")]
+    run_rows(runs, list(dict.fromkeys([*audit.group_keys, key])), metrics).to_csv(paths[2], index=False)
+    comparisons = against_reference(runs, key, values, metrics)
+    comparisons.to_csv(paths[3], index=False)
+    reference = f"{title}={_text(reference_value(key, values))}"
+    paths[4].write_text(
+        f"**{name}.** Each value of {title} against {reference}, per metric, over seeds. {PAIRING[False]}\n\n"
+        + comparison_block(comparisons)
+        + "\n"
+    )
+    return paths
 
 
 def metric_histories(client, runs: pd.DataFrame, prefix: str = "train/") -> pd.DataFrame:
@@ -184,7 +229,9 @@ def tracking_bars(audit: RunAudit, out_dir: Path, metrics: list[str] = TABLE3_ME
     figure.legend(
         handles, labels, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(4, len(groups))
     )
-    return _save(figure, out_dir, "tracking_bars")
+    paths = [*_save(figure, out_dir, "tracking_bars"), out_dir / "tracking_bars_runs.csv"]
+    run_rows(runs, audit.group_keys, metrics).to_csv(paths[2], index=False)
+    return paths
 
 
 def log_to_parent(parent_run_id: str | None, paths: list[Path], uri: str = "") -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import statistics
 
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 from test_tables import detection_metrics, log_parent, log_run, tracking_metrics
@@ -49,10 +50,44 @@ def test_figure4_written_and_logged_to_parent(ablation, tmp_path, monkeypatch, c
     assert all(p.stat().st_size > 1000 for p in paths)
     assert paths[0].read_bytes()[:4] == b"\x89PNG" and paths[1].read_bytes()[:4] == b"%PDF"
     logged = {a.path for a in MlflowClient(ablation["uri"]).list_artifacts(ablation["parent"], "figures")}
-    assert logged == {"figures/figure4.png", "figures/figure4.pdf"}
+    names = (
+        "figure4.png",
+        "figure4.pdf",
+        "figure4_runs.csv",
+        "figure4_comparisons.csv",
+        "figure4_comparisons.md",
+    )
+    assert logged == {f"figures/{name}" for name in names}
     captured = capsys.readouterr()
     assert f"logged to parent run {ablation['parent']}" in captured.out
     assert "WARNING: FAILED run" in captured.err
+
+
+def test_figure4_compares_each_lambda_with_the_papers(ablation, tmp_path):
+    """AP in % is 40 + 10 λ_e + 1.3 seed: λ_e = 0 gives {40, 41.3, 42.6}, the paper's 0.3 {43, 44.3,
+    45.6}, 1 {50, 51.3, 52.6}. λ_e = 0 minus 0.3: -3, separated seeds, exact p 2/20; Welch: both
+    variances 1.3^2, se = 1.3 sqrt(2/3) = 1.0614, df 4, t(0.975, 4) = 2.7764: -3 +- 2.9471."""
+    paths, _, _ = make_figure("abl", "4", uri=ablation["uri"], out=tmp_path, seeds=3)
+    comparisons = pd.read_csv(tmp_path / "abl" / "figure4_comparisons.csv")
+    ap = comparisons[comparisons["metric"] == "AP"].set_index("a")
+    assert list(ap.index) == ["λ_e=0", "λ_e=1"] and set(ap["b"]) == {"λ_e=0.3"}
+    assert ap.loc["λ_e=0", "difference"] == pytest.approx(-3)
+    assert ap.loc["λ_e=1", "difference"] == pytest.approx(7)
+    assert ap.loc["λ_e=0", "p"] == pytest.approx(2 / 20) and ap.loc["λ_e=0", "n_a"] == 3
+    assert (ap.loc["λ_e=0", "ci_low"], ap.loc["λ_e=0", "ci_high"]) == pytest.approx(
+        (-5.947, -0.053), abs=1e-3
+    )
+    caption = (tmp_path / "abl" / "figure4_comparisons.md").read_text()
+    assert "against λ_e=0.3" in caption and "smallest attainable exact p is 2/20" in caption
+    runs = pd.read_csv(tmp_path / "abl" / "figure4_runs.csv")
+    assert len(runs) == 9 and sorted(runs["loss.lambda_e"].unique()) == [0.0, 0.3, 1.0]  # FAILED run left out
+    logged = ablation["logged"][(1.0, 2)]["AP"]
+    assert runs[(runs["loss.lambda_e"] == 1.0) & (runs["seed"] == 2)]["AP_logged"].item() == pytest.approx(
+        logged
+    )
+    assert set(paths[2:]) == {
+        tmp_path / "abl" / f"figure4_{n}" for n in ("runs.csv", "comparisons.csv", "comparisons.md")
+    }
 
 
 def test_figure4_without_parent_run(tmp_path):
@@ -84,7 +119,10 @@ def test_metrics_against_any_swept_key(tmp_path, monkeypatch):
     assert main(["--sweep", "queries", "--figure", "ablation", "--seeds", "2", "--out", str(out)]) == 0
     assert (out / "queries" / "metrics_vs_model.num_queries.png").stat().st_size > 1000
     logged = {a.path for a in MlflowClient(uri).list_artifacts(parent, "figures")}
-    assert logged == {"figures/metrics_vs_model.num_queries.png", "figures/metrics_vs_model.num_queries.pdf"}
+    suffixes = (".png", ".pdf", "_runs.csv", "_comparisons.csv", "_comparisons.md")
+    assert logged == {f"figures/metrics_vs_model.num_queries{suffix}" for suffix in suffixes}
+    comparisons = pd.read_csv(out / "queries" / "metrics_vs_model.num_queries_comparisons.csv")
+    assert set(comparisons["b"]) == {"Queries=50"}  # no paper value: the first one is the reference
     with pytest.raises(LookupError, match="no config key 'model.no_such_key'"):
         make_figure("queries", "ablation", uri=uri, out=out, seeds=2, key="model.no_such_key")
 
@@ -110,4 +148,6 @@ def test_training_curves_and_tracking_bars(tmp_path, monkeypatch):
         assert (out / "main" / f"{name}.png").stat().st_size > 1000 and (
             out / "main" / f"{name}.pdf"
         ).exists()
+    runs = pd.read_csv(out / "main" / "tracking_bars_runs.csv")
+    assert len(runs) == 4 and {"IDF1_logged", "IDF1_pct", "IDs_logged", "env.cpu"} <= set(runs.columns)
     assert main(["--sweep", "missing", "--figure", "4", "--out", str(out)]) == 1

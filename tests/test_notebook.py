@@ -39,15 +39,14 @@ def test_notebook_regenerates_tables_and_figures(tmp_path, monkeypatch, capsys):
     assert main([str(NOTEBOOK), "--out", str(executed), "--timeout", "300"]) == 0
 
     produced = {p.relative_to(results).as_posix() for p in results.rglob("*.*")}
-    expected = {f"nb-main/table1.{s}" for s in ("md", "tex", "csv")} | {
-        f"nb-main/table3.{s}" for s in ("md", "tex", "csv")
-    }
+    tables = (".md", ".tex", ".csv", "_runs.csv", "_comparisons.csv")
+    expected = {f"nb-main/table{n}{suffix}" for n in (1, 3) for suffix in tables}
     expected |= {f"nb-main/{f}.{s}" for f in ("training_curves", "tracking_bars") for s in ("png", "pdf")}
-    expected |= {"nb-abl/figure4.png", "nb-abl/figure4.pdf"}
+    figure4 = {f"figure4{s}" for s in (".png", ".pdf", "_runs.csv", "_comparisons.csv", "_comparisons.md")}
+    expected |= {"nb-main/tracking_bars_runs.csv"} | {f"nb-abl/{name}" for name in figure4}
     assert produced == expected
     assert {a.path for a in MlflowClient(uri).list_artifacts(parent, "figures")} == {
-        "figures/figure4.png",
-        "figures/figure4.pdf",
+        f"figures/{name}" for name in figure4
     }
     outputs = "\n".join(
         str(output.get("text", "")) + str(output.get("data", {}).get("text/markdown", ""))
@@ -56,6 +55,7 @@ def test_notebook_regenerates_tables_and_figures(tmp_path, monkeypatch, capsys):
         for output in cell.outputs
     )
     assert "| IFR (ours) |" in outputs and "mean ± std (n=2)" in outputs
+    assert "| IFR (ours) − Mask2Former | AP |" in outputs  # the comparison block under Table 1
     assert "WARNING: Table 2 not regenerated: no runs of sweep 'nb-none'" in outputs  # loud in the notebook
     report = capsys.readouterr().out  # and in what `make figures` prints
     assert "regenerated: Table 1 -> " in report and "regenerated: Figure 4 -> " in report
