@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import json
 import math
+import platform
 import sys
 import time
 from collections.abc import Iterator
@@ -109,6 +110,8 @@ def train(cfg: Config, resume: bool = False, stop_signals: tuple[int, ...] = PRE
     ckpt_path = runs.checkpoint_path(cfg)
     state = _load_state(cfg, ckpt_path, resume, info)
     logger = _open_run(cfg, state, info)
+    if logger:
+        logger.set_tags(environment_tags(device))
     try:
         with StopSignals(stop_signals) if stop_signals else NoSignals() as flag:
             metrics = _train_and_evaluate(cfg, splits, state, logger, info, device, out_dir, ckpt_path, flag)
@@ -177,6 +180,24 @@ def _open_run(cfg: Config, state: dict | None, info: DistInfo) -> runstore.RunLo
     logger.set_status(runstore.RUNNING)
     logger.delete_tag(runstore.ERROR_TAG)  # a resumed run's earlier failure is no longer its state
     return logger
+
+
+def environment_tags(device: torch.device) -> dict[str, str]:
+    """What a run computed on, as `env.*` tags (a resumed run: the last start's): per-seed values are
+    bit-identical only for the same CPU model, thread count and torch version."""
+    cpu = ""
+    if Path("/proc/cpuinfo").is_file():
+        names = [
+            line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")
+        ]
+        cpu = names[0].split(":", 1)[1].strip() if names else ""
+    return {
+        "env.torch": torch.__version__,
+        "env.threads": str(torch.get_num_threads()),
+        "env.cpu": cpu or platform.processor() or platform.machine(),
+        "env.device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "env.python": platform.python_version(),
+    }
 
 
 def _has_steps(run) -> bool:
