@@ -15,10 +15,16 @@ Per run (grouped by method, data set and the training settings `SETTINGS`, mean 
   ("stitched"); their ratio is 1 when the queries never switch instances;
 - the gradient norm reaching IFR's Eq. 2-3 blocks (`frame_*`) and its clip update (`temporal_cross_attn`,
   `clip_*`) at the first and the last logged step (`grad_norm/<block>`).
-Writes `consistency.md` (two tables), `consistency.csv`, `grad_norms.png` (the IFR blocks' norms over
-training) and, where runs differ only in their iterations, `budget.png` (switch rate, IDF1, AssA at
-matched count and AP against the clip stage's length). A run's checkpoint figures are kept in its
-folder (`consistency.json`) and read back next time.
+Each IFR row is compared with the Mask2Former-VIS row trained alike (same data, clip length and
+iterations) on every figure above ("endpoint", in the tables' units): difference of means over seeds
+with a 95 % Welch interval, exact permutation p (unpaired: analysis.comparisons.PAIRING says why) and
+Holm's correction across the endpoints.
+Writes `consistency.md` (two tables, then the comparisons in words), `consistency_runs.csv` (one row
+per run: settings, seed, identity, MLflow run, every figure as computed, the machine it logged),
+`consistency_comparisons.csv`, `grad_norms.png` (the IFR blocks' norms over training) and, where runs
+differ only in their iterations, `budget.png` (switch rate, IDF1, AssA at matched count and AP against
+the clip stage's length). A run's checkpoint figures are kept in its folder (`consistency.json`) and
+read back next time.
 """
 
 from __future__ import annotations
@@ -38,13 +44,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # analysis/
 from quality_diagnostics import diagnose, load_trained  # noqa: E402
 
+from analysis.comparisons import PAIRING, compare_groups, comparison_block  # noqa: E402
 from ifrvis import runstore  # noqa: E402
 from ifrvis.config import config_from_dict  # noqa: E402
 from ifrvis.data.splits import load_splits  # noqa: E402
 from ifrvis.engine.checkpoint import CHECKPOINT_NAME  # noqa: E402
 from ifrvis.evaluation import tracking_metrics  # noqa: E402
+from ifrvis.metric_names import scale  # noqa: E402
 
 LOGGED = ("AP", "IDF1", "IDs", "HOTA", "AssA")
 MATCHED = ("IDF1", "IDs", "switch rate", "MOTA", "HOTA", "DetA", "AssA")
@@ -53,6 +62,12 @@ IFR_BLOCKS = ("frame_cross_attn", "frame_self_attn", "frame_ffn", "temporal_cros
 SETTINGS = {"train T": "data.clip_length", "iters": "solver.max_iters", "λ_e": "loss.lambda_e"}
 GROUP = ["method", "dataset", *SETTINGS]
 BUDGET = ("switch rate@N", "IDF1@N", "AssA@N", "AP")
+RATIO = "single / stitched"
+# Every figure of the two tables, compared between IFR and Mask2Former-VIS.
+ENDPOINTS = (*LOGGED, "single_query", "stitched", RATIO, *(f"{key}@N" for key in MATCHED))
+# Display factors of this benchmark's own figures; the logged metrics' are ifrvis.metric_names'.
+OWN_SCALE = {"switch rate": 1.0, "single_query": 100.0, "stitched": 100.0, RATIO: 1.0}
+RUN_COLUMNS = ("config", "run_identity", "git_commit")
 
 
 def run_rows(sweeps: list[str], uri: str) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
@@ -69,9 +84,11 @@ def run_rows(sweeps: list[str], uri: str) -> tuple[pd.DataFrame, dict[str, pd.Da
         row |= {label: setting(cfg, key) for label, key in SETTINGS.items()}
         if cfg.model.decoder != "ifr":
             row["λ_e"] = "-"  # no cross-frame masks to weigh
-        row |= {"seed": run["seed"], "run_id": run["run_id"]}
+        row |= {"seed": run["seed"], "run_id": run["run_id"]} | {key: run.get(key) for key in RUN_COLUMNS}
+        row |= {key.removeprefix("tags."): run[key] for key in run.index if key.startswith("tags.env.")}
         row |= {key: run.get(f"metrics.{key}", np.nan) for key in LOGGED}
         row |= run_figures(cfg, run_dir)
+        row[RATIO] = row["single_query"] / row["stitched"] if row["stitched"] > 0 else np.nan
         history = grad_history(mlflow, run["run_id"])
         for block in IFR_BLOCKS if not history.empty and IFR_BLOCKS[0] in history else ():
             row[f"grad_first/{block}"], row[f"grad_last/{block}"] = history[block].iloc[[0, -1]]
@@ -112,6 +129,13 @@ def matched_count_figures(gt: dict, results: list[dict]) -> dict:
     hits = matched["num_objects"] - matched["FN"]
     figures["switch rate@N"] = 100 * matched["IDs"] / hits if hits else float("nan")
     return figures
+
+
+def display_scale(column: str) -> float:
+    """Factor from a figure as computed to the tables' unit (x100 for fractions, 1 for counts and
+    the switch rate per 100 matched boxes)."""
+    name = column.removesuffix("@N")
+    return OWN_SCALE[name] if name in OWN_SCALE else scale(name)
 
 
 def setting(cfg, key: str):
@@ -160,13 +184,12 @@ def summary_table(rows: pd.DataFrame) -> str:
 
 
 def _table(rows: pd.DataFrame, columns: list[str], ratio: bool) -> str:
-    header = ["method", "data", *SETTINGS, "n", *columns] + ["single / stitched"] * ratio
+    header = ["method", "data", *SETTINGS, "n", *columns] + [RATIO] * ratio
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for key, group in rows.groupby(GROUP):
-        cells = [_mean_std(group[c], 1 if c.startswith(("IDs", "switch")) else 100) for c in columns]
+        cells = [_mean_std(group[c], display_scale(c)) for c in columns]
         if ratio:
-            share = group["single_query"] / group["stitched"].where(group["stitched"] > 0)
-            cells.append(_mean_std(share, 1, ".2f"))
+            cells.append(_mean_std(group[RATIO], 1, ".2f"))
         lines.append(f"| {' | '.join(map(str, key))} | {len(group)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -177,6 +200,44 @@ def _mean_std(values: pd.Series, scale: float, spec: str = ".1f") -> str:
         return "-"
     std = f" ± {values.std(ddof=1):{spec}}" if len(values) > 1 else ""
     return f"{values.mean():{spec}}{std}"
+
+
+def comparisons(rows: pd.DataFrame) -> pd.DataFrame:
+    """Each IFR row against the Mask2Former-VIS row trained alike (data, train T, iters), on every
+    endpoint in the tables' units: analysis.comparisons.COLUMNS after those three settings; Holm
+    across the endpoints of each pair."""
+    alike = [column for column in GROUP if column not in ("method", "λ_e")]
+    frames = []
+    for key, setting_rows in rows.groupby(alike):
+        arms = list(setting_rows.groupby(["method", "λ_e"]))
+        groups = [
+            (method if method != "ifr" else f"ifr λ_e={lambda_e}", _display(runs))
+            for (method, lambda_e), runs in arms
+        ]
+        baseline = [i for i, ((method, _), _) in enumerate(arms) if method == "mask2former"]
+        pairs = [(i, baseline[0]) for i, ((method, _), _) in enumerate(arms) if method == "ifr" and baseline]
+        frame = compare_groups(groups, ENDPOINTS, pairs)
+        frames.append(frame.assign(**dict(zip(alike, key)))[[*alike, *frame.columns]])
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _display(runs: pd.DataFrame) -> pd.DataFrame:
+    """`seed` and each endpoint of `runs` in the tables' units."""
+    return pd.DataFrame(
+        {"seed": runs["seed"], **{c: runs[c].astype(float) * display_scale(c) for c in ENDPOINTS}}
+    )
+
+
+def comparison_text(frame: pd.DataFrame) -> str:
+    """The comparisons as Markdown blocks, one per training setting, with the pairing note."""
+    if frame.empty:
+        return "No comparison: no IFR and Mask2Former-VIS runs trained alike."
+    alike = [column for column in GROUP if column not in ("method", "λ_e")]
+    blocks = [PAIRING[False]]
+    for key, group in frame.groupby(alike, sort=False):
+        title = ", ".join(f"{column} {value}" for column, value in zip(alike, key))
+        blocks.append(f"### {title}\n\n" + comparison_block(group.drop(columns=alike).reset_index(drop=True)))
+    return "\n\n".join(blocks)
 
 
 def grad_figure(rows: pd.DataFrame, histories: dict[str, pd.DataFrame], path: Path) -> None:
@@ -240,9 +301,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no finished runs in sweeps {args.sweeps}", file=sys.stderr)
         return 1
     args.out.mkdir(parents=True, exist_ok=True)
-    table = summary_table(rows)
+    compared = comparisons(rows)
+    table = summary_table(rows) + "\n\n" + comparison_text(compared)
     (args.out / "consistency.md").write_text(table + "\n")
-    rows.to_csv(args.out / "consistency.csv", index=False)
+    rows.to_csv(args.out / "consistency_runs.csv", index=False)
+    compared.to_csv(args.out / "consistency_comparisons.csv", index=False)
     grad_figure(rows, histories, args.out / "grad_norms.png")
     curves = budget_curves(rows)
     if curves:

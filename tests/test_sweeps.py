@@ -28,6 +28,9 @@ from ifrvis.launch.slurm_profile import slurm_executor
 SEEDS = 2
 TIMING_KEYS = ("train_time_s", "run_time_s", "queue_time_s")
 VOLATILE_TAGS = ("run_dir", "submitted_at")  # paths and times
+# Where a run computed (ifrvis.engine.train.environment_tags): checked present, not compared, since
+# executors may give a run other thread counts.
+ENV_TAGS = {"env.torch", "env.threads", "env.cpu", "env.device", "env.python"}
 
 
 def slurm_available() -> bool:
@@ -73,8 +76,11 @@ def records(config):
     out = {}
     for run in children:
         params = {k: v for k, v in run.data.params.items() if not k.startswith("logging.")}
+        assert ENV_TAGS <= run.data.tags.keys(), "the run's machine is not logged"
         tags = {
-            k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.") and k not in VOLATILE_TAGS
+            k: v
+            for k, v in run.data.tags.items()
+            if not k.startswith(("mlflow.", "env.")) and k not in VOLATILE_TAGS
         }
         assert (Path(run.data.tags["run_dir"]) / "train.log").read_text().strip(), "no train.log"
         assert {"run_time_s", "queue_time_s"} <= set(run.data.metrics)
@@ -110,7 +116,8 @@ def test_local_sweep_logs_every_seed_under_a_parent_run(local_sweep):
 
 
 def test_the_consistency_benchmark_reads_a_sweeps_runs(local_sweep, tmp_path):
-    """benchmarks/consistency.py on the sweep's two IFR runs: its table, CSV and gradient figure."""
+    """benchmarks/consistency.py on the sweep's two IFR runs: its table, per-run CSV (with the machine
+    the runs logged) and gradient figure; no Mask2Former-VIS run, so nothing to compare."""
     config, _ = local_sweep
     uri = load_config(config).logging.mlflow_uri
     script = ROOT / "benchmarks" / "consistency.py"
@@ -119,8 +126,13 @@ def test_the_consistency_benchmark_reads_a_sweeps_runs(local_sweep, tmp_path):
         capture_output=True, text=True, cwd=ROOT, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    rows = pd.read_csv(tmp_path / "consistency.csv")
+    rows = pd.read_csv(tmp_path / "consistency_runs.csv")
     assert sorted(rows["seed"]) == [0, 1] and set(rows["method"]) == {"ifr"}
+    assert rows["run_identity"].is_unique and (rows["env.threads"] >= 1).all() and rows["env.torch"].all()
+    assert (
+        "No comparison: no IFR and Mask2Former-VIS runs trained alike."
+        in (tmp_path / "consistency.md").read_text()
+    )
     assert (rows["grad_first/frame_cross_attn"] > 0).all() and rows["stitched"].between(0, 1).all()
     assert rows["HOTA@N"].between(0, 1).all() and (rows["IDs@N"] >= 0).all()
     assert (tmp_path / "consistency.md").read_text().count("| ifr | synthetic | 2 | 4 | 0.3 | 2 |") == 2
@@ -174,6 +186,36 @@ def test_matched_count_figures_by_hand(consistency):
     assert figures["switch rate@N"] == pytest.approx(100 * 2 / (3 * T))
     assert figures["IDF1@N"] == pytest.approx(2 * 22 / (3 * T + 3 * T))
     assert figures["MOTA@N"] == pytest.approx(1 - 2 / (3 * T))
+
+
+def test_ifr_is_compared_with_the_baseline_trained_alike(consistency):
+    """At 800 iterations, switch rate@N {1, 2, 3} (IFR) vs {4, 5, 6} (Mask2Former-VIS) per 100 matched
+    boxes: difference -3, exact p 2/20; AP 0.10 vs 0.12 on every seed: -2.0 points (x100), p 2/20;
+    every other endpoint equal: p = 1. Holm across the 15 endpoints: 15 x 0.1 >= 1 -> 1. At 2400
+    iterations there is no Mask2Former-VIS run: no comparison."""
+    endpoints = [e for e in consistency.ENDPOINTS if e not in ("switch rate@N", "AP")]
+
+    def row(method, lambda_e, iters, seed, switch, ap):
+        return {"method": method, "dataset": "synthetic", "train T": 2, "iters": iters, "λ_e": lambda_e,
+                "seed": seed, "switch rate@N": switch, "AP": ap, **{e: 0.5 for e in endpoints}}  # fmt: skip
+
+    rows = pd.DataFrame(
+        [row("ifr", 0.3, 800, seed, 1 + seed, 0.10) for seed in range(3)]
+        + [row("mask2former", "-", 800, seed, 4 + seed, 0.12) for seed in range(3)]
+        + [row("ifr", 0.3, 2400, seed, 1.0, 0.1) for seed in range(2)]
+    )
+    frame = consistency.comparisons(rows)
+    assert len(consistency.ENDPOINTS) == 15 and len(frame) == 15 and set(frame["iters"]) == {800}
+    assert set(frame["a"]) == {"ifr λ_e=0.3"} and set(frame["b"]) == {"mask2former"}
+    by_endpoint = frame.set_index("metric")
+    assert by_endpoint.loc["switch rate@N", "difference"] == pytest.approx(-3)
+    assert by_endpoint.loc["switch rate@N", "p"] == pytest.approx(2 / 20)
+    assert by_endpoint.loc["AP", "difference"] == pytest.approx(-2.0)
+    assert by_endpoint.loc["AP", "p"] == pytest.approx(2 / 20) and by_endpoint.loc["IDF1@N", "p"] == 1
+    assert (frame["p_holm"] == 1).all()
+    text = consistency.comparison_text(frame)
+    assert "### dataset synthetic, train T 2, iters 800" in text and "Unpaired" in text
+    assert "| ifr λ_e=0.3 − mask2former | switch rate@N | -3.0 | " in text
 
 
 def test_budget_curves_by_hand(consistency, tmp_path):
