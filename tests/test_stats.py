@@ -21,9 +21,10 @@ def test_exact_p_of_separated_seeds():
 
 
 def test_ties_up_to_rounding_count_as_extreme():
-    """{0.1, 0.2, 0.3} vs {0.4, 0.5, 0.6} is {1, 2, 3} vs {4, 5, 6} / 10: the mirror's |difference|
-    differs from the observed one by rounding only, and still counts: p = 2/20."""
-    assert compare([0.1, 0.2, 0.3], [0.4, 0.5, 0.6]).p == pytest.approx(2 / 20)
+    """{1.1, 2.2, 3.3} vs {4.4, 5.5, 6.6} is 1.1 x ({1, 2, 3} vs {4, 5, 6}): in floating point the
+    mirror's |difference| falls short of the observed one by rounding only, and still counts: p = 2/20
+    (1/20 without the tolerance)."""
+    assert compare([1.1, 2.2, 3.3], [4.4, 5.5, 6.6]).p == pytest.approx(2 / 20)
 
 
 def test_smallest_attainable_p():
@@ -46,6 +47,9 @@ def test_random_relabellings_when_there_are_too_many():
     assert permutation_p([1.0, 2, 3], [4.0, 5, 6], limit=10, draws=20_000)[0] == p
     text = compare([1, 2, 3], [4, 5, 6], limit=10, draws=20_000).test()
     assert text == "20000 random relabellings (seed 0) + the observed"
+    # paired, 2^5 = 32 sign flips > 10: exact p 2/32 = 0.0625, standard error of 20 000 draws 0.0017
+    p, count, exact = paired_permutation_p([1.0] * 5, limit=10, draws=20_000)
+    assert not exact and count == 20_001 and abs(p - 2 / 32) < 0.01
 
 
 def test_welch_interval_by_hand():
