@@ -61,6 +61,7 @@ IFR_BLOCKS = ("frame_cross_attn", "frame_self_attn", "frame_ffn", "temporal_cros
 # Rows are grouped by method, data and these training settings (header label: config key).
 SETTINGS = {"train T": "data.clip_length", "iters": "solver.max_iters", "λ_e": "loss.lambda_e"}
 GROUP = ["method", "dataset", *SETTINGS]
+ALIKE = ["dataset", "train T", "iters"]  # what IFR and its baseline share to be compared
 BUDGET = ("switch rate@N", "IDF1@N", "AssA@N", "AP")
 RATIO = "single / stitched"
 # Every figure of the two tables, compared between IFR and Mask2Former-VIS.
@@ -206,9 +207,8 @@ def comparisons(rows: pd.DataFrame) -> pd.DataFrame:
     """Each IFR row against the Mask2Former-VIS row trained alike (data, train T, iters), on every
     endpoint in the tables' units: analysis.comparisons.COLUMNS after those three settings; Holm
     across the endpoints of each pair."""
-    alike = [column for column in GROUP if column not in ("method", "λ_e")]
     frames = []
-    for key, setting_rows in rows.groupby(alike):
+    for key, setting_rows in rows.groupby(ALIKE):
         arms = list(setting_rows.groupby(["method", "λ_e"]))
         groups = [
             (method if method != "ifr" else f"ifr λ_e={lambda_e}", _display(runs))
@@ -217,7 +217,7 @@ def comparisons(rows: pd.DataFrame) -> pd.DataFrame:
         baseline = [i for i, ((method, _), _) in enumerate(arms) if method == "mask2former"]
         pairs = [(i, baseline[0]) for i, ((method, _), _) in enumerate(arms) if method == "ifr" and baseline]
         frame = compare_groups(groups, ENDPOINTS, pairs)
-        frames.append(frame.assign(**dict(zip(alike, key)))[[*alike, *frame.columns]])
+        frames.append(frame.assign(**dict(zip(ALIKE, key)))[[*ALIKE, *frame.columns]])
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
@@ -232,11 +232,10 @@ def comparison_text(frame: pd.DataFrame) -> str:
     """The comparisons as Markdown blocks, one per training setting, with the pairing note."""
     if frame.empty:
         return "No comparison: no IFR and Mask2Former-VIS runs trained alike."
-    alike = [column for column in GROUP if column not in ("method", "λ_e")]
     blocks = [PAIRING[False]]
-    for key, group in frame.groupby(alike, sort=False):
-        title = ", ".join(f"{column} {value}" for column, value in zip(alike, key))
-        blocks.append(f"### {title}\n\n" + comparison_block(group.drop(columns=alike).reset_index(drop=True)))
+    for key, group in frame.groupby(ALIKE, sort=False):
+        title = ", ".join(f"{column} {value}" for column, value in zip(ALIKE, key))
+        blocks.append(f"### {title}\n\n" + comparison_block(group.drop(columns=ALIKE).reset_index(drop=True)))
     return "\n\n".join(blocks)
 
 
