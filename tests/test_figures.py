@@ -66,7 +66,8 @@ def test_figure4_written_and_logged_to_parent(ablation, tmp_path, monkeypatch, c
 def test_figure4_compares_each_lambda_with_the_papers(ablation, tmp_path):
     """AP in % is 40 + 10 λ_e + 1.3 seed: λ_e = 0 gives {40, 41.3, 42.6}, the paper's 0.3 {43, 44.3,
     45.6}, 1 {50, 51.3, 52.6}. λ_e = 0 minus 0.3: -3, separated seeds, exact p 2/20; Welch: both
-    variances 1.3^2, se = 1.3 sqrt(2/3) = 1.0614, df 4, t(0.975, 4) = 2.7764: -3 +- 2.9471."""
+    variances 1.3^2, se = 1.3 sqrt(2/3) = 1.0614, df 4, t(0.975, 4) = 2.7764: -3 +- 2.9471. λ_e = 1
+    minus 0.3: 51.3 - 44.3 = +7."""
     paths, _, _ = make_figure("abl", "4", uri=ablation["uri"], out=tmp_path, seeds=3)
     comparisons = pd.read_csv(tmp_path / "abl" / "figure4_comparisons.csv")
     ap = comparisons[comparisons["metric"] == "AP"].set_index("a")
