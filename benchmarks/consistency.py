@@ -1,11 +1,13 @@
 """Does IFR keep one instance per query across frames better than Mask2Former-VIS? Figures from the
-finished runs of one or more sweeps (benchmarks/README.md, "Consistency").
+finished runs of one or more sweeps (benchmarks/README.md, "Controlled consistency experiment" and
+"Consistency").
 
-    .venv/bin/python benchmarks/consistency.py table1 table2 consistency-t4 [--out results/consistency]
+    .venv/bin/python benchmarks/consistency.py consistency consistency-crossing [--out results/consistency]
 
-Per run (grouped by method, data set and the training settings `SETTINGS`, mean ± std over seeds):
-- the logged AP, IDF1, ID switches, HOTA and its association accuracy AssA (predictions with score
-  >= 0.5, so each method's number of tracks follows its score scale);
+Per run (grouped by decoder, data set and the training settings `SETTINGS`: class head, clip length,
+iterations, λ_e; mean ± std over seeds):
+- the logged AP and the paper's tracking metrics IDF1, IDs, MOTA, IDP, IDR, with HOTA, DetA and AssA
+  (predictions with score >= 0.5, so each head's number of tracks follows its score scale);
 - the same tracking figures with as many tracks per video as it has ground-truth instances, its
   highest-scoring predictions ("matched count", `*@N`): both methods then pass the same number of
   tracks, whatever their scores, and their switches can be compared;
@@ -15,10 +17,10 @@ Per run (grouped by method, data set and the training settings `SETTINGS`, mean 
   ("stitched"); their ratio is 1 when the queries never switch instances;
 - the gradient norm reaching IFR's Eq. 2-3 blocks (`frame_*`) and its clip update (`temporal_cross_attn`,
   `clip_*`) at the first and the last logged step (`grad_norm/<block>`).
-Each IFR row is compared with the Mask2Former-VIS row trained alike (same data, clip length and
-iterations) on every figure above ("endpoint", in the tables' units): difference of means over seeds
+The protocol's contrasts (`CONTRASTS`) between arms trained alike (same data, clip length and
+iterations), on its nine endpoints (`ENDPOINTS`, in the tables' units): difference of means over seeds
 with a 95 % Welch interval, exact permutation p (unpaired: analysis.comparisons.PAIRING says why) and
-Holm's correction across the endpoints.
+Holm's correction across the endpoints of each contrast. Matched count is a diagnostic, not tested.
 Writes `consistency.md` (two tables, then the comparisons in words), `consistency_runs.csv` (one row
 per run: settings, seed, identity, MLflow run, every figure as computed, the machine it logged),
 `consistency_comparisons.csv`, `grad_norms.png` (the IFR blocks' norms over training) and, where runs
@@ -55,17 +57,39 @@ from ifrvis.engine.checkpoint import CHECKPOINT_NAME  # noqa: E402
 from ifrvis.evaluation import tracking_metrics  # noqa: E402
 from ifrvis.metric_names import scale  # noqa: E402
 
-LOGGED = ("AP", "IDF1", "IDs", "HOTA", "AssA")
+LOGGED = ("AP", "IDF1", "IDs", "MOTA", "IDP", "IDR", "HOTA", "DetA", "AssA")
 MATCHED = ("IDF1", "IDs", "switch rate", "MOTA", "HOTA", "DetA", "AssA")
 IFR_BLOCKS = ("frame_cross_attn", "frame_self_attn", "frame_ffn", "temporal_cross_attn", "clip_self_attn")
-# Rows are grouped by method, data and these training settings (header label: config key).
-SETTINGS = {"train T": "data.clip_length", "iters": "solver.max_iters", "λ_e": "loss.lambda_e"}
+# Rows are grouped by decoder, data and these training settings (header label: config key).
+SETTINGS = {
+    "head": "loss.class_loss",
+    "train T": "data.clip_length",
+    "iters": "solver.max_iters",
+    "λ_e": "loss.lambda_e",
+}
 GROUP = ["method", "dataset", *SETTINGS]
-ALIKE = ["dataset", "train T", "iters"]  # what IFR and its baseline share to be compared
+ALIKE = ["dataset", "train T", "iters"]  # what two arms share to be compared
+ARM = ["method", "head", "λ_e"]  # what tells the arms of one setting apart
 BUDGET = ("switch rate@N", "IDF1@N", "AssA@N", "AP")
 RATIO = "single / stitched"
-# Every figure of the two tables, compared between IFR and Mask2Former-VIS.
-ENDPOINTS = (*LOGGED, "single_query", "stitched", RATIO, *(f"{key}@N" for key in MATCHED))
+# The pre-registered endpoints (benchmarks/README.md, "Controlled consistency experiment"): the paper's
+# tracking metrics on the tracks with score >= 0.5, HOTA with its split, and one figure without any
+# score. Holm's correction runs across them, per contrast.
+ENDPOINTS = ("IDF1", "IDs", "MOTA", "IDP", "IDR", "HOTA", "DetA", "AssA", RATIO)
+# Arms as (method, head, λ_e); λ_e "-" for Mask2Former-VIS's decoder, which has no cross-frame masks.
+IFR = ("ifr", "focal", 0.3)
+ARMS = {
+    IFR: "IFR",
+    ("mask2former", "focal", "-"): "M2F-focal",
+    ("mask2former", "softmax", "-"): "M2F-VIS",
+    ("ifr", "focal", 0.0): "IFR λ_e=0",
+}
+# The protocol's contrasts, the main one first: (name, arm a, arm b), a - b.
+CONTRASTS = (
+    ("recurrence (main)", IFR, ("mask2former", "focal", "-")),
+    ("published baseline", IFR, ("mask2former", "softmax", "-")),
+    ("cross-frame loss (Eqs. 6-7)", IFR, ("ifr", "focal", 0.0)),
+)
 # Display factors of this benchmark's own figures; the logged metrics' are ifrvis.metric_names'.
 OWN_SCALE = {"switch rate": 1.0, "single_query": 100.0, "stitched": 100.0, RATIO: 1.0}
 RUN_COLUMNS = ("config", "run_identity", "git_commit")
@@ -83,6 +107,7 @@ def run_rows(sweeps: list[str], uri: str) -> tuple[pd.DataFrame, dict[str, pd.Da
         cfg = config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()), str(run_dir))
         row = {"method": run["method"], "dataset": run["dataset"]}
         row |= {label: setting(cfg, key) for label, key in SETTINGS.items()}
+        row["λ_e"] = float(row["λ_e"])
         if cfg.model.decoder != "ifr":
             row["λ_e"] = "-"  # no cross-frame masks to weigh
         row |= {"seed": run["seed"], "run_id": run["run_id"]} | {key: run.get(key) for key in RUN_COLUMNS}
@@ -203,21 +228,25 @@ def _mean_std(values: pd.Series, scale: float, spec: str = ".1f") -> str:
     return f"{values.mean():{spec}}{std}"
 
 
+def arm_label(arm: tuple) -> str:
+    method, head, lambda_e = arm
+    return ARMS.get(arm, f"{method} {head} λ_e={lambda_e}")
+
+
 def comparisons(rows: pd.DataFrame) -> pd.DataFrame:
-    """Each IFR row against the Mask2Former-VIS row trained alike (data, train T, iters), on every
-    endpoint in the tables' units: analysis.comparisons.COLUMNS after those three settings; Holm
-    across the endpoints of each pair."""
+    """Each of `CONTRASTS` whose two arms were trained alike (data, train T, iters), on `ENDPOINTS` in
+    the tables' units: `contrast`, those three settings, then analysis.comparisons.COLUMNS; Holm across
+    the endpoints of each contrast."""
     frames = []
     for key, setting_rows in rows.groupby(ALIKE):
-        arms = list(setting_rows.groupby(["method", "λ_e"]))
-        groups = [
-            (method if method != "ifr" else f"ifr λ_e={lambda_e}", _display(runs))
-            for (method, lambda_e), runs in arms
-        ]
-        baseline = [i for i, ((method, _), _) in enumerate(arms) if method == "mask2former"]
-        pairs = [(i, baseline[0]) for i, ((method, _), _) in enumerate(arms) if method == "ifr" and baseline]
-        frame = compare_groups(groups, ENDPOINTS, pairs)
-        frames.append(frame.assign(**dict(zip(ALIKE, key)))[[*ALIKE, *frame.columns]])
+        arms = {arm: runs for arm, runs in setting_rows.groupby(ARM)}
+        for name, a, b in CONTRASTS:
+            if a not in arms or b not in arms:
+                continue
+            groups = [(arm_label(a), _display(arms[a])), (arm_label(b), _display(arms[b]))]
+            frame = compare_groups(groups, ENDPOINTS, [(0, 1)])
+            settings = {"contrast": name, **dict(zip(ALIKE, key))}
+            frames.append(frame.assign(**settings)[[*settings, *frame.columns]])
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
@@ -229,13 +258,14 @@ def _display(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def comparison_text(frame: pd.DataFrame) -> str:
-    """The comparisons as Markdown blocks, one per training setting, with the pairing note."""
+    """The comparisons as Markdown blocks, one per training setting and contrast, with the pairing note."""
     if frame.empty:
-        return "No comparison: no IFR and Mask2Former-VIS runs trained alike."
+        return "No comparison: no two arms of the protocol's contrasts trained alike."
     blocks = [PAIRING[False]]
-    for key, group in frame.groupby(ALIKE, sort=False):
-        title = ", ".join(f"{column} {value}" for column, value in zip(ALIKE, key))
-        blocks.append(f"### {title}\n\n" + comparison_block(group.drop(columns=ALIKE).reset_index(drop=True)))
+    for key, group in frame.groupby(["contrast", *ALIKE], sort=False):
+        title = f"{key[0]}: " + ", ".join(f"{column} {value}" for column, value in zip(ALIKE, key[1:]))
+        table = group.drop(columns=["contrast", *ALIKE]).reset_index(drop=True)
+        blocks.append(f"### {title}\n\n" + comparison_block(table))
     return "\n\n".join(blocks)
 
 
@@ -261,17 +291,18 @@ def grad_figure(rows: pd.DataFrame, histories: dict[str, pd.DataFrame], path: Pa
 def budget_curves(rows: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """Per group of runs alike but for `iters`, with two budgets or more: mean and std over seeds of the
     `BUDGET` figures by iterations (switch rate per 100 matched boxes, the rest in %). Keyed by a label
-    naming the group's method, data and the settings in which groups differ."""
+    naming the group's arm (`ARMS`) and, where groups differ in them, its data and clip length."""
     others = [column for column in GROUP if column != "iters"]
-    groups = [(key, g) for key, g in rows.groupby(others) if g["iters"].nunique() > 1]
-    varying = [i for i in range(len(others)) if len({key[i] for key, _ in groups} - {"-"}) > 1]
+    groups = [(dict(zip(others, key)), g) for key, g in rows.groupby(others) if g["iters"].nunique() > 1]
+    varies = {column: len({key[column] for key, _ in groups}) > 1 for column in others}
     curves = {}
     for key, group in groups:
-        named = [str(key[i]) if i < 2 else f"{others[i]} {key[i]}" for i in varying if key[i] != "-"]
-        label = ", ".join(named) or str(key[0])
+        named = [arm_label(tuple(key[column] for column in ARM))]
+        named += [str(key["dataset"])] * varies["dataset"]
+        named += [f"train T {key['train T']}"] * varies["train T"]
         scaled = group[["iters", *BUDGET]].astype(float)
         scaled[[m for m in BUDGET if not m.startswith("switch")]] *= 100
-        curves[label] = scaled.groupby("iters").agg(["mean", "std"])
+        curves[", ".join(named)] = scaled.groupby("iters").agg(["mean", "std"])
     return curves
 
 

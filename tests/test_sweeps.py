@@ -130,12 +130,14 @@ def test_the_consistency_benchmark_reads_a_sweeps_runs(local_sweep, tmp_path):
     assert sorted(rows["seed"]) == [0, 1] and set(rows["method"]) == {"ifr"}
     assert rows["run_identity"].is_unique and (rows["env.threads"] >= 1).all() and rows["env.torch"].all()
     assert (
-        "No comparison: no IFR and Mask2Former-VIS runs trained alike."
+        "No comparison: no two arms of the protocol's contrasts trained alike."
         in (tmp_path / "consistency.md").read_text()
     )
     assert (rows["grad_first/frame_cross_attn"] > 0).all() and rows["stitched"].between(0, 1).all()
     assert rows["HOTA@N"].between(0, 1).all() and (rows["IDs@N"] >= 0).all()
-    assert (tmp_path / "consistency.md").read_text().count("| ifr | synthetic | 2 | 4 | 0.3 | 2 |") == 2
+    assert (tmp_path / "consistency.md").read_text().count(
+        "| ifr | synthetic | focal | 2 | 4 | 0.3 | 2 |"
+    ) == 2
     cached = [Path(d) / "consistency.json" for d in runstore.load_sweep("t", uri=uri).runs["run_dir"]]
     assert all(path.is_file() for path in cached)
     assert (tmp_path / "grad_norms.png").stat().st_size > 0
@@ -188,45 +190,51 @@ def test_matched_count_figures_by_hand(consistency):
     assert figures["MOTA@N"] == pytest.approx(1 - 2 / (3 * T))
 
 
-def test_ifr_is_compared_with_the_baseline_trained_alike(consistency):
-    """At 800 iterations, switch rate@N {1, 2, 3} (IFR) vs {4, 5, 6} (Mask2Former-VIS) per 100 matched
-    boxes: difference -3, exact p 2/20; AP 0.10 vs 0.12 on every seed: -2.0 points (x100), p 2/20;
-    every other endpoint equal: p = 1. Holm across the 15 endpoints: 15 x 0.1 >= 1 -> 1. At 2400
-    iterations there is no Mask2Former-VIS run: no comparison."""
-    endpoints = [e for e in consistency.ENDPOINTS if e not in ("switch rate@N", "AP")]
+def test_the_protocols_contrasts_on_its_endpoints(consistency):
+    """At 800 iterations: IDs {1, 2, 3} (IFR) vs {4, 5, 6} (M2F-focal): difference -3, exact p 2/20;
+    IFR against M2F-VIS: IDs {1, 2, 3} vs {1, 2, 3}, difference 0, p 1; every other endpoint equal on
+    every run: p = 1 (AP differs but is no endpoint). Holm across the 9 endpoints: 9 x 0.1 = 0.9. No
+    IFR λ_e = 0 run: that contrast is absent. At 2400 iterations there is IFR only: no comparison."""
+    others = [e for e in consistency.ENDPOINTS if e != "IDs"]
 
-    def row(method, lambda_e, iters, seed, switch, ap):
-        return {"method": method, "dataset": "synthetic", "train T": 2, "iters": iters, "λ_e": lambda_e,
-                "seed": seed, "switch rate@N": switch, "AP": ap, **{e: 0.5 for e in endpoints}}  # fmt: skip
+    def row(method, head, lambda_e, iters, seed, ids, ap):
+        return {"method": method, "head": head, "dataset": "synthetic", "train T": 2, "iters": iters,
+                "λ_e": lambda_e, "seed": seed, "IDs": ids, "AP": ap, **{e: 0.5 for e in others}}  # fmt: skip
 
     rows = pd.DataFrame(
-        [row("ifr", 0.3, 800, seed, 1 + seed, 0.10) for seed in range(3)]
-        + [row("mask2former", "-", 800, seed, 4 + seed, 0.12) for seed in range(3)]
-        + [row("ifr", 0.3, 2400, seed, 1.0, 0.1) for seed in range(2)]
+        [row("ifr", "focal", 0.3, 800, seed, 1 + seed, 0.10) for seed in range(3)]
+        + [row("mask2former", "focal", "-", 800, seed, 4 + seed, 0.12) for seed in range(3)]
+        + [row("mask2former", "softmax", "-", 800, seed, 1 + seed, 0.12) for seed in range(3)]
+        + [row("ifr", "focal", 0.3, 2400, seed, 1, 0.1) for seed in range(2)]
     )
     frame = consistency.comparisons(rows)
-    assert len(consistency.ENDPOINTS) == 15 and len(frame) == 15 and set(frame["iters"]) == {800}
-    assert set(frame["a"]) == {"ifr λ_e=0.3"} and set(frame["b"]) == {"mask2former"}
-    by_endpoint = frame.set_index("metric")
-    assert by_endpoint.loc["switch rate@N", "difference"] == pytest.approx(-3)
-    assert by_endpoint.loc["switch rate@N", "p"] == pytest.approx(2 / 20)
-    assert by_endpoint.loc["AP", "difference"] == pytest.approx(-2.0)
-    assert by_endpoint.loc["AP", "p"] == pytest.approx(2 / 20) and by_endpoint.loc["IDF1@N", "p"] == 1
-    assert (frame["p_holm"] == 1).all()
+    assert len(consistency.ENDPOINTS) == 9 and "AP" not in consistency.ENDPOINTS
+    assert list(frame["contrast"].unique()) == ["recurrence (main)", "published baseline"]
+    assert len(frame) == 18 and set(frame["iters"]) == {800}
+    main = frame[frame["contrast"] == "recurrence (main)"].set_index("metric")
+    assert set(main["a"]) == {"IFR"} and set(main["b"]) == {"M2F-focal"}
+    assert main.loc["IDs", "difference"] == pytest.approx(-3) and main.loc["IDs", "p"] == pytest.approx(
+        2 / 20
+    )
+    assert main.loc["IDs", "p_holm"] == pytest.approx(0.9) and main.loc["IDF1", "p"] == 1
+    published = frame[frame["contrast"] == "published baseline"].set_index("metric")
+    assert set(published["b"]) == {"M2F-VIS"} and published.loc["IDs", "difference"] == 0
+    assert published.loc["IDs", "p"] == 1
     text = consistency.comparison_text(frame)
-    assert "### dataset synthetic, train T 2, iters 800" in text and "Unpaired" in text
-    assert "| ifr λ_e=0.3 − mask2former | switch rate@N | -3.0 | " in text
+    assert "### recurrence (main): dataset synthetic, train T 2, iters 800" in text and "Unpaired" in text
+    assert "| IFR − M2F-focal | IDs | -3.0 | " in text
 
 
 def test_budget_curves_by_hand(consistency, tmp_path):
     """Groups alike but for iterations, with two budgets or more, become curves: mean and std over
     seeds (switch rate as is, the rest in %); a setting with one budget is left out; labels name what
-    tells the curves apart (λ_e "-" of the baseline is no difference)."""
+    tells the curves apart: the arm, then data or clip length where they differ."""
 
     def row(method, lambda_e, iters, switch, ap, clip_length=2):
         figures = {"switch rate@N": switch, "IDF1@N": 0.4, "AssA@N": 0.5, "AP": ap}
-        return {"method": method, "dataset": "synthetic", "train T": clip_length, "iters": iters,
-                "λ_e": lambda_e, **figures}  # fmt: skip
+        head = "focal" if method == "ifr" else "softmax"
+        return {"method": method, "head": head, "dataset": "synthetic", "train T": clip_length,
+                "iters": iters, "λ_e": lambda_e, **figures}  # fmt: skip
 
     rows = pd.DataFrame([
         row("ifr", 0.3, 800, 10.0, 0.08), row("ifr", 0.3, 800, 12.0, 0.10),
@@ -235,20 +243,20 @@ def test_budget_curves_by_hand(consistency, tmp_path):
         row("ifr", 0.3, 800, 13.0, 0.09, clip_length=4),
     ])  # fmt: skip
     curves = consistency.budget_curves(rows)
-    assert sorted(curves) == ["ifr", "mask2former"]
-    ifr = curves["ifr"]
+    assert sorted(curves) == ["IFR", "M2F-VIS"]
+    ifr = curves["IFR"]
     assert list(ifr.index) == [800, 2400]
     assert ifr.loc[800, ("switch rate@N", "mean")] == pytest.approx(11.0)
     assert ifr.loc[800, ("switch rate@N", "std")] == pytest.approx(2**0.5)
     assert ifr.loc[800, ("AP", "mean")] == pytest.approx(9.0) and ifr.loc[2400, ("IDF1@N", "mean")] == 40
-    assert curves["mask2former"].loc[2400, ("switch rate@N", "mean")] == 11.0
+    assert curves["M2F-VIS"].loc[2400, ("switch rate@N", "mean")] == 11.0
     consistency.budget_figure(curves, tmp_path / "budget.png")
     assert (tmp_path / "budget.png").stat().st_size > 0
     rows.loc[len(rows)] = row("ifr", 0.3, 2400, 12.0, 0.1, clip_length=4)  # T now tells curves apart
     assert sorted(consistency.budget_curves(rows)) == [
-        "ifr, train T 2",
-        "ifr, train T 4",
-        "mask2former, train T 2",
+        "IFR, train T 2",
+        "IFR, train T 4",
+        "M2F-VIS, train T 2",
     ]
 
 
