@@ -64,6 +64,9 @@ class ModelConfig:
     # A checkpoint with more learned queries than num_queries (Swin-L's 200-query COCO model into a
     # 100-query run): keep its first num_queries, or refuse to load.
     extra_queries: Literal["first", "error"] = "first"
+    # A run refuses to start when model.weights gives the model none of its tensors, or leaves some missing
+    # or of the wrong shape (a file for another model); true says such a partial start is intended.
+    partial_weights: bool = False
     num_classes: int = 40
     num_queries: int = 100
     hidden_dim: int = 256
@@ -164,7 +167,10 @@ class Config:
 
 # Keys that do not change what a run computes: labels (name, dataset), the seed (part of the identity
 # on its own), where it runs and where it logs. Left out of the semantic hash.
-NON_SEMANTIC_KEYS = ("name", "dataset", "seed", "device", "data.num_workers", "logging")
+# Keys that change no computation: not in a run's identity. `model.partial_weights` only guards the start.
+NON_SEMANTIC_KEYS = (
+    "name", "dataset", "seed", "device", "data.num_workers", "logging", "model.partial_weights",
+)  # fmt: skip
 
 
 def _check_value(value: Any, hint: Any, key: str, source: str) -> Any:

@@ -258,6 +258,35 @@ def test_ifrvis_weights_exit_status_says_whether_the_file_gave_everything(tmp_pa
     assert "exit status: 0 when" in " ".join(capsys.readouterr().out.split())
 
 
+def test_a_file_for_another_model_is_incomplete_and_refused_before_a_run(tmp_path, capsys):
+    """A file none of whose tensors has a place in the model (everything unexpected, so nothing counts
+    as missing) once gave exit status 0 and a silent start from scratch: now exit 1, and `preflight`
+    refuses it, naming how much loaded, unless model.partial_weights=true."""
+    from ifrvis.engine.train import preflight
+    from ifrvis.modeling.weights import check_weights_fit
+
+    other = tmp_path / "other.pth"
+    torch.save({"encoder.fc.weight": torch.zeros(4, 4)}, other)
+    assert cli_main(["weights", str(TINY_CONFIG), str(other)]) == 1
+    assert "loaded 0/" in capsys.readouterr().out
+    cfg = load_config(TINY_CONFIG, [f"model.weights={other}", f"logging.output_dir={tmp_path / 'out'}"])
+    with pytest.raises(
+        CheckpointError, match=r"0/\d+ tensors loaded .*refusing to start from a partial load"
+    ):
+        preflight(cfg)
+    assert not (tmp_path / "out").exists()
+    key = "backbone.stem.0.weight"
+    backbone_only = tiny_backbone_pkl(tmp_path / "missing.pkl", lambda arrays: arrays.pop(key))
+    with pytest.raises(CheckpointError, match="1 missing"):
+        check_weights_fit(load_config(TINY_CONFIG, [f"model.weights={backbone_only}"]).model, "focal")
+    check_weights_fit(
+        load_config(TINY_CONFIG, [f"model.weights={other}", "model.partial_weights=true"]).model, "focal"
+    )
+    check_weights_fit(
+        load_config(TINY_CONFIG, [f"model.weights={tiny_backbone_pkl(tmp_path / 'b.pkl')}"]).model, "focal"
+    )
+
+
 @pytest.mark.parametrize(
     "data, reason",
     [

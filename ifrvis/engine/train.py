@@ -55,7 +55,7 @@ from ifrvis.evaluation import evaluate_ytvis
 from ifrvis.inference import run_inference
 from ifrvis.modeling import build_model
 from ifrvis.modeling.criterion import build_criterion
-from ifrvis.modeling.weights import CheckpointError, load_weights
+from ifrvis.modeling.weights import CheckpointError, check_weights_fit, load_weights
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -139,7 +139,8 @@ class RunExistsError(UserError, FileExistsError):
 
 def preflight(cfg: Config) -> tuple[YTVIS, YTVIS | None]:
     """The run's data splits, after checking what a run needs before anything is created: the data
-    folder (annotation files, frame files), the class count and the checkpoint file. Raises a
+    folder (annotation files, frame files), the class count and the checkpoint file (present, and
+    giving the model what it should: `check_weights_fit`). Raises a
     `UserError` (DataError, ConfigError, CheckpointError) naming the problem."""
     if cfg.model.weights and not Path(cfg.model.weights).is_file():
         raise CheckpointError(
@@ -147,6 +148,7 @@ def preflight(cfg: Config) -> tuple[YTVIS, YTVIS | None]:
             + (" (`ifrvis pretrain CONFIG` writes it)" if cfg.model.backbone == "tiny" else "")
         )
     check_pretrained(cfg)  # a shipped pretrained model that no longer fits the config
+    check_weights_fit(cfg.model, cfg.loss.class_loss)  # a file for another model: not a silent scratch start
     train_set, valid_set = load_splits(cfg.data)
     if len(train_set.category_ids) != cfg.model.num_classes:
         raise ConfigError(

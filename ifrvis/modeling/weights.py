@@ -54,11 +54,12 @@ from __future__ import annotations
 import argparse
 import collections
 import importlib
+import json
 import logging
 import math
 import pickle
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -587,6 +588,12 @@ class LoadReport:
     notes: list[str] = field(default_factory=list)
 
     @property
+    def complete(self) -> bool:
+        """The file gave the model tensors, and every tensor of the modules it covers that is not random
+        by design: nothing missing, nothing of the wrong shape."""
+        return bool(self.loaded) and not self.missing and not self.mismatches
+
+    @property
     def mismatched(self) -> list[str]:
         """`"file key: file shape vs model key: model shape"` per shape mismatch."""
         return [str(m) for m in self.mismatches]
@@ -681,10 +688,15 @@ def fit(key: str, value: Tensor, name: str, shape: torch.Size, extra_queries: st
 
 
 def load_weights(
-    model: nn.Module, path: str | Path, ifr_init: str = "random", extra_queries: str = "first"
+    model: nn.Module,
+    path: str | Path,
+    ifr_init: str = "random",
+    extra_queries: str = "first",
+    quiet: bool = False,
 ) -> LoadReport:
     """Copy the matching tensors of `path` into `model` (cast to each model tensor's dtype and device;
-    a model on the meta device only checks names and shapes), log the summary and return the report.
+    a model on the meta device only checks names and shapes), log the summary (unless `quiet`) and
+    return the report.
     `ifr_init` ("random" | "checkpoint") and `extra_queries` ("first" | "error") as `model.ifr_init`
     and `model.extra_queries` (module docstring)."""
     if ifr_init not in IFR_INITS or extra_queries not in EXTRA_QUERIES:
@@ -723,13 +735,43 @@ def load_weights(
     report.missing.sort()
     if not all(t.is_meta for t in target.values()):  # a meta model has nothing to copy into (and
         model.load_state_dict(mapped, strict=False)  # BatchNorm would warn about its missing counters)
-    (log.warning if report.missing or report.mismatches else log.info)(report.summary())
+    if not quiet:
+        (log.info if report.complete else log.warning)(report.summary())
     return report
 
 
 EXIT_STATUS = """exit status: 0 when the file gives the model every tensor of the modules it covers (or
-leaves it random by design); 1 when tensors are left missing or mismatched (listed in the report); 2 on
-an error (no such file; an unreadable, unsafe or unfitting checkpoint; a bad config)"""
+leaves it random by design); 1 when tensors are left missing or mismatched (listed in the report), or
+when it gives none at all (a file for another model); 2 on an error (no such file; an unreadable,
+unsafe or unfitting checkpoint; a bad config)"""
+
+
+def check_weights_fit(model_cfg, class_loss: str) -> None:
+    """Refuse, before anything is created, a `model.weights` that is not `LoadReport.complete` for the
+    model of `model_cfg` (built on the meta device: names and shapes only), unless
+    `model.partial_weights` says a partial start is intended. A sweep checks every run's config: the
+    file is read once per model and file version."""
+    if not model_cfg.weights or model_cfg.partial_weights:
+        return
+    stat = Path(model_cfg.weights).stat()
+    key = (json.dumps(asdict(model_cfg), sort_keys=True), class_loss, stat.st_size, stat.st_mtime_ns)
+    if key not in _FIT_REPORTS:
+        from ifrvis.modeling.meta_arch import build_model  # meta_arch imports this module
+
+        with torch.device("meta"):
+            model = build_model(replace(model_cfg, weights=""), class_loss)
+        _FIT_REPORTS[key] = load_weights(
+            model, model_cfg.weights, model_cfg.ifr_init, model_cfg.extra_queries, quiet=True
+        )
+    report = _FIT_REPORTS[key]
+    if not report.complete:
+        raise CheckpointError(
+            f"{report.summary()}: refusing to start from a partial load (`ifrvis weights` lists the "
+            "keys; model.partial_weights=true starts anyway)"
+        )
+
+
+_FIT_REPORTS: dict[tuple, LoadReport] = {}
 
 
 def report_checkpoint(
@@ -738,7 +780,7 @@ def report_checkpoint(
     """Load `path` into `model`, print the report and return the exit status (EXIT_STATUS)."""
     report = load_weights(model, path, ifr_init, extra_queries)
     print(report.render())
-    return 1 if report.missing or report.mismatches else 0
+    return 0 if report.complete else 1
 
 
 def main(argv: list[str] | None = None) -> int:
