@@ -54,7 +54,9 @@ def test_ablation_sweeps_lambda_e_and_draws_figure4(tmp_path, tiny_data):
         f"synthetic_tiny loss.lambda_e={value} s{seed}" for value in ("0.0", "0.3") for seed in (0, 1)
     ]
     figure = tmp_path / "results" / "ablation_lambda_e"
-    assert sorted(p.suffix for p in figure.glob("figure4*")) == [".pdf", ".png"]
+    assert sorted(p.name for p in figure.glob("figure4*")) == [
+        f"figure4{suffix}" for suffix in (".pdf", ".png", "_comparisons.csv", "_comparisons.md", "_runs.csv")
+    ]
     mlflow = runstore.client(cfg.logging.mlflow_uri)
     parent = runstore.find_runs(mlflow, cfg.logging.experiment, sweep="ablation_lambda_e", sweep_parent="1")
     assert parent[0].data.tags["swept_keys"] == "loss.lambda_e"
@@ -89,8 +91,8 @@ def test_a_second_ablation_over_the_inference_clip_length(tmp_path, tiny_data):
         assert log.read_text().strip(), f"no log in {log}"
     figure = tmp_path / "results" / "ablation_clip_frames"
     assert sorted(p.name for p in figure.glob("metrics_vs_*")) == [
-        "metrics_vs_inference.clip_frames.pdf",
-        "metrics_vs_inference.clip_frames.png",
+        f"metrics_vs_inference.clip_frames{suffix}"
+        for suffix in (".pdf", ".png", "_comparisons.csv", "_comparisons.md", "_runs.csv")
     ]
 
 
