@@ -351,3 +351,20 @@ def test_mutated_torch_files_load_or_are_refused_in_one_line(tmp_path):
         pickled = archive.read(name)
     verdicts = fuzz(tmp_path, "model.pth", data, data.index(pickled), len(pickled), PTH_MUTANTS)
     check_fuzz(verdicts, PTH_MUTANTS)
+
+
+def test_training_from_the_forged_pickle_is_refused_before_anything_exists(tmp_path):
+    """`ifrvis train` with `model.weights` at the forged-dtype pickle once ended in a segmentation fault:
+    its preflight now refuses the file in one line (exit 2) before any run, folder or store exists."""
+    evil = tmp_path / "evil.pkl"
+    evil.write_bytes(attacks(tmp_path / "pwned")["forged V8 dtype with an object field"][1])
+    work = tmp_path / "work"
+    work.mkdir()
+    done = subprocess.run(
+        [sys.executable, "-m", "ifrvis.cli", "train", str(TINY_CONFIG), f"model.weights={evil}",
+         f"logging.output_dir={work / 'outputs'}", f"logging.mlflow_uri=sqlite:///{work / 'mlflow.db'}"],
+        capture_output=True, text=True, cwd=work, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.count("\n") == 1 and "structured dtype 'V8'" in done.stderr
+    assert list(work.iterdir()) == [] and not (tmp_path / "pwned").exists()
