@@ -289,7 +289,7 @@ def validation_iou(model: SemanticSegmenter, valid_set, cfg: Config, num_classes
 # outgrown) is an error before a run starts, not a model that silently loads half its weights.
 # The run's own choices, which the file does not depend on: runs differing in them share the file.
 RUN_ONLY = {
-    "model": ("decoder", "weights", "ifr_init", "extra_queries"),
+    "model": ("decoder", "weights", "partial_weights", "ifr_init", "extra_queries"),
     "loss": ("lambda_e", "class_loss", "no_object_weight", "num_points"),
 }
 DATA_KEYS = ("train_short_sides", "max_long_side", "hflip")  # how the training frames are drawn
