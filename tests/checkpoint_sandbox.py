@@ -4,7 +4,8 @@ crashed test run. Used by test_checkpoint_fuzz.py:
 
     python tests/checkpoint_sandbox.py [--cli] CONFIG WORKDIR FILE...
 
-prints one JSON line per FILE: {"file", "exit" (None after a signal), "signal", "stderr"}. Every child
+prints one JSON line per FILE: {"file", "exit" (None after a signal), "signal", "stderr", "grown_mb"
+(how much the child's peak resident memory exceeded the parent's at the fork)}. Every child
 runs in WORKDIR (a checkpoint must not write a file there). With --cli each child runs the whole
 `ifrvis weights CONFIG FILE`; without it the config's model is built once (meta device) and each child
 loads FILE into it (`report_checkpoint`, ~10x faster), both through `ifrvis.cli.guarded`, which turns
@@ -43,6 +44,7 @@ def run_child(command, path: str) -> None:
 def read_in_child(command, path: str) -> dict:
     """Fork, run `command(path)` in the child with its stderr on a pipe, and return how it ended."""
     read_end, write_end = os.pipe()
+    resident = resident_kb()
     pid = os.fork()
     if pid == 0:
         os.close(read_end)
@@ -51,10 +53,18 @@ def read_in_child(command, path: str) -> dict:
     os.close(write_end)
     with os.fdopen(read_end, "rb") as pipe:
         stderr = pipe.read().decode(errors="replace")
-    _, status = os.waitpid(pid, 0)
+    _, status, usage = os.wait4(pid, 0)
+    grown_mb = max(0, usage.ru_maxrss - resident) // 1024  # the child starts with the parent's pages
+    ended = {"file": path, "stderr": stderr, "grown_mb": grown_mb}
     if os.WIFSIGNALED(status):
-        return {"file": path, "exit": None, "signal": os.WTERMSIG(status), "stderr": stderr}
-    return {"file": path, "exit": os.WEXITSTATUS(status), "signal": None, "stderr": stderr}
+        return {**ended, "exit": None, "signal": os.WTERMSIG(status)}
+    return {**ended, "exit": os.WEXITSTATUS(status), "signal": None}
+
+
+def resident_kb() -> int:
+    """This process's resident memory (VmRSS, kB)."""
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
 
 
 def main(argv: list[str]) -> int:

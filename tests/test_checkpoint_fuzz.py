@@ -39,11 +39,16 @@ def run_sandbox(files: list[Path], workdir: Path, cli: bool = False) -> list[dic
     return [json.loads(line) for line in done.stdout.splitlines()]
 
 
+MAX_GROWTH_MB = 256  # the largest array here is 1 kB; a file must not make the reader allocate more
+
+
 def verdict(result: dict) -> str:
-    """ "loaded", "refused", or what is wrong: a signal, a traceback, more than one line."""
+    """ "loaded", "refused", or what is wrong: a signal, a traceback, more than one line, memory."""
     lines = result["stderr"].splitlines()
     if result["signal"] is not None:
         return f"signal {result['signal']}"
+    if result["grown_mb"] > MAX_GROWTH_MB:
+        return f"grew by {result['grown_mb']} MB"
     if "Traceback" in result["stderr"] or result["exit"] not in (0, 1, 2):
         return f"exit {result['exit']}: {result['stderr'][-2000:]}"
     if result["exit"] == 2:
@@ -65,7 +70,12 @@ def raw(data: bytes) -> bytes:
 
 
 def small(n: int) -> bytes:
-    return pickle.BININT1 + bytes([n]) if 0 <= n < 256 else pickle.BININT + struct.pack("<i", n)
+    if 0 <= n < 256:
+        return pickle.BININT1 + bytes([n])
+    if -(2**31) <= n < 2**31:
+        return pickle.BININT + struct.pack("<i", n)
+    data = n.to_bytes(n.bit_length() // 8 + 1, "little", signed=True)
+    return pickle.LONG1 + bytes([len(data)]) + data
 
 
 def glob(module: str, name: str) -> bytes:
@@ -142,6 +152,7 @@ def attacks(marker: Path) -> dict[str, tuple[str, bytes, str]]:
     plain_state = (small(3), text("<"), *[pickle.NONE] * 3, small(-1), small(-1), small(0))
     nine_by_nine = small(9) + small(9) + pickle.TUPLE2
     protocol_2 = pickle.PROTO + b"\x02"
+    slots = pickle.EMPTY_DICT + text("__defaults__") + text("C") + pickle.TUPLE1 + pickle.SETITEM
     return {
         "os.system via __reduce__": (
             ".pkl",
@@ -218,6 +229,32 @@ def attacks(marker: Path) -> dict[str, tuple[str, bytes, str]]:
             ".pkl",
             checkpoint(glob("numpy", "ndarray") + small(1 << 30) + pickle.TUPLE1 + pickle.NEWOBJ),
             "not a readable pickle",
+        ),
+        "a dict key of tuples nested 300000 deep": (  # hashing it overflowed the C stack
+            ".pkl",
+            checkpoint(array(plain_f4, (1,), b"A" * 4))[:-2]
+            + pickle.EMPTY_TUPLE + pickle.TUPLE1 * 300_000 + raw(b"v") + pickle.SETITEM * 2 + pickle.STOP,
+            "nested more than 100 deep",
+        ),
+        "a memo index far beyond the file": (  # the memo grew to the index: 4.9 GB for 9 bytes
+            ".pkl",
+            protocol_2 + pickle.EMPTY_DICT + pickle.LONG_BINPUT + struct.pack("<I", 1 << 28) + pickle.STOP,
+            "memo index of 268435456",
+        ),
+        "a frame longer than the file": (
+            ".pkl",
+            pickle.PROTO + b"\x04" + pickle.FRAME + struct.pack("<Q", 1 << 40) + pickle.STOP,
+            "a frame of 1099511627776 bytes",
+        ),
+        "BUILD setting _frombuffer's defaults": (  # they stayed set for the rest of the process
+            ".pkl",
+            checkpoint(glob("numpy._core.numeric", "_frombuffer") + build(pickle.NONE, slots)),
+            "no attribute '__defaults__'",
+        ),
+        "an empty array of 2**62 columns": (
+            ".pkl",
+            checkpoint(array(plain_f4, (0, 2**62), b"")),
+            "more than 2**48 elements",
         ),
         ".pth calling os.system": (".pth", saved.getvalue(), "not a readable or safe torch file"),
         "truncated .pth": (".pth", good_pth.getvalue()[:300], "not a readable or safe torch file"),

@@ -38,7 +38,8 @@ Missing keys are counted only inside the top-level modules the file covers (a ba
 not report the decoder as missing). Tensors of the wrong shape are skipped and reported as mismatched
 (not also as missing). NumPy arrays keep their shape, 0-d ones (`num_batches_tracked`) included.
 
-A checkpoint is data, never code: a .pkl is read by `ArrayUnpickler`, which builds plain numeric arrays
+A checkpoint is data, never code: a .pkl is first scanned (`scan_pickle`: memo indices, frame lengths
+and nesting bounded by the file) and then read by `ArrayUnpickler`, which builds plain numeric arrays
 only (dtypes of PLAIN_DTYPES; a dtype or array state other than NumPy's plain one is refused, as is any
 global but the few NumPy and container ones an array pickle needs), a .pth by `torch.load(...,
 weights_only=True)`. A corrupt, truncated or unsafe file of either kind is one CheckpointError line
@@ -57,7 +58,10 @@ import importlib
 import json
 import logging
 import math
+import mmap
+import os
 import pickle
+import pickletools
 import re
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -172,6 +176,8 @@ def _checked_dtype(dtype: object) -> np.dtype:
 def _checked_shape(shape: object) -> tuple[int, ...]:
     if not isinstance(shape, tuple) or len(shape) > 32 or not all(_is_int(n) and n >= 0 for n in shape):
         raise Refused(f"an array shape that is not a tuple of sizes: {shape!r:.60}")
+    if math.prod(max(n, 1) for n in shape) >= 2**48:  # NumPy refuses 2**63 bytes even with a 0 in shape
+        raise Refused(f"an array shape of more than 2**48 elements: {shape!r:.60}")
     return shape
 
 
@@ -226,16 +232,19 @@ def _frombuffer(buffer: object, dtype: object, shape: object, order: object, axi
     if order not in ("C", "F", "K") or (order == "K") != (axis_order is not None):
         raise Refused(f"an array of order {order!r:.10}")
     if axis_order is None:
-        return np.frombuffer(data, dtype).reshape(shape, order=order)
-    if not isinstance(axis_order, tuple) or sorted(axis_order) != list(range(len(shape))):
+        array = np.frombuffer(data, dtype).reshape(shape, order=order)
+    elif not isinstance(axis_order, tuple) or sorted(axis_order) != list(range(len(shape))):
         raise Refused(f"an array of axis order {axis_order!r:.30}")
-    return np.frombuffer(data, dtype).reshape(shape, order="C").transpose(axis_order)
+    else:
+        array = np.frombuffer(data, dtype).reshape(shape, order="C").transpose(axis_order)
+    return array.view(PickledArray)  # a BUILD on it is checked, not NumPy's own __setstate__
 
 
-def _scalar(dtype: object, data: object):
-    """`numpy.core.multiarray.scalar` as NumPy's scalar pickles call it: one plain number."""
+def _scalar(dtype: object, data: object) -> int | float | bool:
+    """`numpy.core.multiarray.scalar` as NumPy's scalar pickles call it: one plain number, as Python's
+    (a NumPy scalar would take any state a BUILD gives it)."""
     dtype = _checked_dtype(dtype)
-    return _numpy_module("multiarray").scalar(dtype, bytes(_checked_data(data, (), dtype)))
+    return _numpy_module("multiarray").scalar(dtype, bytes(_checked_data(data, (), dtype))).item()
 
 
 def _numpy_module(name: str):
@@ -245,14 +254,20 @@ def _numpy_module(name: str):
         return importlib.import_module(f"numpy.core.{name}")
 
 
+def _sealed(function):
+    """`function` as an object with no attribute a pickle can set: BUILD on a plain function would set
+    its `__defaults__` (what later calls receive) for the rest of the process."""
+    return type(function.__name__, (), {"__slots__": (), "__call__": staticmethod(function)})()
+
+
 def _numpy_globals() -> dict[tuple[str, str], object]:
     """Checked stand-ins for the NumPy callables a pickled array or scalar needs, under NumPy 1's
     `numpy.core` and NumPy 2's `numpy._core` names (either NumPy writes one, reads both)."""
-    allowed = {("numpy", "ndarray"): NDARRAY, ("numpy", "dtype"): pickled_dtype}
+    allowed = {("numpy", "ndarray"): NDARRAY, ("numpy", "dtype"): _sealed(pickled_dtype)}
     for package in ("numpy.core", "numpy._core"):
-        allowed[(f"{package}.multiarray", "_reconstruct")] = _reconstruct  # protocols 0-4
-        allowed[(f"{package}.multiarray", "scalar")] = _scalar
-        allowed[(f"{package}.numeric", "_frombuffer")] = _frombuffer  # protocol 5
+        allowed[(f"{package}.multiarray", "_reconstruct")] = _sealed(_reconstruct)  # protocols 0-4
+        allowed[(f"{package}.multiarray", "scalar")] = _sealed(_scalar)
+        allowed[(f"{package}.numeric", "_frombuffer")] = _sealed(_frombuffer)  # protocol 5
     return allowed
 
 
@@ -268,9 +283,9 @@ class ArrayUnpickler(pickle.Unpickler):
         self.allowed = {
             **_numpy_globals(),
             ("collections", "OrderedDict"): collections.OrderedDict,
-            ("_codecs", "encode"): _latin1_bytes,
-            ("__builtin__", "bytes"): _empty_bytes,  # Python 3 writes bytes under Python 2's name
-            ("builtins", "bytes"): _empty_bytes,
+            ("_codecs", "encode"): _sealed(_latin1_bytes),
+            ("__builtin__", "bytes"): _sealed(_empty_bytes),  # Python 3 writes bytes under Python 2's name
+            ("builtins", "bytes"): _sealed(_empty_bytes),
         }
 
     def find_class(self, module: str, name: str):
@@ -298,11 +313,78 @@ def _describe(error: Exception, reason: str) -> str:
     return f"{type(error).__name__}: {reason}" if reason else type(error).__name__  # MemoryError()
 
 
+# Deeper than any checkpoint (a detectron2 file nests about 8 levels: dict, dict, array, its state,
+# its dtype, ...); hashing a deeper tuple (a dict key) recurses in C until the stack overflows.
+MAX_NESTING = 100
+MEMO_PUTS = ("PUT", "BINPUT", "LONG_BINPUT")
+MEMO_GETS = ("GET", "BINGET", "LONG_BINGET")
+# Opcodes whose first item is a container that they fill (its depth grows to hold the rest) and those
+# that leave their items as they are.
+FILLING = ("APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS", "BUILD")
+PASSING = ("DUP", "READONLY_BUFFER", "POP", "POP_MARK", "STOP")
+
+
+def scan_pickle(stream, size: int) -> None:
+    """Refuse, before anything is built, a pickle that would make the unpickler allocate far more than
+    the file holds or recurse without bound: a memo index beyond the opcodes read so far (the memo grows
+    to the index: a 9-byte file asks for gigabytes), a frame longer than the rest of the file, items
+    nested deeper than MAX_NESTING. Walks `stream`'s opcodes (pickletools), keeping the nesting depth of
+    each stack item and memo entry (a malformed stack is left to the unpickler to refuse). Exact for
+    tuples, which cannot change once built; a list filled after it was memoized may be deeper than
+    recorded, but lists are never hashed and CPython guards their repr and deallocation."""
+    stack: list[int] = []  # the nesting depth of each item
+    marks: list[int] = []
+    memo: dict[int, int] = {}
+    for count, (opcode, arg, position) in enumerate(pickletools.genops(stream)):
+        name = opcode.name
+        if name in MEMO_PUTS and arg > count:
+            raise Refused(f"a memo index of {arg} after {count} opcodes")
+        if name == "FRAME" and arg > size - position:
+            raise Refused(f"a frame of {arg} bytes where {size - position} are left")
+        if name == "MARK":
+            marks.append(len(stack))
+            continue
+        before = [item.name for item in opcode.stack_before]
+        popped = []
+        if "mark" in before:
+            if not marks:
+                return
+            popped, stack[marks[-1] :] = stack[marks[-1] :], []
+            marks.pop()
+            before = before[: before.index("mark")]
+        if len(before) > len(stack):
+            return
+        if before:
+            popped, stack[-len(before) :] = stack[-len(before) :] + popped, []
+        if name in MEMO_PUTS:
+            memo[arg] = stack[-1] if stack else 0
+        elif name in MEMO_GETS:
+            stack.append(memo.get(arg, 0))
+        elif name == "MEMOIZE":
+            memo[len(memo)] = popped[0]
+            stack.append(popped[0])
+        elif name in PASSING:
+            stack += popped[:1] * len(opcode.stack_after)
+        elif opcode.stack_after:
+            if name in FILLING:
+                depth = max(popped[0], 1 + max(popped[1:], default=0))
+            else:
+                depth = 1 + max(popped) if popped else 0
+            if depth > MAX_NESTING:
+                raise Refused(f"items nested more than {MAX_NESTING} deep")
+            stack.append(depth)
+
+
 def read_pickle(path: Path) -> object:
-    """The object in pickle file `path`, built by `ArrayUnpickler`."""
+    """The object in pickle file `path`, scanned by `scan_pickle`, then built by `ArrayUnpickler`."""
     with path.open("rb") as handle:
+        if os.fstat(handle.fileno()).st_size == 0:
+            raise CheckpointError(f"model.weights: {path} is empty")
         try:
-            return ArrayUnpickler(handle, path).load()
+            with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:  # read twice, held once
+                scan_pickle(data, len(data))
+                data.seek(0)
+                return ArrayUnpickler(data, path).load()
         except CheckpointError:
             raise
         except Refused as error:
@@ -373,7 +455,11 @@ def read_checkpoint(path: str | Path) -> dict[str, Tensor]:
             data = data[wrapper]
     state = {}
     for key, value in data.items():
-        tensor = as_tensor(value)
+        try:
+            tensor = as_tensor(value)
+        except Exception as error:  # NumPy's or torch's limits on an array the checks let through
+            message = _one_line(_describe(error, str(error)))
+            raise CheckpointError(f"model.weights: {path} has an array torch cannot take: {message}") from None
         if tensor is None:
             continue
         if not isinstance(key, str) or not key.isprintable():  # printed in the report
