@@ -11,7 +11,9 @@
   values into the two group sizes; paired: flip the sign of each per-seed difference. Every
   relabelling when there are at most `limit` of them (exact), else `draws` random ones from a
   generator seeded with `seed` plus the observed one. p = (relabellings with |difference| >=
-  observed |difference| - TOLERANCE) / all relabellings counted, the observed one included, so p > 0.
+  observed |difference| - tolerance) / all relabellings counted, the observed one included, so p > 0;
+  the tolerance (`RELATIVE_TOLERANCE` x the largest |value|, at least 1) absorbs the rounding of sums
+  taken in another order.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from scipy import stats as scipy_stats
 LIMIT = 100_000  # relabellings enumerated in full up to this many
 DRAWS = 100_000  # random relabellings above it
 SEED = 0  # of the generator drawing them
-TOLERANCE = 1e-12  # a relabelling whose |difference| equals the observed one up to rounding counts
+RELATIVE_TOLERANCE = 1e-9  # a relabelling whose |difference| equals the observed one up to rounding counts
 _CHUNK = 10_000  # relabellings evaluated at once (memory: _CHUNK x n values)
 
 
@@ -76,6 +78,12 @@ def paired_interval(d: np.ndarray, level: float = 0.95) -> tuple[float, float]:
     return d.mean() - half, d.mean() + half
 
 
+def tolerance(values: np.ndarray) -> float:
+    """How far apart two differences of means of `values` may be and still tie: rounding grows with
+    the values' magnitude (AP in percent, ID switch counts in the hundreds)."""
+    return RELATIVE_TOLERANCE * max(1.0, float(np.abs(values).max(initial=0.0)))
+
+
 def _chunks(total: int):
     for start in range(0, total, _CHUNK):
         yield min(_CHUNK, total - start)
@@ -88,7 +96,7 @@ def permutation_p(
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     pooled = np.concatenate([a, b])
     n, n_a = len(pooled), len(a)
-    observed = abs(a.mean() - b.mean()) - TOLERANCE
+    observed = abs(a.mean() - b.mean()) - tolerance(pooled)
     total = pooled.sum()
 
     def extreme(sums_a: np.ndarray) -> int:  # sums_a: (k,) sum of arm a under k relabellings
@@ -114,7 +122,7 @@ def paired_permutation_p(
     """Two-sided sign-flip p of the mean of per-seed differences `d`, shape (n,): (p, flips, exact)."""
     d = np.asarray(d, dtype=float)
     n = len(d)
-    observed = abs(d.mean()) - TOLERANCE
+    observed = abs(d.mean()) - tolerance(d)
 
     def extreme(signs: np.ndarray) -> int:  # signs: (k, n) of +-1
         return int(np.count_nonzero(np.abs(signs @ d / n) >= observed))

@@ -216,7 +216,16 @@ def _did_you_mean(word: str, options: typing.Iterable[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
+# Keys of earlier versions (a run folder's config.yaml keeps them): what replaced them, and how.
+RETIRED_KEYS = {
+    "data.max_frame_gap": "replaced by data.sampling_frame_range, with Mask2Former-VIS's frame draw (a"
+    " reference frame, the others within that many frames of it): runs made with it drew other clips",
+}
+
+
 def _unknown_key(source: str, key: str, target: Any) -> ConfigError:
+    if key in RETIRED_KEYS:
+        return ConfigError(f"{source}: config key '{key}' is retired: {RETIRED_KEYS[key]}")
     *_, leaf = key.split(".")
     names = [f.name for f in dataclasses.fields(target)] if dataclasses.is_dataclass(target) else []
     return ConfigError(f"{source}: unknown config key '{key}'" + _did_you_mean(leaf, names))

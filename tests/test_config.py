@@ -46,6 +46,14 @@ def test_unknown_key_names_key_and_file(tmp_path):
         load_config(None, ["modle.decoder=ifr"])
 
 
+def test_a_retired_key_says_what_replaced_it(tmp_path):
+    """A run folder of an earlier version keeps `data.max_frame_gap` in its config.yaml."""
+    path = write(tmp_path / "config.yaml", "data:\n  max_frame_gap: 20\n")
+    for source in (lambda: load_config(path), lambda: load_config(None, ["data.max_frame_gap=20"])):
+        with pytest.raises(ConfigError, match="'data.max_frame_gap' is retired: replaced by data.sampling_frame_range"):
+            source()
+
+
 def test_wrong_types_are_errors(tmp_path):
     path = write(tmp_path / "bad.yaml", "solver:\n  max_iters: many\n")
     with pytest.raises(ConfigError, match=r"bad\.yaml.*solver\.max_iters.*int"):

@@ -27,6 +27,15 @@ def test_ties_up_to_rounding_count_as_extreme():
     assert compare([1.1, 2.2, 3.3], [4.4, 5.5, 6.6]).p == pytest.approx(2 / 20)
 
 
+def test_the_tie_tolerance_grows_with_the_values():
+    """Near 10^6 (a count summed over many videos) rounding exceeds any fixed tolerance such as 1e-12:
+    these arms are separated, so only the observed labelling and its mirror are extreme (2/20); an
+    absolute tolerance of 1e-12 missed the mirror (1/20)."""
+    a, b = [1000009.6, 1000007.2, 1000005.4], [1000022.4, 1000018.7999999999, 1000025.1]
+    assert compare(a, b).p == pytest.approx(2 / 20)
+    assert paired_permutation_p([x - y for x, y in zip(a, b)])[0] == pytest.approx(2 / 8)
+
+
 def test_smallest_attainable_p():
     """5 vs 5 seeds: C(10, 5) = 252 relabellings, the observed one and its mirror: 2/252, reached by
     separated values. 3 vs 4: C(7, 3) = 35; {10, 11, 12} vs {0, 1, 2, 3} has |difference| 11 - 1.5 =

@@ -13,7 +13,7 @@ from mlflow.entities import Metric, RunTag
 from mlflow.tracking import MlflowClient
 
 from analysis.audit import audit_runs
-from analysis.comparisons import pairs_for
+from analysis.comparisons import compare_groups, pairs_for, verdict
 from analysis.tables import build_table
 from ifrvis.metric_names import TABLE3
 from ifrvis.runstore import cast_value, load_sweep, member_tag
@@ -268,6 +268,22 @@ def test_paired_comparison_flips_signs_of_per_seed_differences(tmp_path):
     assert ap["p"] == pytest.approx(2 / 8) and ap["test"] == "exact, all 8 sign flips"
     assert (ap["ci_low"], ap["ci_high"]) == pytest.approx((-3, -3))
     assert "Paired by seed" in table.caption
+
+
+def test_the_verdict_of_random_relabellings_states_their_floor():
+    """10 vs 10 seeds have C(20, 10) = 184756 relabellings, more than analysis.stats.LIMIT: the test
+    draws 100000 random ones, so the smallest p it gives is 1/100001, not the exact 2/184756."""
+    groups = [
+        (name, pd.DataFrame({"seed": range(10), "AP": [offset + seed for seed in range(10)]}))
+        for name, offset in (("A", 0.0), ("B", 100.0))
+    ]
+    frame = compare_groups(groups, ["AP"], [(0, 1)])
+    assert not frame.loc[0, "exact"] and frame.loc[0, "relabellings"] == 100_001
+    # each draw is as extreme with chance 2/184756: about one of the 100000 is expected, none with seed 0
+    assert frame.loc[0, "p"] == pytest.approx(1 / 100_001)
+    words = verdict(frame)
+    assert "n = 10 vs 10 seeds the random relabellings give p >= 1/100001" in words
+    assert "exact" not in words
 
 
 def test_which_rows_are_compared():
