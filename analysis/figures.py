@@ -144,13 +144,15 @@ def metrics_against_key(
         fontsize=9,
         y=1.04,
     )
-    paths = _save(figure, out_dir, name)
-    paths += [out_dir / f"{name}_{part}" for part in ("runs.csv", "comparisons.csv", "comparisons.md")]
-    run_rows(runs, list(dict.fromkeys([*audit.group_keys, key])), metrics).to_csv(paths[2], index=False)
+    runs_csv, comparisons_csv, comparisons_md = (
+        out_dir / f"{name}_{part}" for part in ("runs.csv", "comparisons.csv", "comparisons.md")
+    )
+    paths = [*_save(figure, out_dir, name), runs_csv, comparisons_csv, comparisons_md]
+    run_rows(runs, list(dict.fromkeys([*audit.group_keys, key])), metrics).to_csv(runs_csv, index=False)
     comparisons = against_reference(runs, key, values, metrics)
-    comparisons.to_csv(paths[3], index=False)
+    comparisons.to_csv(comparisons_csv, index=False)
     reference = f"{title}={_text(reference_value(key, values))}"
-    paths[4].write_text(
+    comparisons_md.write_text(
         f"**{name}.** Each value of {title} against {reference}, per metric, over seeds. {PAIRING[False]}\n\n"
         + comparison_block(comparisons)
         + "\n"
@@ -229,8 +231,9 @@ def tracking_bars(audit: RunAudit, out_dir: Path, metrics: list[str] = TABLE3_ME
     figure.legend(
         handles, labels, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(4, len(groups))
     )
-    paths = [*_save(figure, out_dir, "tracking_bars"), out_dir / "tracking_bars_runs.csv"]
-    run_rows(runs, audit.group_keys, metrics).to_csv(paths[2], index=False)
+    runs_csv = out_dir / "tracking_bars_runs.csv"
+    paths = [*_save(figure, out_dir, "tracking_bars"), runs_csv]
+    run_rows(runs, audit.group_keys, metrics).to_csv(runs_csv, index=False)
     return paths
 
 

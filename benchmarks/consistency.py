@@ -76,19 +76,19 @@ RATIO = "single / stitched"
 # tracking metrics on the tracks with score >= 0.5, HOTA with its split, and one figure without any
 # score. Holm's correction runs across them, per contrast.
 ENDPOINTS = ("IDF1", "IDs", "MOTA", "IDP", "IDR", "HOTA", "DetA", "AssA", RATIO)
-# Arms as (method, head, λ_e); λ_e "-" for Mask2Former-VIS's decoder, which has no cross-frame masks.
-IFR = ("ifr", "focal", 0.3)
+# Arms as (method, head, λ_e as text); λ_e "-" for Mask2Former-VIS's decoder (no cross-frame masks).
+IFR = ("ifr", "focal", "0.3")
 ARMS = {
     IFR: "IFR",
     ("mask2former", "focal", "-"): "M2F-focal",
     ("mask2former", "softmax", "-"): "M2F-VIS",
-    ("ifr", "focal", 0.0): "IFR λ_e=0",
+    ("ifr", "focal", "0"): "IFR λ_e=0",
 }
 # The protocol's contrasts, the main one first: (name, arm a, arm b), a - b.
 CONTRASTS = (
     ("recurrence (main)", IFR, ("mask2former", "focal", "-")),
     ("published baseline", IFR, ("mask2former", "softmax", "-")),
-    ("cross-frame loss (Eqs. 6-7)", IFR, ("ifr", "focal", 0.0)),
+    ("cross-frame loss (Eqs. 6-7)", IFR, ("ifr", "focal", "0")),
 )
 # Display factors of this benchmark's own figures; the logged metrics' are ifrvis.metric_names'.
 OWN_SCALE = {"switch rate": 1.0, "single_query": 100.0, "stitched": 100.0, RATIO: 1.0}
@@ -107,9 +107,8 @@ def run_rows(sweeps: list[str], uri: str) -> tuple[pd.DataFrame, dict[str, pd.Da
         cfg = config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()), str(run_dir))
         row = {"method": run["method"], "dataset": run["dataset"]}
         row |= {label: setting(cfg, key) for label, key in SETTINGS.items()}
-        row["λ_e"] = float(row["λ_e"])
-        if cfg.model.decoder != "ifr":
-            row["λ_e"] = "-"  # no cross-frame masks to weigh
+        # text, one type in the column: "-" where the decoder has no cross-frame masks to weigh (Eqs. 6-7)
+        row["λ_e"] = f"{float(row['λ_e']):g}" if cfg.model.decoder == "ifr" else "-"
         row |= {"seed": run["seed"], "run_id": run["run_id"]} | {key: run.get(key) for key in RUN_COLUMNS}
         row |= {key.removeprefix("tags."): run[key] for key in run.index if key.startswith("tags.env.")}
         row |= {key: run.get(f"metrics.{key}", np.nan) for key in LOGGED}

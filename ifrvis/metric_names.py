@@ -4,7 +4,8 @@
 Torch-free on purpose (standard library only): analysis/ reads it without torch. It sits beside
 ifrvis.runstore rather than in ifrvis.evaluation, whose package import loads the evaluators and torch.
 
-A new logged metric is added here once: to AP_KEYS or TRACKING_KEYS, and to UNITS.
+A new logged metric is named here, in AP_KEYS or TRACKING_KEYS and in UNITS; the evaluator that computes
+it, and a table that shows it, still have to be told.
 """
 
 from __future__ import annotations

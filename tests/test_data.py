@@ -290,7 +290,7 @@ def test_two_frame_gaps_follow_mask2former_vis_draw():
     assert observed[0] == expected[0] == 0
     stderr = np.sqrt(expected * (1 - expected) / draws)
     assert (np.abs(observed - expected) <= 4 * stderr + 1e-12).all()
-    assert expected[1] / expected[20] < 1.2  # a window of 21 drawn first, then 2 frames in it: 20 / 1
+    assert observed[1] / observed[20] < 1.5  # a window of 21 drawn first, then 2 frames in it: 20 / 1
     assert sample_frame_indices(rng, 1, 2, frame_range).tolist() == [0, 0]  # a one-frame video
     assert sample_frame_indices(rng, 5, 1, frame_range).shape == (1,)
 

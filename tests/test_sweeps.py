@@ -202,10 +202,10 @@ def test_the_protocols_contrasts_on_its_endpoints(consistency):
                 "λ_e": lambda_e, "seed": seed, "IDs": ids, "AP": ap, **{e: 0.5 for e in others}}  # fmt: skip
 
     rows = pd.DataFrame(
-        [row("ifr", "focal", 0.3, 800, seed, 1 + seed, 0.10) for seed in range(3)]
+        [row("ifr", "focal", "0.3", 800, seed, 1 + seed, 0.10) for seed in range(3)]
         + [row("mask2former", "focal", "-", 800, seed, 4 + seed, 0.12) for seed in range(3)]
         + [row("mask2former", "softmax", "-", 800, seed, 1 + seed, 0.12) for seed in range(3)]
-        + [row("ifr", "focal", 0.3, 2400, seed, 1, 0.1) for seed in range(2)]
+        + [row("ifr", "focal", "0.3", 2400, seed, 1, 0.1) for seed in range(2)]
     )
     frame = consistency.comparisons(rows)
     assert len(consistency.ENDPOINTS) == 9 and "AP" not in consistency.ENDPOINTS
