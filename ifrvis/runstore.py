@@ -62,6 +62,7 @@ SWEPT_PREFIX = "swept."  # swept.<key> = the run's value of each swept key
 PARENT_TAG = "sweep_parent"  # "1" on a sweep's parent run
 SUBMITTED_TAG = "submitted_at"  # Unix time the job was handed to its executor
 ERROR_TAG = "error"  # why the run FAILED
+SUBMISSION_ERROR_TAG = "submission_error"  # why a sweep's last submission took no job (its parent)
 # Metrics of the job around the run (launch/job.py); `train_time_s` is the training loop's own.
 QUEUE_TIME = "queue_time_s"  # from submission to the start of the run's first job
 RUN_TIME = "run_time_s"  # the jobs' own time, from each start to its end (training, evaluation)

@@ -11,8 +11,9 @@ Re-running a sweep is idempotent: identities whose MLflow run FINISHED are skipp
 made them: the run then joins this sweep too), interrupted ones resume from their checkpoint into the
 same MLflow run, FAILED ones re-run only with `retry_failed`. Every child run is created here, in one
 process, before any job starts, so concurrent jobs never create two runs for one identity. A sweep
-whose jobs cannot be submitted removes the runs it just created and marks its parent FAILED with the
-reason, so the next attempt starts clean.
+whose jobs cannot be submitted removes the runs it just created, so the next attempt starts clean, and
+records the reason on its parent: FAILED, unless its earlier runs had all finished (then it stays
+FINISHED: a value that could not be added does not undo those).
 """
 
 from __future__ import annotations
@@ -176,13 +177,14 @@ def run_sweep(
     launch = to_launch(specs)
     if launch:
         parent.delete_tag(runstore.ERROR_TAG)
+        parent.delete_tag(runstore.SUBMISSION_ERROR_TAG)
         parent.set_status(runstore.RUNNING)
         try:
             errors = _execute(
                 launch, sweep.name, executor, min(max_parallel, len(launch)), slurm or {}, ray or {}
             )
         except UserError as error:  # nothing was submitted
-            _undo_plan(launch, parent, f"submission failed: {error}")
+            _undo_plan(specs, parent, f"submission failed: {error}")
             raise
         except BaseException as error:  # interrupted while jobs run: they end their own runs
             parent.set_tags({runstore.ERROR_TAG: f"sweep stopped: {type(error).__name__}: {error}"[:5000]})
@@ -225,10 +227,17 @@ def _mark_submitted(specs: Sequence[Spec]) -> None:
 
 
 def _undo_plan(specs: Sequence[Spec], parent: runstore.RunLogger, reason: str) -> None:
-    """After a failed submission: the runs this plan created go, the parent says why it FAILED."""
+    """After a failed submission: the runs this plan created go, and the parent's status is what its
+    remaining runs give: a sweep whose earlier runs all finished stays FINISHED (the reason is its
+    `runstore.SUBMISSION_ERROR_TAG`), else it is FAILED with the reason."""
     runstore.discard(specs[0].cfg.logging.mlflow_uri, [s.run_id for s in specs if s.created])
-    parent.set_tags({runstore.ERROR_TAG: reason[:5000]})
-    parent.set_status(runstore.FAILED)
+    remaining = [s for s in specs if not s.created]
+    parent.set_tags({runstore.SUBMISSION_ERROR_TAG: reason[:5000]})
+    if remaining and all(s.state == DONE for s in remaining):
+        parent.set_status(runstore.FINISHED)
+    else:
+        parent.set_tags({runstore.ERROR_TAG: reason[:5000]})
+        parent.set_status(runstore.FAILED)
 
 
 def _settle(spec: Spec, job_error: str) -> None:
