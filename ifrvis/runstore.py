@@ -35,6 +35,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from ifrvis.config import Config, config_hash, flatten, run_identity, to_dict
+from ifrvis.errors import UserError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 MAX_BATCH = 900  # MLflow accepts at most 1000 metrics per log_batch
@@ -105,6 +106,8 @@ def init_store(uri: str) -> str:
     path = _sqlite_path(uri)
     if path is None:
         return uri
+    if path.is_file() and not os.access(path.parent, os.W_OK):  # read where it cannot change: no lock
+        return uri
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(f"{path}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -113,6 +116,25 @@ def init_store(uri: str) -> str:
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     return uri
+
+
+class ReadOnlyStore(UserError):
+    """A run would write into a store that cannot change (a read-only file system, no permission)."""
+
+
+def check_writable(uri: str = "") -> None:
+    """Raise ReadOnlyStore when a SQLite store (its file, or the folder it would be made in) cannot be
+    written: before a run or sweep creates anything. Reading such a store works (`init_store`)."""
+    path = _sqlite_path(resolve_uri(uri))
+    if path is None:
+        return
+    target = path if path.exists() else next(p for p in path.parents if p.exists())
+    folder = target if target.is_dir() else target.parent  # SQLite writes its journal beside the file
+    if not (os.access(target, os.W_OK) and os.access(folder, os.W_OK)):
+        raise ReadOnlyStore(
+            f"MLflow store {path} cannot be written here ({target} is read-only): tables and the UI can"
+            " read it; runs need a writable store (copy it, or set MLFLOW_TRACKING_URI)"
+        )
 
 
 def store_exists(uri: str = "") -> bool:

@@ -2,10 +2,14 @@
 sweep membership, and the read side."""
 
 import multiprocessing as mp
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import mlflow
 import pytest
+from conftest import ROOT, TINY_CONFIG
 
 from ifrvis import runstore
 from ifrvis.config import load_config
@@ -134,3 +138,39 @@ def test_load_sweep_reads_members_and_swept_keys_without_touching_global_state(t
     missing = tiny_cfg.logging.output_dir + "/absent.db"
     assert runstore.load_sweep("abl", uri=f"sqlite:///{missing}").runs.empty  # reading creates no store
     assert not Path(missing).exists()
+
+
+@pytest.fixture
+def read_only_store(tmp_path):
+    """A store with one finished run, seen through a read-only bind mount of its folder (root only)."""
+    source, mounted = tmp_path / "store", tmp_path / "read_only"
+    source.mkdir()
+    mounted.mkdir()
+    run_id = _log_one_run(f"sqlite:///{source / 'mlflow.db'}", 0)
+    mount = subprocess.run(["mount", "--bind", str(source), str(mounted)], capture_output=True, text=True)
+    if mount.returncode != 0:
+        pytest.skip(f"a read-only mount needs root: {mount.stderr.strip()}")
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(mounted)], check=True, capture_output=True)
+        yield f"sqlite:///{mounted / 'mlflow.db'}", run_id
+    finally:
+        subprocess.run(["umount", "--lazy", str(mounted)], check=True)  # the client holds the file open
+
+
+def test_a_read_only_store_is_read_and_refuses_runs_in_one_line(read_only_store):
+    """Reading needs no lock file; a sweep on it stops at its preflight, in one line, exit status 2."""
+    uri, run_id = read_only_store
+    runs = runstore.find_runs(runstore.client(uri), "concurrency")
+    assert [run.info.run_id for run in runs] == [run_id]
+    with pytest.raises(runstore.ReadOnlyStore, match="cannot be written here"):
+        runstore.check_writable(uri)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "experiments" / "run_seeds.py"), str(TINY_CONFIG), "--seeds", "1"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "MLFLOW_TRACKING_URI": uri},
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines() == [
+        f"run_seeds.py: error: MLflow store {uri.removeprefix('sqlite:///')} cannot be written here "
+        f"({uri.removeprefix('sqlite:///')} is read-only): tables and the UI can read it; runs need a "
+        "writable store (copy it, or set MLFLOW_TRACKING_URI)"
+    ]

@@ -139,14 +139,15 @@ class RunExistsError(UserError, FileExistsError):
 
 def preflight(cfg: Config) -> tuple[YTVIS, YTVIS | None]:
     """The run's data splits, after checking what a run needs before anything is created: the data
-    folder (annotation files, frame files), the class count and the checkpoint file (present, and
-    giving the model what it should: `check_weights_fit`). Raises a
-    `UserError` (DataError, ConfigError, CheckpointError) naming the problem."""
+    folder (annotation files, frame files), the class count, the checkpoint file (present, and
+    giving the model what it should: `check_weights_fit`) and a writable run store. Raises a
+    `UserError` (DataError, ConfigError, CheckpointError, ReadOnlyStore) naming the problem."""
     if cfg.model.weights and not Path(cfg.model.weights).is_file():
         raise CheckpointError(
             f"model.weights: no such file {cfg.model.weights}"
             + (" (`ifrvis pretrain CONFIG` writes it)" if cfg.model.backbone == "tiny" else "")
         )
+    runstore.check_writable(cfg.logging.mlflow_uri)
     check_pretrained(cfg)  # a shipped pretrained model that no longer fits the config
     check_weights_fit(cfg.model, cfg.loss.class_loss)  # a file for another model: not a silent scratch start
     train_set, valid_set = load_splits(cfg.data)
