@@ -217,3 +217,15 @@ def test_checkpointable_job_is_requeued_and_resumes(executor, tmp_path):
         timeout=30,
     ).stdout.split()
     assert "REQUEUED" in requeues, requeues
+
+
+@needs_slurm
+def test_the_controller_and_node_daemons_listen_on_loopback_only():
+    """slurmctld and slurmd bind 127.0.0.1 (NoCtldInAddrAny, NoInAddrAny); slurmdbd cannot (slurm/README.md)."""
+    listening = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
+    addresses = {}
+    for line in listening.splitlines():
+        for daemon in ("slurmctld", "slurmd", "mariadbd"):
+            if f'(("{daemon}"' in line:
+                addresses.setdefault(daemon, set()).add(line.split()[3].rsplit(":", 1)[0])
+    assert addresses == {"slurmctld": {"127.0.0.1"}, "slurmd": {"127.0.0.1"}, "mariadbd": {"127.0.0.1"}}
