@@ -233,7 +233,11 @@ def attacks(marker: Path) -> dict[str, tuple[str, bytes, str]]:
         "a dict key of tuples nested 300000 deep": (  # hashing it overflowed the C stack
             ".pkl",
             checkpoint(array(plain_f4, (1,), b"A" * 4))[:-2]
-            + pickle.EMPTY_TUPLE + pickle.TUPLE1 * 300_000 + raw(b"v") + pickle.SETITEM * 2 + pickle.STOP,
+            + pickle.EMPTY_TUPLE
+            + pickle.TUPLE1 * 300_000
+            + raw(b"v")
+            + pickle.SETITEM * 2
+            + pickle.STOP,
             "nested more than 100 deep",
         ),
         "a memo index far beyond the file": (  # the memo grew to the index: 4.9 GB for 9 bytes

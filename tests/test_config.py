@@ -50,7 +50,8 @@ def test_a_retired_key_says_what_replaced_it(tmp_path):
     """A run folder of an earlier version keeps `data.max_frame_gap` in its config.yaml."""
     path = write(tmp_path / "config.yaml", "data:\n  max_frame_gap: 20\n")
     for source in (lambda: load_config(path), lambda: load_config(None, ["data.max_frame_gap=20"])):
-        with pytest.raises(ConfigError, match="'data.max_frame_gap' is retired: replaced by data.sampling_frame_range"):
+        retired = "'data.max_frame_gap' is retired: replaced by data.sampling_frame_range"
+        with pytest.raises(ConfigError, match=retired):
             source()
 
 

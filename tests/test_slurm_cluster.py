@@ -221,7 +221,8 @@ def test_checkpointable_job_is_requeued_and_resumes(executor, tmp_path):
 
 @needs_slurm
 def test_the_controller_and_node_daemons_listen_on_loopback_only():
-    """slurmctld and slurmd bind 127.0.0.1 (NoCtldInAddrAny, NoInAddrAny); slurmdbd cannot (slurm/README.md)."""
+    """slurmctld and slurmd bind 127.0.0.1 (NoCtldInAddrAny, NoInAddrAny), as MariaDB; slurmdbd
+    cannot (slurm/README.md)."""
     listening = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
     addresses = {}
     for line in listening.splitlines():

@@ -16,14 +16,17 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from conftest import ROOT, write_run_config
+from test_sweep_plan import _closed_port
 from test_tracking_metrics import BOX_A, BOX_B, T, make_gt, result
 
 from ifrvis import runstore
 from ifrvis.config import load_config
 from ifrvis.engine import runs
 from ifrvis.engine.checkpoint import load_checkpoint
+from ifrvis.errors import UserError
 from ifrvis.launch.executors import slurm_job_class
 from ifrvis.launch.slurm_profile import slurm_executor
+from ifrvis.launch.sweep import expand, run_sweep
 
 SEEDS = 2
 TIMING_KEYS = ("train_time_s", "run_time_s", "queue_time_s")
@@ -269,6 +272,22 @@ def test_rerunning_a_sweep_skips_finished_runs(local_sweep):
     assert "2 done, 0 resume, 0 failed, 0 pending" in result.stdout
     assert time.time() - started < 60
     assert records(config) == before
+
+
+def test_a_failed_submission_into_a_finished_sweep_leaves_it_finished(local_sweep):
+    """The finished sweep extended by a seed that cannot be submitted (Ray unreachable): the new run
+    goes, the finished runs are as they were, the parent stays FINISHED and says why nothing started."""
+    config, _ = local_sweep
+    before = records(config)
+    address = f"127.0.0.1:{_closed_port()}"
+    with pytest.raises(UserError, match="Ray: no cluster answers"):
+        run_sweep(expand([config], range(SEEDS + 1), "t"), executor="ray", ray={"address": address})
+    assert records(config) == before
+    cfg = load_config(config)
+    mlflow = runstore.client(cfg.logging.mlflow_uri)
+    (parent,) = runstore.find_runs(mlflow, cfg.logging.experiment, sweep="t", sweep_parent="1")
+    assert parent.info.status == "FINISHED" and "error" not in parent.data.tags
+    assert "submission failed: Ray" in parent.data.tags[runstore.SUBMISSION_ERROR_TAG]
 
 
 def test_dry_run_lists_the_specs(local_sweep):

@@ -459,7 +459,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Tensor]:
             tensor = as_tensor(value)
         except Exception as error:  # NumPy's or torch's limits on an array the checks let through
             message = _one_line(_describe(error, str(error)))
-            raise CheckpointError(f"model.weights: {path} has an array torch cannot take: {message}") from None
+            raise CheckpointError(
+                f"model.weights: {path} has an array torch cannot take: {message}"
+            ) from None
         if tensor is None:
             continue
         if not isinstance(key, str) or not key.isprintable():  # printed in the report
