@@ -50,10 +50,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # analysis/
 from quality_diagnostics import diagnose, load_trained  # noqa: E402
 
 from analysis.comparisons import PAIRING, compare_groups, comparison_block  # noqa: E402
-from ifrvis import runstore  # noqa: E402
+from ifrvis import run_folder, runstore  # noqa: E402
 from ifrvis.config import config_from_dict  # noqa: E402
 from ifrvis.data.splits import load_splits  # noqa: E402
-from ifrvis.engine.checkpoint import CHECKPOINT_NAME  # noqa: E402
 from ifrvis.evaluation import tracking_metrics  # noqa: E402
 from ifrvis.metric_names import scale  # noqa: E402
 
@@ -104,7 +103,7 @@ def run_rows(sweeps: list[str], uri: str) -> tuple[pd.DataFrame, dict[str, pd.Da
     rows, histories = [], {}
     for _, run in runs.iterrows():
         run_dir = Path(run["run_dir"])
-        cfg = config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()), str(run_dir))
+        cfg = config_from_dict(yaml.safe_load((run_dir / run_folder.CONFIG).read_text()), str(run_dir))
         row = {"method": run["method"], "dataset": run["dataset"]}
         row |= {label: setting(cfg, key) for label, key in SETTINGS.items()}
         # text, one type in the column: "-" where the decoder has no cross-frame masks to weigh (Eqs. 6-7)
@@ -135,11 +134,11 @@ def run_figures(cfg, run_dir: Path) -> dict:
         return figures
     _, valid = load_splits(cfg.data)
     if oracle_missing:
-        oracle = diagnose(load_trained(cfg, run_dir / CHECKPOINT_NAME), valid, cfg)
+        oracle = diagnose(load_trained(cfg, run_dir / run_folder.CHECKPOINT), valid, cfg)
         figures["single_query"] = oracle["oracle_video_iou_over_0.5"]
         figures["stitched"] = oracle["oracle_per_frame_iou_over_0.5"]
     if matched_missing:
-        results = json.loads((run_dir / "results.json").read_text())
+        results = json.loads((run_dir / run_folder.RESULTS).read_text())
         figures |= matched_count_figures(valid.raw, results)
     cache.write_text(json.dumps(figures, indent=1) + "\n")
     return figures

@@ -27,10 +27,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ifrvis import run_folder
 from ifrvis.config import load_config
 from ifrvis.data.datasets import VideoFrames
 from ifrvis.data.splits import load_splits
-from ifrvis.engine import runs
 from ifrvis.evaluation import evaluate_ytvis
 from ifrvis.evaluation.results import encode_video_predictions
 from ifrvis.inference import (
@@ -150,7 +150,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", help="default: the run's own checkpoint")
     args = parser.parse_args()
     cfg = load_config(args.config, args.overrides)
-    model = load_trained(cfg, args.checkpoint or runs.checkpoint_path(cfg))
+    model = load_trained(cfg, args.checkpoint or run_folder.checkpoint_path(cfg))
     _, valid = load_splits(cfg.data)
     if valid is None or not valid.has_annotations:
         raise SystemExit("the config has no validation split with ground truth")

@@ -29,10 +29,10 @@ from pathlib import Path
 import torch
 
 import ifrvis
+from ifrvis import run_folder
 from ifrvis.config import Config, load_config
 from ifrvis.data import synthetic
 from ifrvis.data.ytvis import YTVIS, load_ytvis
-from ifrvis.engine import runs
 from ifrvis.engine.checkpoint import load_checkpoint
 from ifrvis.engine.evaluate import evaluate_model
 from ifrvis.engine.pretrain import pretrain
@@ -92,13 +92,13 @@ def run_config(decoder: str, seed: int, iters: int, data_root: Path, out: Path) 
 def evaluate_crossing(cfg: Config, crossing: YTVIS) -> dict:
     """Metrics of the run's final checkpoint on the crossing split (files in <run dir>/crossing)."""
     model = build_model(cfg.model, cfg.loss.class_loss)
-    model.load_state_dict(load_checkpoint(runs.checkpoint_path(cfg))["model"])
-    return evaluate_model(model, crossing, cfg, runs.run_dir(cfg) / "crossing", logger=None)
+    model.load_state_dict(load_checkpoint(run_folder.checkpoint_path(cfg))["model"])
+    return evaluate_model(model, crossing, cfg, run_folder.run_dir(cfg) / "crossing", logger=None)
 
 
 def measure(cfg: Config, crossing: YTVIS) -> dict:
     """Train + evaluate one run (or read the record of a finished one) -> one row of the benchmark."""
-    record = runs.run_dir(cfg) / "quality_row.json"
+    record = run_folder.run_dir(cfg) / "quality_row.json"
     if record.exists():
         return json.loads(record.read_text())
     tic = time.perf_counter()

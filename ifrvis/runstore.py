@@ -36,6 +36,7 @@ from mlflow.tracking import MlflowClient
 
 from ifrvis.config import Config, config_hash, flatten, run_identity, to_dict
 from ifrvis.errors import UserError
+from ifrvis.run_folder import run_dir
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 MAX_BATCH = 900  # MLflow accepts at most 1000 metrics per log_batch
@@ -215,8 +216,6 @@ def run_name(cfg: Config, swept_keys: Sequence[str] = ()) -> str:
 
 def run_tags(cfg: Config, swept_keys: Sequence[str] = ()) -> dict[str, str]:
     """The tags of RUN_TAGS, the sweep's membership and swept values, and the parent run."""
-    from ifrvis.engine.runs import run_dir  # here, not at the top: readers of the store need no torch
-
     tags = {
         "sweep": cfg.logging.sweep,
         "method": cfg.model.decoder,

@@ -274,11 +274,11 @@ def _split_paths(data: DataConfig, data_root: str | None) -> tuple[Path | None, 
 
 def _from_run(run_id: str, uri: str, work: Path, data_root: str | None) -> tuple[Path, Path | None, Path]:
     """(results.json, ground-truth json, image root) of an MLflow run, from its artifacts and config."""
-    from ifrvis import runstore
+    from ifrvis import run_folder, runstore
 
     client = runstore.client(uri)
-    results = Path(client.download_artifacts(run_id, "results.json", str(work)))
-    config_path = Path(client.download_artifacts(run_id, "config.yaml", str(work)))
+    results = Path(client.download_artifacts(run_id, run_folder.RESULTS, str(work)))
+    config_path = Path(client.download_artifacts(run_id, run_folder.CONFIG, str(work)))
     return (results, *_split_paths(load_config(config_path).data, data_root))
 
 

@@ -21,8 +21,8 @@ from conftest import ROOT
 from published_checkpoints import published_shapes
 from real_layout import CATEGORIES, VALID_VIDEOS, write_release
 
+from ifrvis import run_folder
 from ifrvis.config import load_config
-from ifrvis.engine import runs
 from ifrvis.engine.checkpoint import load_checkpoint
 
 CONFIG = ROOT / "experiments" / "configs" / "ytvis19_r50.yaml"
@@ -97,7 +97,7 @@ def test_train_runs_the_r50_paper_config_at_full_width_from_a_published_checkpoi
     )
     assert done.returncode == 0, done.stderr[-3000:]
 
-    out = runs.run_dir(cfg)
+    out = run_folder.run_dir(cfg)
     report = (out / "weights_report.txt").read_text()
     modules = module_percentages(report)
     for module in ("backbone", "pixel_decoder"):

@@ -13,10 +13,9 @@ import pytest
 from conftest import ROOT
 from real_layout import CATEGORIES, TRAIN_VIDEOS, VALID_VIDEOS, box_mask, write_release
 
-from ifrvis import runstore
+from ifrvis import run_folder, runstore
 from ifrvis.config import load_config
 from ifrvis.data.splits import load_splits
-from ifrvis.engine import runs
 from ifrvis.engine.train import train
 
 TINY = [
@@ -82,7 +81,7 @@ def test_a_run_trains_and_writes_the_servers_zip_without_ap(release):
     layout, cfg = release
     metrics = train(cfg)
     assert not any(key.startswith(("AP", "AR")) for key in metrics)
-    out = runs.run_dir(cfg)
+    out = run_folder.run_dir(cfg)
     with zipfile.ZipFile(out / "results.zip") as archive:
         assert archive.namelist() == ["results.json"]
         results = json.loads(archive.read("results.json"))

@@ -6,9 +6,8 @@ import socket
 import pytest
 from conftest import write_run_config
 
-from ifrvis import runstore
+from ifrvis import run_folder, runstore
 from ifrvis.config import run_identity
-from ifrvis.engine import runs
 from ifrvis.errors import UserError
 from ifrvis.launch.sweep import (
     DONE,
@@ -82,8 +81,8 @@ def test_plan_creates_each_run_once_and_classifies_states(config_file):
     mlflow.set_terminated(first[1].run_id, "FAILED")
     mlflow.set_tag(first[1].run_id, "error", "NonFiniteLossError: loss term 'loss_dice' is nan")
     mlflow.update_run(first[2].run_id, status="RUNNING")
-    runs.checkpoint_path(first[2].cfg).parent.mkdir(parents=True)
-    runs.checkpoint_path(first[2].cfg).write_bytes(b"x")
+    run_folder.checkpoint_path(first[2].cfg).parent.mkdir(parents=True)
+    run_folder.checkpoint_path(first[2].cfg).write_bytes(b"x")
 
     again = plan(sweep)
     assert [s.state for s in again] == [DONE, FAILED, RESUME, PENDING]

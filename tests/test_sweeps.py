@@ -19,9 +19,8 @@ from conftest import ROOT, write_run_config
 from test_sweep_plan import _closed_port
 from test_tracking_metrics import BOX_A, BOX_B, T, make_gt, result
 
-from ifrvis import runstore
+from ifrvis import run_folder, runstore
 from ifrvis.config import load_config
-from ifrvis.engine import runs
 from ifrvis.engine.checkpoint import load_checkpoint
 from ifrvis.errors import UserError
 from ifrvis.launch.executors import slurm_job_class
@@ -114,7 +113,7 @@ def test_local_sweep_logs_every_seed_under_a_parent_run(local_sweep):
     )
     assert len(parent) == 1 and parent[0].info.status == "FINISHED"
     for seed in range(SEEDS):
-        log = runs.run_dir(load_config(config, [f"seed={seed}", "logging.sweep=t"])) / "train.log"
+        log = run_folder.run_dir(load_config(config, [f"seed={seed}", "logging.sweep=t"])) / "train.log"
         assert log.exists()
 
 
@@ -378,7 +377,7 @@ def test_a_preempted_slurm_job_resumes_into_the_same_run_with_the_same_metrics(t
     cfg = load_config(write_run_config(tmp_path / "slurm", tiny_data, max_iters=12))
     executor = slurm_executor(tmp_path / "slurm-logs" / "%j", "local", {"time_min": 10})
     job = executor.submit(slurm_job_class()(), __import__("ifrvis.config").config.to_dict(cfg))
-    checkpoint = runs.checkpoint_path(cfg)
+    checkpoint = run_folder.checkpoint_path(cfg)
     deadline = time.time() + 300
     while not (checkpoint.exists() and load_checkpoint(checkpoint)["iteration"] >= 2):
         assert not job.done(), job.stderr()
@@ -408,7 +407,7 @@ def test_a_sweep_stopped_while_its_jobs_run_fails_its_parent_run(tmp_path, tiny_
     cfg = load_config(config)
     try:
         deadline = time.time() + 120
-        while not list(runs.run_dir(cfg).glob("train.log")):  # the job has started
+        while not list(run_folder.run_dir(cfg).glob("train.log")):  # the job has started
             assert time.time() < deadline and process.poll() is None
             time.sleep(0.2)
         process.send_signal(signal.SIGINT)  # Ctrl-C in the launcher, not in the job

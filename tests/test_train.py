@@ -13,10 +13,9 @@ import torch
 from conftest import ROOT, TINY_CONFIG, write_run_config
 from poisoned_train import nan_criterion
 
-from ifrvis import runstore
+from ifrvis import run_folder, runstore
 from ifrvis.config import flatten, load_config, run_identity, to_dict
 from ifrvis.data.ytvis import DataError
-from ifrvis.engine import runs
 from ifrvis.engine import train as train_module
 from ifrvis.engine.checkpoint import load_checkpoint
 from ifrvis.engine.train import NonFiniteLossError, RunExistsError, train
@@ -77,8 +76,8 @@ def test_a_run_is_logged_to_mlflow_with_tags_params_metrics_artifacts(tmp_path, 
         assert run.data.metrics[f"grad_norm/{part}"] > 0, part
     artifacts = {a.path for a in runstore.client(cfg.logging.mlflow_uri).list_artifacts(run.info.run_id)}
     assert {"config.yaml", "results.json", "metrics.json", "vis", "weights_report.txt"} <= artifacts
-    assert json.loads((runs.run_dir(cfg) / "metrics.json").read_text())["AP"] == metrics["AP"]
-    report = (runs.run_dir(cfg) / "weights_report.txt").read_text()
+    assert json.loads((run_folder.run_dir(cfg) / "metrics.json").read_text())["AP"] == metrics["AP"]
+    report = (run_folder.run_dir(cfg) / "weights_report.txt").read_text()
     assert "random by design" in report and "frame_cross_attn" in report  # Sec. 4.1: IFR blocks random
 
 
@@ -88,7 +87,7 @@ def test_the_baseline_trains_with_the_published_softmax_head(tmp_path, tiny_data
         ["model.decoder=mask2former", "loss.class_loss=softmax", "logging.visualize=false"],
     )
     train(cfg)
-    model = load_checkpoint(runs.checkpoint_path(cfg))["model"]
+    model = load_checkpoint(run_folder.checkpoint_path(cfg))["model"]
     assert model["decoder.heads_out.class_embed.weight"].shape[0] == cfg.model.num_classes + 1
 
 
@@ -98,8 +97,8 @@ def test_the_same_seed_gives_the_same_metrics_and_a_rerun_needs_resume(tmp_path,
     first, second = train(cfg_a), train(cfg_b)
     first.pop("train_time_s"), second.pop("train_time_s")
     assert second == pytest.approx(first, nan_ok=True)
-    weights_a = load_checkpoint(runs.checkpoint_path(cfg_a))["model"]
-    weights_b = load_checkpoint(runs.checkpoint_path(cfg_b))["model"]
+    weights_a = load_checkpoint(run_folder.checkpoint_path(cfg_a))["model"]
+    weights_b = load_checkpoint(run_folder.checkpoint_path(cfg_b))["model"]
     assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
     with pytest.raises(RunExistsError, match="--resume"):
         train(cfg_b)
@@ -115,7 +114,7 @@ def test_a_killed_run_resumes_to_the_same_final_metrics(tmp_path, tiny_data, kil
 
     config = write_run_config(tmp_path / "killed", tiny_data, max_iters=10, num_points=64)
     cfg = load_config(config)
-    checkpoint = runs.checkpoint_path(cfg)
+    checkpoint = run_folder.checkpoint_path(cfg)
     process = run_cli(config)
     deadline = time.time() + 120
     while not (checkpoint.exists() and load_checkpoint(checkpoint)["iteration"] >= 4):
@@ -142,7 +141,7 @@ def test_a_killed_run_resumes_to_the_same_final_metrics(tmp_path, tiny_data, kil
     for key in FINAL_KEYS:
         assert run.data.metrics[key] == pytest.approx(reference[key], nan_ok=True), key
     final = load_checkpoint(checkpoint)["model"]
-    expected = load_checkpoint(runs.checkpoint_path(reference_cfg))["model"]
+    expected = load_checkpoint(run_folder.checkpoint_path(reference_cfg))["model"]
     assert all(torch.equal(final[k], expected[k]) for k in expected)
     history = runstore.client(cfg.logging.mlflow_uri).get_metric_history(run.info.run_id, "train/loss")
     assert sorted(m.step for m in history) == list(range(1, 11))  # no step logged twice
@@ -155,7 +154,9 @@ def test_a_nan_loss_names_the_term_and_iteration_and_marks_the_run_failed(tmp_pa
         train(cfg)
     run = only_run(cfg)
     assert run.info.status == "FAILED" and "loss_dice" in run.data.tags["error"]
-    assert load_checkpoint(runs.checkpoint_path(cfg))["iteration"] == 2  # the last good checkpoint survives
+    assert (
+        load_checkpoint(run_folder.checkpoint_path(cfg))["iteration"] == 2
+    )  # the last good checkpoint survives
 
 
 def test_a_corrupt_annotation_file_fails_before_anything_is_created(tmp_path, tiny_data):
@@ -219,9 +220,11 @@ def test_every_entry_point_gives_one_line_and_debug_the_traceback(tmp_path, tiny
 
 def test_a_renamed_config_finds_the_runs_folder_by_identity(tmp_path, tiny_data):
     cfg = load_config(write_run_config(tmp_path, tiny_data))
-    runs.run_dir(cfg).mkdir(parents=True)
+    run_folder.run_dir(cfg).mkdir(parents=True)
     renamed = load_config(write_run_config(tmp_path, tiny_data), ["name=renamed"])
-    assert runs.run_dir(renamed) == runs.run_dir(cfg) and runs.run_dir(cfg).name.startswith("synthetic_tiny-")
+    assert run_folder.run_dir(renamed) == run_folder.run_dir(cfg) and run_folder.run_dir(cfg).name.startswith(
+        "synthetic_tiny-"
+    )
 
 
 def test_two_process_ddp_with_gloo_logs_one_run(tmp_path, tiny_data):
@@ -237,7 +240,7 @@ def test_two_process_ddp_with_gloo_logs_one_run(tmp_path, tiny_data):
     cfg = load_config(config)
     run = only_run(cfg)
     assert run.info.status == "FINISHED" and "AP" in run.data.metrics
-    state = load_checkpoint(runs.checkpoint_path(cfg))
+    state = load_checkpoint(run_folder.checkpoint_path(cfg))
     assert [s["rank"] for s in state["sampler"]] == [0, 1] and state["sampler"][1]["position"] == 4
 
 
@@ -278,7 +281,7 @@ def worker_pid(parent: int, rank: int) -> int:
 def test_a_signal_to_one_ddp_rank_stops_every_rank_at_the_same_checkpoint(tmp_path, tiny_data):
     config = write_run_config(tmp_path, tiny_data, max_iters=60)
     cfg = load_config(config)
-    checkpoint = runs.checkpoint_path(cfg)
+    checkpoint = run_folder.checkpoint_path(cfg)
     process = subprocess.Popen(
         torchrun("-m", "ifrvis.engine.train", str(config)),
         stdout=subprocess.PIPE,
@@ -328,7 +331,8 @@ def test_a_signal_during_a_save_loses_no_logged_step(tmp_path, tiny_data, monkey
     finally:
         signal.signal(signal.SIGUSR2, previous)
     assert (
-        only_run(cfg).info.status == "KILLED" and load_checkpoint(runs.checkpoint_path(cfg))["iteration"] == 4
+        only_run(cfg).info.status == "KILLED"
+        and load_checkpoint(run_folder.checkpoint_path(cfg))["iteration"] == 4
     )
     train(cfg, resume=True)
     run = only_run(cfg)
@@ -354,7 +358,8 @@ def test_a_signal_during_the_final_evaluation_stops_and_the_resume_only_evaluate
     with pytest.raises(train_module.Interrupted, match="after training"):
         train(cfg)
     assert (
-        only_run(cfg).info.status == "KILLED" and load_checkpoint(runs.checkpoint_path(cfg))["iteration"] == 4
+        only_run(cfg).info.status == "KILLED"
+        and load_checkpoint(run_folder.checkpoint_path(cfg))["iteration"] == 4
     )
     metrics = train(cfg, resume=True)
     assert len(calls) == 2 and "AP" in metrics and only_run(cfg).info.status == "FINISHED"

@@ -12,8 +12,6 @@ import torch
 
 from ifrvis.engine.preemption import deferred_signals
 
-CHECKPOINT_NAME = "checkpoint.pt"
-
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ifrvis import runstore
+from ifrvis import run_folder, runstore
 from ifrvis.config import Config
 from ifrvis.data.ytvis import YTVIS
 from ifrvis.evaluation import evaluate_ytvis, tracking_metrics, write_results
@@ -49,7 +49,7 @@ def evaluate_model(
         if not valid_set.has_annotations:
             logger.log_artifact(zip_path)
         if cfg.logging.visualize and valid_set.has_annotations:
-            logger.log_artifact(_visualize_first_video(valid_set, results, out_dir), "vis")
+            logger.log_artifact(_visualize_first_video(valid_set, results, out_dir), run_folder.VIS)
     return metrics
 
 
@@ -65,6 +65,6 @@ def _visualize_first_video(valid_set: YTVIS, results: list[dict], out_dir: Path)
         for ann in valid_set.annotations_of(video["id"])
     ]
     names = {c["id"]: c["name"] for c in valid_set.categories}
-    out_path = out_dir / "vis" / f"video_{video['id']}.png"
+    out_path = out_dir / run_folder.VIS / f"video_{video['id']}.png"
     draw_video_strip(frames, ground_truth, load_predictions(results, video), out_path, names, gif=False)
     return out_path

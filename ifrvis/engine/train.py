@@ -22,13 +22,12 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from ifrvis import runstore
+from ifrvis import run_folder, runstore
 from ifrvis.cli import script_main
 from ifrvis.config import Config, ConfigError, dump_config, load_config, run_identity
 from ifrvis.data.datasets import ClipDataset, TrainSampler, collate_clips
 from ifrvis.data.splits import load_splits
 from ifrvis.data.ytvis import YTVIS
-from ifrvis.engine import runs
 from ifrvis.engine.checkpoint import (
     load_checkpoint,
     rng_state,
@@ -106,8 +105,8 @@ def train(cfg: Config, resume: bool = False, stop_signals: tuple[int, ...] = PRE
     splits = preflight(cfg)  # before any MLflow run, folder or process group exists
     device = resolve_device(cfg.device)
     info = init_distributed(device)
-    out_dir = runs.run_dir(cfg)
-    ckpt_path = runs.checkpoint_path(cfg)
+    out_dir = run_folder.run_dir(cfg)
+    ckpt_path = run_folder.checkpoint_path(cfg)
     state = _load_state(cfg, ckpt_path, resume, info)
     logger = _open_run(cfg, state, info)
     if logger:
@@ -212,8 +211,8 @@ def _train_and_evaluate(cfg, splits, state, logger, info, device, out_dir, ckpt_
     seed_everything(cfg.seed + info.rank)
     out_dir.mkdir(parents=True, exist_ok=True)
     if logger and state is None:
-        dump_config(cfg, out_dir / "config.yaml")
-        logger.log_artifact(out_dir / "config.yaml")
+        dump_config(cfg, out_dir / run_folder.CONFIG)
+        logger.log_artifact(out_dir / run_folder.CONFIG)
     train_set, valid_set = splits
     model = build_model(dataclasses.replace(cfg.model, weights=""), cfg.loss.class_loss)
     if state is None and cfg.model.weights:
@@ -336,8 +335,8 @@ def _train_and_evaluate(cfg, splits, state, logger, info, device, out_dir, ckpt_
     metrics = evaluate_model(unwrapped, valid_set, cfg, out_dir, logger) if valid_set is not None else {}
     metrics["train_time_s"] = train_seconds
     logger.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    logger.log_artifact(out_dir / "metrics.json")
+    (out_dir / run_folder.METRICS).write_text(json.dumps(metrics, indent=2))
+    logger.log_artifact(out_dir / run_folder.METRICS)
     return metrics
 
 
@@ -346,8 +345,8 @@ def _load_initial_weights(model, cfg: Config, out_dir: Path, logger: runstore.Ru
     artifact) and one summary line to the log."""
     report = load_weights(model, cfg.model.weights, cfg.model.ifr_init, cfg.model.extra_queries)
     if logger:
-        (out_dir / "weights_report.txt").write_text(report.render() + "\n")
-        logger.log_artifact(out_dir / "weights_report.txt")
+        (out_dir / run_folder.WEIGHTS_REPORT).write_text(report.render() + "\n")
+        logger.log_artifact(out_dir / run_folder.WEIGHTS_REPORT)
         print(report.summary(), file=sys.stderr)
 
 

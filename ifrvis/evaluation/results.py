@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ifrvis import run_folder
 from ifrvis.data.masks import encode_rle
 from ifrvis.errors import UserError
 
@@ -182,9 +183,9 @@ def write_results(results: list[dict], out_dir: str | Path) -> tuple[Path, Path]
     YouTube-VIS evaluation server expects) into out_dir; returns both paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    json_path, zip_path = out_dir / "results.json", out_dir / "results.zip"
+    json_path, zip_path = out_dir / run_folder.RESULTS, out_dir / run_folder.RESULTS_ZIP
     text = json.dumps(results, separators=(",", ":"))
     json_path.write_text(text)
     with zipfile.ZipFile(zip_path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("results.json", text)
+        archive.writestr("results.json", text)  # the name the servers read, whatever the file's
     return json_path, zip_path

@@ -26,10 +26,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from ifrvis import run_folder
 from ifrvis.config import Config, config_from_dict, dump_config, run_identity, to_dict
-from ifrvis.engine import runs
 from ifrvis.errors import UserError
-from ifrvis.launch.job import LOG_NAME, run_job
+from ifrvis.launch.job import run_job
 
 
 class SubmissionError(UserError):
@@ -54,18 +54,18 @@ def run_local(cfgs: Sequence[Config], max_parallel: int) -> list[str]:
                     continue
                 del active[process]
                 if process.returncode != 0:
-                    errors[index] = _last_line(runs.run_dir(cfgs[index]) / LOG_NAME)
+                    errors[index] = _last_line(run_folder.run_dir(cfgs[index]) / run_folder.LOG)
                 bar.update(1)
     return errors
 
 
 def _start_local(cfg: Config, env: dict) -> subprocess.Popen:
-    folder = runs.run_dir(cfg)
+    folder = run_folder.run_dir(cfg)
     folder.mkdir(parents=True, exist_ok=True)
     config_file = folder / "sweep_config.yaml"
     dump_config(cfg, config_file)
     command = [sys.executable, "-m", "ifrvis.launch.job", str(config_file)]
-    with open(folder / LOG_NAME, "a") as log:  # the child keeps its own copy of the descriptor
+    with open(folder / run_folder.LOG, "a") as log:  # the child keeps its own copy of the descriptor
         return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
 
 

@@ -19,11 +19,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from ifrvis import runstore
+from ifrvis import run_folder, runstore
 from ifrvis.config import Config, config_from_dict, load_config
-from ifrvis.engine import runs
-
-LOG_NAME = "train.log"
 
 
 def run_job(cfg_dict: dict, stop_signals: tuple[int, ...] | None = None) -> dict:
@@ -35,7 +32,7 @@ def run_job(cfg_dict: dict, stop_signals: tuple[int, ...] | None = None) -> dict
 
     cfg = config_from_dict(cfg_dict)
     main_rank = int(os.environ.get("RANK", "0")) == 0  # several tasks of one run: rank 0 logs
-    log = runs.run_dir(cfg) / LOG_NAME
+    log = run_folder.run_dir(cfg) / run_folder.LOG
     with tee_output(log) if main_rank else contextlib.nullcontext():
         started = record_queue_time(cfg) if main_rank else time.time()
         try:

@@ -26,9 +26,8 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from ifrvis import runstore
+from ifrvis import run_folder, runstore
 from ifrvis.config import Config, load_config, run_identity
-from ifrvis.engine import runs
 from ifrvis.engine.train import preflight
 from ifrvis.errors import UserError
 
@@ -110,7 +109,7 @@ def classify(cfg: Config, swept_keys: Sequence[str] = ()) -> Spec:
     elif run.info.status == runstore.FAILED:
         spec.state, spec.error = FAILED, run.data.tags.get(runstore.ERROR_TAG, "")
     else:
-        spec.state = RESUME if runs.checkpoint_path(cfg).exists() else PENDING
+        spec.state = RESUME if run_folder.checkpoint_path(cfg).exists() else PENDING
     return spec
 
 
@@ -139,7 +138,7 @@ def plan(sweep: Sweep, retry_failed: bool = False, create: bool = True) -> list[
         )
         spec = classify(cfg, sweep.swept_keys) if stored else Spec(cfg, sweep.swept_keys)
         if spec.state == FAILED and retry_failed:
-            spec.state, spec.error = (RESUME if runs.checkpoint_path(cfg).exists() else PENDING), ""
+            spec.state, spec.error = (RESUME if run_folder.checkpoint_path(cfg).exists() else PENDING), ""
         if create and spec.run_id:
             runstore.join_sweep(cfg, spec.run_id)
         elif create:
