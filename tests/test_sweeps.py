@@ -6,6 +6,7 @@ import contextlib
 import importlib.util
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -366,23 +367,43 @@ def test_slurm_executor_gives_the_same_records(local_sweep, tmp_path, tiny_data)
     assert list((tmp_path / "slurm-logs" / "t").iterdir()), "submitit logs land in the sweep's folder"
 
 
-@pytest.mark.slurm
-@pytest.mark.skipif(not slurm_available(), reason="no Slurm cluster: start it with slurm/start_cluster.sh")
-def test_a_preempted_slurm_job_resumes_into_the_same_run_with_the_same_metrics(tmp_path, tiny_data):
-    reference_cfg = load_config(write_run_config(tmp_path / "reference", tiny_data, max_iters=12))
+PREEMPTED_ITERS, PREEMPTED_CHECKPOINT_EVERY = 12, ["logging.checkpoint_every=5"]
+
+
+@pytest.fixture(scope="module")
+def preemption_reference(tmp_path_factory, tiny_data):
+    """The metrics of an uninterrupted run of the preempted jobs' config."""
     from ifrvis.engine.train import train
 
-    reference = train(reference_cfg)
+    folder = tmp_path_factory.mktemp("reference")
+    config = write_run_config(folder, tiny_data, max_iters=PREEMPTED_ITERS)
+    return train(load_config(config, PREEMPTED_CHECKPOINT_EVERY))
 
-    cfg = load_config(write_run_config(tmp_path / "slurm", tiny_data, max_iters=12))
+
+def submit_and_wait_for_checkpoint(tmp_path, tiny_data):
+    """A run of PREEMPTED_ITERS iterations submitted to Slurm, once its first checkpoint (iteration 5)
+    exists: (its config, its job)."""
+    cfg = load_config(
+        write_run_config(tmp_path / "slurm", tiny_data, max_iters=PREEMPTED_ITERS), PREEMPTED_CHECKPOINT_EVERY
+    )
     executor = slurm_executor(tmp_path / "slurm-logs" / "%j", "local", {"time_min": 10})
     job = executor.submit(slurm_job_class()(), __import__("ifrvis.config").config.to_dict(cfg))
     checkpoint = run_folder.checkpoint_path(cfg)
     deadline = time.time() + 300
-    while not (checkpoint.exists() and load_checkpoint(checkpoint)["iteration"] >= 2):
+    while not (checkpoint.exists() and load_checkpoint(checkpoint)["iteration"] >= 5):
         assert not job.done(), job.stderr()
         assert time.time() < deadline, "no checkpoint appeared"
         time.sleep(0.2)
+    return cfg, job
+
+
+@pytest.mark.slurm
+@pytest.mark.skipif(not slurm_available(), reason="no Slurm cluster: start it with slurm/start_cluster.sh")
+def test_a_preempted_slurm_job_resumes_into_the_same_run_with_the_same_metrics(
+    tmp_path, tiny_data, preemption_reference
+):
+    reference = preemption_reference
+    cfg, job = submit_and_wait_for_checkpoint(tmp_path, tiny_data)
     job._interrupt()  # USR2, as Slurm sends before preemption: submitit requeues via checkpoint()
     metrics = job.result()
     run = runstore.find_runs(runstore.client(cfg.logging.mlflow_uri), cfg.logging.experiment)
@@ -396,6 +417,33 @@ def test_a_preempted_slurm_job_resumes_into_the_same_run_with_the_same_metrics(t
     )
     for key in ("AP", "AP50", "AR10", "IDF1", "IDs"):
         assert metrics[key] == pytest.approx(reference[key], nan_ok=True), key
+
+
+@pytest.mark.slurm
+@pytest.mark.skipif(not slurm_available(), reason="no Slurm cluster: start it with slurm/start_cluster.sh")
+def test_scontrol_requeue_checkpoints_at_its_sigterm_and_resumes_there(
+    tmp_path, tiny_data, preemption_reference
+):
+    """`scontrol requeue` sends SIGTERM, which submitit ignores: the run once went on until Slurm's
+    SIGKILL and restarted from its last periodic checkpoint, redoing the iterations between. Now it
+    checkpoints at the next iteration (not a multiple of 5 here), its restart says so, the metrics are
+    the uninterrupted run's and its time adds both jobs."""
+    cfg, job = submit_and_wait_for_checkpoint(tmp_path, tiny_data)
+    subprocess.run(["scontrol", "requeue", job.job_id], check=True, capture_output=True)
+    metrics = job.result()
+    log = (run_folder.run_dir(cfg) / run_folder.LOG).read_text()
+    resumed = [int(word) for word in re.findall(r"resumed from iteration (\d+)", log)]
+    assert len(resumed) == 1 and 5 < resumed[0] < PREEMPTED_ITERS and resumed[0] % 5, log[-3000:]
+    assert f"signal {signal.SIGTERM.value} at iteration {resumed[0]}: checkpoint saved" in log
+    (run,) = runstore.find_runs(runstore.client(cfg.logging.mlflow_uri), cfg.logging.experiment)
+    assert run.info.status == "FINISHED" and "error" not in run.data.tags
+    times = [
+        m.value
+        for m in runstore.client(cfg.logging.mlflow_uri).get_metric_history(run.info.run_id, "run_time_s")
+    ]
+    assert len(times) == 2 and times[1] > times[0] > 0  # each job adds its own time
+    for key in ("AP", "AP50", "AR10", "IDF1", "IDs"):
+        assert metrics[key] == pytest.approx(preemption_reference[key], nan_ok=True), key
 
 
 def test_a_sweep_stopped_while_its_jobs_run_fails_its_parent_run(tmp_path, tiny_data):

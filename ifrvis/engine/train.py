@@ -114,9 +114,11 @@ def train(cfg: Config, resume: bool = False, stop_signals: tuple[int, ...] = PRE
     try:
         with StopSignals(stop_signals) if stop_signals else NoSignals() as flag:
             metrics = _train_and_evaluate(cfg, splits, state, logger, info, device, out_dir, ckpt_path, flag)
-    except (Interrupted, KeyboardInterrupt, SystemExit):  # stopped from outside; the checkpoint resumes it
+    except (Interrupted, KeyboardInterrupt, SystemExit) as stop:  # from outside; the checkpoint resumes it
         if logger:
             logger.set_status("KILLED")
+        if isinstance(stop, Interrupted) and info.is_main:
+            print(stop, file=sys.stderr, flush=True)  # in the run's log, beside where the next start resumes
         raise
     except BaseException as error:
         if logger:
@@ -229,6 +231,8 @@ def _train_and_evaluate(cfg, splits, state, logger, info, device, out_dir, ckpt_
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         start_iter = state["iteration"]
+        if info.is_main:
+            print(f"resumed from iteration {start_iter} ({ckpt_path})", file=sys.stderr, flush=True)
     if info.world_size > 1:
         model = torch.nn.parallel.DistributedDataParallel(model)
     per_rank = cfg.solver.batch_size // info.world_size
@@ -400,8 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(args.config, args.overrides)
     try:
         metrics = train(cfg, resume=args.resume)
-    except Interrupted as stop:
-        print(stop, file=sys.stderr)
+    except Interrupted:  # said by `train`
         return 143
     summary = {k: v for k, v in metrics.items() if k in ("AP", "AP50", "AP75", "AR1", "AR10", "IDF1", "IDs")}
     print(

@@ -75,15 +75,22 @@ def _last_line(log: Path) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- slurm
+# After its checkpoint at SIGTERM a task waits this long for Slurm's SIGKILL (KillWait: 30 s by default).
+SIGTERM_WAIT_S = 300
+
+
 def slurm_job_class():
     import submitit
 
     from ifrvis.engine.preemption import Interrupted
 
     class TrainJob(submitit.helpers.Checkpointable):
-        """One run as a Slurm task. On SIGUSR2 (preemption or time-out) the trainer checkpoints at the next
-        iteration boundary and stops; the signal then goes on to submitit, whose handler calls
-        `checkpoint` and requeues the task: the fresh callable resumes from that checkpoint."""
+        """One run as a Slurm task. On SIGUSR2 (submitit's signal before the time limit) or SIGTERM
+        (`scontrol requeue`, preemption, `scancel`) the trainer checkpoints at the next iteration
+        boundary and stops. SIGUSR2 then goes on to submitit, whose handler calls `checkpoint` and
+        requeues the task. After SIGTERM Slurm itself requeues or ends the job and kills it `KillWait`
+        seconds later: the task waits for that, so that no half-finished result reaches submitit;
+        either way the next start resumes from the checkpoint."""
 
         def __call__(self, cfg_dict: dict) -> dict:
             import torch
@@ -93,11 +100,13 @@ def slurm_job_class():
             if submitit.JobEnvironment().num_tasks > 1:  # one task per GPU -> torch.distributed
                 submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
             try:
-                # Slurm sends SIGTERM, then SIGUSR2, on preemption: submitit ignores the first and
-                # requeues on the second, so the run stops on SIGUSR2 only.
-                return run_job(cfg_dict, stop_signals=(signal.SIGUSR2,))
+                return run_job(cfg_dict, stop_signals=(signal.SIGTERM, signal.SIGUSR2))
             except Interrupted as stop:
-                signal.raise_signal(stop.signum)  # submitit's handler: requeue (and exit)
+                if stop.signum == signal.SIGTERM:
+                    print("waiting for Slurm to requeue or end the job", file=sys.stderr, flush=True)
+                    time.sleep(SIGTERM_WAIT_S)  # Slurm's SIGKILL comes first; a stray SIGTERM ends here
+                else:
+                    signal.raise_signal(stop.signum)  # submitit's handler: requeue (and exit)
                 raise
 
         def checkpoint(self, cfg_dict: dict):

@@ -148,8 +148,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         run_job(to_dict(load_config(argv[0])))
-    except Interrupted as stop:
-        print(stop, file=sys.stderr)
+    except Interrupted:  # said by `train`, in the run's log
         return 143
     return 0
 
