@@ -33,11 +33,10 @@ if __package__ in (None, ""):  # run as a script: make `analysis` importable
 
 from analysis.audit import RunAudit, audit_runs, run_rows, with_param_columns  # noqa: E402
 from analysis.comparisons import PAIRING, compare_groups, comparison_block  # noqa: E402
-from analysis.tables import KEY_TITLES, TABLE1_METRICS, TABLE3_METRICS, seed_stats  # noqa: E402
+from analysis.tables import KEY_TITLES, METHOD_NAMES, TABLE1_METRICS, TABLE3_METRICS, seed_stats  # noqa: E402
 from ifrvis import runstore  # noqa: E402
 from ifrvis.metric_names import scale  # noqa: E402
 
-METHOD_LABELS = {"ifr": "IFR (ours)", "mask2former": "Mask2Former"}
 DEFAULT_KEY = "loss.lambda_e"  # Figure 4 of the paper
 FIGURES = ("4", "ablation", "curves", "tracking")
 REFERENCE = {"loss.lambda_e": 0.3}  # the value other values are compared with (the paper's λ_e)
@@ -203,7 +202,7 @@ def training_curves(
                 mean.to_numpy(),
                 color=colour,
                 linewidth=2,
-                label=METHOD_LABELS.get(method, method),
+                label=METHOD_NAMES.get(method, method),
             )
         axis.set_title(key)
         axis.set_xlabel("iteration")
@@ -222,7 +221,7 @@ def tracking_bars(audit: RunAudit, out_dir: Path, metrics: list[str] = TABLE3_ME
     for axis, metric in zip(axes[0], metrics):
         for index, (key, group) in enumerate(groups):
             mean, std = seed_stats(group[f"metrics.{metric}"] * scale(metric))
-            label = " / ".join([METHOD_LABELS.get(key[0], key[0]), *map(str, key[1:])])
+            label = " / ".join([METHOD_NAMES.get(key[0], key[0]), *map(str, key[1:])])
             axis.bar(index, mean, yerr=0 if np.isnan(std) else std, capsize=3, color=f"C{index}", label=label)
         axis.set_title(metric + (" (lower is better)" if metric == "IDs" else ""))
         axis.set_xticks([])
@@ -257,7 +256,7 @@ def make_figure(
     key: str | None = None,
 ) -> tuple[list[Path], list[str], str | None]:
     """Draw figure `which` for the sweep: (paths, warnings, parent run id). `ablation`: the metrics
-    against `key` (default: the sweep's one swept key, else λ_e); `4`: against λ_e; `curves`: the loss
+    against `key` (default: `ablation_key`); `4`: against λ_e; `curves`: the loss
     terms; `tracking`: the tracking metrics per method."""
     if which not in FIGURES:
         raise ValueError(f"--figure must be one of {', '.join(FIGURES)}, got {which!r}")
@@ -275,13 +274,21 @@ def make_figure(
         if which == "4":
             key = DEFAULT_KEY
         elif key is None:
-            key = found.swept_keys[0] if len(found.swept_keys) == 1 else DEFAULT_KEY
+            key = ablation_key(sweep, found.swept_keys)
         paths = metrics_against_key(audit, out_dir, key, metrics)
     elif which == "curves":
         paths = training_curves(audit, out_dir, uri)
     else:
         paths = tracking_bars(audit, out_dir, metrics)
     return paths, audit.warnings, log_to_parent(found.parent_run_id, paths, uri)
+
+
+def ablation_key(sweep: str, swept_keys: list[str]) -> str:
+    """What the ablation figure is drawn against without --key: the sweep's one swept key, λ_e for a
+    sweep that records none; a sweep of several keys has to be told which."""
+    if len(swept_keys) > 1:
+        raise LookupError(f"sweep '{sweep}' varies {', '.join(swept_keys)}: name the key to draw with --key")
+    return swept_keys[0] if swept_keys else DEFAULT_KEY
 
 
 def main(argv: list[str] | None = None) -> int:

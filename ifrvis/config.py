@@ -30,6 +30,13 @@ class ConfigError(UserError):
     """A config file or override names an unknown key or gives a value of the wrong type."""
 
 
+# Choices that modules outside this file check too (`typing.get_args` gives them the tuple).
+IfrInit = Literal["random", "checkpoint"]
+ExtraQueries = Literal["first", "error"]
+ClassCost = Literal["prob", "focal"]
+InferenceMode = Literal["video", "clip", "tta"]
+
+
 @dataclass
 class DataConfig:
     # A YouTube-VIS folder; each split's annotation file and frame folder are relative to it. The
@@ -60,10 +67,10 @@ class ModelConfig:
     weights: str = ""  # local checkpoint file (torchvision or Mask2Former); nothing is downloaded
     # IFR's inter-frame recurrent blocks (Eqs. 2-3) at the start: random as the paper (Sec. 4.1), or
     # copied from the checkpoint's decoder blocks (cross-attention, self-attention, FFN), an ablation.
-    ifr_init: Literal["random", "checkpoint"] = "random"
+    ifr_init: IfrInit = "random"
     # A checkpoint with more learned queries than num_queries (Swin-L's 200-query COCO model into a
     # 100-query run): keep its first num_queries, or refuse to load.
-    extra_queries: Literal["first", "error"] = "first"
+    extra_queries: ExtraQueries = "first"
     # A run refuses to start when model.weights gives the model none of its tensors, or leaves some missing
     # or of the wrong shape (a file for another model); true says such a partial start is intended.
     partial_weights: bool = False
@@ -103,7 +110,7 @@ class LossConfig:
     importance_sample_ratio: float = 0.75
     deep_supervision: bool = True
     # prob: Eq. 4's -λ_c p(c); focal: Deformable DETR's focal-style cost (focal class_loss only)
-    matcher_class_cost: Literal["prob", "focal"] = "prob"
+    matcher_class_cost: ClassCost = "prob"
 
 
 @dataclass
@@ -125,7 +132,7 @@ class SolverConfig:
 
 @dataclass
 class InferenceConfig:
-    mode: Literal["video", "clip", "tta"] = "video"
+    mode: InferenceMode = "video"
     top_k: int = 10
     mask_threshold: float = 0.5
     score_with_mask: bool = False

@@ -12,6 +12,7 @@ masks to the original resolution.
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
@@ -20,13 +21,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ifrvis.config import Config, DataConfig, InferenceConfig, LossConfig
+from ifrvis.config import Config, DataConfig, InferenceConfig, InferenceMode, LossConfig
 from ifrvis.data.datasets import padded_batch, padded_shape
 from ifrvis.modeling.matcher import HungarianMatcher, hungarian
 from ifrvis.modeling.meta_arch import concat_features
 from ifrvis.modeling.point_sampling import point_sample
 
-MODES = ("video", "clip", "tta")
+MODES = typing.get_args(InferenceMode)
 
 
 @dataclass

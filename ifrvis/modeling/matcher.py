@@ -11,6 +11,7 @@ masks are compared on K random points shared by every frame, query and instance 
 
 from __future__ import annotations
 
+import typing
 from dataclasses import replace
 
 import numpy as np
@@ -19,11 +20,11 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
-from ifrvis.config import LossConfig
+from ifrvis.config import ClassCost, LossConfig
 from ifrvis.modeling.layers import class_probabilities
 from ifrvis.modeling.point_sampling import point_sample
 
-CLASS_COSTS = ("prob", "focal")
+CLASS_COSTS = typing.get_args(ClassCost)
 
 
 def class_cost_matrix(probs: Tensor, labels: Tensor, kind: str, alpha: float, gamma: float) -> Tensor:

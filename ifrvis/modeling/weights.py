@@ -63,6 +63,7 @@ import os
 import pickle
 import pickletools
 import re
+import typing
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
@@ -71,12 +72,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ifrvis.config import ExtraQueries, IfrInit
 from ifrvis.errors import UserError
 
 log = logging.getLogger(__name__)
 
-IFR_INITS = ("random", "checkpoint")
-EXTRA_QUERIES = ("first", "error")
+IFR_INITS = typing.get_args(IfrInit)
+EXTRA_QUERIES = typing.get_args(ExtraQueries)
 
 
 class CheckpointError(UserError):
