@@ -9,12 +9,12 @@ from ifrvis.errors import UserError
 
 # command -> (module, function taking argv, one-line help)
 COMMANDS = {
-    "synth": ("ifrvis.data.synthetic", "main", "write a synthetic YouTube-VIS data set"),
-    "check-data": ("ifrvis.data.check", "main", "validate a YouTube-VIS folder without training"),
-    "eval": ("ifrvis.evaluation.cli", "main", "evaluate a results.json against ground truth"),
+    "synth": ("ifrvis.commands.synth", "main", "write a synthetic YouTube-VIS data set"),
+    "check-data": ("ifrvis.commands.check_data", "main", "validate a YouTube-VIS folder without training"),
+    "eval": ("ifrvis.commands.eval", "main", "evaluate a results.json against ground truth"),
     "pretrain": ("ifrvis.engine.pretrain", "main", "pretrain the tiny model once (the COCO stand-in)"),
     "train": ("ifrvis.engine.train", "main", "train (and evaluate) one run, logged to MLflow"),
-    "visualize": ("ifrvis.visualize", "main", "draw ground truth above predictions for one video"),
+    "visualize": ("ifrvis.commands.visualize", "main", "draw ground truth above predictions for one video"),
     "weights": ("ifrvis.modeling.weights", "main", "report what a checkpoint gives a config's model"),
 }
 

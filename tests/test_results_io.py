@@ -149,7 +149,7 @@ def test_bad_ground_truth_annotations_raise_clear_errors():
 
 def test_eval_cli_prints_table_and_writes_json(tmp_path, capsys):
     from ifrvis.cli import main as cli_main
-    from ifrvis.evaluation.cli import main
+    from ifrvis.commands.eval import main
 
     gt_path, results_path, out_path = tmp_path / "gt.json", tmp_path / "results.json", tmp_path / "m.json"
     gt_path.write_text(json.dumps(gt_dict()))

@@ -15,7 +15,7 @@ from pycocotools import mask as mask_utils
 
 from ifrvis.data.masks import encode_rle, mask_bbox
 from ifrvis.evaluation import tracking_metrics
-from ifrvis.evaluation.cli import main as eval_main
+from ifrvis.commands.eval import main as eval_main
 from ifrvis.evaluation.tracking import HOTA_KEYS, accumulate, iou_distance, summarize
 
 H, W, T = 60, 80, 10

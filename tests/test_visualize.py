@@ -13,8 +13,9 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from ifrvis.cli import main as cli_main
+from ifrvis.commands.visualize import main
 from ifrvis.data.masks import encode_rle
-from ifrvis.visualize import assign_colours, draw_video_strip, main, palette, video_iou
+from ifrvis.visualize import assign_colours, draw_video_strip, palette, video_iou
 
 H, W, T = 40, 64, 3
 A = (slice(4, 27), slice(4, 27))  # ground-truth instance 1 (person), left

@@ -1,4 +1,4 @@
-"""`ifrvis check-data ROOT [--config CONFIG]`: validate a YouTube-VIS folder without training.
+"""Validating a YouTube-VIS folder without training (`ifrvis check-data ROOT [--config CONFIG]`).
 
 Prints per split its files, videos, frames and instances per category, then every problem found, each
 naming the file, the video and the field (`ytvis.find_problems`, what loading a split checks, plus what
@@ -15,7 +15,6 @@ Exit status: 0 when clean, 1 when problems were found, 2 on a usage error (no su
 
 from __future__ import annotations
 
-import argparse
 import os
 from collections import Counter
 from dataclasses import dataclass
@@ -23,8 +22,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from ifrvis.config import load_config
-from ifrvis.data.splits import annotations_problem, categories_problem, split_files
+from ifrvis.data.splits import annotations_problem, categories_problem
 from ifrvis.data.ytvis import DataError, find_problems, read_json
 
 # layout -> split -> (annotation file, frame folder), relative to the root; the first layout whose
@@ -243,43 +241,3 @@ def _has_list(raw: object, key: str) -> bool:
 
 def _relative(path: Path, root: Path) -> str:
     return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="ifrvis check-data",
-        description="Validate a YouTube-VIS folder without training; exit status 0 when clean, 1 when "
-        "problems were found, 2 on a usage error.",
-    )
-    parser.add_argument("root", help="the data folder (e.g. data/ytvis2019)")
-    parser.add_argument(
-        "--config",
-        help="check the split files (data.*_json, data.*_images, under ROOT) and model.num_classes of "
-        "this run config instead of the layout found under ROOT",
-    )
-    args = parser.parse_args(argv)
-    root = Path(args.root)
-    if not root.is_dir():
-        raise DataError(f"{root}: no such folder")
-    if args.config:
-        cfg = load_config(args.config)
-        cfg.data.root = str(root)
-        splits = [Split(name, *files) for name, files in split_files(cfg.data).items()]
-        num_classes, described = cfg.model.num_classes, args.config
-    else:
-        layout = detect_layout(root)
-        splits, num_classes, described = layout_splits(root, layout), None, f"{layout} layout"
-    print(f"{root} ({described})")
-    reports = [check_split(split) for split in splits]
-    add_cross_split_problems(reports, num_classes)
-    for report in reports:
-        print("\n".join(summary_lines(report, root)))
-        for problem in report.problems:
-            print(f"  problem: {problem}")
-    total = sum(len(report.problems) for report in reports)
-    if total:
-        per_split = ", ".join(f"{r.split.name} {len(r.problems)}" for r in reports if r.problems)
-        print(f"{total} problem{'s' if total > 1 else ''} found ({per_split})")
-        return 1
-    print("no problems found")
-    return 0
