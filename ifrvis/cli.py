@@ -15,7 +15,7 @@ COMMANDS = {
     "pretrain": ("ifrvis.engine.pretrain", "main", "pretrain the tiny model once (the COCO stand-in)"),
     "train": ("ifrvis.engine.train", "main", "train (and evaluate) one run, logged to MLflow"),
     "visualize": ("ifrvis.commands.visualize", "main", "draw ground truth above predictions for one video"),
-    "weights": ("ifrvis.modeling.weights", "main", "report what a checkpoint gives a config's model"),
+    "weights": ("ifrvis.commands.weights", "main", "report what a checkpoint gives a config's model"),
 }
 
 

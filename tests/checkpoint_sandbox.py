@@ -83,7 +83,7 @@ def main(argv: list[str]) -> int:
         def command(path: str) -> int:
             return cli_main(["weights", config, path])
     else:
-        from ifrvis.modeling.weights import report_checkpoint
+        from ifrvis.commands.weights import report_checkpoint
 
         cfg = load_config(config, [])
         with torch.device("meta"):

@@ -263,7 +263,7 @@ def test_a_file_for_another_model_is_incomplete_and_refused_before_a_run(tmp_pat
     as missing) once gave exit status 0 and a silent start from scratch: now exit 1, and `preflight`
     refuses it, naming how much loaded, unless model.partial_weights=true."""
     from ifrvis.engine.train import preflight
-    from ifrvis.modeling.weights import check_weights_fit
+    from ifrvis.modeling.meta_arch import check_weights_fit
 
     other = tmp_path / "other.pth"
     torch.save({"encoder.fc.weight": torch.zeros(4, 4)}, other)

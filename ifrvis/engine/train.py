@@ -54,7 +54,8 @@ from ifrvis.evaluation import evaluate_ytvis
 from ifrvis.inference import run_inference
 from ifrvis.modeling import build_model
 from ifrvis.modeling.criterion import build_criterion
-from ifrvis.modeling.weights import CheckpointError, check_weights_fit, load_weights
+from ifrvis.modeling.meta_arch import check_weights_fit
+from ifrvis.modeling.weights import CheckpointError, load_weights
 
 
 class NonFiniteLossError(FloatingPointError):

@@ -11,6 +11,10 @@ runs `encode` over chunks of frames, joins them with `concat_features` and decod
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict, replace
+from pathlib import Path
+
 import torch
 from torch import Tensor, nn
 
@@ -19,7 +23,7 @@ from ifrvis.modeling.backbone import Backbone, build_backbone
 from ifrvis.modeling.ifr_decoder import IFRDecoder
 from ifrvis.modeling.mask2former_decoder import Mask2FormerVISDecoder
 from ifrvis.modeling.pixel_decoder import MSDeformAttnPixelDecoder
-from ifrvis.modeling.weights import load_weights
+from ifrvis.modeling.weights import CheckpointError, LoadReport, load_weights
 
 DECODERS = {"ifr": IFRDecoder, "mask2former": Mask2FormerVISDecoder}
 
@@ -113,3 +117,29 @@ def build_model(cfg: ModelConfig, class_loss: str = LossConfig.class_loss) -> VI
     if cfg.weights:
         load_weights(model, cfg.weights, cfg.ifr_init, cfg.extra_queries)
     return model
+
+
+def check_weights_fit(model_cfg, class_loss: str) -> None:
+    """Refuse, before anything is created, a `model.weights` that is not `LoadReport.complete` for the
+    model of `model_cfg` (built on the meta device: names and shapes only), unless
+    `model.partial_weights` says a partial start is intended. A sweep checks every run's config: the
+    file is read once per model and file version."""
+    if not model_cfg.weights or model_cfg.partial_weights:
+        return
+    stat = Path(model_cfg.weights).stat()
+    key = (json.dumps(asdict(model_cfg), sort_keys=True), class_loss, stat.st_size, stat.st_mtime_ns)
+    if key not in _FIT_REPORTS:
+        with torch.device("meta"):
+            model = build_model(replace(model_cfg, weights=""), class_loss)
+        _FIT_REPORTS[key] = load_weights(
+            model, model_cfg.weights, model_cfg.ifr_init, model_cfg.extra_queries, quiet=True
+        )
+    report = _FIT_REPORTS[key]
+    if not report.complete:
+        raise CheckpointError(
+            f"{report.summary()}: refusing to start from a partial load (`ifrvis weights` lists the "
+            "keys; model.partial_weights=true starts anyway)"
+        )
+
+
+_FIT_REPORTS: dict[tuple, LoadReport] = {}

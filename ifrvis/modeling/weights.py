@@ -52,10 +52,8 @@ gate on it; 2 on an error.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import importlib
-import json
 import logging
 import math
 import mmap
@@ -64,7 +62,7 @@ import pickle
 import pickletools
 import re
 import typing
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -828,68 +826,3 @@ def load_weights(
     if not quiet:
         (log.info if report.complete else log.warning)(report.summary())
     return report
-
-
-EXIT_STATUS = """exit status: 0 when the file gives the model every tensor of the modules it covers (or
-leaves it random by design); 1 when tensors are left missing or mismatched (listed in the report), or
-when it gives none at all (a file for another model); 2 on an error (no such file; an unreadable,
-unsafe or unfitting checkpoint; a bad config)"""
-
-
-def check_weights_fit(model_cfg, class_loss: str) -> None:
-    """Refuse, before anything is created, a `model.weights` that is not `LoadReport.complete` for the
-    model of `model_cfg` (built on the meta device: names and shapes only), unless
-    `model.partial_weights` says a partial start is intended. A sweep checks every run's config: the
-    file is read once per model and file version."""
-    if not model_cfg.weights or model_cfg.partial_weights:
-        return
-    stat = Path(model_cfg.weights).stat()
-    key = (json.dumps(asdict(model_cfg), sort_keys=True), class_loss, stat.st_size, stat.st_mtime_ns)
-    if key not in _FIT_REPORTS:
-        from ifrvis.modeling.meta_arch import build_model  # meta_arch imports this module
-
-        with torch.device("meta"):
-            model = build_model(replace(model_cfg, weights=""), class_loss)
-        _FIT_REPORTS[key] = load_weights(
-            model, model_cfg.weights, model_cfg.ifr_init, model_cfg.extra_queries, quiet=True
-        )
-    report = _FIT_REPORTS[key]
-    if not report.complete:
-        raise CheckpointError(
-            f"{report.summary()}: refusing to start from a partial load (`ifrvis weights` lists the "
-            "keys; model.partial_weights=true starts anyway)"
-        )
-
-
-_FIT_REPORTS: dict[tuple, LoadReport] = {}
-
-
-def report_checkpoint(
-    model: nn.Module, path: str, ifr_init: str = "random", extra_queries: str = "first"
-) -> int:
-    """Load `path` into `model`, print the report and return the exit status (EXIT_STATUS)."""
-    report = load_weights(model, path, ifr_init, extra_queries)
-    print(report.render())
-    return 0 if report.complete else 1
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`ifrvis weights CONFIG FILE [key=value ...]`: print what FILE gives the config's model; the exit
-    status says whether it gave everything (EXIT_STATUS), so that a script can gate on it."""
-    # Imported here: meta_arch imports this module.
-    from ifrvis.config import load_config
-    from ifrvis.modeling.meta_arch import build_model
-
-    parser = argparse.ArgumentParser(
-        prog="ifrvis weights",
-        description="report what a checkpoint gives a config's model",
-        epilog=EXIT_STATUS,
-    )
-    parser.add_argument("config", help="run config (its model section; no data is read)")
-    parser.add_argument("file", help="checkpoint: Mask2Former .pkl, torchvision or this project's .pth")
-    parser.add_argument("overrides", nargs="*", help="config overrides key=value")
-    args = parser.parse_args(argv)
-    cfg = load_config(args.config, args.overrides)
-    with torch.device("meta"):  # names and shapes only: no memory for the weights
-        model = build_model(replace(cfg.model, weights=""), cfg.loss.class_loss)
-    return report_checkpoint(model, args.file, cfg.model.ifr_init, cfg.model.extra_queries)
