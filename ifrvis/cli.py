@@ -13,7 +13,7 @@ COMMANDS = {
     "check-data": ("ifrvis.commands.check_data", "main", "validate a YouTube-VIS folder without training"),
     "eval": ("ifrvis.commands.eval", "main", "evaluate a results.json against ground truth"),
     "pretrain": ("ifrvis.engine.pretrain", "main", "pretrain the tiny model once (the COCO stand-in)"),
-    "train": ("ifrvis.engine.train", "main", "train (and evaluate) one run, logged to MLflow"),
+    "train": ("ifrvis.commands.train", "main", "train (and evaluate) one run, logged to MLflow"),
     "visualize": ("ifrvis.commands.visualize", "main", "draw ground truth above predictions for one video"),
     "weights": ("ifrvis.commands.weights", "main", "report what a checkpoint gives a config's model"),
 }

@@ -31,7 +31,7 @@ def only_run(cfg):
 
 def run_cli(config, *extra, env=None):
     return subprocess.Popen(
-        [sys.executable, "-m", "ifrvis.engine.train", str(config), *extra],
+        [sys.executable, "-m", "ifrvis.commands.train", str(config), *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -130,7 +130,7 @@ def test_a_killed_run_resumes_to_the_same_final_metrics(tmp_path, tiny_data, kil
         assert only_run(cfg).info.status == "KILLED"
 
     resumed = subprocess.run(
-        [sys.executable, "-m", "ifrvis.engine.train", str(config), "--resume"],
+        [sys.executable, "-m", "ifrvis.commands.train", str(config), "--resume"],
         capture_output=True,
         text=True,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
@@ -203,9 +203,9 @@ def test_a_shipped_pretrained_model_that_no_longer_fits_the_config_stops_the_run
     assert "ifrvis pretrain" in result.stderr and not list(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("entry", [["-m", "ifrvis.cli", "train"], ["-m", "ifrvis.engine.train"]])
+@pytest.mark.parametrize("entry", [["-m", "ifrvis.cli", "train"], ["-m", "ifrvis.commands.train"]])
 def test_every_entry_point_gives_one_line_and_debug_the_traceback(tmp_path, tiny_data, entry):
-    """`ifrvis train` and `python -m ifrvis.engine.train` (what torchrun runs) alike."""
+    """`ifrvis train` and `python -m ifrvis.commands.train` (what torchrun runs) alike."""
     config = write_run_config(tmp_path, tiny_data)
     command = [sys.executable, *entry, str(config), "inference.mode=vidoe"]
     plain = subprocess.run(command, capture_output=True, text=True, timeout=120)
@@ -230,7 +230,7 @@ def test_a_renamed_config_finds_the_runs_folder_by_identity(tmp_path, tiny_data)
 def test_two_process_ddp_with_gloo_logs_one_run(tmp_path, tiny_data):
     config = write_run_config(tmp_path, tiny_data, max_iters=4)
     result = subprocess.run(
-        torchrun("-m", "ifrvis.engine.train", str(config)),
+        torchrun("-m", "ifrvis.commands.train", str(config)),
         capture_output=True,
         text=True,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
@@ -283,7 +283,7 @@ def test_a_signal_to_one_ddp_rank_stops_every_rank_at_the_same_checkpoint(tmp_pa
     cfg = load_config(config)
     checkpoint = run_folder.checkpoint_path(cfg)
     process = subprocess.Popen(
-        torchrun("-m", "ifrvis.engine.train", str(config)),
+        torchrun("-m", "ifrvis.commands.train", str(config)),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

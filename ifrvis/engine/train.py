@@ -1,17 +1,13 @@
 """One training run, end to end: train, checkpoint, evaluate, log to MLflow.
 
-    ifrvis train experiments/configs/synthetic_tiny.yaml seed=1 loss.lambda_e=0.5 [--resume]
-    torchrun --nproc_per_node 2 -m ifrvis.engine.train CONFIG.yaml      # DDP
-
-`train(cfg)` is the plain callable every launcher (local, Slurm, Ray) calls.
+`train(cfg)` is the plain callable every launcher (local, Slurm, Ray) calls; `ifrvis train` and
+torchrun reach it through ifrvis.commands.train.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
-import math
 import platform
 import sys
 import time
@@ -23,8 +19,7 @@ import torch
 from tqdm import tqdm
 
 from ifrvis import run_folder, runstore
-from ifrvis.cli import script_main
-from ifrvis.config import Config, ConfigError, dump_config, load_config, run_identity
+from ifrvis.config import Config, ConfigError, dump_config, run_identity
 from ifrvis.data.datasets import ClipDataset, TrainSampler, collate_clips
 from ifrvis.data.splits import load_splits
 from ifrvis.data.ytvis import YTVIS
@@ -394,27 +389,3 @@ def _loss_metrics(losses: dict[str, torch.Tensor], total: torch.Tensor, lr: floa
         base = name.rsplit("_", 1)[0] if name.rsplit("_", 1)[-1].isdigit() else name
         metrics[f"train/{base}"] = metrics.get(f"train/{base}", 0.0) + value.item()
     return metrics
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ifrvis train", description=__doc__.split("\n")[0])
-    parser.add_argument("config", help="YAML config (experiments/configs/...)")
-    parser.add_argument("overrides", nargs="*", help="dotted key=value overrides")
-    parser.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
-    args = parser.parse_args(argv)
-    cfg = load_config(args.config, args.overrides)
-    try:
-        metrics = train(cfg, resume=args.resume)
-    except Interrupted:  # said by `train`
-        return 143
-    summary = {k: v for k, v in metrics.items() if k in ("AP", "AP50", "AP75", "AR1", "AR10", "IDF1", "IDs")}
-    print(
-        json.dumps(
-            {k: round(v, 4) if isinstance(v, float) and math.isfinite(v) else v for k, v in summary.items()}
-        )
-    )
-    return 0
-
-
-if __name__ == "__main__":  # python -m ifrvis.engine.train, torchrun -m ifrvis.engine.train
-    sys.exit(script_main(main, "ifrvis train"))
