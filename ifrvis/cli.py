@@ -12,7 +12,7 @@ COMMANDS = {
     "synth": ("ifrvis.commands.synth", "main", "write a synthetic YouTube-VIS data set"),
     "check-data": ("ifrvis.commands.check_data", "main", "validate a YouTube-VIS folder without training"),
     "eval": ("ifrvis.commands.eval", "main", "evaluate a results.json against ground truth"),
-    "pretrain": ("ifrvis.engine.pretrain", "main", "pretrain the tiny model once (the COCO stand-in)"),
+    "pretrain": ("ifrvis.commands.pretrain", "main", "pretrain the tiny model once (the COCO stand-in)"),
     "train": ("ifrvis.commands.train", "main", "train (and evaluate) one run, logged to MLflow"),
     "visualize": ("ifrvis.commands.visualize", "main", "draw ground truth above predictions for one video"),
     "weights": ("ifrvis.commands.weights", "main", "report what a checkpoint gives a config's model"),

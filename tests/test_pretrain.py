@@ -13,19 +13,11 @@ import pytest
 import torch
 from conftest import PRETRAINED, ROOT, TINY_CONFIG
 
+from ifrvis.commands.pretrain import build_parser, main, pretrain_options
 from ifrvis.config import config_hash, load_config
 from ifrvis.data.synthetic import generate_split, write_json
-from ifrvis.engine.pretrain import (
-    IGNORE,
-    build_parser,
-    check_pretrained,
-    intersections_unions,
-    main,
-    pretrain_options,
-    provenance_path,
-    semantic_labels,
-    signature,
-)
+from ifrvis.engine.pretrain import IGNORE, intersections_unions, semantic_labels
+from ifrvis.engine.provenance import check_pretrained, provenance_path, signature
 from ifrvis.modeling import build_model
 from ifrvis.modeling.weights import CheckpointError, load_weights
 

@@ -42,7 +42,7 @@ from ifrvis.engine.preemption import (
     deferred_signals,
     gather,
 )
-from ifrvis.engine.pretrain import check_pretrained
+from ifrvis.engine.provenance import check_pretrained
 from ifrvis.engine.solver import build_optimizer, build_scheduler
 from ifrvis.errors import UserError
 from ifrvis.evaluation import evaluate_ytvis
