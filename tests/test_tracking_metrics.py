@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
+from ifrvis.commands.eval import main as eval_main
 from ifrvis.data.masks import encode_rle, mask_bbox
 from ifrvis.evaluation import tracking_metrics
-from ifrvis.commands.eval import main as eval_main
 from ifrvis.evaluation.tracking import HOTA_KEYS, accumulate, iou_distance, summarize
 
 H, W, T = 60, 80, 10
