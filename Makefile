@@ -53,7 +53,7 @@ demo: data
 	$(VENV)/bin/ifrvis train experiments/configs/synthetic_tiny.yaml data.root=$(DATA)
 
 mlflow-init: venv
-	$(PY) -m ifrvis.runstore init
+	$(PY) -m ifrvis.commands.store init
 
 table1: $(INPUTS) mlflow-init
 	$(PY) experiments/run_seeds.py $(if $(filter paper,$(PROFILE)),experiments/configs/ytvis19_r50.yaml experiments/configs/ytvis19_r50_mask2former.yaml,$(TINY_CONFIGS)) \

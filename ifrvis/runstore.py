@@ -13,7 +13,7 @@ One module owns the run schema (docs/architecture.md, "Run schema"):
 Everything goes through an explicit `MlflowClient` on an explicit URI, never MLflow's
 process-global tracking URI or active run, which several runs in one process would share.
 
-    python -m ifrvis.runstore init [URI]   # create the store's schema once, before a sweep
+    python -m ifrvis.commands.store init [URI]   # create the store's schema once, before a sweep
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import functools
 import os
 import random
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -443,17 +442,3 @@ def load_sweep(sweep: str, experiment: str = "ifrvis", uri: str = "") -> SweepRu
     for key in swept_keys:
         frame[key] = frame[f"params.{key}"] if f"params.{key}" in frame else pd.Series(dtype=object)
     return SweepRuns(frame, swept_keys, parents[0].info.run_id if parents else None)
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] != "init":
-        print("usage: python -m ifrvis.runstore init [URI]", file=sys.stderr)
-        return 2
-    uri = init_store(resolve_uri(argv[1] if len(argv) > 1 else ""))
-    print(f"MLflow store ready: {uri}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """Three ways to run a sweep's jobs; each job is one `ifrvis.launch.job.run_job` call.
 
-- local: one subprocess per run (`python -m ifrvis.launch.job CONFIG`), at most `max_parallel` at
+- local: one subprocess per run (`python -m ifrvis.commands.job CONFIG`), at most `max_parallel` at
   once, its output in the run's `train.log`;
 - slurm: a submitit job array; `TrainJob.checkpoint` requeues a fresh call that resumes from the
   run's latest checkpoint on disk, into the same MLflow run;
@@ -64,7 +64,7 @@ def _start_local(cfg: Config, env: dict) -> subprocess.Popen:
     folder.mkdir(parents=True, exist_ok=True)
     config_file = folder / "sweep_config.yaml"
     dump_config(cfg, config_file)
-    command = [sys.executable, "-m", "ifrvis.launch.job", str(config_file)]
+    command = [sys.executable, "-m", "ifrvis.commands.job", str(config_file)]
     with open(folder / run_folder.LOG, "a") as log:  # the child keeps its own copy of the descriptor
         return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
 

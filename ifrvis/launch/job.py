@@ -6,7 +6,7 @@ call, resumed from the run's checkpoint when there is one, with
 - the run's times in MLflow: `queue_time_s` (from the sweep's submission to the first job's start)
   and `run_time_s` (each job's own time, from its start to its end, summed over requeued jobs).
 
-    python -m ifrvis.launch.job CONFIG.yaml     # what the local executor starts, one per run
+    python -m ifrvis.commands.job CONFIG.yaml     # what the local executor starts, one per run
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ifrvis import run_folder, runstore
-from ifrvis.config import Config, config_from_dict, load_config
+from ifrvis.config import Config, config_from_dict
 
 
 def run_job(cfg_dict: dict, stop_signals: tuple[int, ...] | None = None) -> dict:
@@ -136,22 +136,3 @@ def _same_file(fd: int, path: Path) -> bool:
         return False
     stat, target = os.fstat(fd), path.stat()
     return (stat.st_dev, stat.st_ino) == (target.st_dev, target.st_ino)
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        print("usage: python -m ifrvis.launch.job CONFIG.yaml", file=sys.stderr)
-        return 2
-    from ifrvis.config import to_dict
-    from ifrvis.engine.preemption import Interrupted
-
-    try:
-        run_job(to_dict(load_config(argv[0])))
-    except Interrupted:  # said by `train`, in the run's log
-        return 143
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

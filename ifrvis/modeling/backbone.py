@@ -8,7 +8,7 @@
   224; Swin-B/L window 12, pretrained at 384), so that Mask2Former's COCO checkpoints load whole, and
   with Mask2Former's window shift (`AlwaysShiftedWindowAttention`). A LayerNorm per output level, as
   Mask2Former's D2SwinTransformer. Parameter names are torchvision's (`features.*`).
-- `tiny`: a small CNN for CPU work; `ifrvis pretrain` (ifrvis/engine/pretrain.py) pretrains it on synthetic data.
+- `tiny`: a small CNN for CPU work; `ifrvis pretrain` (engine/pretrain.py) pretrains it on synthetic data.
 
 Every backbone is built with random initialisation: weights come only from `model.weights` (weights.py).
 """
