@@ -10,7 +10,7 @@ SEEDS ?= 5
 DATA ?= data/synthetic
 export MLFLOW_TRACKING_URI ?= $(MLFLOW_URI)
 
-.PHONY: venv test lint data data-crossing demo table1 table2 table3 consistency consistency-lambda0 consistency-long ablation ablation-clip figures mlflow-init mlflow-ui mlflow-server \
+.PHONY: venv test lint data data-crossing demo table1 table2 table3 consistency consistency-lambda0 consistency-long ablation ablation-clip figures mlflow-init mlflow-ui mlflow-server mlflow-server-stop \
         slurm-up slurm-down benchmarks clean
 
 venv: $(STAMP)
@@ -137,9 +137,16 @@ mlflow-ui: mlflow-init
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow ui --host 127.0.0.1 --port 5000 --workers 1 \
 	    --backend-store-uri $(MLFLOW_TRACKING_URI)
 
-mlflow-server: mlflow-init
-	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow server --host 127.0.0.1 --port 5000 --workers 1 \
-	    --backend-store-uri $(MLFLOW_TRACKING_URI) --artifacts-destination $(CURDIR)/mlartifacts
+# The cluster's tracking server (docs/cluster_store.md): PostgreSQL, proxied artifacts, basic auth with the
+# users of outputs/mlflow-server/users. `make mlflow-server HOST=0.0.0.0 PORT=5000`; INSECURE=1 serves a
+# non-loopback HOST without auth. HOST and PORT count only on make's command line (tcsh exports HOST).
+mlflow-server: venv
+	bash server/start_mlflow_server.sh \
+	    --host $(if $(filter command line,$(origin HOST)),$(HOST),127.0.0.1) \
+	    --port $(if $(filter command line,$(origin PORT)),$(PORT),5000) $(if $(INSECURE),--insecure)
+
+mlflow-server-stop:
+	bash server/stop_mlflow_server.sh
 
 slurm-up:
 	bash slurm/start_cluster.sh
