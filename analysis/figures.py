@@ -35,7 +35,7 @@ from analysis.audit import RunAudit, audit_runs, run_rows, with_param_columns  #
 from analysis.comparisons import PAIRING, compare_groups, comparison_block  # noqa: E402
 from analysis.tables import KEY_TITLES, METHOD_NAMES, TABLE1_METRICS, TABLE3_METRICS, seed_stats  # noqa: E402
 from ifrvis import runstore  # noqa: E402
-from ifrvis.metric_names import scale  # noqa: E402
+from ifrvis.metric_names import LOWER_IS_BETTER, UNITS, scale  # noqa: E402
 
 DEFAULT_KEY = "loss.lambda_e"  # Figure 4 of the paper
 FIGURES = ("4", "ablation", "curves", "tracking")
@@ -106,46 +106,18 @@ def figure_name(key: str) -> str:
 def metrics_against_key(
     audit: RunAudit, out_dir: Path, key: str = DEFAULT_KEY, metrics: list[str] = TABLE1_METRICS
 ) -> list[Path]:
-    """One panel per metric against the swept `key`: mean with ±1 sample-std error bars, each seed as
-    a point. Figure 4 is this with λ_e."""
+    """`against_key_figure` saved as `figure_name(key)`, with its per-run file and its comparisons
+    with the reference value beside it. Figure 4 is this with λ_e."""
     runs = with_param_columns(audit.runs, [key])
     if key not in runs:
         raise LookupError(f"the runs have no config key {key!r}")
     title = KEY_TITLES.get(key, key)
     values = sorted(runs[key].unique(), key=_sort_key)
-    where = {value: _x(value, i) for i, value in enumerate(values)}  # numbers at their value, else in order
-    figure, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.0), squeeze=False)
-    for axis, metric in zip(axes[0], metrics):
-        stats = key_stats(runs, key, metric)
-        x = stats[key].map(where)
-        axis.errorbar(x, stats["mean"], yerr=stats["std"].fillna(0), fmt="o-", capsize=4, label="mean ± std")
-        axis.scatter(
-            runs[key].map(where),
-            runs[f"metrics.{metric}"] * scale(metric),
-            s=10,
-            alpha=0.5,
-            label="seeds",
-        )
-        axis.set_title(metric)
-        axis.set_xlabel(title)
-        axis.set_xticks([where[v] for v in values], [_text(v) for v in values])
-        axis.grid(alpha=0.3)
-    axes[0][0].set_ylabel("%")
-    axes[0][0].legend(fontsize=7)
-    counts = ", ".join(
-        f"{title}={_text(row[key])}: n={int(row['n'])}"
-        for _, row in key_stats(runs, key, metrics[0]).iterrows()
-    )
     name = figure_name(key)
-    figure.suptitle(
-        f"Metrics against {title} (mean ± sample std over seeds; {counts}); against "
-        f"{title}={_text(reference_value(key, values))}: {name}_comparisons.md",
-        fontsize=9,
-        y=1.04,
-    )
     runs_csv, comparisons_csv, comparisons_md = (
         out_dir / f"{name}_{part}" for part in ("runs.csv", "comparisons.csv", "comparisons.md")
     )
+    figure = against_key_figure(runs, key, values, metrics, comparisons_md.name)
     paths = [*_save(figure, out_dir, name), runs_csv, comparisons_csv, comparisons_md]
     run_rows(runs, list(dict.fromkeys([*audit.group_keys, key])), metrics).to_csv(runs_csv, index=False)
     comparisons = against_reference(runs, key, values, metrics)
@@ -157,6 +129,51 @@ def metrics_against_key(
         + "\n"
     )
     return paths
+
+
+def against_key_figure(
+    runs: pd.DataFrame, key: str, values: list, metrics: list[str], comparisons_name: str
+) -> plt.Figure:
+    """One panel per metric against the swept `key`: mean with ±1 sample-std error bars, each seed as
+    a point; the seeds per value are in the title."""
+    title = KEY_TITLES.get(key, key)
+    where = {value: _x(value, i) for i, value in enumerate(values)}  # numbers at their value, else in order
+    columns = min(3, len(metrics))
+    rows = int(np.ceil(len(metrics) / columns))
+    figure, axes = plt.subplots(
+        rows, columns, figsize=(4.2 * columns, 3.4 * rows + 0.6), squeeze=False, layout="constrained"
+    )
+    for axis, metric in zip(axes.flat, metrics):
+        stats = key_stats(runs, key, metric)
+        x = stats[key].map(where)
+        axis.errorbar(x, stats["mean"], yerr=stats["std"].fillna(0), fmt="o-", capsize=4, label="mean ± std")
+        axis.scatter(
+            runs[key].map(where), runs[f"metrics.{metric}"] * scale(metric), s=12, alpha=0.5, label="seeds"
+        )
+        axis.set_title(metric)
+        axis.set_xlabel(title)
+        axis.set_ylabel(axis_label(metric))
+        axis.set_xticks([where[v] for v in values], [_text(v) for v in values])
+        axis.grid(alpha=0.3)
+    for axis in list(axes.flat)[len(metrics) :]:
+        axis.set_visible(False)
+    axes[0][0].legend(fontsize=8)
+    counts = ", ".join(
+        f"{title}={_text(row[key])}: n={int(row['n'])}"
+        for _, row in key_stats(runs, key, metrics[0]).iterrows()
+    )
+    figure.suptitle(
+        f"Metrics against {title}: mean ± sample std over seeds ({counts}); each value against "
+        f"{title}={_text(reference_value(key, values))} in {comparisons_name}",
+        fontsize=10,
+    )
+    return figure
+
+
+def axis_label(metric: str) -> str:
+    """`metric (unit)` for a y axis, e.g. `AP (%)`, `IDs (count)`."""
+    unit = UNITS.get(metric, "")
+    return f"{metric} ({unit})" if unit else metric
 
 
 def metric_histories(client, runs: pd.DataFrame, prefix: str = "train/") -> pd.DataFrame:
@@ -182,58 +199,77 @@ def metric_histories(client, runs: pd.DataFrame, prefix: str = "train/") -> pd.D
 def training_curves(
     audit: RunAudit, out_dir: Path, uri: str = "", skip: tuple[str, ...] = ("train/lr",)
 ) -> list[Path]:
-    """One panel per loss term (`train/loss`, `train/loss_cls`, ...): each seed a thin line, the mean
-    over seeds per method a thick one. Auxiliary-layer terms (`_0`, `_1`, ...) are left out."""
+    """`curves_figure` of the runs' logged `train/*` histories, saved as `training_curves`."""
     history = metric_histories(runstore.client(uri), audit.runs)
     keys = [k for k in history["key"].unique() if k not in skip and not k.rsplit("_", 1)[-1].isdigit()]
     if not keys:
         raise LookupError("no train/* metric histories in these runs")
+    return _save(curves_figure(history, sorted(keys)), out_dir, "training_curves")
+
+
+def curves_figure(history: pd.DataFrame, keys: list[str]) -> plt.Figure:
+    """One panel per loss term of `keys` (`train/loss`, `train/loss_cls`, ...; auxiliary-layer terms
+    are left out by the caller): each seed a thin line, the mean over seeds per method a thick one."""
     columns = min(3, len(keys))
     rows = int(np.ceil(len(keys) / columns))
-    figure, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3 * rows), squeeze=False)
-    for axis, key in zip(axes.flat, sorted(keys)):
+    figure, axes = plt.subplots(
+        rows, columns, figsize=(4.2 * columns, 3.2 * rows + 0.4), squeeze=False, layout="constrained"
+    )
+    for axis, key in zip(axes.flat, keys):
         for index, (method, group) in enumerate(history[history["key"] == key].groupby("method")):
             colour = f"C{index}"
             for _, seed_run in group.groupby("run_id"):
                 axis.plot(seed_run["step"], seed_run["value"], color=colour, alpha=0.25, linewidth=0.8)
             mean = group.groupby("step")["value"].mean()
-            axis.plot(
-                mean.index,
-                mean.to_numpy(),
-                color=colour,
-                linewidth=2,
-                label=METHOD_NAMES.get(method, method),
-            )
-        axis.set_title(key)
+            seeds = group["run_id"].nunique()
+            label = f"{METHOD_NAMES.get(method, method)} (mean of {seeds})"
+            axis.plot(mean.index, mean.to_numpy(), color=colour, linewidth=2, label=label)
+        axis.set_title(key.removeprefix("train/"))
         axis.set_xlabel("iteration")
+        axis.set_ylabel("loss")
         axis.grid(alpha=0.3)
     for axis in list(axes.flat)[len(keys) :]:
         axis.set_visible(False)
-    axes[0][0].legend(fontsize=7)
-    return _save(figure, out_dir, "training_curves")
+    axes[0][0].legend(fontsize=8)
+    figure.suptitle("Training losses: thin lines single seeds, thick lines their mean", fontsize=10)
+    return figure
 
 
 def tracking_bars(audit: RunAudit, out_dir: Path, metrics: list[str] = TABLE3_METRICS) -> list[Path]:
-    """IFR vs baseline per tracking metric: one bar per method x backbone x dataset, mean ± sample std."""
-    runs = audit.runs
-    groups = list(runs.groupby(audit.group_keys, dropna=False))
-    figure, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.2), squeeze=False)
-    for axis, metric in zip(axes[0], metrics):
-        for index, (key, group) in enumerate(groups):
-            mean, std = seed_stats(group[f"metrics.{metric}"] * scale(metric))
-            label = " / ".join([METHOD_NAMES.get(key[0], key[0]), *map(str, key[1:])])
-            axis.bar(index, mean, yerr=0 if np.isnan(std) else std, capsize=3, color=f"C{index}", label=label)
-        axis.set_title(metric + (" (lower is better)" if metric == "IDs" else ""))
-        axis.set_xticks([])
-        axis.grid(alpha=0.3, axis="y")
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    figure.legend(
-        handles, labels, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(4, len(groups))
-    )
+    """`tracking_figure` saved as `tracking_bars`, with its per-run file beside it."""
     runs_csv = out_dir / "tracking_bars_runs.csv"
-    paths = [*_save(figure, out_dir, "tracking_bars"), runs_csv]
-    run_rows(runs, audit.group_keys, metrics).to_csv(runs_csv, index=False)
+    paths = [
+        *_save(tracking_figure(audit.runs, audit.group_keys, metrics), out_dir, "tracking_bars"),
+        runs_csv,
+    ]
+    run_rows(audit.runs, audit.group_keys, metrics).to_csv(runs_csv, index=False)
     return paths
+
+
+def tracking_figure(runs: pd.DataFrame, group_keys: list[str], metrics: list[str]) -> plt.Figure:
+    """IFR vs baseline per tracking metric: one bar per method x backbone x dataset (named under it),
+    mean ± sample std over its n seeds (in the title)."""
+    groups = list(runs.groupby(group_keys, dropna=False))
+    names = [" / ".join([METHOD_NAMES.get(key[0], key[0]), *map(str, key[1:])]) for key, _ in groups]
+    columns = min(4, len(metrics))
+    rows = int(np.ceil(len(metrics) / columns))
+    figure, axes = plt.subplots(
+        rows, columns, figsize=(3.6 * columns, 3.4 * rows + 0.6), squeeze=False, layout="constrained"
+    )
+    for axis, metric in zip(axes.flat, metrics):
+        for index, (_, group) in enumerate(groups):
+            mean, std = seed_stats(group[f"metrics.{metric}"] * scale(metric))
+            axis.bar(index, mean, yerr=0 if np.isnan(std) else std, capsize=3, color=f"C{index}")
+        axis.set_title(metric + (" (lower is better)" if metric in LOWER_IS_BETTER else ""))
+        axis.set_ylabel(axis_label(metric))
+        axis.set_xlabel("method")
+        axis.set_xticks(range(len(groups)), names, rotation=20, ha="right", fontsize=8)
+        axis.grid(alpha=0.3, axis="y")
+    for axis in list(axes.flat)[len(metrics) :]:
+        axis.set_visible(False)
+    counts = ", ".join(f"{name}: n={len(group)}" for name, (_, group) in zip(names, groups))
+    figure.suptitle(f"Tracking metrics: mean ± sample std over seeds ({counts})", fontsize=10)
+    return figure
 
 
 def log_to_parent(parent_run_id: str | None, paths: list[Path], uri: str = "") -> str | None:

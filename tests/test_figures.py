@@ -11,7 +11,15 @@ from mlflow.tracking import MlflowClient
 from test_tables import detection_metrics, log_parent, log_run, tracking_metrics
 
 from analysis.audit import audit_runs
-from analysis.figures import key_stats, main, make_figure
+from analysis.audit import audit_runs as audit_of
+from analysis.figures import (
+    against_key_figure,
+    curves_figure,
+    key_stats,
+    main,
+    make_figure,
+    tracking_figure,
+)
 from ifrvis.runstore import load_sweep
 
 LAMBDAS = (0.0, 0.3, 1.0)
@@ -166,3 +174,51 @@ def test_training_curves_and_tracking_bars(tmp_path, monkeypatch):
     runs = pd.read_csv(out / "main" / "tracking_bars_runs.csv")
     assert len(runs) == 4 and {"IDF1_logged", "IDF1_pct", "IDs_logged", "env.cpu"} <= set(runs.columns)
     assert main(["--sweep", "missing", "--figure", "4", "--out", str(out)]) == 1
+
+
+def labelled(figure) -> list[str]:
+    """What is missing on the visible panels of `figure`: an x or y label, or x tick labels."""
+    missing = []
+    for axis in figure.axes:
+        if not axis.get_visible():
+            continue
+        title = axis.get_title()
+        if not axis.get_xlabel() or not axis.get_ylabel():
+            missing.append(f"{title}: axis label")
+        if not any(label.get_text() for label in axis.get_xticklabels()):
+            missing.append(f"{title}: x tick labels")
+        if not title:
+            missing.append("a panel without a title")
+    return missing
+
+
+def test_every_figure_labels_its_axes(ablation, tmp_path):
+    """The three figures, drawn from a small store: every panel has a title, labelled axes (units in
+    the y label) and x tick labels, and the title says how many seeds each mean has."""
+    import matplotlib.pyplot as plt
+
+    uri = ablation["uri"]
+    found = load_sweep("abl", uri=uri)
+    audit = audit_of(found.runs, 3, ["AP", "AP50", "AP75", "AR1", "AR10"], found.swept_keys)
+    runs = audit.runs.assign(**{"loss.lambda_e": audit.runs["params.loss.lambda_e"].astype(float)})
+    figures = {
+        "against λ_e": against_key_figure(runs, "loss.lambda_e", list(LAMBDAS), ["AP", "AP50"], "x.md"),
+        "tracking": tracking_figure(runs, audit.group_keys, ["AP", "AR10"]),
+    }
+    history = pd.DataFrame(
+        [
+            {"run_id": f"r{seed}", "method": "ifr", "seed": seed, "key": key, "step": step, "value": 1.0}
+            for seed in range(2)
+            for key in ("train/loss", "train/loss_cls")
+            for step in range(3)
+        ]
+    )
+    figures["curves"] = curves_figure(history, ["train/loss", "train/loss_cls"])
+    for name, figure in figures.items():
+        assert labelled(figure) == [], name
+    assert "λ_e=0: n=3" in figures["against λ_e"].get_suptitle()
+    assert "IFR (ours) / resnet50 / synthetic / 0.3: n=3" in figures["tracking"].get_suptitle()
+    assert figures["curves"].axes[0].get_legend_handles_labels()[1] == ["IFR (ours) (mean of 2)"]
+    assert figures["against λ_e"].axes[0].get_ylabel() == "AP (%)"
+    for figure in figures.values():
+        plt.close(figure)
