@@ -18,6 +18,7 @@
 #   IFRVIS_MLFLOW_ALLOWED_HOSTS       extra Host headers the server accepts (comma-separated)
 #   IFRVIS_PG_PORT                    PostgreSQL's port on 127.0.0.1 (default 5433)
 #   IFRVIS_PG_BIN                     PostgreSQL's programs (default /usr/lib/postgresql/15/bin)
+#   IFRVIS_PG_OS_USER                 who runs PostgreSQL when root starts it (default postgres)
 #   IFRVIS_VENV                       the virtual environment with mlflow (default <project>/.venv)
 set -euo pipefail
 

@@ -2,7 +2,7 @@
 # Stop the MLflow tracking server started by server/start_mlflow_server.sh: the mlflow server with its
 # workers, then its PostgreSQL cluster. The data stay in the data folder (runs, users, artifacts), for
 # the next start. Stopping a stopped server succeeds.
-# Usage: bash server/stop_mlflow_server.sh   (environment: IFRVIS_MLFLOW_DIR, as for the start)
+# Usage: bash server/stop_mlflow_server.sh   (environment: IFRVIS_MLFLOW_DIR, IFRVIS_PG_BIN, as for the start)
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -73,7 +73,8 @@ main() {
     if [[ -f "$DIR/pg/postmaster.pid" ]]; then
         if [[ -z "$PG_BIN" ]]; then
             PG_BIN=/usr/lib/postgresql/15/bin
-            [[ -x "$PG_BIN/pg_ctl" ]] || PG_BIN="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
+            [[ -x "$PG_BIN/pg_ctl" ]] \
+                || PG_BIN="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)"
         fi
         [[ -x "$PG_BIN/pg_ctl" ]] || fail "PostgreSQL's pg_ctl not found (set IFRVIS_PG_BIN)"
         if as_pg "$PG_BIN/pg_ctl" status -D "$DIR/pg" >/dev/null 2>&1; then
