@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from ifrvis.data.masks import decode_segmentation
 
@@ -98,24 +98,31 @@ def render_frame(
         image[_boundary(mask)] = colour
     canvas = Image.fromarray(np.clip(image + 0.5, 0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(canvas)
+    font = _font(size)
     for mask, colour, label in zip(resized, colours, labels):
         ys, xs = np.nonzero(mask)
         if ys.size and label:
             x, y = int(xs.min()), int(ys.min())
-            left, top, right, bottom = draw.textbbox((x, y), label)
+            left, top, right, bottom = draw.textbbox((x, y), label, font=font)
             draw.rectangle((left - 1, top - 1, right + 1, bottom + 1), fill=colour)
-            draw.text((x, y), label, fill=(0, 0, 0))
+            draw.text((x, y), label, fill=(0, 0, 0), font=font)
     return canvas
+
+
+def _font(size: tuple[int, int]) -> ImageFont.ImageFont:
+    """Pillow's default font at about a sixteenth of the cell's height (at least 10 px): legible at
+    the size a strip is shown."""
+    return ImageFont.load_default(size=max(10, size[1] // 16))
 
 
 def _stamp_frame_index(image: Image.Image, t: int, size: tuple[int, int]) -> None:
     """Write `t=<index>` at the bottom right of the ground-truth cell (this also keeps identical frames
     distinct, so the GIF holds every frame)."""
     draw = ImageDraw.Draw(image)
-    text = f"t={t}"
-    left, top, right, bottom = draw.textbbox((0, 0), text)
+    text, font = f"t={t}", _font(size)
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
     x, y = size[0] - (right - left) - 2, size[1] - (bottom - top) - 3
-    draw.text((x, y), text, fill=(255, 255, 255), stroke_width=1, stroke_fill=(0, 0, 0))
+    draw.text((x, y), text, fill=(255, 255, 255), stroke_width=1, stroke_fill=(0, 0, 0), font=font)
 
 
 def _label(instance: Any, categories: dict[int, str]) -> str:
@@ -140,6 +147,7 @@ def draw_video_strip(
     max_frames: int = 8,
     max_height: int = 240,
     gif: bool = True,
+    min_height: int = 0,
     gif_ms: int = 400,
 ) -> dict[str, Path]:
     """Write the strip PNG `out_path` (and its GIF beside it): ground truth above prediction.
@@ -147,7 +155,9 @@ def draw_video_strip(
     frames: T images (H, W, 3) uint8 RGB (or PIL images). gt_instances / pred_instances: dicts or
     objects with `masks` (T, H, W) bool, `label` (or `category_id`), optional `score`. `categories`
     maps a label to its display name. Each cell is the frame scaled to at most `max_height` pixels
-    high; the strip is (2 * h, n * w) for the n frames picked evenly (at most `max_frames`).
+    high, and up to at least `min_height` (small frames, as the synthetic set's 96 px, drawn where they
+    are shown at a fixed size); the strip is (2 * h, n * w) for the n frames picked evenly (at most
+    `max_frames`).
     Returns {"png": path, "gif": path}."""
     frames = [np.asarray(f.convert("RGB") if isinstance(f, Image.Image) else f) for f in frames]
     if not frames:
@@ -162,7 +172,7 @@ def draw_video_strip(
                     f"expected {(len(frames), height, width)} (T, H, W)"
                 )
     categories = categories or {}
-    scale = min(1.0, max_height / height)
+    scale = min(max(1.0, min_height / height), max_height / height)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     gt_masks = [np.asarray(_get(i, "masks"), bool) for i in gt_instances]
     pred_masks = [np.asarray(_get(i, "masks"), bool) for i in pred_instances]

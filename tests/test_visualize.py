@@ -117,6 +117,10 @@ def test_draw_video_strip_accepts_prediction_objects_and_downscales(tmp_path):
         frames, gt, preds, tmp_path / "s.png", {0: "person"}, max_frames=2, max_height=16
     )
     assert Image.open(paths["png"]).size == (2 * 26, 2 * 16)  # 64x40 scaled to 16 high
+    larger = draw_video_strip(
+        frames, gt, preds, tmp_path / "l.png", {0: "person"}, max_frames=2, min_height=120, gif=False
+    )
+    assert Image.open(larger["png"]).size == (2 * 192, 2 * 120)  # 64x40 scaled up to 120 high
     with pytest.raises(ValueError, match="ground truth instance 0 has masks of shape"):
         draw_video_strip(frames, [{"label": 0, "masks": np.zeros((2, H, W), bool)}], [], tmp_path / "x.png")
 

@@ -66,5 +66,7 @@ def _visualize_first_video(valid_set: YTVIS, results: list[dict], out_dir: Path)
     ]
     names = {c["id"]: c["name"] for c in valid_set.categories}
     out_path = out_dir / run_folder.VIS / f"video_{video['id']}.png"
-    draw_video_strip(frames, ground_truth, load_predictions(results, video), out_path, names, gif=False)
+    predictions = load_predictions(results, video)
+    # at least 240 px high: the MLflow UI shows the strip at its panel's width
+    draw_video_strip(frames, ground_truth, predictions, out_path, names, gif=False, min_height=240)
     return out_path
