@@ -370,7 +370,8 @@ main() {
     flock -w 240 9 || fail "another start or stop holds $DIR/.server.lock"
 
     install_pg
-    if mlflow_running && health "$(state HOST)" "$(state PORT)"; then
+    # A busy server may answer slowly: it gets 20 s before it counts as hung and is restarted.
+    if mlflow_running && wait_for 20 "the running server's /health" health "$(state HOST)" "$(state PORT)"; then
         if [[ "$(state HOST) $(state PORT) $(state AUTH)" != "$HOST $PORT $AUTH_WORD" ]]; then
             fail "the server of $DIR already runs on $(state HOST):$(state PORT) (basic auth: $(state AUTH)):$(
                 ) stop it first (server/stop_mlflow_server.sh)"
