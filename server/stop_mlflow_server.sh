@@ -11,20 +11,9 @@ PG_BIN="${IFRVIS_PG_BIN:-}"
 PG_OS_USER="${IFRVIS_PG_OS_USER:-postgres}"
 
 log() { echo "[stop_mlflow_server] $*" >&2; }
+# shellcheck source=../scripts/daemon_helpers.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../scripts/daemon_helpers.sh"
 
-fail() {
-    local message="$1"
-    shift
-    log "ERROR: $message"
-    local file
-    for file in "$@"; do
-        if [[ -f "$file" ]]; then
-            echo "----- last lines of $file -----" >&2
-            tail -n 25 "$file" >&2
-        fi
-    done
-    exit 1
-}
 
 # stop_group NAME PID: SIGTERM to the process group PID leads, up to 30 s, then SIGKILL.
 stop_group() {

@@ -21,35 +21,10 @@ PACKAGES=(munge mariadb-server slurmdbd slurmctld slurmd slurm-client)
 STARTED_AT=$SECONDS
 
 log() { echo "[start_cluster] $*" >&2; }
+# shellcheck source=../scripts/daemon_helpers.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../scripts/daemon_helpers.sh"
 
-# Prints the last lines of each log given and exits non-zero.
-fail() {
-    local message="$1"
-    shift
-    log "ERROR: $message"
-    local file
-    for file in "$@"; do
-        if [[ -f "$file" ]]; then
-            echo "----- last lines of $file -----" >&2
-            tail -n 25 "$file" >&2
-        fi
-    done
-    exit 1
-}
 
-# wait_for SECONDS DESCRIPTION COMMAND...: polls COMMAND every 0.5 s until it succeeds.
-wait_for() {
-    local timeout="$1" description="$2"
-    shift 2
-    local deadline=$((SECONDS + timeout))
-    until "$@" >/dev/null 2>&1; do
-        if ((SECONDS >= deadline)); then
-            log "timed out after ${timeout}s waiting for $description"
-            return 1
-        fi
-        sleep 0.5
-    done
-}
 
 node_state() { sinfo -h -N -p "$PARTITION" -o '%t' 2>/dev/null | head -n 1; }
 node_is_usable() { [[ "$(node_state)" =~ ^(idle|mix|alloc|comp)$ ]]; }
