@@ -5,6 +5,8 @@ rank 1 only."""
 import os
 import sys
 
+from ifrvis.cli import script_main
+from ifrvis.commands import train as train_command
 from ifrvis.engine import train as train_module
 
 NAN_ITERATION = 3
@@ -34,4 +36,4 @@ def nan_criterion(build_criterion):
 if __name__ == "__main__":
     if os.environ.get("RANK") == "1":
         train_module.build_criterion = nan_criterion(train_module.build_criterion)
-    sys.exit(train_module.main())
+    sys.exit(script_main(train_command.main, "ifrvis train"))

@@ -17,7 +17,7 @@ from ifrvis.engine.train import train
 def test_a_tiny_model_overfits_one_video(tmp_path, decoder):
     data = tmp_path / "one_video"
     generate(data, seed=11, train_videos=1, valid_videos=1, size=96, frames=4, progress=False)
-    config = write_run_config(tmp_path, data, max_iters=500)
+    config = write_run_config(tmp_path, data, max_iters=250)
     cfg = load_config(
         config,
         [
@@ -32,7 +32,7 @@ def test_a_tiny_model_overfits_one_video(tmp_path, decoder):
             "solver.lr=0.001",
             "solver.backbone_lr_multiplier=1.0",  # no pretrained backbone here: it learns from scratch
             "solver.clip_grad_norm=0",
-            "logging.checkpoint_every=500",
+            "logging.checkpoint_every=250",
             "logging.log_every=50",
             "logging.visualize=false",
         ],

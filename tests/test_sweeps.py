@@ -240,10 +240,10 @@ def test_budget_curves_by_hand(consistency, tmp_path):
                 "iters": iters, "λ_e": lambda_e, **figures}  # fmt: skip
 
     rows = pd.DataFrame([
-        row("ifr", 0.3, 800, 10.0, 0.08), row("ifr", 0.3, 800, 12.0, 0.10),
-        row("ifr", 0.3, 2400, 9.0, 0.11),
+        row("ifr", "0.3", 800, 10.0, 0.08), row("ifr", "0.3", 800, 12.0, 0.10),
+        row("ifr", "0.3", 2400, 9.0, 0.11),
         row("mask2former", "-", 800, 14.0, 0.10), row("mask2former", "-", 2400, 11.0, 0.12),
-        row("ifr", 0.3, 800, 13.0, 0.09, clip_length=4),
+        row("ifr", "0.3", 800, 13.0, 0.09, clip_length=4),
     ])  # fmt: skip
     curves = consistency.budget_curves(rows)
     assert sorted(curves) == ["IFR", "M2F-VIS"]
@@ -255,7 +255,7 @@ def test_budget_curves_by_hand(consistency, tmp_path):
     assert curves["M2F-VIS"].loc[2400, ("switch rate@N", "mean")] == 11.0
     consistency.budget_figure(curves, tmp_path / "budget.png")
     assert (tmp_path / "budget.png").stat().st_size > 0
-    rows.loc[len(rows)] = row("ifr", 0.3, 2400, 12.0, 0.1, clip_length=4)  # T now tells curves apart
+    rows.loc[len(rows)] = row("ifr", "0.3", 2400, 12.0, 0.1, clip_length=4)  # T now tells curves apart
     assert sorted(consistency.budget_curves(rows)) == [
         "IFR, train T 2",
         "IFR, train T 4",
