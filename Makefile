@@ -3,12 +3,12 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
-MLFLOW_URI ?= sqlite:///$(CURDIR)/mlflow.db
 EXECUTOR ?= local
 PROFILE ?= tiny
 SEEDS ?= 5
 DATA ?= data/synthetic
-export MLFLOW_TRACKING_URI ?= $(MLFLOW_URI)
+# The run store, for every command: `make table1 MLFLOW_TRACKING_URI=...` or the environment's.
+export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 
 .PHONY: venv test lint data data-crossing demo table1 table2 table3 consistency consistency-lambda0 consistency-long ablation ablation-clip figures mlflow-init mlflow-ui mlflow-server mlflow-server-stop \
         slurm-up slurm-down benchmarks clean

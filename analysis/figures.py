@@ -337,11 +337,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--experiment", default="ifrvis")
     parser.add_argument("--seeds", type=int, default=5, help="seeds each point should average")
     parser.add_argument("--out", default="results", help="figures land in <out>/<sweep>/")
-    parser.add_argument("--tracking-uri", default="", help="default: $MLFLOW_TRACKING_URI, else ./mlflow.db")
     args = parser.parse_args(argv)
     try:
         paths, warnings, parent = make_figure(
-            args.sweep, args.figure, args.experiment, args.tracking_uri, args.out, args.seeds, args.key
+            args.sweep, args.figure, args.experiment, out=args.out, seeds=args.seeds, key=args.key
         )
     except LookupError as error:
         print(f"error: {error}", file=sys.stderr)

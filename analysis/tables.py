@@ -349,14 +349,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--experiment", default="ifrvis")
     parser.add_argument("--seeds", type=int, default=5, help="seeds each row should average")
     parser.add_argument("--out", default="results", help="tables land in <out>/<sweep>/")
-    parser.add_argument("--tracking-uri", default="", help="default: $MLFLOW_TRACKING_URI, else ./mlflow.db")
     parser.add_argument(
         "--paired", action="store_true", help="compare rows by seed (sign flips) instead of relabelling seeds"
     )
     args = parser.parse_args(argv)
     try:
         table, paths = build_table(
-            args.sweep, args.table, args.experiment, args.seeds, args.tracking_uri, args.out, args.paired
+            args.sweep, args.table, args.experiment, args.seeds, out=args.out, paired=args.paired
         )
     except LookupError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -322,9 +322,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("sweeps", nargs="+")
     parser.add_argument("--out", type=Path, default=Path("results/consistency"))
-    parser.add_argument("--tracking-uri", default="")
     args = parser.parse_args(argv)
-    rows, histories = run_rows(args.sweeps, runstore.resolve_uri(args.tracking_uri))
+    rows, histories = run_rows(args.sweeps, runstore.resolve_uri())
     if rows.empty:
         print(f"no finished runs in sweeps {args.sweeps}", file=sys.stderr)
         return 1

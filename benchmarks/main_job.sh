@@ -7,5 +7,5 @@ work=${1:-$(mktemp -d)}
 git clone --quiet "$repo" "$work/ifrvis"
 cd "$work/ifrvis"
 start=$(date +%s)
-make table1 MLFLOW_URI="sqlite:///$work/ifrvis/mlflow.db" 2>&1 | tee "$work/table1.log" | grep -v '^\s*$' | tail -n 30
+make table1 MLFLOW_TRACKING_URI="sqlite:///$work/ifrvis/mlflow.db" 2>&1 | tee "$work/table1.log" | grep -v '^\s*$' | tail -n 30
 echo "make table1 from a fresh clone: $(( $(date +%s) - start )) s (log: $work/table1.log)"

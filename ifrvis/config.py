@@ -147,7 +147,7 @@ class InferenceConfig:
 @dataclass
 class LoggingConfig:
     output_dir: str = "outputs"
-    mlflow_uri: str = ""  # "" -> $MLFLOW_TRACKING_URI, else sqlite file in the project folder
+    mlflow_uri: str = ""  # set by a sweep from $MLFLOW_TRACKING_URI (the one setting users touch)
     experiment: str = "ifrvis"
     sweep: str = ""
     parent_run_id: str = ""

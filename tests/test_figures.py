@@ -136,14 +136,15 @@ def test_metrics_against_any_swept_key(tmp_path, monkeypatch):
         make_figure("queries", "ablation", uri=uri, out=out, seeds=2, key="model.no_such_key")
 
 
-def test_a_sweep_of_two_keys_needs_key_named(tmp_path, capsys):
+def test_a_sweep_of_two_keys_needs_key_named(tmp_path, capsys, monkeypatch):
     """Without --key the figure once fell back to λ_e for any sweep but one of one key."""
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     parent = log_parent(uri, "grid", swept_keys=("loss.lambda_e", "model.num_queries"))
     for seed in range(2):
         log_run(uri, "grid", "ifr", seed, detection_metrics(seed, 0.1), parent_run_id=parent)
     argv = ["--sweep", "grid", "--figure", "ablation", "--seeds", "2", "--out", str(tmp_path / "out")]
-    assert main([*argv, "--tracking-uri", uri]) == 1
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    assert main(argv) == 1
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         "error: sweep 'grid' varies loss.lambda_e, model.num_queries: name the key to draw with --key"
     )

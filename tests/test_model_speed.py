@@ -34,7 +34,10 @@ def test_the_paper_benchmark_runs_on_the_cpu_at_tiny_sizes():
     speed = load_benchmark()
     settings = [s for s in speed.paper_settings(scale=0.1) if s.label == "R50, 360p"]
     rows = speed.paper_rows(settings, iters=1, num_frames=2, device=torch.device("cpu"))
-    assert [(r["setting"], r["decoder"]) for r in rows] == [("R50, 360p", "ifr"), ("R50, 360p", "mask2former")]
+    assert [(r["setting"], r["decoder"]) for r in rows] == [
+        ("R50, 360p", "ifr"),
+        ("R50, 360p", "mask2former"),
+    ]
     assert all(r["s_per_step"] > 0 and r["inference_fps"] > 0 and r["inference_peak_mib"] > 0 for r in rows)
     assert all(r["peak_mib"] is None for r in rows)  # training memory is measured on a GPU only
     table = speed.paper_table(rows, 2).splitlines()

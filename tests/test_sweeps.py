@@ -125,8 +125,8 @@ def test_the_consistency_benchmark_reads_a_sweeps_runs(local_sweep, tmp_path):
     uri = load_config(config).logging.mlflow_uri
     script = ROOT / "benchmarks" / "consistency.py"
     done = subprocess.run(
-        [sys.executable, str(script), "t", "--out", str(tmp_path), "--tracking-uri", uri],
-        capture_output=True, text=True, cwd=ROOT, timeout=600,
+        [sys.executable, str(script), "t", "--out", str(tmp_path)],
+        capture_output=True, text=True, cwd=ROOT, timeout=600, env={**os.environ, "MLFLOW_TRACKING_URI": uri},
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     rows = pd.read_csv(tmp_path / "consistency_runs.csv")

@@ -31,9 +31,10 @@ def _split_paths(data: DataConfig, data_root: str | None) -> tuple[Path | None, 
     return (root / data.valid_json if data.valid_json else None), root / data.valid_images
 
 
-def _from_run(run_id: str, uri: str, work: Path, data_root: str | None) -> tuple[Path, Path | None, Path]:
-    """(results.json, ground-truth json, image root) of an MLflow run, from its artifacts and config."""
-    client = runstore.client(uri)
+def _from_run(run_id: str, work: Path, data_root: str | None) -> tuple[Path, Path | None, Path]:
+    """(results.json, ground-truth json, image root) of an MLflow run of the store ($MLFLOW_TRACKING_URI),
+    from its artifacts and config."""
+    client = runstore.client()
     results = Path(client.download_artifacts(run_id, run_folder.RESULTS, str(work)))
     config_path = Path(client.download_artifacts(run_id, run_folder.CONFIG, str(work)))
     return (results, *_split_paths(load_config(config_path).data, data_root))
@@ -60,14 +61,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top-n", type=int, default=10, help="at most this many predictions, best first")
     parser.add_argument("--max-frames", type=int, default=8, help="frames in the PNG strip")
     parser.add_argument("--max-height", type=int, default=240, help="cell height in pixels (at most)")
-    parser.add_argument("--tracking-uri", default="", help="default: $MLFLOW_TRACKING_URI, else ./mlflow.db")
     args = parser.parse_args(argv)
     try:
         with tempfile.TemporaryDirectory() as work:
             if args.run:
-                results_path, gt_path, image_root = _from_run(
-                    args.run, args.tracking_uri, Path(work), args.data
-                )
+                results_path, gt_path, image_root = _from_run(args.run, Path(work), args.data)
             else:
                 results_path = Path(args.results)
                 if args.config:
