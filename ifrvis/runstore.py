@@ -18,13 +18,17 @@ process-global tracking URI or active run, which several runs in one process wou
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import functools
 import os
 import random
+import sqlite3
 import subprocess
+import sys
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -33,6 +37,7 @@ import pandas as pd
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from ifrvis import metric_spool
 from ifrvis.config import Config, config_hash, flatten, run_identity, to_dict
 from ifrvis.errors import UserError
 from ifrvis.run_folder import run_dir
@@ -55,7 +60,7 @@ RUN_TAGS = {
     "config_hash": "hash of the settings that change the computation (config.config_hash)",
     "run_identity": "hash of (config_hash, seed): one identity, one run",
     "git_commit": "the code's commit, '-dirty' with uncommitted changes",
-    "run_dir": "the run's folder (checkpoint, results, train.log)",
+    "run_dir": "the run's folder (checkpoint, results, train.log), relative to the store's (store_folder)",
     "swept_keys": "comma-separated config keys the sweep's grid varies ('' for none)",
 }
 MEMBER_PREFIX = "in_sweep."  # in_sweep.<name> = "1" for every sweep that planned the run
@@ -99,6 +104,35 @@ def with_retry(fn: Callable[..., T], *args: Any, attempts: int = 8, **kwargs: An
     raise AssertionError("unreachable")
 
 
+def _is_unreachable(error: Exception) -> bool:
+    """The store did not take a call: a transient error, or a server that is down, cut the connection,
+    timed out or answered 5xx (urllib3's 'too many 500 error responses')."""
+    text = str(error).lower()
+    signs = ("error responses", "connection aborted", "timed out", "remotedisconnected")
+    return _is_transient(error) or any(sign in text for sign in signs)
+
+
+_HTTP_ENV = threading.Lock()
+
+
+@contextlib.contextmanager
+def _brief_http() -> Iterator[None]:
+    """No HTTP-level retries: MLflow's client retries a dead server for ~4 min per call (7 retries,
+    backoff factor 2). Its only knob is the environment, read at each request; the lock keeps threads
+    of one process (Ray's trials) from restoring each other's values."""
+    name = "MLFLOW_HTTP_REQUEST_MAX_RETRIES"
+    with _HTTP_ENV:
+        saved = os.environ.get(name)
+        os.environ[name] = "0"
+        try:
+            yield
+        finally:
+            if saved is None:
+                del os.environ[name]
+            else:
+                os.environ[name] = saved
+
+
 @functools.cache
 def init_store(uri: str) -> str:
     """Create the store's schema once. Concurrent first use of a fresh SQLite file races on MLflow's
@@ -113,9 +147,35 @@ def init_store(uri: str) -> str:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             MlflowClient(uri).search_experiments(max_results=1)
+            _relocate_artifacts(path)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     return uri
+
+
+def _relocate_artifacts(database: Path) -> None:
+    """Point a moved or copied SQLite store at the `mlruns/` beside it. MLflow records each experiment's
+    and run's artifact folder as an absolute file URI (it turns relative ones absolute), so the copy
+    would show the old folder's artifacts, or none once it is gone. An experiment is moved only when its
+    folder `<...>/mlruns/<name>` exists beside the database under the same name."""
+    here = (database.parent / "mlruns").as_uri()
+    with contextlib.closing(sqlite3.connect(database)) as connection, connection:
+        experiments = connection.execute(
+            "SELECT experiment_id, artifact_location FROM experiments"
+        ).fetchall()
+        for experiment, location in experiments:
+            old, found, name = (location or "").rpartition("/mlruns/")
+            if not found or old + "/mlruns" == here or not (database.parent / "mlruns" / name).is_dir():
+                continue
+            connection.execute(
+                "UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?",
+                (f"{here}/{name}", experiment),
+            )
+            connection.execute(
+                "UPDATE runs SET artifact_uri = ? || substr(artifact_uri, ?) WHERE experiment_id = ?"
+                " AND artifact_uri LIKE ? || '%'",
+                (here, len(old + "/mlruns") + 1, experiment, old + "/mlruns/"),
+            )
 
 
 class ReadOnlyStore(UserError):
@@ -135,6 +195,23 @@ def check_writable(uri: str = "") -> None:
             f"MLflow store {path} cannot be written here ({target} is read-only): tables and the UI can"
             " read it; runs need a writable store (copy it, or set MLFLOW_TRACKING_URI)"
         )
+
+
+def store_folder(uri: str = "") -> Path:
+    """What the run folders in a store's `run_dir` tags are relative to: a SQLite store's own folder, so
+    that a store copied with its outputs/ reads back; the project for a server."""
+    path = _sqlite_path(resolve_uri(uri))
+    return path.parent if path is not None else PROJECT_ROOT
+
+
+def _portable(path: Path, base: Path) -> str:
+    """`path` relative to `base` when inside it, else absolute."""
+    return str(path.relative_to(base)) if path.is_relative_to(base) else str(path)
+
+
+def run_folder_of(tags: dict[str, str], uri: str = "") -> Path:
+    """The run folder a run's `run_dir` tag names, in the store `uri`."""
+    return store_folder(uri) / tags["run_dir"]
 
 
 def store_exists(uri: str = "") -> bool:
@@ -225,7 +302,7 @@ def run_tags(cfg: Config, swept_keys: Sequence[str] = ()) -> dict[str, str]:
         "config_hash": config_hash(cfg),
         "run_identity": run_identity(cfg),
         "git_commit": git_commit(),
-        "run_dir": str(run_dir(cfg)),
+        "run_dir": _portable(run_dir(cfg), store_folder(cfg.logging.mlflow_uri)),
         "swept_keys": ",".join(swept_keys),
     }
     tags.update({f"{SWEPT_PREFIX}{key}": str(v) for key, v in swept_values(cfg, swept_keys).items()})
@@ -303,22 +380,63 @@ def discard(uri: str, run_ids: Sequence[str]) -> None:
         with_retry(mlflow.delete_run, run_id)
 
 
-class RunLogger:
-    """Logging into one existing MLflow run, with retries on transient store errors."""
+SPOOL_ATTEMPTS = 4  # a metric batch that can be spooled waits ~1.4-2.8 s for the store, not 16-32 s
 
-    def __init__(self, uri: str, run_id: str):
+
+class RunLogger:
+    """Logging into one existing MLflow run, with retries on transient store errors.
+
+    With a `spool` file (metric_spool.py, in the run's folder), a metric batch that the store does not
+    take after a brief retry is kept there and sent with the next batch that goes through, or by
+    `flush_spool`: training goes on while the store is down. Every other call raises as before."""
+
+    def __init__(self, uri: str, run_id: str, spool: Path | None = None):
         self.mlflow = client(uri)
         self.run_id = run_id
+        self.spool = spool
 
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
         self.log_metric_history([(step, metrics)])
 
     def log_metric_history(self, history: list[tuple[int, dict[str, float]]]) -> None:
-        """[(step, {key: value})] in one batched call per MAX_BATCH entries."""
+        """[(step, {key: value})] in one batched call per MAX_BATCH entries, after any spooled ones."""
         now = int(time.time() * 1000)
         entries = [Metric(k, float(v), now, step) for step, values in history for k, v in values.items()]
+        if self.spool is None:
+            self._send(entries)
+            return
+        kept = metric_spool.read(self.spool)
+        try:
+            with _brief_http():
+                self._send(kept + entries, attempts=SPOOL_ATTEMPTS)
+        except Exception as error:
+            if not _is_unreachable(error):
+                raise
+            metric_spool.append(self.spool, entries)
+            if not kept:
+                _say(
+                    f"tracking server unreachable: {len(entries)} metric points kept in {self.spool}, sent when it answers"
+                )
+            return
+        self._sent(kept)
+
+    def flush_spool(self) -> None:
+        """Send the spooled points, waiting for the store as long as a status does."""
+        kept = metric_spool.read(self.spool) if self.spool else []
+        self._send(kept)
+        self._sent(kept)
+
+    def _sent(self, spooled: list[Metric]) -> None:
+        if spooled:
+            metric_spool.clear(self.spool)
+            _say(
+                f"tracking server answers again: {len(spooled)} spooled metric points sent from {self.spool}"
+            )
+
+    def _send(self, entries: list[Metric], attempts: int = 8) -> None:
         for start in range(0, len(entries), MAX_BATCH):
-            with_retry(self.mlflow.log_batch, self.run_id, metrics=entries[start : start + MAX_BATCH])
+            chunk = entries[start : start + MAX_BATCH]
+            with_retry(self.mlflow.log_batch, self.run_id, metrics=chunk, attempts=attempts)
 
     def log_params(self, params: dict[str, Any]) -> None:
         entries = [Param(key, str(value)[:6000]) for key, value in params.items()]
@@ -341,6 +459,10 @@ class RunLogger:
             with_retry(self.mlflow.set_terminated, self.run_id, status)
         else:
             with_retry(self.mlflow.update_run, self.run_id, status=status)
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)  # the job's log (train.log)
 
 
 # ------------------------------------------------------------------------------------------ reading
@@ -430,11 +552,13 @@ def runs_frame(runs: Sequence) -> pd.DataFrame:
 def load_sweep(sweep: str, experiment: str = "ifrvis", uri: str = "") -> SweepRuns:
     """The runs that are members of `sweep` (its parent run apart), the keys its grid varies (the
     parent's `swept_keys`, else those its runs carry) as plain columns from their params, and the
-    parent's id. A store, experiment or sweep that does not exist gives an empty frame."""
+    parent's id; `run_dir` as a full path. A store, experiment or sweep that does not exist gives an
+    empty frame."""
     runs = find_runs(client(uri), experiment, **{member_tag(sweep): "1"}) if store_exists(uri) else []
     parents = [run for run in runs if run.data.tags.get(PARENT_TAG) == "1"]
     children = [run for run in runs if run.data.tags.get(PARENT_TAG) != "1"]
     frame = runs_frame(children)
+    frame["run_dir"] = [None if d is None else str(store_folder(uri) / d) for d in frame["run_dir"]]
     if parents:
         swept_keys = _split_keys(parents[0].data.tags.get("swept_keys"))
     else:

@@ -87,7 +87,7 @@ def test_a_second_ablation_over_the_inference_clip_length(tmp_path, tiny_data):
         assert run.info.status == "FINISHED" and run.data.params["inference.mode"] == "clip"
         assert 0 <= run.data.metrics["queue_time_s"] < run.data.metrics["run_time_s"]
         assert run.data.metrics["train_time_s"] < run.data.metrics["run_time_s"]  # training, then evaluation
-        log = Path(run.data.tags["run_dir"]) / "train.log"
+        log = runstore.run_folder_of(run.data.tags, cfg.logging.mlflow_uri) / "train.log"
         assert log.read_text().strip(), f"no log in {log}"
     figure = tmp_path / "results" / "ablation_clip_frames"
     assert sorted(p.name for p in figure.glob("metrics_vs_*")) == [

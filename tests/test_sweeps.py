@@ -20,6 +20,7 @@ from conftest import ROOT, write_run_config
 from test_sweep_plan import _closed_port
 from test_tracking_metrics import BOX_A, BOX_B, T, make_gt, result
 
+from analysis.tables import build_table
 from ifrvis import run_folder, runstore
 from ifrvis.config import load_config
 from ifrvis.engine.checkpoint import load_checkpoint
@@ -85,7 +86,8 @@ def records(config):
             for k, v in run.data.tags.items()
             if not k.startswith(("mlflow.", "env.")) and k not in VOLATILE_TAGS
         }
-        assert (Path(run.data.tags["run_dir"]) / "train.log").read_text().strip(), "no train.log"
+        log = runstore.run_folder_of(run.data.tags, cfg.logging.mlflow_uri) / "train.log"
+        assert log.read_text().strip(), "no train.log"
         assert {"run_time_s", "queue_time_s"} <= set(run.data.metrics)
         metrics = {
             k: "nan" if math.isnan(v) else v for k, v in run.data.metrics.items() if k not in TIMING_KEYS
@@ -261,6 +263,27 @@ def test_budget_curves_by_hand(consistency, tmp_path):
         "IFR, train T 4",
         "M2F-VIS, train T 2",
     ]
+
+
+def test_a_copied_store_reads_its_own_run_folders_and_artifacts(local_sweep, tmp_path):
+    """The store keeps no absolute path that breaks when it moves: a copy of the sweep's folder (store,
+    mlruns/, outputs/) names its own run folders and serves its own artifacts; the original is untouched."""
+    config, _ = local_sweep
+    original = load_config(config).logging.mlflow_uri
+    copy = tmp_path / "moved"
+    shutil.copytree(config.parent, copy)
+    uri = f"sqlite:///{copy / 'mlflow.db'}"
+    runs = runstore.load_sweep("t", uri=uri).runs
+    assert len(runs) == SEEDS
+    for run_dir, run_id in zip(runs["run_dir"], runs["run_id"]):
+        assert Path(run_dir).is_relative_to(copy) and (Path(run_dir) / run_folder.LOG).is_file()
+        assert runstore.client(uri).get_run(run_id).info.artifact_uri.startswith((copy / "mlruns").as_uri())
+        config_copy = runstore.client(uri).download_artifacts(run_id, run_folder.CONFIG, str(tmp_path))
+        assert Path(config_copy).read_text()
+        left_as_was = runstore.client(original).get_run(run_id).info.artifact_uri
+        assert left_as_was.startswith((config.parent / "mlruns").as_uri())
+    table, _ = build_table("t", 1, uri=uri, seeds=SEEDS, out=tmp_path / "tables")
+    assert len(table.numbers) == 1 and len(table.runs) == SEEDS
 
 
 def test_rerunning_a_sweep_skips_finished_runs(local_sweep):
