@@ -415,7 +415,8 @@ class RunLogger:
             metric_spool.append(self.spool, entries)
             if not kept:
                 _say(
-                    f"tracking server unreachable: {len(entries)} metric points kept in {self.spool}, sent when it answers"
+                    f"tracking server unreachable: {len(entries)} metric points kept in {self.spool},"
+                    " sent when it answers"
                 )
             return
         self._sent(kept)
