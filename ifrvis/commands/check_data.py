@@ -1,4 +1,4 @@
-"""`ifrvis check-data ROOT [--config CONFIG]`: validate a YouTube-VIS folder without training
+"""`ifrvis check-data ROOT [--config CONFIG]`: validate a YouTube-VIS (or OVIS) folder without training
 (ifrvis.data.check). Exit status: 0 when clean, 1 when problems were found, 2 on a usage error."""
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
         description="Validate a YouTube-VIS folder without training; exit status 0 when clean, 1 when "
         "problems were found, 2 on a usage error.",
     )
-    parser.add_argument("root", help="the data folder (e.g. data/ytvis2019)")
+    parser.add_argument("root", help="the data folder (e.g. data/ytvis2019, data/ovis)")
     parser.add_argument(
         "--config",
         help="check the split files (data.*_json, data.*_images, under ROOT) and model.num_classes of "

@@ -7,8 +7,8 @@ each are read (an empty file, or one that does not start as an image does, is a 
 frame, under a second for a split's ~10^5 frames) and one image header per video (its size against
 the declared one); no frame is decoded, masks are checked by their run lengths, not drawn.
 The splits are the config's (`data.*_json`, `data.*_images`) or, without one, those of the layout
-found under ROOT: 2021 (`train/instances.json`), 2019 (`train.json` + `train/JPEGImages`) or flat
-(`JPEGImages`, as `ifrvis synth` writes).
+found under ROOT: 2021 (`train/instances.json`), 2019 (`train.json` + `train/JPEGImages`), OVIS
+(`annotations_train.json` + `train/`) or flat (`JPEGImages`, as `ifrvis synth` writes).
 
 Exit status: 0 when clean, 1 when problems were found, 2 on a usage error (no such folder, no layout).
 """
@@ -38,6 +38,12 @@ LAYOUTS = {
         "valid": ("valid.json", "valid/JPEGImages"),
         "test": ("test.json", "test/JPEGImages"),
     },
+    # OVIS as released: the annotation files beside the frame folders, no JPEGImages level
+    "OVIS": {
+        "train": ("annotations_train.json", "train"),
+        "valid": ("annotations_valid.json", "valid"),
+        "test": ("annotations_test.json", "test"),
+    },
     "flat": {
         "train": ("train.json", "JPEGImages"),
         "valid": ("valid.json", "JPEGImages"),
@@ -47,6 +53,7 @@ LAYOUTS = {
 MARKERS = {
     "YouTube-VIS 2021": ("train/instances.json",),
     "YouTube-VIS 2019": ("train.json", "train/JPEGImages"),
+    "OVIS": ("annotations_train.json", "train"),
     "flat": ("JPEGImages",),
 }
 TABLE_COLUMNS = 3  # categories side by side
@@ -85,7 +92,8 @@ def detect_layout(root: Path) -> str:
             return layout
     raise DataError(
         f"{root}: no YouTube-VIS layout found: expected train/instances.json (2021), train.json beside "
-        "train/JPEGImages (2019) or JPEGImages (flat); pass --config to name the files"
+        "train/JPEGImages (2019), annotations_train.json beside train/ (OVIS) or JPEGImages (flat); "
+        "pass --config to name the files"
     )
 
 

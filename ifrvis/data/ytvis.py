@@ -1,4 +1,4 @@
-"""A validated YouTube-VIS 2019/2021 split: an annotation file and its frame folder.
+"""A validated YouTube-VIS 2019/2021 (or OVIS, same format) split: an annotation file and its frame folder.
 
     ytvis = load_ytvis("data/ytvis2019/train.json", "data/ytvis2019/train/JPEGImages")
     masks, present = ytvis.decode_instance(ytvis.annotations_of(ytvis.videos[0]["id"])[0])
