@@ -25,7 +25,7 @@ test: venv
 
 lint: venv
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check ifrvis experiments analysis benchmarks tests
+	$(VENV)/bin/ruff format --check .
 
 # The synthetic data set, and the tiny model pretrained on its frames for every run: shipped in checkpoints/
 # with its provenance, checked against the tiny config (a stale file stops here, naming `ifrvis pretrain`,
