@@ -131,47 +131,86 @@ def soft_iou(a: Tensor, b: Tensor) -> Tensor:
     return inter / union.clamp(min=1e-6)
 
 
-def predict_clips(model, frames, cfg: InferenceConfig) -> QueryResult:
-    """Clips of `clip_frames` frames; each clip's queries are matched to the tracks (the first clip's
-    query order) by soft mask IoU on the frames it shares with the clips before it, or, when it shares
-    none (`clip_overlap = 0`), between its first frame and the tracks' masks in the frame before it
-    (objects move little between adjacent frames); class and mask probabilities are averaged over the
-    clips that saw them. Memory is linear in the video length."""
-    num_frames = len(frames)
-    prob_sum = mask_sum = None
-    counts = torch.zeros(num_frames, device=model_device(model))
-    for n, start in enumerate(clip_starts(num_frames, cfg.clip_frames, cfg.clip_overlap)):
-        stop = min(start + cfg.clip_frames, num_frames)
-        clip = run_frames(model, frames, range(start, stop), cfg.chunk_frames)
+class ClipLinker:
+    """Links per-clip passes into tracks (`predict_clips`), fed the clips in order of their first frame:
+    each clip's queries are matched to the tracks (the first clip's query order) by soft mask IoU on the
+    frames it shares with the clips before it, or, when it shares none (`clip_overlap = 0`), between its
+    first frame and the tracks' masks in the frame before it (objects move little between adjacent
+    frames); class and mask probabilities are averaged over the clips that saw them. It holds the
+    tracks' masks only from the latest clip's first frame on, so its memory does not grow with the
+    video: `add` hands back the frames no later clip can reach."""
+
+    def __init__(self):
+        self.prob_sum: Tensor | None = None  # (Q, K) summed over the clips
+        self.clips = 0
+        self.first = 0  # video index of the first frame held
+        self.mask_sum: Tensor | None = None  # (Q, W, h, w) summed mask probabilities of the W frames held
+        self.counts: Tensor | None = None  # (W,) clips that saw each frame held
+
+    def add(self, start: int, clip: QueryResult) -> Tensor:
+        """Link `clip` (the pass over frames `start, start + 1, ...`) -> the mask probabilities
+        `(Q, N, h, w)` of the N frames before `start` not yet handed back, in the tracks' order."""
         clip_masks = clip.mask_logits.sigmoid()  # (Q, Tc, h, w)
-        if n == 0:
-            prob_sum, mask_sum = (
-                torch.zeros_like(clip.probs),
-                clip_masks.new_zeros((clip_masks.shape[0], num_frames, *clip_masks.shape[2:])),
-            )
+        if self.mask_sum is None:
+            self.prob_sum = torch.zeros_like(clip.probs)
+            self.mask_sum = clip_masks.new_zeros((clip_masks.shape[0], 0, *clip_masks.shape[2:]))
+            self.counts = clip_masks.new_zeros(0)
+            self.first = start
             order = torch.arange(clip_masks.shape[0])
         else:
-            shared = int((counts[start:stop] > 0).sum())  # frames seen before: a prefix of this clip
-            if shared:
-                clip_part, seen = clip_masks[:, :shared], slice(start, start + shared)
-            else:
-                clip_part, seen = clip_masks[:, :1], slice(start - 1, start)
-            track_masks = mask_sum[:, seen] / counts[seen, None, None]
-            iou = soft_iou(clip_part.flatten(1), track_masks.flatten(1))  # (Q clip, Q tracks)
-            rows, cols = hungarian(-iou)
-            order = torch.empty_like(rows)
-            order[cols] = rows  # track j continues with clip query order[j]
+            order = self._order(start, clip_masks)
         order = order.to(clip_masks.device)
-        prob_sum += clip.probs[order]
-        mask_sum[:, start:stop] += clip_masks[order]
-        counts[start:stop] += 1
-        geometry = clip
-    mask_probs = mask_sum / counts[None, :, None, None]
+        done = start - self.first
+        final = self.mask_sum[:, :done] / self.counts[:done, None, None]
+        num_queries, clip_length, *grid = clip_masks.shape
+        new_frames = start + clip_length - (self.first + self.mask_sum.shape[1])  # the clip's unseen tail
+        unseen = clip_masks.new_zeros((num_queries, new_frames, *grid))
+        self.mask_sum = torch.cat([self.mask_sum[:, done:], unseen], 1)
+        self.counts = torch.cat([self.counts[done:], self.counts.new_zeros(new_frames)])
+        self.first = start
+        self.prob_sum += clip.probs[order]
+        self.mask_sum += clip_masks[order]
+        self.counts += 1
+        self.clips += 1
+        return final
+
+    def _order(self, start: int, clip_masks: Tensor) -> Tensor:
+        """`order[j]`: the clip query that continues track j."""
+        shared = min(self.first + self.mask_sum.shape[1] - start, clip_masks.shape[1])  # a prefix of the clip
+        if shared > 0:
+            clip_part, seen = clip_masks[:, :shared], slice(start - self.first, start - self.first + shared)
+        else:
+            clip_part, seen = clip_masks[:, :1], slice(start - self.first - 1, start - self.first)
+        track_masks = self.mask_sum[:, seen] / self.counts[seen, None, None]
+        iou = soft_iou(clip_part.flatten(1), track_masks.flatten(1))  # (Q clip, Q tracks)
+        rows, cols = hungarian(-iou)
+        order = torch.empty_like(rows)
+        order[cols] = rows  # track j continues with clip query order[j]
+        return order
+
+    def finish(self) -> tuple[Tensor, Tensor]:
+        """(class probabilities `(Q, K)` averaged over the clips, mask probabilities `(Q, W, h, w)` of
+        the frames not yet handed back)."""
+        return self.prob_sum / self.clips, self.mask_sum / self.counts[:, None, None]
+
+
+def predict_clips(model, frames, cfg: InferenceConfig) -> QueryResult:
+    """Clips of `clip_frames` frames (`clip_starts`) linked into tracks by a `ClipLinker`. The result
+    holds every frame: memory is linear in the video length."""
+    num_frames = len(frames)
+    linker, parts = ClipLinker(), []
+    for start in clip_starts(num_frames, cfg.clip_frames, cfg.clip_overlap):
+        clip = run_frames(
+            model, frames, range(start, min(start + cfg.clip_frames, num_frames)), cfg.chunk_frames
+        )
+        parts.append(linker.add(start, clip))
+    probs, last = linker.finish()
+    mask_probs = torch.cat([*parts, last], dim=1)
     return QueryResult(
-        probs=prob_sum / (n + 1),
+        probs=probs,
         mask_logits=torch.logit(mask_probs, eps=1e-6),
-        image_size=geometry.image_size,
-        padded_size=geometry.padded_size,
+        image_size=clip.image_size,
+        padded_size=clip.padded_size,
     )
 
 
@@ -261,28 +300,49 @@ def tta_max_long_side(short_side: int, data_cfg: DataConfig) -> int:
     return round(data_cfg.max_long_side * short_side / data_cfg.test_short_side)
 
 
+def top_pairs(probs: Tensor, top_k: int) -> tuple[Tensor, Tensor, Tensor]:
+    """The `top_k` best (query, class) pairs over the flattened `probs (Q, K)` (Mask2Former-VIS; with a
+    softmax head "no object" is not a class: `probs` has no column for it) -> (scores, queries,
+    labels), each `(k,)`, best first."""
+    num_queries, num_classes = probs.shape
+    scores, flat = probs.flatten().topk(min(top_k, num_queries * num_classes))
+    return scores, flat // num_classes, flat % num_classes
+
+
+def frame_masks(
+    logits: Tensor,
+    image_size: tuple[int, int],
+    padded_size: tuple[int, int],
+    orig_size: tuple[int, int],
+    threshold: float,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One frame's mask logits `(k, h4, w4)` on the padded input's stride-4 grid, upsampled to the
+    padded input, cropped to the `image_size` image, resized to `orig_size` (H0, W0) and thresholded
+    -> (masks `(k, H0, W0)` bool, summed probability inside each mask `(k,)`, mask areas `(k,)`)."""
+    (h, w), (h0, w0) = image_size, orig_size
+    m = F.interpolate(logits[:, None], size=padded_size, mode="bilinear", align_corners=False)
+    m = F.interpolate(m[..., :h, :w], size=(h0, w0), mode="bilinear", align_corners=False)[:, 0]
+    probs = m.sigmoid()
+    binary = probs > threshold
+    return binary, (probs * binary).flatten(1).sum(1), binary.flatten(1).sum(1)
+
+
 def postprocess(result: QueryResult, orig_size: tuple[int, int], cfg: InferenceConfig) -> list[Prediction]:
-    """Top-k (query, class) pairs over the flattened Q x K class probabilities (Mask2Former-VIS; with a
-    softmax head "no object" is not a class: `result.probs` has no column for it); masks upsampled to
-    the padded input, cropped to the image, resized to `orig_size` and thresholded."""
+    """The `top_pairs` and their masks at `orig_size` (`frame_masks`)."""
     if result.flipped:
         raise ValueError("postprocess expects un-flipped masks; align them to an un-flipped pivot first")
-    num_queries, num_classes = result.probs.shape
-    scores, flat = result.probs.flatten().topk(min(cfg.top_k, num_queries * num_classes))
-    queries, labels = flat // num_classes, flat % num_classes
+    scores, queries, labels = top_pairs(result.probs, cfg.top_k)
     logits = result.mask_logits[queries]  # (k, T, h4, w4)
-    (h, w), (h0, w0) = result.image_size, orig_size
     num_frames = logits.shape[1]
-    masks = np.zeros((len(queries), num_frames, h0, w0), dtype=bool)
+    masks = np.zeros((len(queries), num_frames, *orig_size), dtype=bool)
     inside = torch.zeros(len(queries), device=logits.device)  # Σ prob over the binary mask
     area = torch.zeros(len(queries), device=logits.device)
     for t in range(num_frames):
-        m = F.interpolate(logits[:, t : t + 1], size=result.padded_size, mode="bilinear", align_corners=False)
-        m = F.interpolate(m[..., :h, :w], size=(h0, w0), mode="bilinear", align_corners=False)[:, 0]
-        probs = m.sigmoid()
-        binary = probs > cfg.mask_threshold
-        inside += (probs * binary).flatten(1).sum(1)
-        area += binary.flatten(1).sum(1)
+        binary, frame_inside, frame_area = frame_masks(
+            logits[:, t], result.image_size, result.padded_size, orig_size, cfg.mask_threshold
+        )
+        inside += frame_inside
+        area += frame_area
         masks[:, t] = binary.cpu().numpy()
     if cfg.score_with_mask:
         scores = scores * inside / area.clamp(min=1)
