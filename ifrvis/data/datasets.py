@@ -30,19 +30,23 @@ def resized_shape(height: int, width: int, short_side: int, max_long_side: int) 
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
+def frame_tensor(image: Image.Image, size: tuple[int, int]) -> torch.Tensor:
+    """An image resized (bilinear) to `size` = (h, w) -> (3, h, w) float32 RGB in [0, 255]."""
+    image = image.convert("RGB")
+    if image.size != (size[1], size[0]):
+        image = image.resize((size[1], size[0]), Image.BILINEAR)
+    return torch.from_numpy(np.asarray(image, dtype=np.float32).copy()).permute(2, 0, 1)
+
+
 def load_frame(ytvis: YTVIS, video: dict, t: int, size: tuple[int, int]) -> torch.Tensor:
     """Frame t of `video` resized (bilinear) to `size` = (h, w) -> (3, h, w) float32 RGB in [0, 255]."""
     path = ytvis.frame_path(video, t)
     try:
         with Image.open(path) as image:
-            image = image.convert("RGB")
-            if image.size != (size[1], size[0]):
-                image = image.resize((size[1], size[0]), Image.BILINEAR)
-            array = np.asarray(image, dtype=np.float32)
+            return frame_tensor(image, size)
     except OSError as error:
         where = f"{ytvis.source}: video {video['id']}: field 'file_names[{t}]'"
         raise DataError(f"{where}: cannot read frame {path}: {error}") from None
-    return torch.from_numpy(array.copy()).permute(2, 0, 1)
 
 
 def sample_frame_indices(

@@ -152,6 +152,16 @@ def load_results(results: str | Path | list, gt: str | Path | dict) -> list[dict
     return checked
 
 
+def frame_segmentation(mask: np.ndarray) -> dict | None:
+    """One frame's (H, W) bool mask -> its compressed RLE, or None when empty (the official format)."""
+    return encode_rle(mask) if mask.any() else None
+
+
+def results_json(results: list[dict]) -> str:
+    """The text of a results file: compact JSON, as the evaluation servers take it."""
+    return json.dumps(results, separators=(",", ":"))
+
+
 def encode_video_predictions(
     video_id: int, predictions: list, category_ids: list[int] | tuple[int, ...]
 ) -> list[dict]:
@@ -159,14 +169,14 @@ def encode_video_predictions(
 
     predictions: items `(label, score, masks)` or objects with those attributes, where `label`
     is the contiguous class index (position in the sorted `category_ids`), `masks (T, H, W)` bool.
-    An empty frame mask becomes null, as the official format expects."""
+    An empty frame mask becomes null (`frame_segmentation`)."""
     out = []
     for pred in predictions:
         label, score, masks = (pred.label, pred.score, pred.masks) if hasattr(pred, "masks") else tuple(pred)
         masks = np.asarray(masks, dtype=bool)
         if masks.ndim != 3:
             raise ValueError(f"video {video_id}: prediction masks must be (T, H, W), got shape {masks.shape}")
-        segs = [encode_rle(frame) if frame.any() else None for frame in masks]
+        segs = [frame_segmentation(frame) for frame in masks]
         out.append(
             {
                 "video_id": int(video_id),
@@ -184,7 +194,7 @@ def write_results(results: list[dict], out_dir: str | Path) -> tuple[Path, Path]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, zip_path = out_dir / run_folder.RESULTS, out_dir / run_folder.RESULTS_ZIP
-    text = json.dumps(results, separators=(",", ":"))
+    text = results_json(results)
     json_path.write_text(text)
     with zipfile.ZipFile(zip_path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("results.json", text)  # the name the servers read, whatever the file's
