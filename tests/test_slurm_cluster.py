@@ -1,12 +1,12 @@
 """The submitit Slurm launch path on the local single-node cluster (slurm/start_cluster.sh).
 
 Skipped only where `sbatch` is not on PATH or `sinfo` does not answer. Every wait has a timeout so that
-a broken cluster fails the tests instead of hanging them.
+a broken cluster fails the tests instead of hanging them. Checkpoint and requeue are tested with the
+real trainer in test_sweeps.py (USR2, and `scontrol requeue`'s SIGTERM).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 import submitit
-from submitit.helpers import Checkpointable
 
 from ifrvis.launch.slurm_profile import load_slurm_profile, slurm_executor
 
@@ -58,30 +57,6 @@ def sleep_then_return(marker: str, seconds: float) -> str:
     Path(marker).write_text(str(os.getpid()))
     time.sleep(seconds)
     return "not cancelled"
-
-
-class SumOfSquares(Checkpointable):
-    """Sums step**2 for step < n_steps, one step a second, saving (next step, total) to
-    `<workdir>/checkpoint.json` after each step and resuming from that file when it exists.
-    Each start appends the step it starts from to `<workdir>/starts.log`."""
-
-    def __init__(self, workdir: str, n_steps: int, step_seconds: float) -> None:
-        self.workdir = Path(workdir)
-        self.n_steps = n_steps
-        self.step_seconds = step_seconds
-
-    def __call__(self) -> int:
-        checkpoint = self.workdir / "checkpoint.json"
-        state = json.loads(checkpoint.read_text()) if checkpoint.exists() else {"step": 0, "total": 0}
-        with open(self.workdir / "starts.log", "a") as log:
-            log.write(f"{state['step']}\n")
-        for step in range(state["step"], self.n_steps):
-            time.sleep(self.step_seconds)
-            state = {"step": step + 1, "total": state["total"] + step * step}
-            tmp = checkpoint.with_suffix(".tmp")
-            tmp.write_text(json.dumps(state))
-            tmp.replace(checkpoint)
-        return state["total"]
 
 
 # ---- helpers ----
@@ -184,39 +159,6 @@ def test_cancelled_job_is_seen_finished(executor, tmp_path):
     # Seen through sacct (no result file will ever appear): without accounting this never returns.
     finished(job, timeout_s=30)
     assert job.state.startswith("CANCELLED"), job.state
-
-
-@needs_slurm
-def test_checkpointable_job_is_requeued_and_resumes(executor, tmp_path):
-    n_steps = 6
-    uninterrupted_dir = tmp_path / "uninterrupted"
-    uninterrupted_dir.mkdir()
-    expected = SumOfSquares(str(uninterrupted_dir), n_steps, step_seconds=0)()
-    assert expected == sum(step * step for step in range(n_steps))
-
-    workdir = tmp_path / "interrupted"
-    workdir.mkdir()
-    job = executor.submit(SumOfSquares(str(workdir), n_steps, step_seconds=1.0))
-    checkpoint = workdir / "checkpoint.json"
-    wait_until(
-        lambda: checkpoint.exists() and json.loads(checkpoint.read_text())["step"] >= 2,
-        60,
-        "the job's second checkpoint",
-    )
-    job._interrupt()  # USR2 (what Slurm sends before preemption): checkpoint() then requeue
-    finished(job, timeout_s=100)
-
-    assert job.result() == expected, job_log_tail(job)
-    starts = [int(line) for line in (workdir / "starts.log").read_text().split()]
-    assert len(starts) == 2, f"the job started {len(starts)} times: {starts}"
-    assert starts[0] == 0 and 2 <= starts[1] < n_steps  # the second run resumed from the checkpoint
-    requeues = subprocess.run(
-        ["sacct", "-n", "-X", "-D", "-j", job.job_id, "-o", "State"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    ).stdout.split()
-    assert "REQUEUED" in requeues, requeues
 
 
 @needs_slurm
