@@ -104,13 +104,18 @@ def test_the_same_seed_gives_the_same_metrics_and_a_rerun_needs_resume(tmp_path,
         train(cfg_b)
 
 
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory, tiny_data):
+    """(config, final metrics) of a 10-iteration run never interrupted. Sampled loss points (as the tiny
+    configs use) draw from torch's generator every iteration."""
+    folder = tmp_path_factory.mktemp("straight")
+    cfg = load_config(write_run_config(folder, tiny_data, max_iters=10, num_points=64))
+    return cfg, train(cfg)
+
+
 @pytest.mark.parametrize("kill", [signal.SIGKILL, signal.SIGTERM])
-def test_a_killed_run_resumes_to_the_same_final_metrics(tmp_path, tiny_data, kill):
-    # Sampled loss points (as the tiny configs use) draw from torch's generator every iteration.
-    reference_cfg = load_config(
-        write_run_config(tmp_path / "straight", tiny_data, max_iters=10, num_points=64)
-    )
-    reference = train(reference_cfg)
+def test_a_killed_run_resumes_to_the_same_final_metrics(tmp_path, tiny_data, kill, straight_run):
+    reference_cfg, reference = straight_run
 
     config = write_run_config(tmp_path / "killed", tiny_data, max_iters=10, num_points=64)
     cfg = load_config(config)
