@@ -115,7 +115,7 @@ def _font(size: tuple[int, int]) -> ImageFont.ImageFont:
     return ImageFont.load_default(size=max(10, size[1] // 16))
 
 
-def _stamp_frame_index(image: Image.Image, t: int, size: tuple[int, int]) -> None:
+def stamp_frame_index(image: Image.Image, t: int, size: tuple[int, int]) -> None:
     """Write `t=<index>` at the bottom right of the ground-truth cell (this also keeps identical frames
     distinct, so the GIF holds every frame)."""
     draw = ImageDraw.Draw(image)
@@ -132,7 +132,8 @@ def _label(instance: Any, categories: dict[int, str]) -> str:
     return f"{name} {score:.2f}" if score is not None else name
 
 
-def _frame_indices(num_frames: int, max_frames: int) -> list[int]:
+def frame_indices(num_frames: int, max_frames: int) -> list[int]:
+    """Up to `max_frames` indices spread evenly over `num_frames` frames, the first and last included."""
     if num_frames <= max_frames:
         return list(range(num_frames))
     return sorted({int(round(i)) for i in np.linspace(0, num_frames - 1, max_frames)})
@@ -186,12 +187,12 @@ def draw_video_strip(
         both = Image.new("RGB", (size[0], 2 * size[1]))
         both.paste(top, (0, 0))
         both.paste(bottom, (0, size[1]))
-        _stamp_frame_index(both, t, size)
+        stamp_frame_index(both, t, size)
         return both
 
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    picked = _frame_indices(len(frames), max_frames)
+    picked = frame_indices(len(frames), max_frames)
     strip = Image.new("RGB", (size[0] * len(picked), 2 * size[1]))
     for column, t in enumerate(picked):
         strip.paste(pair(t), (column * size[0], 0))
