@@ -14,6 +14,7 @@ COMMANDS = {
     "eval": ("ifrvis.commands.eval", "main", "evaluate a results.json against ground truth"),
     "pretrain": ("ifrvis.commands.pretrain", "main", "pretrain the tiny model once (the COCO stand-in)"),
     "train": ("ifrvis.commands.train", "main", "train (and evaluate) one run, logged to MLflow"),
+    "predict": ("ifrvis.commands.predict", "main", "a trained model on your own videos: masks, overlay"),
     "visualize": ("ifrvis.commands.visualize", "main", "draw ground truth above predictions for one video"),
     "weights": ("ifrvis.commands.weights", "main", "report what a checkpoint gives a config's model"),
 }

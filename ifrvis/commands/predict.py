@@ -1,0 +1,92 @@
+"""`ifrvis predict`: a trained model on your own videos (ifrvis.predict).
+
+    ifrvis predict CONFIG CHECKPOINT INPUT... --out DIR [key=value ...]
+    ifrvis predict RUN_FOLDER INPUT... --out DIR [key=value ...]
+
+INPUT: a video file (mp4, avi, webm, mkv, mov, ...) or a folder of frames (jpg/png, sorted by name).
+RUN_FOLDER: a training run's folder (outputs/<name>-<identity>/), for its config.yaml and checkpoint.pt.
+key=value: dotted config overrides (e.g. inference.clip_frames=20); the options below set some.
+Writes DIR/<stem>/results.json, overlay.<ext> and strip.png per input (ifrvis.predict).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import typing
+from pathlib import Path
+
+from ifrvis import predict, run_folder
+from ifrvis.config import InferenceMode, load_config
+
+# A dotted config key, then "=": an override, unless a file of that name exists.
+OVERRIDE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*=")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ifrvis predict",
+        description="Run a trained model on your own videos: tracks, an overlay video and a strip each.",
+        epilog=__doc__.split("\n\n", 2)[2],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        usage="ifrvis predict (CONFIG CHECKPOINT | RUN_FOLDER) INPUT... --out DIR [key=value ...] [options]",
+    )
+    parser.add_argument("paths", nargs="+", metavar="ARG", help="CONFIG CHECKPOINT or RUN_FOLDER, INPUT...")
+    parser.add_argument("--out", required=True, help="output folder (one sub-folder per input)")
+    parser.add_argument(
+        "--mode",
+        choices=typing.get_args(InferenceMode),
+        help="inference.mode (default clip: memory bounded whatever the video's length; video and tta "
+        "hold the whole video)",
+    )
+    parser.add_argument("--clip-frames", type=int, help="inference.clip_frames: T frames per clip")
+    parser.add_argument("--clip-overlap", type=int, help="inference.clip_overlap: frames clips share")
+    parser.add_argument("--top-k", type=int, help="inference.top_k: (query, class) pairs kept")
+    parser.add_argument(
+        "--score-threshold", type=float, default=0.5, help="tracks kept and drawn: score >= this"
+    )
+    parser.add_argument("--fps", type=float, default=10.0, help="overlay frame rate for a folder of frames")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="device (default: the config's)")
+    parser.add_argument("--no-progress", action="store_true")
+    return parser
+
+
+def split_paths(paths: list[str]) -> tuple[list[str], list[str]]:
+    """Positional arguments -> (CONFIG CHECKPOINT INPUT..., a run folder standing for its config and
+    checkpoint; the key=value overrides)."""
+    overrides = [p for p in paths if OVERRIDE.match(p) and not Path(p).exists()]
+    rest = [p for p in paths if p not in overrides]
+    if rest and (Path(rest[0]) / run_folder.CONFIG).is_file():
+        folder = Path(rest[0])
+        rest = [str(folder / run_folder.CONFIG), str(folder / run_folder.CHECKPOINT), *rest[1:]]
+    return rest, overrides
+
+
+def flag_overrides(args: argparse.Namespace) -> list[str]:
+    """The options that stand for config keys, as overrides."""
+    keys = {
+        "inference.mode": args.mode,
+        "inference.clip_frames": args.clip_frames,
+        "inference.clip_overlap": args.clip_overlap,
+        "inference.top_k": args.top_k,
+        "device": args.device,
+    }
+    return [f"{key}={value}" for key, value in keys.items() if value is not None]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_intermixed_args(argv)
+    files, overrides = split_paths(args.paths)
+    if len(files) < 3:
+        parser.error("give CONFIG CHECKPOINT (or a run folder) and at least one INPUT")
+    config, checkpoint, *inputs = files
+    # per clip unless the command line says otherwise: a user's video may be of any length
+    cfg = load_config(config, ["inference.mode=clip", *overrides, *flag_overrides(args)])
+    for summary in predict.predict(
+        cfg, checkpoint, inputs, args.out, args.score_threshold, args.fps, not args.no_progress
+    ):
+        print(
+            f"{summary['input']}: {summary['frames']} frames, {summary['tracks']} tracks -> {summary['out']}"
+        )
+    return 0

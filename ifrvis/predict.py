@@ -1,0 +1,388 @@
+"""`ifrvis predict`: a trained model on a user's own videos, as Mask2Former's demo_video (the command is
+ifrvis.commands.predict).
+
+Per input (a video file or a folder of frames, `ifrvis.video_io`), under `<out>/<stem>/`:
+
+    results.json   the tracks in the YouTube-VIS results format, best first: track n is entry n
+                   (n = 1, 2, ...), its `segmentations` one compressed RLE or null per frame
+    overlay.<ext>  the input with each track's masks, outline and "#n class score" in a colour of the
+                   track's own, in the input's container, codec family and frame rate (mp4 for a folder)
+    strip.png      up to 8 overlay frames side by side, each stamped with its frame index
+
+Frames are resized as the config's test frames are (`data.test_short_side`, `data.max_long_side`). In
+the "clip" mode (clips of `inference.clip_frames` frames linked by a `ClipLinker`) the video is decoded
+and predicted clip by clip and its masks kept as RLE: memory does not grow with the video's length.
+"video" and "tta" decode the whole video first (`predict_video`). A second decoding pass draws the
+overlay, each frame encoded as it is drawn. A video's folder is written under a temporary name and
+renamed when complete; inputs and checkpoint are checked before anything is created.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import replace
+from fractions import Fraction
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+from tqdm import tqdm
+
+from ifrvis import run_folder
+from ifrvis.config import Config, InferenceConfig
+from ifrvis.data.datasets import frame_tensor, resized_shape
+from ifrvis.data.masks import decode_segmentation
+from ifrvis.engine.distributed import resolve_device
+from ifrvis.evaluation.results import encode_video_predictions, frame_segmentation, results_json
+from ifrvis.inference import (
+    ClipLinker,
+    QueryResult,
+    frame_masks,
+    predict_video,
+    run_frames,
+    top_pairs,
+    tta_max_long_side,
+)
+from ifrvis.modeling.meta_arch import VISModel, build_model
+from ifrvis.modeling.weights import CheckpointError, load_weights
+from ifrvis.video_io import Source, VideoError, VideoWriter, output_format, probe, read_frames
+from ifrvis.visualize import frame_indices, palette, render_frame, stamp_frame_index
+
+OVERLAY = "overlay"
+STRIP = "strip.png"
+STRIP_FRAMES = 8
+STRIP_HEIGHT = 240  # cell height in pixels, up or down from the video's
+MASK_PIXELS = 1 << 24  # mask pixels upsampled at once: bounds a frame's buffers at high resolution
+# where a run's relative data.root points from (runstore.PROJECT_ROOT, without importing MLflow)
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+class Frames:
+    """Resized frames `(3, h, w)` float32 RGB in [0, 255] with the `.size` (h, w) and `.orig_size`
+    (H, W) that the inference functions read (`VideoFrames`'s interface)."""
+
+    def __init__(self, frames: Sequence[Tensor], size: tuple[int, int], orig_size: tuple[int, int]):
+        self.frames, self.size, self.orig_size = frames, size, orig_size
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, t: int) -> Tensor:
+        return self.frames[t]
+
+
+def resized(frames: Iterable[np.ndarray], size: tuple[int, int]) -> Iterator[Tensor]:
+    """Frames (H, W, 3) uint8 -> `(3, h, w)` float32 at `size`, as the data sets' test frames."""
+    for frame in frames:
+        yield frame_tensor(Image.fromarray(frame), size)
+
+
+def sliding_clips(items: Iterable, clip_frames: int, overlap: int) -> Iterator[tuple[int, list]]:
+    """(first index, items) of the clips `clip_starts(len(items), clip_frames, overlap)` lists, read
+    from an iterator whose length is known only at its end: at most `clip_frames` items are held."""
+    window: deque = deque(maxlen=clip_frames)
+    next_start, last_start, count = 0, None, 0
+    for item in items:
+        window.append(item)
+        count += 1
+        if count == next_start + clip_frames:
+            yield next_start, list(window)
+            last_start, next_start = next_start, next_start + clip_frames - overlap
+    if count and last_start != max(count - clip_frames, 0):  # the last clip ends at the last frame
+        yield max(count - clip_frames, 0), list(window)
+
+
+class QueryMasks:
+    """Every query's masks at the original resolution, frame after frame, as RLE (None where empty) in
+    `spill` (a text file, one JSON line per frame: kept out of memory, as all Q queries' masks are kept
+    until the last clip tells which are the top k), with the sums `postprocess` scores by with
+    `score_with_mask` (probability inside each mask, area)."""
+
+    def __init__(self, spill: TextIO, geometry: QueryResult, orig_size: tuple[int, int], threshold: float):
+        num_queries = len(geometry.probs)
+        self.inside = torch.zeros(num_queries, device=geometry.probs.device)  # (Q,)
+        self.area = torch.zeros(num_queries, device=geometry.probs.device)  # (Q,)
+        self.spill, self.num_frames = spill, 0
+        self.geometry, self.orig_size, self.threshold = geometry, orig_size, threshold
+
+    def add(self, mask_probs: Tensor) -> None:
+        """Mask probabilities `(Q, N, h4, w4)` of the next N frames on the stride-4 grid."""
+        logits = torch.logit(mask_probs, eps=1e-6)  # what postprocess gets from predict_clips
+        step = max(1, MASK_PIXELS // (self.orig_size[0] * self.orig_size[1]))
+        for t in range(logits.shape[1]):
+            segmentations = []
+            for first in range(0, logits.shape[0], step):
+                binary, inside, area = frame_masks(
+                    logits[first : first + step, t],
+                    self.geometry.image_size,
+                    self.geometry.padded_size,
+                    self.orig_size,
+                    self.threshold,
+                )
+                self.inside[first : first + step] += inside
+                self.area[first : first + step] += area
+                segmentations += [frame_segmentation(mask) for mask in binary.cpu().numpy()]
+            self.spill.write(json.dumps(segmentations) + "\n")
+            self.num_frames += 1
+
+    def segmentations(self, queries: Sequence[int]) -> list[list[dict | None]]:
+        """The per-frame segmentations of `queries`, read back from `spill`."""
+        picked: dict[int, list] = {query: [] for query in queries}
+        self.spill.seek(0)
+        for line in self.spill:
+            frame = json.loads(line)
+            for query, segmentations in picked.items():
+                segmentations.append(frame[query])
+        return [picked[query] for query in queries]
+
+
+@torch.no_grad()
+def clip_results(
+    model: VISModel,
+    frames: Iterable[Tensor],
+    size: tuple[int, int],
+    orig_size: tuple[int, int],
+    cfg: InferenceConfig,
+    video_id: int,
+    category_ids: Sequence[int],
+) -> tuple[list[dict], int]:
+    """Per-clip inference over `frames` (`(3, h, w)` at `size`, read once, in order) -> (the top-k
+    results in the official format, number of frames), as `predict_video` in the "clip" mode gives
+    them, holding one clip of frames and the linker's window at a time."""
+    linker, masks = ClipLinker(), None
+    with tempfile.TemporaryFile("w+") as spill:
+        for start, clip in sliding_clips(frames, cfg.clip_frames, cfg.clip_overlap):
+            result = run_frames(model, Frames(clip, size, orig_size), range(len(clip)), cfg.chunk_frames)
+            final = linker.add(start, result)
+            if masks is None:
+                masks = QueryMasks(spill, result, orig_size, cfg.mask_threshold)
+            masks.add(final)
+        if masks is None:
+            raise VideoError("the video holds no frames")
+        probs, last = linker.finish()
+        masks.add(last)
+        scores, queries, labels = top_pairs(probs, cfg.top_k)
+        if cfg.score_with_mask:
+            scores = scores * masks.inside[queries] / masks.area[queries].clamp(min=1)
+        segmentations = masks.segmentations(queries.tolist())
+    results = [
+        {
+            "video_id": video_id,
+            "category_id": int(category_ids[label]),
+            "score": float(score),
+            "segmentations": track,
+        }
+        for score, label, track in zip(scores.tolist(), labels.tolist(), segmentations)
+    ]
+    return results, masks.num_frames
+
+
+def whole_video_results(
+    model: VISModel, source: Source, cfg: Config, video_id: int, category_ids: Sequence[int], progress: bool
+) -> tuple[list[dict], int]:
+    """`predict_video` on the whole decoded video ("video" or "tta"; TTA decodes it again at each of
+    its sizes) -> (the top-k results in the official format, number of frames)."""
+
+    def frames_at(short_side: int, max_long_side: int) -> Frames:
+        size = resized_shape(*source.size, short_side, max_long_side)
+        decoded = _progress(read_frames(source), source, f"{source.stem}: decode", progress)
+        return Frames(list(resized(decoded, size)), size, source.size)
+
+    frames = frames_at(cfg.data.test_short_side, cfg.data.max_long_side)
+    predictions = predict_video(
+        model,
+        frames,
+        cfg.inference,
+        lambda side: frames_at(side, tta_max_long_side(side, cfg.data)),
+        (cfg.seed, video_id),
+    )
+    return encode_video_predictions(video_id, predictions, category_ids), len(frames)
+
+
+def select_tracks(results: list[dict], score_threshold: float) -> list[dict]:
+    """The results scoring at least `score_threshold`, best first: track n is entry n - 1."""
+    return sorted((r for r in results if r["score"] >= score_threshold), key=lambda r: -r["score"])
+
+
+def track_styles(tracks: list[dict], names: dict[int, str]) -> tuple[list[tuple[int, int, int]], list[str]]:
+    """(colour, label "#n class score") of each track: fixed by its number, the same in every frame."""
+    labels = []
+    for n, track in enumerate(tracks, 1):
+        name = names.get(track["category_id"], f"class {track['category_id']}")
+        labels.append(f"#{n} {name} {track['score']:.2f}")
+    return palette(len(tracks)), labels
+
+
+def write_overlay(
+    source: Source,
+    tracks: list[dict],
+    names: dict[int, str],
+    num_frames: int,
+    video_path: Path,
+    codec: str,
+    fps: Fraction | float,
+    strip_path: Path,
+    progress: bool = True,
+) -> None:
+    """Decode `source` again and encode each frame with the tracks drawn (`render_frame`) into
+    `video_path` as it is drawn; `strip_path` gets up to STRIP_FRAMES of them side by side."""
+    height, width = source.size
+    colours, labels = track_styles(tracks, names)
+    picked = set(frame_indices(num_frames, STRIP_FRAMES))
+    cell = (max(1, round(width * STRIP_HEIGHT / height)), STRIP_HEIGHT)
+    cells = []
+    frames = _progress(read_frames(source), source, f"{source.stem}: overlay", progress)
+    with VideoWriter(video_path, codec, fps, source.size) as writer:
+        for t, frame in zip(range(num_frames), frames):
+            masks = [decode_segmentation(track["segmentations"][t], height, width) for track in tracks]
+            writer.write(np.asarray(render_frame(frame, masks, colours, labels, (width, height))))
+            if t in picked:
+                cells.append(render_frame(frame, masks, colours, labels, cell))
+                stamp_frame_index(cells[-1], t, cell)
+    strip = Image.new("RGB", (cell[0] * len(cells), cell[1]))
+    for column, image in enumerate(cells):
+        strip.paste(image, (column * cell[0], 0))
+    strip.save(strip_path)
+
+
+def _progress(frames: Iterable, source: Source, desc: str, enabled: bool) -> Iterable:
+    """`frames` counted by a tqdm bar (frames/s) on stderr."""
+    return tqdm(frames, desc=desc, total=source.num_frames, unit="frame", disable=not enabled, leave=False)
+
+
+def load_trained_model(cfg: Config, checkpoint: str | Path) -> VISModel:
+    """The config's model with every tensor from `checkpoint` (a run's checkpoint.pt, or a state dict),
+    in eval mode on `cfg.device`. A file that leaves any tensor at its initialisation (another model's,
+    an image-level pretrained file) raises a CheckpointError, unless `model.partial_weights`."""
+    if not Path(checkpoint).is_file():
+        raise CheckpointError(f"{checkpoint}: no such checkpoint file")
+    model = build_model(replace(cfg.model, weights=""), cfg.loss.class_loss)
+    report = load_weights(model, checkpoint, cfg.model.ifr_init, cfg.model.extra_queries, quiet=True)
+    if len(report.loaded) < len(report.model_keys) and not cfg.model.partial_weights:
+        raise CheckpointError(
+            f"{report.summary()}: predicting needs every tensor of the config's model (`ifrvis weights "
+            "CONFIG CHECKPOINT` lists them; model.partial_weights=true predicts anyway)"
+        )
+    return model.to(resolve_device(cfg.device)).eval()
+
+
+def categories(cfg: Config) -> tuple[list[int], dict[int, str]]:
+    """(category id of each class index, names) from the training annotations the config names, when
+    they are on this machine with `model.num_classes` categories; else ids 1..K (YouTube-VIS's and
+    the synthetic set's numbering) named by their ids."""
+    root = Path(cfg.data.root)
+    if not root.is_absolute() and not root.exists():
+        root = PROJECT_ROOT / root
+    try:
+        found = json.loads((root / cfg.data.train_json).read_text())["categories"]
+        ids = sorted(int(c["id"]) for c in found)
+        names = {int(c["id"]): str(c["name"]) for c in found}
+    except (OSError, ValueError, KeyError, TypeError):
+        return list(range(1, cfg.model.num_classes + 1)), {}
+    if len(ids) != cfg.model.num_classes:
+        return list(range(1, cfg.model.num_classes + 1)), {}
+    return ids, names
+
+
+def check_inputs(paths: Sequence[str | Path], out_dir: Path) -> list[Source]:
+    """Each input probed (`probe`: it exists, is readable and holds frames) and encodable; its output
+    folder `out_dir/<stem>` its own, and new, empty or an earlier prediction (replaced when the new one
+    is complete), never the input itself. Raises a VideoError naming the first problem."""
+    sources = [probe(path) for path in paths]
+    seen: dict[str, Path] = {}
+    for source in sources:
+        output_format(source)
+        final = out_dir / source.stem
+        if source.stem in seen:
+            raise VideoError(f"{seen[source.stem]} and {source.path} would share the output folder {final}")
+        seen[source.stem] = source.path
+        if final.resolve() == source.path.resolve() or final.resolve() in source.path.resolve().parents:
+            raise VideoError(
+                f"{source.path}: its output folder would be {final}, itself: choose another --out"
+            )
+        if final.exists() and not _replaceable(final):
+            raise VideoError(f"{final} exists and holds no earlier prediction: choose another --out")
+    return sources
+
+
+def _replaceable(folder: Path) -> bool:
+    """An empty folder, or one an earlier prediction wrote (it holds results.json)."""
+    return folder.is_dir() and (not any(folder.iterdir()) or (folder / run_folder.RESULTS).is_file())
+
+
+def predict(
+    cfg: Config,
+    checkpoint: str | Path,
+    inputs: Sequence[str | Path],
+    out_dir: str | Path,
+    score_threshold: float = 0.5,
+    fps: float = 10.0,
+    progress: bool = True,
+) -> Iterator[dict]:
+    """Predict each input with `cfg.inference` and write its folder (module docstring); yields one
+    summary per video when its folder is complete. Inputs and checkpoint are checked before the first
+    folder is created. `fps`: the overlay's frame rate for a folder of frames (or a video without one)."""
+    out_dir = Path(out_dir)
+    sources = check_inputs(inputs, out_dir)
+    model = load_trained_model(cfg, checkpoint)
+    category_ids, names = categories(cfg)
+    for video_id, source in enumerate(sources, 1):
+        final, work = out_dir / source.stem, out_dir / f".{source.stem}.partial-{os.getpid()}"
+        work.mkdir(parents=True, exist_ok=False)
+        try:
+            num_frames, tracks = _predict_into(
+                work, model, source, cfg, video_id, category_ids, names, score_threshold, fps, progress
+            )
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
+        if final.exists():  # a run before: replaced only by a complete folder
+            shutil.rmtree(final)
+        work.rename(final)
+        yield {"input": str(source.path), "out": str(final), "frames": num_frames, "tracks": tracks}
+
+
+def _predict_into(
+    work: Path,
+    model: VISModel,
+    source: Source,
+    cfg: Config,
+    video_id: int,
+    category_ids: Sequence[int],
+    names: dict[int, str],
+    score_threshold: float,
+    fps: float,
+    progress: bool,
+) -> tuple[int, int]:
+    """One video's files into `work` -> (frames, tracks)."""
+    if cfg.inference.mode == "clip":
+        size = resized_shape(*source.size, cfg.data.test_short_side, cfg.data.max_long_side)
+        frames = _progress(read_frames(source), source, f"{source.stem}: predict", progress)
+        results, num_frames = clip_results(
+            model, resized(frames, size), size, source.size, cfg.inference, video_id, category_ids
+        )
+    else:
+        results, num_frames = whole_video_results(model, source, cfg, video_id, category_ids, progress)
+    tracks = select_tracks(results, score_threshold)
+    (work / run_folder.RESULTS).write_text(results_json(tracks))
+    suffix, codec = output_format(source)
+    write_overlay(
+        source,
+        tracks,
+        names,
+        num_frames,
+        work / f"{OVERLAY}{suffix}",
+        codec,
+        source.fps or fps,
+        work / STRIP,
+        progress,
+    )
+    return num_frames, len(tracks)

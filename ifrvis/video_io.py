@@ -1,0 +1,175 @@
+"""Videos in and out through PyAV (FFmpeg's libraries, shipped in its wheel): a video file or a folder of
+frames read one frame at a time, and a video written frame by frame as the frames come, so that
+neither holds more than a frame whatever the video's length.
+
+    source = probe(path)               # refuses a missing path, an unreadable or empty video
+    for frame in read_frames(source):  # (H, W, 3) uint8 RGB, decoded when asked for
+        ...
+    with VideoWriter(path, codec, fps, source.size) as writer:
+        writer.write(frame)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+from av.video.reformatter import VideoReformatter
+from PIL import Image
+
+from ifrvis.errors import UserError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+# Encoders of a container's usual codecs, preferred first, after the input's own codec: an overlay
+# keeps the input's container and codec family. Frame folders are written as mp4.
+ENCODERS = {
+    ".mp4": ("libx264", "mpeg4"),
+    ".m4v": ("libx264", "mpeg4"),
+    ".mov": ("libx264", "mpeg4"),
+    ".mkv": ("libx264", "libvpx-vp9", "mpeg4"),
+    ".webm": ("libvpx-vp9", "libvpx"),
+    ".avi": ("mpeg4", "mjpeg"),
+}
+FOLDER_SUFFIX = ".mp4"
+
+
+class VideoError(UserError):
+    """A video file or frame folder that cannot be read, or holds no frames."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """One input: a video file, or a folder of frames (`images`, sorted by name)."""
+
+    path: Path
+    size: tuple[int, int]  # (H, W) of the first frame; every frame is read at this size
+    images: tuple[Path, ...] = ()  # a folder's frames; empty for a video file
+    fps: Fraction | None = None  # a video's average frame rate
+    codec: str = ""  # a video's codec, as FFmpeg names it
+    num_frames: int | None = None  # as the container declares it (a hint: progress bars)
+
+    @property
+    def stem(self) -> str:
+        """The name of its output folder: a video's file name without suffix, a folder's name."""
+        return self.path.stem if not self.images else self.path.resolve().name or "frames"
+
+
+def probe(path: str | Path) -> Source:
+    """`path` as a `Source`, its first frame read; a missing path, a folder without images, a file
+    FFmpeg cannot read or that holds no video frame raise a `VideoError`."""
+    path = Path(path)
+    if path.is_dir():
+        images = tuple(sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
+        if not images:
+            raise VideoError(f"{path}: no frames ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+        first = _read_image(images[0])
+        return Source(path, first.shape[:2], images=images, num_frames=len(images))
+    if not path.is_file():
+        raise VideoError(f"{path}: no such video file or frame folder")
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise VideoError(f"{path}: holds no video stream")
+            stream = container.streams.video[0]
+            first = next(container.decode(stream), None)
+            if first is None:
+                raise VideoError(f"{path}: the video holds no frames")
+            return Source(
+                path,
+                (first.height, first.width),
+                fps=stream.average_rate or stream.guessed_rate,
+                codec=stream.codec_context.name,
+                num_frames=stream.frames or None,
+            )
+    except av.FFmpegError as error:
+        raise VideoError(f"{path}: not a readable video: {_ffmpeg_message(error)}") from None
+
+
+def read_frames(source: Source) -> Iterator[np.ndarray]:
+    """The frames of `source`, (H, W, 3) uint8 RGB at `source.size`, each decoded when asked for."""
+    if source.images:
+        for image in source.images:
+            frame = _read_image(image)
+            if frame.shape[:2] != source.size:
+                raise VideoError(
+                    f"{image}: frame of {frame.shape[0]}x{frame.shape[1]} px, the folder's first is "
+                    f"{source.size[0]}x{source.size[1]}"
+                )
+            yield frame
+        return
+    height, width = source.size
+    reformatter = VideoReformatter()  # one for the whole video: a new one per frame costs more than decoding
+    try:
+        with av.open(str(source.path)) as container:
+            for frame in container.decode(container.streams.video[0]):
+                yield reformatter.reformat(frame, format="rgb24", width=width, height=height).to_ndarray()
+    except av.FFmpegError as error:
+        raise VideoError(f"{source.path}: cannot decode: {_ffmpeg_message(error)}") from None
+
+
+def _read_image(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except OSError as error:
+        raise VideoError(f"{path}: cannot read the frame: {error}") from None
+
+
+def _ffmpeg_message(error: av.FFmpegError) -> str:
+    return error.strerror or str(error)
+
+
+def output_format(source: Source) -> tuple[str, str]:
+    """(file suffix, encoder) of a video like `source`: its container and, when FFmpeg can encode it,
+    its codec, else the container's usual one; mp4 (H.264) for a frame folder or another container."""
+    suffix = source.path.suffix.lower() if not source.images else FOLDER_SUFFIX
+    if suffix not in ENCODERS:
+        suffix = FOLDER_SUFFIX
+    for name in (source.codec, *ENCODERS[suffix]) if source.codec else ENCODERS[suffix]:
+        try:
+            return suffix, av.codec.Codec(name, "w").name
+        except (av.FFmpegError, ValueError):  # no such encoder in this FFmpeg build
+            continue
+    raise VideoError(f"{source.path}: this FFmpeg build encodes none of {', '.join(ENCODERS[suffix])}")
+
+
+class VideoWriter:
+    """A video encoded frame by frame: `write((H, W, 3) uint8 RGB)`, then `close()` (or `with`). Odd
+    sizes are padded to even with black at the bottom and right (4:2:0 chroma needs even sizes)."""
+
+    def __init__(self, path: str | Path, codec: str, fps: Fraction | float, size: tuple[int, int]):
+        self.size = size
+        self.container = av.open(str(path), "w")
+        self.stream = self.container.add_stream(codec, rate=Fraction(fps).limit_denominator(65535))
+        self.stream.height, self.stream.width = (s + s % 2 for s in size)
+        formats = [f.name for f in self.stream.codec_context.codec.video_formats or ()]
+        self.stream.pix_fmt = "yuv420p" if "yuv420p" in formats or not formats else formats[0]
+
+    def write(self, frame: np.ndarray) -> None:
+        """Encode one (H, W, 3) uint8 RGB frame of the writer's size."""
+        if frame.shape[:2] != self.size:
+            raise ValueError(f"frame of size {frame.shape[:2]}, the video's is {self.size}")
+        padded = np.zeros((self.stream.height, self.stream.width, 3), np.uint8)
+        padded[: self.size[0], : self.size[1]] = frame
+        self._mux(av.VideoFrame.from_ndarray(padded, format="rgb24"))
+
+    def close(self) -> None:
+        self._mux(None)  # flush the encoder's delayed frames
+        self.container.close()
+
+    def _mux(self, frame: av.VideoFrame | None) -> None:
+        for packet in self.stream.encode(frame):
+            self.container.mux(packet)
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if exc[0] is None:
+            self.close()
+        else:
+            self.container.close()
