@@ -4,14 +4,16 @@ ifrvis.commands.predict).
 Per input (a video file or a folder of frames, `ifrvis.video_io`), under `<out>/<stem>/`:
 
     results.json   the tracks in the YouTube-VIS results format, best first: track n is entry n
-                   (n = 1, 2, ...), its `segmentations` one compressed RLE or null per frame
+                   (n = 1, 2, ...), its `segmentations` one compressed RLE or null per frame, its
+                   `video_id` the input's place on the command line (1, 2, ...)
     overlay.<ext>  the input with each track's masks, outline and "#n class score" in a colour of the
                    track's own, in the input's container, codec family and frame rate (mp4 for a folder)
     strip.png      up to 8 overlay frames side by side, each stamped with its frame index
 
 Frames are resized as the config's test frames are (`data.test_short_side`, `data.max_long_side`). In
 the "clip" mode (clips of `inference.clip_frames` frames linked by a `ClipLinker`) the video is decoded
-and predicted clip by clip and its masks kept as RLE: memory does not grow with the video's length.
+and predicted clip by clip, every query's masks spilled as RLE to a temporary file until the top k are
+known: memory does not grow with the video's length.
 "video" and "tta" decode the whole video first (`predict_video`). A second decoding pass draws the
 overlay, each frame encoded as it is drawn. A video's folder is written under a temporary name and
 renamed when complete; inputs and checkpoint are checked before anything is created.
@@ -277,7 +279,7 @@ def load_trained_model(cfg: Config, checkpoint: str | Path) -> VISModel:
 def categories(cfg: Config) -> tuple[list[int], dict[int, str]]:
     """(category id of each class index, names) from the training annotations the config names, when
     they are on this machine with `model.num_classes` categories; else ids 1..K (YouTube-VIS's and
-    the synthetic set's numbering) named by their ids."""
+    the synthetic set's numbering) without names (labels read "class <id>")."""
     root = Path(cfg.data.root)
     if not root.is_absolute() and not root.exists():
         root = PROJECT_ROOT / root
