@@ -121,8 +121,8 @@ def test_a_killed_run_resumes_to_the_same_final_metrics(tmp_path, tiny_data, kil
     cfg = load_config(config)
     checkpoint = run_folder.checkpoint_path(cfg)
     process = run_cli(config)
-    deadline = time.time() + 120
-    while not (checkpoint.exists() and load_checkpoint(checkpoint)["iteration"] >= 4):
+    deadline = time.time() + 120  # kill after the first checkpoint: 8 iterations left on a busy machine
+    while not (checkpoint.exists() and load_checkpoint(checkpoint)["iteration"] >= 2):
         assert process.poll() is None, process.stdout.read()
         assert time.time() < deadline
         time.sleep(0.05)
