@@ -8,128 +8,13 @@ auth needs no PostgreSQL and always runs.
 
 from __future__ import annotations
 
-import base64
-import glob
-import os
-import secrets
-import shutil
-import socket
-import subprocess
-import tempfile
-import urllib.error
-import urllib.request
 from pathlib import Path
 
-import pytest
+from tracking_server import START, free_port, needs_postgres, run_script
 
 from ifrvis import runstore
 
-ROOT = Path(__file__).resolve().parents[1]
-START = ROOT / "server" / "start_mlflow_server.sh"
-STOP = ROOT / "server" / "stop_mlflow_server.sh"
-
-
-def _pg_bin() -> Path | None:
-    """Where the start script finds PostgreSQL's programs (IFRVIS_PG_BIN, else Debian's folders)."""
-    candidates = [os.environ.get("IFRVIS_PG_BIN", ""), "/usr/lib/postgresql/15/bin"]
-    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)
-    for folder in filter(None, candidates):
-        if all(os.access(Path(folder) / name, os.X_OK) for name in ("initdb", "pg_ctl", "psql")):
-            return Path(folder)
-    return None
-
-
-PG_BIN = _pg_bin()
-needs_postgres = pytest.mark.skipif(
-    PG_BIN is None,
-    reason="PostgreSQL's programs (initdb, pg_ctl, psql) are absent: apt-get install postgresql, "
-    "or set IFRVIS_PG_BIN",
-)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _run(script: Path, env: dict[str, str], *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        ["bash", str(script), *args],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-class Server:
-    def __init__(self, folder: Path, port: int, pg_port: int, users: dict[str, str]):
-        self.folder = folder
-        self.port = port
-        self.pg_port = pg_port
-        self.users = users  # name -> password; the first is the admin
-        self.uri = f"http://127.0.0.1:{port}"
-        self.env = {
-            "IFRVIS_MLFLOW_DIR": str(folder),
-            "IFRVIS_PG_PORT": str(pg_port),
-            "IFRVIS_MLFLOW_WORKERS": "1",
-        }
-
-    def start(self, *args: str) -> subprocess.CompletedProcess:
-        return _run(START, self.env, "--port", str(self.port), *args)
-
-    def get(self, path: str, auth: tuple[str, str] | None = None) -> int:
-        """The HTTP status of GET `path`."""
-        request = urllib.request.Request(self.uri + path)
-        if auth is not None:
-            token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
-            request.add_header("Authorization", f"Basic {token}")
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                return response.status
-        except urllib.error.HTTPError as error:
-            return error.code
-
-    def sql(self, database: str, query: str) -> str:
-        """`query` through the cluster's private socket, as its superuser."""
-        result = subprocess.run(
-            [str(PG_BIN / "psql"), "-X", "-tA", "-h", str(self.folder / "pg-socket"), "-p", str(self.pg_port)]
-            + ["-U", "postgres", "-d", database, "-c", query],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-        )
-        return result.stdout.strip()
-
-
-@pytest.fixture(scope="module")
-def server():
-    # Not under pytest's tmp folder: when the tests run as root, PostgreSQL runs as the 'postgres' user,
-    # who cannot enter root's private /tmp/pytest-of-root.
-    folder = Path(tempfile.mkdtemp(prefix="ifrvis-mlflow-server-"))
-    users = {"admin": secrets.token_urlsafe(16), "node": secrets.token_urlsafe(16)}
-    users_file = folder / "users"
-    users_file.write_text("# test users\n" + "".join(f"{name}:{pw}\n" for name, pw in users.items()))
-    users_file.chmod(0o600)
-    srv = Server(folder, _free_port(), _free_port(), users)
-    try:
-        started = srv.start()
-        assert started.returncode == 0, started.stderr
-        assert started.stdout.startswith(f"MLflow server up: {srv.uri} (basic auth: 2 users (admin 'admin')")
-        yield srv
-    finally:
-        stopped = _run(STOP, srv.env)
-        pid_file = folder / "mlflow.pid"
-        shutil.rmtree(folder, ignore_errors=True)
-    assert stopped.returncode == 0, stopped.stderr
-    assert stopped.stdout.startswith("MLflow server stopped")
-    assert not pid_file.exists()
-    with pytest.raises(OSError):  # nothing listens any more
-        socket.create_connection(("127.0.0.1", srv.port), timeout=2).close()
-    with pytest.raises(OSError):
-        socket.create_connection(("127.0.0.1", srv.pg_port), timeout=2).close()
+pytest_plugins = ["tracking_server"]  # the `server` fixture
 
 
 @needs_postgres
@@ -188,7 +73,7 @@ def test_a_second_start_only_reports(server):
     assert "0 created, 0 updated, 0 removed" in again.stdout
     assert "starting" not in again.stderr
 
-    elsewhere = _run(START, server.env, "--port", str(_free_port()))
+    elsewhere = run_script(START, server.env, "--port", str(free_port()))
     assert elsewhere.returncode == 1
     assert f"already runs on 127.0.0.1:{server.port}" in elsewhere.stderr
 
@@ -196,7 +81,7 @@ def test_a_second_start_only_reports(server):
 def test_non_loopback_host_without_auth_is_refused(tmp_path):
     folder = tmp_path / "store"
     env = {"IFRVIS_MLFLOW_DIR": str(folder), "IFRVIS_MLFLOW_USERS": str(tmp_path / "no-such-users-file")}
-    refused = _run(START, env, "--host", "0.0.0.0", "--port", str(_free_port()), timeout=30)
+    refused = run_script(START, env, "--host", "0.0.0.0", "--port", str(free_port()), timeout=30)
     assert refused.returncode == 2
     assert refused.stdout == ""
     lines = refused.stderr.splitlines()

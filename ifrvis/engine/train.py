@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from ifrvis import run_folder, runstore
+from ifrvis import metric_spool, run_folder, runstore
 from ifrvis.config import Config, ConfigError, dump_config, run_identity
 from ifrvis.data.datasets import ClipDataset, TrainSampler, collate_clips
 from ifrvis.data.splits import load_splits
@@ -126,6 +126,10 @@ def train(cfg: Config, resume: bool = False, stop_signals: tuple[int, ...] = PRE
     finally:
         cleanup(info)
     if logger:
+        # As patient as every status call: FINISHED only with every spooled point in the store. Should
+        # the store stay down, the job fails, the run stays RUNNING with its checkpoint, results and
+        # spool in its folder, and its next start (--resume) evaluates again, sends them and finishes.
+        logger.flush_spool()
         logger.set_status("FINISHED")
     return metrics
 
@@ -176,9 +180,12 @@ def _open_run(cfg: Config, state: dict | None, info: DistInfo) -> runstore.RunLo
         if existing is not None and existing.info.status != runstore.FINISHED and not _has_steps(existing):
             run_id = existing.info.run_id
     run_id = run_id or runstore.create_run(cfg)
-    logger = runstore.RunLogger(cfg.logging.mlflow_uri, run_id)
+    # Metric batches the store does not take wait in the run's folder: training goes on without it.
+    spool = metric_spool.spool_path(run_folder.run_dir(cfg), run_id)
+    logger = runstore.RunLogger(cfg.logging.mlflow_uri, run_id, spool)
     logger.set_status(runstore.RUNNING)
     logger.delete_tag(runstore.ERROR_TAG)  # a resumed run's earlier failure is no longer its state
+    logger.flush_spool()  # what an earlier job of the run could not send
     return logger
 
 
