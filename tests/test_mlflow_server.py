@@ -1,6 +1,7 @@
 """The cluster's tracking server (server/start_mlflow_server.sh, docs/cluster_store.md), for real: its own
 PostgreSQL cluster, `mlflow server` with proxied artifacts and basic auth on loopback, started once for
-the module on free ports in a temporary data folder, and stopped (with PostgreSQL) at its end.
+the session on free ports in a temporary data folder (tracking_server.py), and stopped (with PostgreSQL)
+at its end.
 
 Skipped only where PostgreSQL's programs are absent. The refusal to serve a non-loopback host without
 auth needs no PostgreSQL and always runs.
