@@ -41,7 +41,7 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ifrvis import metric_spool, runstore  # noqa: E402
+from ifrvis import run_folder, runstore  # noqa: E402
 
 EXPERIMENT = "store-load"
 FIELDS = ["store", "procs", "outage_s", "run", "run_id", "status", "sent", "arrived", "missing", "doubled"]
@@ -95,7 +95,7 @@ def log_one_run(uri: str, index: int, folder: str, args: argparse.Namespace, sta
     """One process: its run, its points in batches, the spool flushed, FINISHED."""
     mlflow = runstore.client(uri)
     run_id = runstore.with_retry(mlflow.create_run, runstore.experiment_id(mlflow, EXPERIMENT)).info.run_id
-    spool = metric_spool.spool_path(Path(folder) / f"run{index}", run_id)
+    spool = run_folder.metric_spool_path(Path(folder) / f"run{index}", run_id)
     logger = runstore.RunLogger(uri, run_id, spool)
     points, spooled = history(args), 0
     start.wait()

@@ -5,9 +5,7 @@ removed once all of them went through (`runstore.RunLogger` does both). Each poi
 timestamp, so sending it again is harmless: MLflow's SQL store keeps one row per identical (key, value,
 timestamp, step) of a run, over SQLite and over a tracking server's REST API alike
 (tests/test_store_faults.py). A batch whose answer was lost, or a flush cut short, is resent whole.
-
-    <run_dir>/metric_spool-<run id>.jsonl     (the run id in the name: a new run of the folder never
-                                               receives an earlier run's points)
+The file's place in the run folder: `run_folder.metric_spool_path`.
 """
 
 from __future__ import annotations
@@ -16,10 +14,6 @@ import json
 from pathlib import Path
 
 from mlflow.entities import Metric
-
-
-def spool_path(folder: Path, run_id: str) -> Path:
-    return Path(folder) / f"metric_spool-{run_id}.jsonl"
 
 
 def append(path: Path, metrics: list[Metric]) -> None:

@@ -11,6 +11,7 @@ The run's MLflow record (name, tags, statuses) is `ifrvis.runstore`'s.
               results.json        predictions in the YouTube-VIS results format (RESULTS), and
               results.zip         the same zipped for the evaluation servers (RESULTS_ZIP)
               vis/                strips of predicted masks (VIS)
+              metric_spool-<run id>.jsonl   metric points the store did not take yet (metric_spool_path)
 """
 
 from __future__ import annotations
@@ -37,6 +38,12 @@ def run_dir(cfg: Config) -> Path:
     identity = run_identity(cfg)
     existing = sorted(output_dir.glob(f"*-{identity}"))
     return existing[0] if existing else output_dir / f"{cfg.name}-{identity}"
+
+
+def metric_spool_path(folder: Path, run_id: str) -> Path:
+    """The spool of MLflow run `run_id` in a run folder (ifrvis.metric_spool): the run id in the name, so
+    that a new run of the folder never sends an earlier run's points."""
+    return Path(folder) / f"metric_spool-{run_id}.jsonl"
 
 
 def checkpoint_path(cfg: Config) -> Path:

@@ -23,7 +23,7 @@ from tracking_server import free_port, needs_postgres
 
 from ifrvis import metric_spool, runstore
 from ifrvis.config import load_config
-from ifrvis.run_folder import run_dir
+from ifrvis.run_folder import metric_spool_path, run_dir
 
 pytest_plugins = ["tracking_server"]  # the `server` fixture, shared with test_mlflow_server.py
 
@@ -40,7 +40,7 @@ def test_a_batch_the_store_refuses_waits_in_the_spool_and_arrives_once(tmp_path,
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     mlflow = runstore.client(uri)
     run_id = mlflow.create_run(runstore.experiment_id(mlflow, "spool")).info.run_id
-    spool = metric_spool.spool_path(tmp_path / "run", run_id)
+    spool = metric_spool_path(tmp_path / "run", run_id)
 
     down = runstore.RunLogger(f"http://127.0.0.1:{free_port()}", run_id, spool)  # nothing listens
     down.log_metric_history([(1, {"loss": 1.0}), (2, {"loss": 0.5})])

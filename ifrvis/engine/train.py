@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from ifrvis import metric_spool, run_folder, runstore
+from ifrvis import run_folder, runstore
 from ifrvis.config import Config, ConfigError, dump_config, run_identity
 from ifrvis.data.datasets import ClipDataset, TrainSampler, collate_clips
 from ifrvis.data.splits import load_splits
@@ -181,7 +181,7 @@ def _open_run(cfg: Config, state: dict | None, info: DistInfo) -> runstore.RunLo
             run_id = existing.info.run_id
     run_id = run_id or runstore.create_run(cfg)
     # Metric batches the store does not take wait in the run's folder: training goes on without it.
-    spool = metric_spool.spool_path(run_folder.run_dir(cfg), run_id)
+    spool = run_folder.metric_spool_path(run_folder.run_dir(cfg), run_id)
     logger = runstore.RunLogger(cfg.logging.mlflow_uri, run_id, spool)
     logger.set_status(runstore.RUNNING)
     logger.delete_tag(runstore.ERROR_TAG)  # a resumed run's earlier failure is no longer its state
