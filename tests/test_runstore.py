@@ -14,7 +14,7 @@ from conftest import ROOT, TINY_CONFIG
 from ifrvis import runstore
 from ifrvis.config import load_config
 
-N_RUNS, N_STEPS = 8, 25
+N_RUNS, N_STEPS = 8, 10
 
 
 def _log_one_run(uri: str, index: int) -> str:

@@ -39,7 +39,8 @@ def test_backbone_gets_a_tenth_of_the_learning_rate_and_norms_no_decay():
 
 
 def test_swin_position_biases_get_no_weight_decay():
-    from ifrvis.modeling.backbone import SWIN_SPECS, build_backbone
+    from ifrvis.modeling.backbone import build_backbone
+    from ifrvis.modeling.torchvision_backbones import SWIN_SPECS
 
     backbone = nn.Module()
     backbone.backbone = build_backbone("swin_t")

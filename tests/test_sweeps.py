@@ -359,12 +359,12 @@ def test_an_sbatch_error_is_one_line_and_leaves_no_run(tmp_path, tiny_data):
 @pytest.mark.slurm
 @pytest.mark.skipif(not slurm_available(), reason="no Slurm cluster: start it with slurm/start_cluster.sh")
 def test_an_unreachable_slurm_controller_is_one_line_and_leaves_no_run(tmp_path, tiny_data):
-    """sbatch reads a configuration whose controller port nothing listens on: as when slurmctld is down."""
+    """sbatch reads a configuration whose controller port nothing listens on: as when slurmctld is down
+    (MessageTimeout=1: sbatch gives up at once instead of retrying for 10 s)."""
     conf = tmp_path / "slurm.conf"
     lines = Path(os.environ.get("SLURM_CONF", "/etc/slurm/slurm.conf")).read_text().splitlines()
-    conf.write_text(
-        "\n".join([*(ln for ln in lines if not ln.startswith("SlurmctldPort")), "SlurmctldPort=1"]) + "\n"
-    )
+    kept = [ln for ln in lines if not ln.startswith(("SlurmctldPort", "MessageTimeout"))]
+    conf.write_text("\n".join([*kept, "SlurmctldPort=1", "MessageTimeout=1"]) + "\n")
     config = write_run_config(tmp_path, tiny_data, max_iters=4)
     result = launch(config, "slurm", env={"SLURM_CONF": str(conf)})
     assert result.returncode == 2, result.stdout[-3000:] + result.stderr[-3000:]
