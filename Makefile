@@ -11,7 +11,7 @@ DATA ?= data/synthetic
 export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 
 .PHONY: venv test lint data data-crossing demo table1 table2 table3 consistency consistency-lambda0 consistency-long ablation ablation-clip figures mlflow-init mlflow-ui mlflow-server mlflow-server-stop \
-        slurm-up slurm-down benchmarks clean
+        slurm-up slurm-down benchmarks store-load store-faults clean
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
@@ -158,6 +158,16 @@ benchmarks: data
 	$(PY) benchmarks/eval_speed.py
 	$(PY) benchmarks/model_speed.py
 	$(PY) benchmarks/synthetic_quality.py
+
+# The run store under load (32 processes on the tracking server, 8 on SQLite; then a 60-s kill of the
+# server), and a λ_e ablation on the Slurm test cluster through server and PostgreSQL restarts
+# (benchmarks/README.md, "Run store under load and faults"; needs PostgreSQL, and `make slurm-up`).
+store-load: venv
+	$(PY) benchmarks/store_load.py --csv benchmarks/results/store_load/load.csv
+	$(PY) benchmarks/store_load.py --store server --outage 60 --csv benchmarks/results/store_load/outage_60s.csv
+
+store-faults: data
+	$(PY) benchmarks/store_faults_slurm.py --csv benchmarks/results/store_faults/runs.csv
 
 clean:
 	rm -rf outputs results mlruns mlartifacts

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import glob
 import multiprocessing as mp
 import os
 import secrets
@@ -79,6 +80,40 @@ class TrackingServer:
 
     def kill(self) -> None:
         os.killpg(int((self.folder / "mlflow.pid").read_text()), signal.SIGKILL)
+
+    def restart_postgres(self) -> None:
+        """pg_ctl restart (fast) of the server's PostgreSQL cluster, as its owner when root runs this."""
+        pg_ctl = next(
+            path
+            for folder in [
+                os.environ.get("IFRVIS_PG_BIN", ""),
+                *sorted(glob.glob("/usr/lib/postgresql/*/bin"))[::-1],
+            ]
+            if folder and (path := Path(folder) / "pg_ctl").exists()
+        )
+        owner = (
+            ["runuser", "-u", os.environ.get("IFRVIS_PG_OS_USER", "postgres"), "--"]
+            if os.geteuid() == 0
+            else []
+        )
+        log = self.folder / "logs" / "postgresql.log"  # -l: else the postmaster keeps pg_ctl's output open
+        subprocess.run(
+            [
+                *owner,
+                str(pg_ctl),
+                "restart",
+                "-D",
+                str(self.folder / "pg"),
+                "-m",
+                "fast",
+                "-w",
+                "-l",
+                str(log),
+            ],
+            capture_output=True,
+            check=True,
+            timeout=60,
+        )
 
     def stop(self) -> None:
         self._script("stop_mlflow_server.sh")
