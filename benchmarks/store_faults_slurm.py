@@ -27,9 +27,10 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from store_load import ROOT, TrackingServer
+from store_load import ROOT, check, start_server, stop_server
 
 from ifrvis import run_folder, runstore
+from server.local_server import Server
 
 SWEEP = "store_faults"
 UNREACHABLE, ANSWERS = "tracking server unreachable", "tracking server answers again"
@@ -77,12 +78,12 @@ def wait_for_checkpoint(outputs: Path, after: float, process: subprocess.Popen, 
         time.sleep(0.5)
 
 
-def faults(server: TrackingServer, outputs: Path, process: subprocess.Popen, outage: float) -> None:
+def faults(server: Server, outputs: Path, process: subprocess.Popen, outage: float) -> None:
     wait_for_checkpoint(outputs, 0, process, "its first checkpoint")
     server.kill()
     print(f"{time.strftime('%X')} server killed (SIGKILL); restarting in {outage:.0f} s", flush=True)
     time.sleep(outage)
-    server.start()
+    check(server.start())
     restarted = time.time()
     print(f"{time.strftime('%X')} server started again", flush=True)
     wait_for_checkpoint(outputs, restarted, process, "a checkpoint after the restart")
@@ -128,13 +129,8 @@ def main() -> int:
         return 2
 
     work = Path(tempfile.mkdtemp(prefix="ifrvis-store-faults-"))
-    server = TrackingServer()
-    server.start()
-    os.environ |= {
-        "MLFLOW_TRACKING_URI": server.uri,
-        "MLFLOW_TRACKING_USERNAME": "bench",
-        "MLFLOW_TRACKING_PASSWORD": server.password,
-    }
+    server = start_server()
+    os.environ["MLFLOW_TRACKING_URI"] = server.uri
     try:
         tic = time.time()
         process = ablation(args, work / "outputs", work / "ablation.log")
@@ -145,7 +141,7 @@ def main() -> int:
         runs = runstore.find_runs(mlflow, "ifrvis", **{runstore.member_tag(SWEEP): "1"})
         rows = [run_row(mlflow, run, server.uri) for run in runs if "sweep_parent" not in run.data.tags]
     finally:
-        server.stop()
+        stop_server(server)
     rows.sort(key=lambda r: (float(r["lambda_e"]), int(r["seed"])))
     for row in rows:
         print(" ".join(f"{k}={v}" for k, v in row.items()))

@@ -23,13 +23,9 @@ from __future__ import annotations
 
 import argparse
 import csv
-import glob
 import multiprocessing as mp
 import os
-import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -43,81 +39,30 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ifrvis import run_folder, runstore  # noqa: E402
+from server.local_server import Server  # noqa: E402
 
 EXPERIMENT = "store-load"
 FIELDS = ["store", "procs", "outage_s", "run", "run_id", "status", "sent", "arrived", "missing", "doubled"]
 FIELDS += ["spooled_batches", "seconds"]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def check(done: subprocess.CompletedProcess) -> None:
+    if done.returncode != 0:
+        raise RuntimeError(f"{done.args[1]} failed:\n{done.stderr[-3000:]}")
 
 
-class TrackingServer:
-    """The start script's server in a temporary folder; the benchmark's user is 'bench'."""
+def start_server() -> Server:
+    """The tracking server in a temporary folder (its default 4 workers); this process logs in as 'bench'."""
+    server = Server.in_temporary_folder(["admin", "bench"])
+    check(server.start())
+    os.environ["MLFLOW_TRACKING_USERNAME"] = "bench"
+    os.environ["MLFLOW_TRACKING_PASSWORD"] = server.users["bench"]
+    return server
 
-    def __init__(self):
-        self.folder = Path(tempfile.mkdtemp(prefix="ifrvis-store-load-"))
-        self.password = secrets.token_urlsafe(16)
-        users = self.folder / "users"
-        users.write_text(f"admin:{secrets.token_urlsafe(16)}\nbench:{self.password}\n")
-        users.chmod(0o600)
-        self.port = free_port()
-        self.uri = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, "IFRVIS_MLFLOW_DIR": str(self.folder), "IFRVIS_PG_PORT": str(free_port())}
 
-    def _script(self, name: str, *args: str) -> None:
-        done = subprocess.run(
-            ["bash", str(ROOT / "server" / name), *args], env=self.env, capture_output=True, text=True
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"{name} failed:\n{done.stderr[-3000:]}")
-
-    def start(self) -> None:
-        self._script("start_mlflow_server.sh", "--port", str(self.port))
-
-    def kill(self) -> None:
-        os.killpg(int((self.folder / "mlflow.pid").read_text()), signal.SIGKILL)
-
-    def restart_postgres(self) -> None:
-        """pg_ctl restart (fast) of the server's PostgreSQL cluster, as its owner when root runs this."""
-        pg_ctl = next(
-            path
-            for folder in [
-                os.environ.get("IFRVIS_PG_BIN", ""),
-                *sorted(glob.glob("/usr/lib/postgresql/*/bin"))[::-1],
-            ]
-            if folder and (path := Path(folder) / "pg_ctl").exists()
-        )
-        owner = (
-            ["runuser", "-u", os.environ.get("IFRVIS_PG_OS_USER", "postgres"), "--"]
-            if os.geteuid() == 0
-            else []
-        )
-        log = self.folder / "logs" / "postgresql.log"  # -l: else the postmaster keeps pg_ctl's output open
-        subprocess.run(
-            [
-                *owner,
-                str(pg_ctl),
-                "restart",
-                "-D",
-                str(self.folder / "pg"),
-                "-m",
-                "fast",
-                "-w",
-                "-l",
-                str(log),
-            ],
-            capture_output=True,
-            check=True,
-            timeout=60,
-        )
-
-    def stop(self) -> None:
-        self._script("stop_mlflow_server.sh")
-        shutil.rmtree(self.folder, ignore_errors=True)
+def stop_server(server: Server) -> None:
+    check(server.stop())
+    shutil.rmtree(server.folder, ignore_errors=True)
 
 
 def history(args: argparse.Namespace) -> list[tuple[int, dict[str, float]]]:
@@ -165,9 +110,7 @@ def count(uri: str, row: dict, args: argparse.Namespace) -> dict:
     return {**row, "status": status, "sent": sent, "arrived": arrived, "missing": missing, "doubled": doubled}
 
 
-def load(
-    store: str, uri: str, procs: int, args: argparse.Namespace, server: TrackingServer | None
-) -> list[dict]:
+def load(store: str, uri: str, procs: int, args: argparse.Namespace, server: Server | None) -> list[dict]:
     """`procs` processes logging at once into `uri`; with an outage, the server killed half way."""
     ctx = mp.get_context("spawn")
     start, done, results = ctx.Barrier(procs + 1), ctx.Value("i", 0), ctx.Queue()
@@ -192,7 +135,7 @@ def load(
                 killed_at = time.perf_counter()
                 bar.write(f"server killed at {killed_at - tic:.1f} s ({done.value} batches in)")
             if killed_at is not None and outage and time.perf_counter() - killed_at >= outage:
-                server.start()
+                check(server.start())
                 bar.write(f"server restarted at {time.perf_counter() - tic:.1f} s")
                 outage = 0
             bar.update(done.value - bar.n)
@@ -228,16 +171,11 @@ def main() -> int:
 
     rows = []
     if args.store in ("server", "both"):
-        server = TrackingServer()
-        os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = (
-            "bench",
-            server.password,
-        )
+        server = start_server()
         try:
-            server.start()
             rows += load("server", server.uri, args.procs, args, server)
         finally:
-            server.stop()
+            stop_server(server)
     if args.store in ("sqlite", "both"):
         folder = Path(tempfile.mkdtemp(prefix="ifrvis-store-load-"))
         try:
