@@ -59,7 +59,10 @@ class StopSignals:
         return self
 
     def _handle(self, signum, frame) -> None:
-        self.received = signum
+        # SIGUSR2 asks submitit to requeue: a SIGTERM just before it (Slurm's preemption, and submitit's
+        # own, send SIGTERM then SIGUSR2) or just after must not hide it.
+        if self.received != signal.SIGUSR2:
+            self.received = signum
         if self.training_done:
             raise after_training(signum)
 

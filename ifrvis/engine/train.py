@@ -329,7 +329,8 @@ def _train_and_evaluate(cfg, splits, state, logger, info, device, out_dir, ckpt_
         if done % cfg.logging.checkpoint_every == 0 or done == cfg.solver.max_iters:
             checkpoint(done)
         if signum is not None:
-            checkpoint(done)
+            checkpoint(done)  # a signal held back while it saved is in flag.received now
+            signum = flag.received or signum
             raise Interrupted(f"signal {signum} at iteration {done}: checkpoint saved to {ckpt_path}", signum)
     bar.close()
     train_seconds = prior_seconds + time.perf_counter() - tic
