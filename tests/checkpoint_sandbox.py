@@ -69,6 +69,7 @@ def resident_kb() -> int:
 
 def main(argv: list[str]) -> int:
     import torch
+    import torch._dynamo  # noqa: F401  (a model built on the meta device imports it: once, before the forks)
 
     from ifrvis.cli import guarded
     from ifrvis.cli import main as cli_main
