@@ -43,7 +43,7 @@ from ifrvis.config import Config, InferenceConfig
 from ifrvis.data.datasets import frame_tensor, resized_shape
 from ifrvis.data.masks import decode_segmentation
 from ifrvis.engine.distributed import resolve_device
-from ifrvis.evaluation.results import encode_video_predictions, frame_segmentation, results_json
+from ifrvis.evaluation.results import encode_video_predictions, frame_segmentation, result_entry, results_json
 from ifrvis.inference import (
     ClipLinker,
     QueryResult,
@@ -176,12 +176,7 @@ def clip_results(
             scores = scores * masks.inside[queries] / masks.area[queries].clamp(min=1)
         segmentations = masks.segmentations(queries.tolist())
     results = [
-        {
-            "video_id": video_id,
-            "category_id": int(category_ids[label]),
-            "score": float(score),
-            "segmentations": track,
-        }
+        result_entry(video_id, category_ids[label], score, track)
         for score, label, track in zip(scores.tolist(), labels.tolist(), segmentations)
     ]
     return results, masks.num_frames

@@ -559,7 +559,8 @@ def load_sweep(sweep: str, experiment: str = "ifrvis", uri: str = "") -> SweepRu
     parents = [run for run in runs if run.data.tags.get(PARENT_TAG) == "1"]
     children = [run for run in runs if run.data.tags.get(PARENT_TAG) != "1"]
     frame = runs_frame(children)
-    frame["run_dir"] = [None if d is None else str(store_folder(uri) / d) for d in frame["run_dir"]]
+    base = store_folder(uri)
+    frame["run_dir"] = [None if d is None else str(base / d) for d in frame["run_dir"]]
     if parents:
         swept_keys = _split_keys(parents[0].data.tags.get("swept_keys"))
     else:

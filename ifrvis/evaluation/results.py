@@ -162,6 +162,16 @@ def results_json(results: list[dict]) -> str:
     return json.dumps(results, separators=(",", ":"))
 
 
+def result_entry(video_id: int, category_id: int, score: float, segmentations: list[dict | None]) -> dict:
+    """One track in the official results format: a segmentation (compressed RLE, or None) per frame."""
+    return {
+        "video_id": int(video_id),
+        "category_id": int(category_id),
+        "score": float(score),
+        "segmentations": segmentations,
+    }
+
+
 def encode_video_predictions(
     video_id: int, predictions: list, category_ids: list[int] | tuple[int, ...]
 ) -> list[dict]:
@@ -177,14 +187,7 @@ def encode_video_predictions(
         if masks.ndim != 3:
             raise ValueError(f"video {video_id}: prediction masks must be (T, H, W), got shape {masks.shape}")
         segs = [frame_segmentation(frame) for frame in masks]
-        out.append(
-            {
-                "video_id": int(video_id),
-                "category_id": int(category_ids[int(label)]),
-                "score": float(score),
-                "segmentations": segs,
-            }
-        )
+        out.append(result_entry(video_id, category_ids[int(label)], score, segs))
     return out
 
 
