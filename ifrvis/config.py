@@ -57,6 +57,13 @@ class DataConfig:
     max_long_side: int = 1333  # detectron2's default, kept by Mask2Former-VIS: 480 px 16:9 frames stay 480
     test_short_side: int = 360
     hflip: bool = True
+    # A training clip's class for each instance: "last_frame" is Mask2Former-VIS's video mapper (the class
+    # in the clip's last frame; an instance absent there is "no object" for the whole clip, class K);
+    # "category" is the annotation's category whichever frame shows the instance.
+    clip_label: Literal["last_frame", "category"] = "last_frame"
+    # Batches of one orientation (landscape w > h, or not), as detectron2's ASPECT_RATIO_GROUPING, on in
+    # Mask2Former-VIS's configs: less padding in a batch.
+    aspect_grouping: bool = True
     num_workers: int = 2
 
 

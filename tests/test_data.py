@@ -330,33 +330,6 @@ def test_flip_is_consistent_across_the_clip(folder):
     assert 0 < flipped_count < 16
 
 
-def test_class_taken_from_whichever_frame_is_present(broken):
-    root, data, save = broken
-    video = data["videos"][0]
-    ann = next(a for a in data["annotations"] if a["video_id"] == video["id"])
-    mask = np.zeros((SIZE, WIDTH), dtype=bool)
-    mask[4:12, 5:15] = True
-    ann["segmentations"] = [encode_rle(mask, compressed=False)] + [None] * (FRAMES - 1)
-    ann["category_id"] = 3
-    ytvis = load_ytvis(*save(data))
-    dataset = ClipDataset(
-        ytvis, _cfg(clip_length=2, sampling_frame_range=1, train_short_sides=[SIZE], hflip=False)
-    )
-    seen_first, seen_later = False, False
-    for draw in range(40):
-        item = dataset[(0, draw)]
-        ids = item["instance_ids"].tolist()
-        if item["frame_indices"][0] == 0:  # present in the first frame only
-            seen_first = True
-            row = ids.index(ann["id"])
-            assert item["labels"][row] == ytvis.label_of(3) == 2
-            assert item["present"][row].tolist() == [True, False]
-        else:
-            seen_later = True
-            assert ann["id"] not in ids  # absent from both frames: dropped
-    assert seen_first and seen_later
-
-
 def test_clip_determinism(folder):
     ytvis = load_ytvis(folder / "train.json", folder / "JPEGImages")
     one, two = ClipDataset(ytvis, _cfg(), seed=7), ClipDataset(ytvis, _cfg(), seed=7)

@@ -246,7 +246,7 @@ def test_two_process_ddp_with_gloo_logs_one_run(tmp_path, tiny_data):
     run = only_run(cfg)
     assert run.info.status == "FINISHED" and "AP" in run.data.metrics
     state = load_checkpoint(run_folder.checkpoint_path(cfg))
-    assert [s["rank"] for s in state["sampler"]] == [0, 1] and state["sampler"][1]["position"] == 4
+    assert [s["rank"] for s in state["sampler"]] == [0, 1] and state["sampler"][1]["batches"] == 4
 
 
 def torchrun(*args: str) -> list[str]:
@@ -309,7 +309,7 @@ def test_a_signal_to_one_ddp_rank_stops_every_rank_at_the_same_checkpoint(tmp_pa
     state = load_checkpoint(checkpoint)
     assert state["iteration"] < 60, "the run finished before it could be interrupted"
     assert "checkpoint saved" in output
-    assert [s["position"] for s in state["sampler"]] == [state["iteration"]] * 2  # 1 clip per rank per step
+    assert [s["batches"] for s in state["sampler"]] == [state["iteration"]] * 2  # 1 batch per rank per step
     assert only_run(cfg).info.status == "KILLED"
 
 

@@ -13,7 +13,6 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from ifrvis.config import DataConfig
@@ -70,12 +69,17 @@ def sample_frame_indices(
 class ClipDataset(torch.utils.data.Dataset):
     """Clips of `data_cfg.clip_length` frames, one item per video of `ytvis`.
 
-    Item: `images (T, 3, H, W)` float32 RGB in [0, 255], `labels (M,)` int64 contiguous class indices,
-    `masks (M, T, H, W)` bool, `present (M, T)` bool, `instance_ids (M,)` int64, `video_id` int,
-    `frame_indices (T,)` int64. Instances absent from all T frames are dropped; an instance's class is
-    its annotation's category, whichever of the T frames it is present in. Training: shorter side drawn
-    from `train_short_sides` (longer side <= `max_long_side`), horizontal flip of the whole clip.
-    Evaluation (`train=False`): `test_short_side`, no flip."""
+    Item: `images (T, 3, H, W)` float32 RGB in [0, 255], `labels (M,)` int64 contiguous class indices
+    (K, the number of categories, for "no object"), `masks (M, T, H, W)` bool, `present (M, T)` bool,
+    `instance_ids (M,)` int64, `video_id` int, `frame_indices (T,)` int64.
+
+    The targets are Mask2Former-VIS's video mapper's: crowd annotations (`iscrowd` != 0) are dropped;
+    masks are resized as detectron2 resizes them (PIL NEAREST); an instance whose mask is empty in all T
+    frames at the new size is dropped; with `data.clip_label = "last_frame"` an instance absent (null
+    segmentation) from the clip's last frame is "no object" for the whole clip, its masks still targets
+    ("category": its annotation's category). Training: shorter side drawn from `train_short_sides`
+    (longer side <= `max_long_side`), horizontal flip of the whole clip. Evaluation (`train=False`):
+    `test_short_side`, no flip."""
 
     def __init__(self, ytvis: YTVIS, data_cfg: DataConfig, train: bool = True, seed: int = 0):
         if data_cfg.clip_length < 1:
@@ -121,26 +125,26 @@ class ClipDataset(torch.utils.data.Dataset):
         }
 
     def _instances(self, video: dict, frames: np.ndarray, size: tuple[int, int]) -> dict:
-        """Masks of the annotated instances at `frames`, resized (nearest) to `size`; absent ones dropped."""
+        """The clip's training targets at `frames`, masks resized to `size` (see the class docstring)."""
+        no_object = len(self.ytvis.category_ids)
+        last = int(frames[-1])  # frames are sorted
         labels, ids, masks = [], [], []
         for ann in self.ytvis.annotations_of(video["id"]):
-            if all(ann["segmentations"][int(t)] is None for t in frames):
+            if ann.get("iscrowd", 0) != 0 or all(ann["segmentations"][int(t)] is None for t in frames):
                 continue
-            clip_masks = np.stack([self.ytvis.decode_frame(ann, int(t)) for t in frames])
-            labels.append(self.ytvis.label_of(ann["category_id"]))
+            shown_last = ann["segmentations"][last] is not None
+            category = self.ytvis.label_of(ann["category_id"])
+            labels.append(category if shown_last or self.cfg.clip_label == "category" else no_object)
             ids.append(int(ann["id"]))
-            masks.append(clip_masks)
-        h, w = size
+            masks.append(np.stack([resize_mask(self.ytvis.decode_frame(ann, int(t)), size) for t in frames]))
         if not masks:
-            empty = torch.zeros((0, len(frames), h, w), dtype=torch.bool)
             return {
                 "labels": torch.zeros(0, dtype=torch.int64),
-                "masks": empty,
+                "masks": torch.zeros((0, len(frames), *size), dtype=torch.bool),
                 "present": torch.zeros((0, len(frames)), dtype=torch.bool),
                 "instance_ids": torch.zeros(0, dtype=torch.int64),
             }
-        stacked = torch.from_numpy(np.stack(masks)).to(torch.uint8)  # (M, T, H0, W0)
-        resized = F.interpolate(stacked.float(), size=size, mode="nearest").bool()
+        resized = torch.from_numpy(np.stack(masks))  # (M, T, h, w)
         present = resized.flatten(2).any(-1)
         keep = present.any(-1)  # an instance may vanish at the new size
         return {
@@ -149,6 +153,15 @@ class ClipDataset(torch.utils.data.Dataset):
             "present": present[keep],
             "instance_ids": torch.tensor(ids, dtype=torch.int64)[keep],
         }
+
+
+def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(H, W) bool -> `size` = (h, w) bool, with PIL's NEAREST as detectron2's ResizeTransform resizes
+    segmentations (torch's `nearest` picks other pixels: edges move by up to 1 px)."""
+    if mask.shape == tuple(size):
+        return mask
+    image = Image.fromarray(mask.astype(np.uint8)).resize((size[1], size[0]), Image.NEAREST)
+    return np.asarray(image).astype(bool)
 
 
 def padded_shape(height: int, width: int, divisibility: int = SIZE_DIVISIBILITY) -> tuple[int, int]:
@@ -184,6 +197,11 @@ def collate_clips(items: Sequence[dict], pad_value: Sequence[float]) -> tuple[to
         target["image_size"] = (int(h), int(w))
         targets.append(target)
     return images, targets
+
+
+def landscape_items(ytvis: YTVIS) -> list[bool]:
+    """One bool per video of `ytvis`: wider than high (detectron2's aspect-ratio bucket 0)."""
+    return [int(video["width"]) > int(video["height"]) for video in ytvis.videos]
 
 
 class VideoFrames:
@@ -248,3 +266,42 @@ class TrainSampler(torch.utils.data.Sampler):
             if key in state and state[key] != getattr(self, key):
                 raise ValueError(f"sampler state has {key}={state[key]}, this sampler {getattr(self, key)}")
         self.position = int(state["position"])
+
+
+class ClipBatches(torch.utils.data.Sampler):
+    """A DataLoader's `batch_sampler`: batches of `size` keys from `sampler`'s stream. With `landscape`
+    (one bool per item: its video's width > height), a batch holds one orientation only, as detectron2's
+    AspectRatioGroupedDataset groups them: a key waits in its orientation's bucket until that bucket
+    holds `size` keys.
+
+    The batches are a function of the sampler's stream from its start; `state_dict(batches)` is the
+    state after `batches` batches, and a loaded state replays the stream past them (cheap: keys only,
+    no clip is read), so a resumed run continues with the very batches an uninterrupted one draws."""
+
+    def __init__(self, sampler: TrainSampler, size: int, landscape: Sequence[bool] | None = None):
+        self.sampler, self.size = sampler, size
+        self.landscape = None if landscape is None else np.asarray(landscape, dtype=bool)
+        self.done = 0  # batches to pass over before the first one yielded
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        self.sampler.position = 0
+        batches = self._batches()
+        for _ in range(self.done):
+            next(batches)
+        yield from batches
+
+    def _batches(self) -> Iterator[list[tuple[int, int]]]:
+        buckets: dict[bool, list[tuple[int, int]]] = {False: [], True: []}
+        for key in self.sampler:
+            bucket = buckets[self.landscape is None or bool(self.landscape[key[0]])]
+            bucket.append(key)
+            if len(bucket) == self.size:
+                yield bucket[:]
+                bucket.clear()
+
+    def state_dict(self, batches: int) -> dict:
+        return {**self.sampler.state_dict(), "position": 0, "batches": batches}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sampler.load_state_dict({**state, "position": 0})
+        self.done = int(state["batches"])

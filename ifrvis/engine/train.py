@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from ifrvis import run_folder, runstore
 from ifrvis.config import Config, ConfigError, dump_config, run_identity
-from ifrvis.data.datasets import ClipDataset, TrainSampler, collate_clips
+from ifrvis.data.datasets import ClipBatches, ClipDataset, TrainSampler, collate_clips, landscape_items
 from ifrvis.data.splits import load_splits
 from ifrvis.data.ytvis import YTVIS
 from ifrvis.engine.checkpoint import (
@@ -66,28 +66,16 @@ def nonfinite_term(losses: dict[str, torch.Tensor]) -> str | None:
 
 
 def _batches(
-    dataset: ClipDataset, sampler: TrainSampler, per_rank: int, workers: int, pad_value: list[float]
+    dataset: ClipDataset, batch_sampler: ClipBatches, workers: int, pad_value: list[float]
 ) -> Iterator:
     loader = torch.utils.data.DataLoader(
         dataset,
-        batch_sampler=_BatchOf(sampler, per_rank),
+        batch_sampler=batch_sampler,
         collate_fn=partial(collate_clips, pad_value=pad_value),
         num_workers=workers,
         persistent_workers=workers > 0,
     )
     return iter(loader)
-
-
-class _BatchOf:
-    """Groups the sampler's endless index stream into batches of `size`."""
-
-    def __init__(self, sampler: TrainSampler, size: int):
-        self.sampler, self.size = sampler, size
-
-    def __iter__(self):
-        stream = iter(self.sampler)
-        while True:
-            yield [next(stream) for _ in range(self.size)]
 
 
 def train(cfg: Config, resume: bool = False, stop_signals: tuple[int, ...] = PREEMPTION_SIGNALS) -> dict:
@@ -245,19 +233,22 @@ def _train_and_evaluate(cfg, splits, state, logger, info, device, out_dir, ckpt_
         )
     dataset = ClipDataset(train_set, cfg.data, train=True, seed=cfg.seed)
     sampler = TrainSampler(len(dataset), seed=cfg.seed, rank=info.rank, world_size=info.world_size)
+    landscape = landscape_items(train_set) if cfg.data.aspect_grouping else None
+    batch_sampler = ClipBatches(sampler, per_rank, landscape)
+    if state is not None:  # before the loader starts: its workers draw batches at once
+        batch_sampler.load_state_dict(state["sampler"][info.rank])
     # The loader draws its base seed from torch's generator when it starts: start it before restoring
     # the RNG state, so that a resumed run draws (sampled loss points, drop-path) as an uninterrupted one.
-    batches = _batches(dataset, sampler, per_rank, cfg.data.num_workers, cfg.model.pixel_mean)
+    batches = _batches(dataset, batch_sampler, cfg.data.num_workers, cfg.model.pixel_mean)
     if state is not None:
-        sampler.load_state_dict(state["sampler"][info.rank])
         set_rng_state(state["rng"][info.rank])
     run_id = logger.run_id if logger else None
     metrics_buffer: list[tuple[int, dict[str, float]]] = []
 
     def checkpoint(iteration: int) -> None:
-        # Every iteration consumes `per_rank` items, so the position follows from the iteration
-        # (the loader's prefetching runs the live sampler ahead of what training has consumed).
-        samplers = gather({**sampler.state_dict(), "position": iteration * per_rank}, info)
+        # Every iteration consumes one batch, so the state follows from the iteration (the loader's
+        # prefetching runs the live sampler ahead of what training has consumed).
+        samplers = gather(batch_sampler.state_dict(batches=iteration), info)
         rngs = gather(rng_state(), info)
         if not info.is_main:
             return

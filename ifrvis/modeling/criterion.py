@@ -91,7 +91,8 @@ class SetCriterion(nn.Module):
         """`outputs`: `pred_logits (B, Q, K)` (focal) or `(B, Q, K + 1)` (softmax), `pred_masks
         (B, Q, T, h, w)`, optional
         `pred_cross_masks (B, Q, T, T, h, w)` and `aux_outputs`; `targets`: B dicts with
-        `labels (M,)`, `masks (M, T, H, W) bool`, `present (M, T)`."""
+        `labels (M,)` (K: "no object", whose masks are still targets), `masks (M, T, H, W) bool`,
+        `present (M, T)`."""
         device = outputs["pred_logits"].device
         # Loss arithmetic in float32 even when the model runs under autocast.
         with torch.autocast(device_type=device.type, enabled=False):
@@ -138,11 +139,13 @@ class SetCriterion(nn.Module):
         return losses
 
     def classification_loss(self, logits: Tensor, targets: list[dict], indices: list) -> Tensor:
-        """Sigmoid focal loss over all queries and classes, summed (Eq. 5's L_cls); unmatched queries
-        are pushed to 0 on every class."""
+        """Sigmoid focal loss over all queries and classes, summed (Eq. 5's L_cls); unmatched queries,
+        and queries matched to a "no object" target (label K), are pushed to 0 on every class."""
         onehot = torch.zeros_like(logits)
         for b, (t, (q, i)) in enumerate(zip(targets, indices)):
-            onehot[b, q.to(logits.device), t["labels"][i]] = 1.0
+            labels = t["labels"][i].to(logits.device)
+            is_object = labels < self.num_classes
+            onehot[b, q.to(logits.device)[is_object], labels[is_object]] = 1.0
         return sigmoid_focal_loss(logits, onehot, self.cfg.focal_alpha, self.cfg.focal_gamma).sum()
 
     def softmax_classification_loss(self, logits: Tensor, targets: list[dict], indices: list) -> Tensor:

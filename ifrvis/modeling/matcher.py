@@ -28,20 +28,25 @@ CLASS_COSTS = typing.get_args(ClassCost)
 
 
 def class_cost_matrix(probs: Tensor, labels: Tensor, kind: str, alpha: float, gamma: float) -> Tensor:
-    """`probs (Q, K)` class probabilities, `labels (M,)` -> cost `(Q, M)`.
+    """`probs (Q, C)` class probabilities, `labels (M,)` -> cost `(Q, M)`.
 
     "prob": -p̂(c) (Eq. 4). "focal" (sigmoid probabilities only): Deformable DETR's focal-loss
     difference at the label,
-    α (1 - p)^γ (-log p) - (1 - α) p^γ (-log (1 - p))."""
-    p = probs[:, labels]
+    α (1 - p)^γ (-log p) - (1 - α) p^γ (-log (1 - p)).
+    A "no object" label (c = K) costs -p̂(no object) with softmax probabilities (C = K + 1, as
+    Mask2Former-VIS's matcher) and 0 with sigmoid ones (C = K): its target row has no positive class."""
+    column = labels.clamp(max=probs.shape[1] - 1)
+    p = probs[:, column]
     if kind == "prob":
-        return -p
-    if kind == "focal":
+        cost = -p
+    elif kind == "focal":
         eps = 1e-8
         pos = alpha * (1 - p) ** gamma * -(p + eps).log()
         neg = (1 - alpha) * p**gamma * -(1 - p + eps).log()
-        return pos - neg
-    raise ValueError(f"loss.matcher_class_cost must be one of {CLASS_COSTS}, got {kind!r}")
+        cost = pos - neg
+    else:
+        raise ValueError(f"loss.matcher_class_cost must be one of {CLASS_COSTS}, got {kind!r}")
+    return cost.masked_fill(labels >= probs.shape[1], 0.0)
 
 
 def bce_cost_matrix(logits: Tensor, targets: Tensor) -> Tensor:
@@ -84,10 +89,18 @@ def hungarian(cost: Tensor) -> tuple[Tensor, Tensor]:
     return torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(np.asarray(cols), dtype=torch.int64)
 
 
+def matching_probabilities(logits: Tensor, class_loss: str) -> Tensor:
+    """`logits (Q, K)` (focal) or `(Q, K + 1)` (softmax) -> the probabilities Eq. 4 reads: sigmoid `(Q, K)`,
+    or softmax `(Q, K + 1)` with the "no object" column kept for "no object" targets."""
+    if class_loss == "softmax":
+        return logits.softmax(-1)
+    return class_probabilities(logits, class_loss)
+
+
 class HungarianMatcher(nn.Module):
     """Eq. 4 matcher with `cfg`'s weights λ_c (`class_weight`), λ_m (`mask_weight`), λ_d
     (`dice_weight`), `num_points`, `matcher_class_cost` (with `focal_alpha`, `focal_gamma`) and
-    `class_loss`, which says how `pred_logits` become probabilities (`class_probabilities`).
+    `class_loss`, which says how `pred_logits` become probabilities (`matching_probabilities`).
     `forward(outputs, targets) -> [(query_idx (n,), instance_idx (n,)) per clip]`."""
 
     def __init__(self, cfg: LossConfig):
@@ -101,8 +114,8 @@ class HungarianMatcher(nn.Module):
         self.cfg = replace(cfg)  # a copy: later edits of the run's config do not reach it
 
     def cost_matrix(self, probs: Tensor, pred_masks: Tensor, labels: Tensor, gt_masks: Tensor) -> Tensor:
-        """Eq. 4 for one clip: `probs (Q, K)`, `pred_masks (Q, T, h, w)` logits, `labels (M,)`,
-        `gt_masks (M, T, H, W)` -> `(Q, M)`."""
+        """Eq. 4 for one clip: `probs (Q, K)` or `(Q, K + 1)` (`matching_probabilities`), `pred_masks
+        (Q, T, h, w)` logits, `labels (M,)`, `gt_masks (M, T, H, W)` -> `(Q, M)`."""
         cfg = self.cfg
         pred, gt = clip_mask_pairs(pred_masks.float(), gt_masks, cfg.num_points)
         cost_class = class_cost_matrix(
@@ -132,7 +145,7 @@ class HungarianMatcher(nn.Module):
                 raise ValueError(
                     f"targets[{b}]['masks'] has {gt_masks.shape[1]} frames, pred_masks {masks.shape[2]}"
                 )
-            probs = class_probabilities(logits[b].float(), self.cfg.class_loss)
+            probs = matching_probabilities(logits[b].float(), self.cfg.class_loss)
             cost = self.cost_matrix(probs, masks[b], labels, gt_masks)
             indices.append(hungarian(cost))
         return indices
