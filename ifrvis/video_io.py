@@ -11,7 +11,8 @@ neither holds more than a frame whatever the video's length.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -43,7 +44,7 @@ class VideoError(UserError):
 
 @dataclass(frozen=True)
 class Source:
-    """One input: a video file, or a folder of frames (`images`, sorted by name)."""
+    """One input: a video file, or a folder of frames (`images`, in `frame_order`)."""
 
     path: Path
     size: tuple[int, int]  # (H, W) of the first frame; every frame is read at this size
@@ -63,7 +64,7 @@ def probe(path: str | Path) -> Source:
     FFmpeg cannot read or that holds no video frame raise a `VideoError`."""
     path = Path(path)
     if path.is_dir():
-        images = tuple(sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
+        images = frame_order(path.iterdir())
         if not images:
             raise VideoError(f"{path}: no frames ({', '.join(IMAGE_SUFFIXES)}) in this folder")
         first = _read_image(images[0])
@@ -87,6 +88,22 @@ def probe(path: str | Path) -> Source:
             )
     except av.FFmpegError as error:
         raise VideoError(f"{path}: not a readable video: {_ffmpeg_message(error)}") from None
+
+
+def frame_order(paths: Iterable[Path]) -> tuple[Path, ...]:
+    """The frame images among `paths` in natural order (1.jpg, 2.jpg, ..., 10.jpg, as ffmpeg's `%d.jpg`
+    names them, and 00001.jpg, ... alike), hidden files skipped: macOS's `._00001.jpg` resource forks
+    and `.DS_Store` are not frames."""
+    images = (p for p in paths if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+    return tuple(sorted(images, key=lambda p: natural_key(p.name)))
+
+
+def natural_key(name: str) -> tuple:
+    """A sort key reading each run of digits in `name` as a number ("frame10" after "frame9"); the
+    name itself breaks ties ("01" and "1")."""
+    # re.split with a group alternates text and digit runs, so the key's items compare like with like
+    parts = re.split(r"(\d+)", name.lower())
+    return (*(int(part) if i % 2 else part for i, part in enumerate(parts)), name)
 
 
 def read_frames(source: Source) -> Iterator[np.ndarray]:

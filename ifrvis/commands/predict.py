@@ -3,7 +3,8 @@
     ifrvis predict CONFIG CHECKPOINT INPUT... --out DIR [key=value ...]
     ifrvis predict RUN_FOLDER INPUT... --out DIR [key=value ...]
 
-INPUT: a video file (mp4, avi, webm, mkv, mov, ...) or a folder of frames (jpg/png, sorted by name).
+INPUT: a video file (mp4, avi, webm, mkv, mov, ...) or a folder of frames (jpg/png, in natural order:
+2.jpg before 10.jpg; hidden files skipped).
 RUN_FOLDER: a training run's folder (outputs/<name>-<identity>/), for its config.yaml and checkpoint.pt.
 key=value: dotted config overrides (e.g. inference.clip_frames=20); the options below set some.
 Writes DIR/<stem>/results.json, overlay.<ext> and strip.png per input (ifrvis.predict).

@@ -1,0 +1,31 @@
+"""`ifrvis predict` on inputs as users bring them: frame folders as ffmpeg and macOS leave them, mistakes on
+the command line, batches with a bad input, interruptions. Small generated frames and videos only."""
+
+import numpy as np
+from PIL import Image
+
+from ifrvis.video_io import probe, read_frames
+
+
+def flat_frame(value: int, height: int = 16, width: int = 24) -> np.ndarray:
+    """(H, W, 3) uint8 of one grey level: a frame that says which it is after a lossless round trip."""
+    return np.full((height, width, 3), value, np.uint8)
+
+
+def test_frame_folders_are_read_in_natural_order_without_hidden_files(tmp_path):
+    """ffmpeg's default `%d.png` names: 1, 2, ..., 12 (text order would read 1, 10, 11, 12, 2, ...);
+    macOS's `._1.png` resource fork (not an image) and `.DS_Store` are no frames."""
+    for t in range(1, 13):
+        Image.fromarray(flat_frame(10 * t)).save(tmp_path / f"{t}.png")
+    (tmp_path / "._1.png").write_bytes(b"\x00\x05\x16\x07 resource fork")
+    (tmp_path / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    source = probe(tmp_path)
+    assert [p.name for p in source.images] == [f"{t}.png" for t in range(1, 13)]
+    assert [int(frame[0, 0, 0]) for frame in read_frames(source)] == [10 * t for t in range(1, 13)]
+
+
+def test_zero_padded_and_prefixed_names_keep_their_order(tmp_path):
+    names = ["frame_9.png", "frame_10.png", "frame_00011.png", "frame_100.png"]
+    for value, name in enumerate(names):
+        Image.fromarray(flat_frame(value)).save(tmp_path / name)
+    assert [p.name for p in probe(tmp_path).images] == names
