@@ -43,6 +43,7 @@ from ifrvis.config import Config, InferenceConfig
 from ifrvis.data.datasets import frame_tensor, resized_shape
 from ifrvis.data.masks import decode_segmentation
 from ifrvis.engine.distributed import resolve_device
+from ifrvis.errors import UserError
 from ifrvis.evaluation.results import encode_video_predictions, frame_segmentation, result_entry, results_json
 from ifrvis.inference import (
     ClipLinker,
@@ -289,6 +290,26 @@ def categories(cfg: Config) -> tuple[list[int], dict[int, str]]:
     return ids, names
 
 
+def check_out_dir(out_dir: Path) -> None:
+    """`--out` is a folder, or a path one can be made at, that this process may write in; else a
+    UserError (the check an existing file, a read-only folder or file system fails at mkdir)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--out {out_dir}: a file, not a folder")
+    existing = next(folder for folder in (out_dir.absolute(), *out_dir.absolute().parents) if folder.exists())
+    if not existing.is_dir():
+        raise UserError(f"--out {out_dir}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):  # False on a read-only file system too (EROFS)
+        raise UserError(f"--out {out_dir}: {existing} is not writable")
+
+
+def check_device(name: str) -> None:
+    """A UserError when the device `name` asks for ("cpu", "cuda", "auto") is not on this machine."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError(
+            "device cuda: PyTorch sees no CUDA GPU on this machine (--device cpu or auto run here)"
+        )
+
+
 def check_inputs(paths: Sequence[str | Path], out_dir: Path) -> list[Source]:
     """Each input probed (`probe`: it exists, is readable and holds frames) and encodable; its output
     folder `out_dir/<stem>` its own, and new, empty or an earlier prediction (replaced when the new one
@@ -326,8 +347,11 @@ def predict(
 ) -> Iterator[dict]:
     """Predict each input with `cfg.inference` and write its folder (module docstring); yields one
     summary per video when its folder is complete. Inputs and checkpoint are checked before the first
-    folder is created. `fps`: the overlay's frame rate for a folder of frames (or a video without one)."""
+    folder is created, and the output folder and device before that. `fps`: the overlay's frame rate for
+    a folder of frames (or a video without one)."""
     out_dir = Path(out_dir)
+    check_out_dir(out_dir)
+    check_device(cfg.device)
     sources = check_inputs(inputs, out_dir)
     model = load_trained_model(cfg, checkpoint)
     category_ids, names = categories(cfg)

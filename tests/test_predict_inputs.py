@@ -1,10 +1,22 @@
 """`ifrvis predict` on inputs as users bring them: frame folders as ffmpeg and macOS leave them, mistakes on
 the command line, batches with a bad input, interruptions. Small generated frames and videos only."""
 
-import numpy as np
-from PIL import Image
+import os
 
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from test_predict import CHECKPOINT, CONFIG, predict_cli, synthetic_frames, write_video
+
+from ifrvis import predict
 from ifrvis.video_io import probe, read_frames
+
+
+@pytest.fixture
+def clip(tmp_path_factory):
+    """A 6-frame mp4 of moving shapes, 64 x 96 px."""
+    return write_video(tmp_path_factory.mktemp("videos") / "shapes.mp4", synthetic_frames(30)[:6])
 
 
 def flat_frame(value: int, height: int = 16, width: int = 24) -> np.ndarray:
@@ -29,3 +41,40 @@ def test_zero_padded_and_prefixed_names_keep_their_order(tmp_path):
     for value, name in enumerate(names):
         Image.fromarray(flat_frame(value)).save(tmp_path / name)
     assert [p.name for p in probe(tmp_path).images] == names
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("out is a file", "a file, not a folder"),
+        ("out under a file", "is a file, not a folder"),
+        ("read-only out", "is not writable"),
+        ("cuda without a GPU", "device cuda: PyTorch sees no CUDA GPU"),
+    ],
+)
+def test_out_and_device_are_checked_before_the_model_loads(
+    case, message, clip, tmp_path, capsys, monkeypatch
+):
+    def no_loading(*args):
+        raise AssertionError("the model was loaded before the command line was checked")
+
+    monkeypatch.setattr(predict, "load_trained_model", no_loading)
+    out, options = tmp_path / "out", []
+    if case == "out is a file":
+        out.write_text("a user's file")
+    elif case == "out under a file":
+        (tmp_path / "notes").write_text("a user's file")
+        out = tmp_path / "notes" / "out"
+    elif case == "read-only out":
+        if os.geteuid() == 0:
+            pytest.skip("root writes in read-only folders")
+        out.mkdir()
+        out.chmod(0o555)
+    else:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+        options = ["--device", "cuda"]
+    before = sorted(tmp_path.rglob("*"))
+    code, _, err = predict_cli([str(CONFIG), str(CHECKPOINT), str(clip), "--out", str(out), *options], capsys)
+    assert code == 2
+    assert err.startswith("ifrvis predict: error:") and err.count("\n") == 1 and message in err, err
+    assert sorted(tmp_path.rglob("*")) == before
