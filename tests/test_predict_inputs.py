@@ -2,12 +2,16 @@
 the command line, batches with a bad input, interruptions. Small generated frames and videos only."""
 
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_predict import CHECKPOINT, CONFIG, predict_cli, synthetic_frames, write_video
+from test_predict import CHECKPOINT, CONFIG, SMALL, predict_cli, synthetic_frames, write_video
 
 from ifrvis import predict
 from ifrvis.video_io import probe, read_frames
@@ -78,3 +82,31 @@ def test_out_and_device_are_checked_before_the_model_loads(
     assert code == 2
     assert err.startswith("ifrvis predict: error:") and err.count("\n") == 1 and message in err, err
     assert sorted(tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize(
+    "signum, status, name", [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "Ctrl-C")]
+)
+def test_a_signal_mid_run_removes_the_unfinished_folder_and_keeps_the_finished(
+    signum, status, name, tmp_path
+):
+    """Two inputs; SIGTERM (a scheduler, `kill`) or SIGINT (Ctrl-C) once the second's temporary folder
+    exists: that folder goes, the first input's stays, and the command says so in one line."""
+    loop = synthetic_frames(30)
+    short = write_video(tmp_path / "short.mp4", loop[:4])
+    long = write_video(tmp_path / "long.mp4", np.concatenate([loop, loop[::-1]] * 10))  # 600 frames
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "ifrvis.cli", "predict", str(CONFIG), str(CHECKPOINT), str(short)]
+    command += [str(long), "--out", str(out), "--no-progress", *SMALL]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) as run:
+        deadline = time.monotonic() + 120
+        while not list(out.glob(".long.partial-*")) and run.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        run.send_signal(signum)
+        stdout, stderr = run.communicate(timeout=60)
+    assert run.returncode == status, stderr
+    assert stderr.count("\n") == 1 and f"stopped by {name}: 1 of 2 inputs written" in stderr, stderr
+    assert "short.mp4: 4 frames" in stdout
+    assert sorted(p.name for p in out.iterdir()) == ["short"]
+    assert (out / "short" / "results.json").is_file()

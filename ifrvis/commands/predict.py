@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import re
+import signal
+import sys
 import typing
 from pathlib import Path
 
@@ -22,6 +24,16 @@ from ifrvis.config import InferenceMode, load_config
 
 # A dotted config key, then "=": an override, unless a file of that name exists.
 OVERRIDE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*=")
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised wherever the process is (as Ctrl-C raises KeyboardInterrupt), so that the
+    input in progress removes its temporary folder on the way out (`predict.predict`)."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the cleanup short
+    raise Terminated
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,6 +87,11 @@ def flag_overrides(args: argparse.Namespace) -> list[str]:
     return [f"{key}={value}" for key, value in keys.items() if value is not None]
 
 
+def summary_line(summary: dict) -> str:
+    """One input's line on stdout when its folder is complete."""
+    return f"{summary['input']}: {summary['frames']} frames, {summary['tracks']} tracks -> {summary['out']}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_intermixed_args(argv)
@@ -84,10 +101,23 @@ def main(argv: list[str] | None = None) -> int:
     config, checkpoint, *inputs = files
     # per clip unless the command line says otherwise: a user's video may be of any length
     cfg = load_config(config, ["inference.mode=clip", *overrides, *flag_overrides(args)])
-    for summary in predict.predict(
-        cfg, checkpoint, inputs, args.out, args.score_threshold, args.fps, not args.no_progress
-    ):
-        print(
-            f"{summary['input']}: {summary['frames']} frames, {summary['tracks']} tracks -> {summary['out']}"
+    done, previous = 0, signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        for summary in predict.predict(
+            cfg, checkpoint, inputs, args.out, args.score_threshold, args.fps, not args.no_progress
+        ):
+            done += 1
+            print(summary_line(summary))
+    except (KeyboardInterrupt, Terminated) as stop:
+        name, signum = (
+            ("SIGTERM", signal.SIGTERM) if isinstance(stop, Terminated) else ("Ctrl-C", signal.SIGINT)
         )
+        print(
+            f"ifrvis predict: stopped by {name}: {done} of {len(inputs)} inputs written, "
+            "the one in progress removed",
+            file=sys.stderr,
+        )
+        return 128 + signum  # the shell's status for a process a signal ended
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0
