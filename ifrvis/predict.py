@@ -32,6 +32,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TextIO
 
+import av
 import numpy as np
 import torch
 from PIL import Image
@@ -64,6 +65,9 @@ STRIP = "strip.png"
 STRIP_FRAMES = 8
 STRIP_HEIGHT = 240  # cell height in pixels, up or down from the video's
 MASK_PIXELS = 1 << 24  # mask pixels upsampled at once: bounds a frame's buffers at high resolution
+# what one input can raise that says nothing of the next: an unreadable frame, a stream FFmpeg cannot
+# decode or encode, a full disk
+INPUT_ERRORS = (UserError, av.FFmpegError, OSError)
 # where a run's relative data.root points from (runstore.PROJECT_ROOT, without importing MLflow)
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -346,8 +350,9 @@ def predict(
     progress: bool = True,
 ) -> Iterator[dict]:
     """Predict each input with `cfg.inference` and write its folder (module docstring); yields one
-    summary per video when its folder is complete. Inputs and checkpoint are checked before the first
-    folder is created, and the output folder and device before that. `fps`: the overlay's frame rate for
+    summary per input when its folder is complete, or when it failed (`error`: why, its folder removed;
+    the inputs after it still run). Inputs and checkpoint are checked before the first folder is
+    created, and the output folder and device before that. `fps`: the overlay's frame rate for
     a folder of frames (or a video without one)."""
     out_dir = Path(out_dir)
     check_out_dir(out_dir)
@@ -358,17 +363,22 @@ def predict(
     for video_id, source in enumerate(sources, 1):
         final, work = out_dir / source.stem, out_dir / f".{source.stem}.partial-{os.getpid()}"
         work.mkdir(parents=True, exist_ok=False)
+        summary = {"input": str(source.path), "out": str(final), "frames": 0, "tracks": 0, "error": None}
         try:
-            num_frames, tracks = _predict_into(
+            summary["frames"], summary["tracks"] = _predict_into(
                 work, model, source, cfg, video_id, category_ids, names, score_threshold, fps, progress
             )
+        except INPUT_ERRORS as error:  # this input's own problem: the others still run
+            shutil.rmtree(work, ignore_errors=True)
+            yield {**summary, "error": str(error)}
+            continue
         except BaseException:
             shutil.rmtree(work, ignore_errors=True)
             raise
         if final.exists():  # a run before: replaced only by a complete folder
             shutil.rmtree(final)
         work.rename(final)
-        yield {"input": str(source.path), "out": str(final), "frames": num_frames, "tracks": tracks}
+        yield summary
 
 
 def _predict_into(

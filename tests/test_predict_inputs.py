@@ -106,7 +106,33 @@ def test_a_signal_mid_run_removes_the_unfinished_folder_and_keeps_the_finished(
         run.send_signal(signum)
         stdout, stderr = run.communicate(timeout=60)
     assert run.returncode == status, stderr
-    assert stderr.count("\n") == 1 and f"stopped by {name}: 1 of 2 inputs written" in stderr, stderr
+    assert stderr.count("\n") == 1 and f"stopped by {name}: 1 of 2 inputs done" in stderr, stderr
     assert "short.mp4: 4 frames" in stdout
     assert sorted(p.name for p in out.iterdir()) == ["short"]
     assert (out / "short" / "results.json").is_file()
+
+
+def test_a_failed_input_does_not_stop_the_batch(clip, tmp_path, capsys):
+    """A folder whose third frame has another size fails midway between two good inputs: both are
+    written, the bad one leaves nothing, a table lists all three and the exit status is 1."""
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    for folder, crop in ((good, 0), (bad, 2)):
+        folder.mkdir()
+        for t, frame in enumerate(synthetic_frames(5, seed=2)):
+            Image.fromarray(frame[: frame.shape[0] - crop] if t == 2 else frame).save(folder / f"{t}.png")
+    out = tmp_path / "out"
+    argv = [str(CONFIG), str(CHECKPOINT), str(clip), str(bad), str(good), "--out", str(out), *SMALL]
+    code, stdout, err = predict_cli(argv, capsys)
+    assert code == 1
+    assert err.count("\n") == 1 and "2.png: frame of 62x96 px" in err, err
+    assert sorted(p.name for p in out.iterdir()) == ["good", "shapes"]
+    table = stdout.splitlines()[-4:]
+    assert table[0].split()[:4] == ["input", "status", "frames", "tracks"]
+    assert [row.split()[:3] for row in table[1:]] == [
+        [str(clip), "ok", "6"],
+        [str(bad), "failed", "-"],
+        [str(good), "ok", "5"],
+    ]
+    assert table[1].endswith(str(out / "shapes")) and table[2].endswith(
+        "frame of 62x96 px, the folder's first is 64x96"
+    )

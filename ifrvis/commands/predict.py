@@ -92,6 +92,22 @@ def summary_line(summary: dict) -> str:
     return f"{summary['input']}: {summary['frames']} frames, {summary['tracks']} tracks -> {summary['out']}"
 
 
+def status_table(summaries: list[dict]) -> str:
+    """The inputs of a batch, one row each: ok (frames, tracks, folder) or failed (why)."""
+    rows = [("input", "status", "frames", "tracks", "output or error")]
+    for summary in summaries:
+        if summary["error"]:
+            rows.append((summary["input"], "failed", "-", "-", summary["error"]))
+        else:
+            rows.append(
+                (summary["input"], "ok", str(summary["frames"]), str(summary["tracks"]), summary["out"])
+            )
+    widths = [max(len(row[column]) for row in rows) for column in range(4)]
+    return "\n".join(
+        "  ".join([*(cell.ljust(width) for cell, width in zip(row, widths)), row[4]]) for row in rows
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_intermixed_args(argv)
@@ -101,23 +117,28 @@ def main(argv: list[str] | None = None) -> int:
     config, checkpoint, *inputs = files
     # per clip unless the command line says otherwise: a user's video may be of any length
     cfg = load_config(config, ["inference.mode=clip", *overrides, *flag_overrides(args)])
-    done, previous = 0, signal.signal(signal.SIGTERM, _raise_terminated)
+    summaries, previous = [], signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         for summary in predict.predict(
             cfg, checkpoint, inputs, args.out, args.score_threshold, args.fps, not args.no_progress
         ):
-            done += 1
-            print(summary_line(summary))
+            summaries.append(summary)
+            if summary["error"]:
+                print(f"ifrvis predict: error: {summary['error']}", file=sys.stderr)
+            else:
+                print(summary_line(summary))
     except (KeyboardInterrupt, Terminated) as stop:
         name, signum = (
             ("SIGTERM", signal.SIGTERM) if isinstance(stop, Terminated) else ("Ctrl-C", signal.SIGINT)
         )
         print(
-            f"ifrvis predict: stopped by {name}: {done} of {len(inputs)} inputs written, "
+            f"ifrvis predict: stopped by {name}: {len(summaries)} of {len(inputs)} inputs done, "
             "the one in progress removed",
             file=sys.stderr,
         )
         return 128 + signum  # the shell's status for a process a signal ended
     finally:
         signal.signal(signal.SIGTERM, previous)
-    return 0
+    if len(summaries) > 1:
+        print(status_table(summaries))
+    return 1 if any(summary["error"] for summary in summaries) else 0
