@@ -360,6 +360,43 @@ def predict(
     sources = check_inputs(inputs, out_dir)
     model = load_trained_model(cfg, checkpoint)
     category_ids, names = categories(cfg)
+    made = missing_folders(out_dir)
+    try:
+        yield from _predict_each(
+            sources, out_dir, model, cfg, category_ids, names, score_threshold, fps, progress
+        )
+    finally:
+        remove_if_empty(made)
+
+
+def missing_folders(folder: Path) -> list[Path]:
+    """`folder` and those of its parents that do not exist, deepest first: what `mkdir(parents=True)`
+    would make."""
+    return [f for f in (folder, *folder.parents) if not f.exists()]
+
+
+def remove_if_empty(folders: Sequence[Path]) -> None:
+    """Remove `folders` (deepest first) while they are empty: a run that wrote nothing leaves none of
+    the folders it made."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (or never made): it and its parents stay
+            return
+
+
+def _predict_each(
+    sources: Sequence[Source],
+    out_dir: Path,
+    model: VISModel,
+    cfg: Config,
+    category_ids: Sequence[int],
+    names: dict[int, str],
+    score_threshold: float,
+    fps: float,
+    progress: bool,
+) -> Iterator[dict]:
+    """`predict`'s loop over the checked inputs, one summary each."""
     for video_id, source in enumerate(sources, 1):
         final, work = out_dir / source.stem, out_dir / f".{source.stem}.partial-{os.getpid()}"
         work.mkdir(parents=True, exist_ok=False)

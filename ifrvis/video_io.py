@@ -36,6 +36,9 @@ ENCODERS = {
     ".avi": ("mpeg4", "mjpeg"),
 }
 FOLDER_SUFFIX = ".mp4"
+# An overlay's pixel formats, preferred first: 4:2:0 (what every player reads), then full chroma for
+# the sizes an encoder's 4:2:0 refuses (odd sides in H.264), and MJPEG's full-range variants.
+PIXEL_FORMATS = ("yuv420p", "yuv444p", "yuvj420p", "yuvj444p", "rgb24", "gbrp")
 
 
 class VideoError(UserError):
@@ -154,25 +157,38 @@ def output_format(source: Source) -> tuple[str, str]:
     raise VideoError(f"{source.path}: this FFmpeg build encodes none of {', '.join(ENCODERS[suffix])}")
 
 
+def pixel_format(codec: str, size: tuple[int, int]) -> str:
+    """The first of PIXEL_FORMATS (else of the codec's own) that `codec` encodes at `size` (H, W): 4:2:0,
+    which every player reads, unless the encoder refuses the size (H.264's 4:2:0 needs even sides, its
+    4:4:4 takes odd ones: a 333 x 187 video stays 333 x 187)."""
+    formats = [f.name for f in av.codec.Codec(codec, "w").video_formats or ()]
+    for name in [f for f in PIXEL_FORMATS if not formats or f in formats] + formats:
+        context = av.CodecContext.create(codec, "w")
+        context.height, context.width, context.pix_fmt, context.time_base = *size, name, Fraction(1, 25)
+        try:
+            context.open()  # the encoder's own check of the size and format; nothing is written
+        except (av.FFmpegError, ValueError):
+            continue
+        return name
+    raise VideoError(f"{codec} encodes no pixel format at {size[1]}x{size[0]} px")
+
+
 class VideoWriter:
-    """A video encoded frame by frame: `write((H, W, 3) uint8 RGB)`, then `close()` (or `with`). Odd
-    sizes are padded to even with black at the bottom and right (4:2:0 chroma needs even sizes)."""
+    """A video encoded frame by frame: `write((H, W, 3) uint8 RGB)`, then `close()` (or `with`), at
+    the frames' own size, odd sides included (`pixel_format`)."""
 
     def __init__(self, path: str | Path, codec: str, fps: Fraction | float, size: tuple[int, int]):
         self.size = size
         self.container = av.open(str(path), "w")
         self.stream = self.container.add_stream(codec, rate=Fraction(fps).limit_denominator(65535))
-        self.stream.height, self.stream.width = (s + s % 2 for s in size)
-        formats = [f.name for f in self.stream.codec_context.codec.video_formats or ()]
-        self.stream.pix_fmt = "yuv420p" if "yuv420p" in formats or not formats else formats[0]
+        self.stream.height, self.stream.width = size
+        self.stream.pix_fmt = pixel_format(codec, size)
 
     def write(self, frame: np.ndarray) -> None:
         """Encode one (H, W, 3) uint8 RGB frame of the writer's size."""
         if frame.shape[:2] != self.size:
             raise ValueError(f"frame of size {frame.shape[:2]}, the video's is {self.size}")
-        padded = np.zeros((self.stream.height, self.stream.width, 3), np.uint8)
-        padded[: self.size[0], : self.size[1]] = frame
-        self._mux(av.VideoFrame.from_ndarray(padded, format="rgb24"))
+        self._mux(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24"))
 
     def close(self) -> None:
         self._mux(None)  # flush the encoder's delayed frames

@@ -50,13 +50,15 @@ def test_zero_padded_and_prefixed_names_keep_their_order(tmp_path):
 @pytest.mark.parametrize(
     "case, message",
     [
+        ("fps 0", "--fps 0: give a frame rate above 0"),
+        ("fps nan", "--fps nan: give a frame rate above 0"),
         ("out is a file", "a file, not a folder"),
         ("out under a file", "is a file, not a folder"),
         ("read-only out", "is not writable"),
         ("cuda without a GPU", "device cuda: PyTorch sees no CUDA GPU"),
     ],
 )
-def test_out_and_device_are_checked_before_the_model_loads(
+def test_options_out_and_device_are_checked_before_the_model_loads(
     case, message, clip, tmp_path, capsys, monkeypatch
 ):
     def no_loading(*args):
@@ -69,6 +71,8 @@ def test_out_and_device_are_checked_before_the_model_loads(
     elif case == "out under a file":
         (tmp_path / "notes").write_text("a user's file")
         out = tmp_path / "notes" / "out"
+    elif case.startswith("fps"):
+        options = ["--fps", case.split()[1]]
     elif case == "read-only out":
         if os.geteuid() == 0:
             pytest.skip("root writes in read-only folders")

@@ -13,6 +13,7 @@ Writes DIR/<stem>/results.json, overlay.<ext> and strip.png per input (ifrvis.pr
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import signal
 import sys
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from ifrvis import predict, run_folder
 from ifrvis.config import InferenceMode, load_config
+from ifrvis.errors import UserError
 
 # A dotted config key, then "=": an override, unless a file of that name exists.
 OVERRIDE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*=")
@@ -111,6 +113,10 @@ def status_table(summaries: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_intermixed_args(argv)
+    if not (math.isfinite(args.fps) and args.fps > 0):
+        raise UserError(
+            f"--fps {args.fps:g}: give a frame rate above 0 (the overlay's for a folder of frames)"
+        )
     files, overrides = split_paths(args.paths)
     if len(files) < 3:
         parser.error("give CONFIG CHECKPOINT (or a run folder) and at least one INPUT")
