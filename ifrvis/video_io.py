@@ -50,11 +50,14 @@ class Source:
     """One input: a video file, or a folder of frames (`images`, in `frame_order`)."""
 
     path: Path
-    size: tuple[int, int]  # (H, W) of the first frame; every frame is read at this size
+    size: tuple[int, int]  # (H, W) of the first frame as displayed; every frame is read at this size
     images: tuple[Path, ...] = ()  # a folder's frames; empty for a video file
     fps: Fraction | None = None  # a video's average frame rate
     codec: str = ""  # a video's codec, as FFmpeg names it
     num_frames: int | None = None  # as the container declares it (a hint: progress bars)
+    # quarter turns counterclockwise that display a video's stored frames upright: its display matrix
+    # (a phone's portrait video is stored landscape with a rotation tag of -90 here)
+    quarter_turns: int = 0
 
     @property
     def stem(self) -> str:
@@ -82,12 +85,14 @@ def probe(path: str | Path) -> Source:
             first = next(container.decode(stream), None)
             if first is None:
                 raise VideoError(f"{path}: the video holds no frames")
+            turns = quarter_turns(first.rotation)
             return Source(
                 path,
-                (first.height, first.width),
+                (first.width, first.height) if turns % 2 else (first.height, first.width),
                 fps=stream.average_rate or stream.guessed_rate,
                 codec=stream.codec_context.name,
                 num_frames=stream.frames or None,
+                quarter_turns=turns,
             )
     except av.FFmpegError as error:
         raise VideoError(f"{path}: not a readable video: {_ffmpeg_message(error)}") from None
@@ -121,14 +126,21 @@ def read_frames(source: Source) -> Iterator[np.ndarray]:
                 )
             yield frame
         return
-    height, width = source.size
+    height, width = source.size[:: -1 if source.quarter_turns % 2 else 1]  # as stored
     reformatter = VideoReformatter()  # one for the whole video: a new one per frame costs more than decoding
     try:
         with av.open(str(source.path)) as container:
             for frame in container.decode(container.streams.video[0]):
-                yield reformatter.reformat(frame, format="rgb24", width=width, height=height).to_ndarray()
+                stored = reformatter.reformat(frame, format="rgb24", width=width, height=height).to_ndarray()
+                yield np.ascontiguousarray(np.rot90(stored, source.quarter_turns))
     except av.FFmpegError as error:
         raise VideoError(f"{source.path}: cannot decode: {_ffmpeg_message(error)}") from None
+
+
+def quarter_turns(degrees: float) -> int:
+    """A display matrix's rotation (PyAV's `VideoFrame.rotation`: degrees counterclockwise) as quarter
+    turns in 0..3, rounded to the nearest (cameras write multiples of 90)."""
+    return round(degrees / 90) % 4
 
 
 def _read_image(path: Path) -> np.ndarray:

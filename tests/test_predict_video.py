@@ -2,6 +2,7 @@
 frame rates, truncated files. Each test writes its own small video with PyAV."""
 
 import json
+import struct
 from pathlib import Path
 
 import av
@@ -50,3 +51,45 @@ def test_odd_sizes_are_kept(tmp_path, capsys):
         )
         overlay, _, written = decode(out / name / f"overlay{suffix}")
         assert (len(overlay), overlay[0].shape, written) == (6, (63, 95, 3), codec)
+
+
+def tag_rotation(path: Path, height: int) -> Path:
+    """Write into `path`'s track header (tkhd, version 0) the matrix a phone writes for a portrait
+    video stored landscape (rotate=90: shown turned a quarter clockwise), as the QuickTime format says:
+    (x, y) -> (height - y, x)."""
+    data = bytearray(path.read_bytes())
+    header = data.index(b"tkhd")
+    assert data[header + 4] == 0  # version 0: the matrix is 44 bytes after the box's type
+    matrix = header + 44
+    data[matrix : matrix + 36] = struct.pack(">9i", 0, 1 << 16, 0, -(1 << 16), 0, 0, height << 16, 0, 1 << 30)
+    path.write_bytes(data)
+    return path
+
+
+def test_a_rotation_tag_turns_the_frames_as_players_show_them(tmp_path, capsys):
+    """A 64 x 96 video tagged to show as 96 x 64 (portrait): the results and the overlay are 96 x 64, the
+    overlay's frames the stored ones turned a quarter clockwise."""
+    stored = synthetic_frames(6)
+    video = tag_rotation(encode(tmp_path / "phone.mp4", stored, pix_fmt="yuv444p"), 64)
+    out = tmp_path / "out"
+    for threshold, name in (("0", "all"), ("1.1", "none")):  # every track; no track drawn over the frames
+        argv = [
+            str(CONFIG),
+            str(CHECKPOINT),
+            str(video),
+            "--out",
+            str(out / name),
+            "--score-threshold",
+            threshold,
+        ]
+        code, _, err = predict_cli([*argv, *SMALL], capsys)
+        assert code == 0, err
+    results = json.loads((out / "all" / "phone" / "results.json").read_text())
+    assert results and all(s is None or s["size"] == [96, 64] for r in results for s in r["segmentations"])
+    overlay, _, _ = decode(out / "none" / "phone" / "overlay.mp4")
+    assert [frame.shape for frame in overlay] == [(96, 64, 3)] * 6
+    clockwise, counterclockwise = (
+        np.abs(np.stack(overlay).astype(int) - np.rot90(stored, turns, axes=(1, 2))).mean()
+        for turns in (-1, 1)
+    )
+    assert clockwise < 20 and counterclockwise > 3 * clockwise  # H.264 twice: about 13 and 73 grey levels
