@@ -26,7 +26,7 @@ import os
 import shutil
 import tempfile
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
@@ -188,14 +188,21 @@ def clip_results(
 
 
 def whole_video_results(
-    model: VISModel, source: Source, cfg: Config, video_id: int, category_ids: Sequence[int], progress: bool
+    model: VISModel,
+    source: Source,
+    cfg: Config,
+    video_id: int,
+    category_ids: Sequence[int],
+    progress: bool,
+    truncated: Callable[[str], None],
 ) -> tuple[list[dict], int]:
     """`predict_video` on the whole decoded video ("video" or "tta"; TTA decodes it again at each of
-    its sizes) -> (the top-k results in the official format, number of frames)."""
+    its sizes) -> (the top-k results in the official format, number of frames). `truncated`: as
+    `read_frames`'s."""
 
     def frames_at(short_side: int, max_long_side: int) -> Frames:
         size = resized_shape(*source.size, short_side, max_long_side)
-        decoded = _progress(read_frames(source), source, f"{source.stem}: decode", progress)
+        decoded = _progress(read_frames(source, truncated), source, f"{source.stem}: decode", progress)
         return Frames(list(resized(decoded, size)), size, source.size)
 
     frames = frames_at(cfg.data.test_short_side, cfg.data.max_long_side)
@@ -350,10 +357,10 @@ def predict(
     progress: bool = True,
 ) -> Iterator[dict]:
     """Predict each input with `cfg.inference` and write its folder (module docstring); yields one
-    summary per input when its folder is complete, or when it failed (`error`: why, its folder removed;
-    the inputs after it still run). Inputs and checkpoint are checked before the first folder is
-    created, and the output folder and device before that. `fps`: the overlay's frame rate for
-    a folder of frames (or a video without one)."""
+    summary per input when its folder is complete (`warning`: why its frames end early, or None), or
+    when it failed (`error`: why, its folder removed; the inputs after it still run). Inputs and
+    checkpoint are checked before the first folder is created, and the output folder and device
+    before that. `fps`: the overlay's frame rate for a folder of frames (or a video without one)."""
     out_dir = Path(out_dir)
     check_out_dir(out_dir)
     check_device(cfg.device)
@@ -400,9 +407,10 @@ def _predict_each(
     for video_id, source in enumerate(sources, 1):
         final, work = out_dir / source.stem, out_dir / f".{source.stem}.partial-{os.getpid()}"
         work.mkdir(parents=True, exist_ok=False)
-        summary = {"input": str(source.path), "out": str(final), "frames": 0, "tracks": 0, "error": None}
+        summary = {"input": str(source.path), "out": str(final), "frames": 0, "tracks": 0}
+        summary |= {"error": None, "warning": None}
         try:
-            summary["frames"], summary["tracks"] = _predict_into(
+            summary["frames"], summary["tracks"], summary["warning"] = _predict_into(
                 work, model, source, cfg, video_id, category_ids, names, score_threshold, fps, progress
             )
         except INPUT_ERRORS as error:  # this input's own problem: the others still run
@@ -429,16 +437,20 @@ def _predict_into(
     score_threshold: float,
     fps: float,
     progress: bool,
-) -> tuple[int, int]:
-    """One video's files into `work` -> (frames, tracks)."""
+) -> tuple[int, int, str | None]:
+    """One video's files into `work` -> (frames, tracks, why its frames end early or None). The
+    overlay's decoding pass stops where the prediction's did."""
+    warnings: list[str] = []
     if cfg.inference.mode == "clip":
         size = resized_shape(*source.size, cfg.data.test_short_side, cfg.data.max_long_side)
-        frames = _progress(read_frames(source), source, f"{source.stem}: predict", progress)
+        frames = _progress(read_frames(source, warnings.append), source, f"{source.stem}: predict", progress)
         results, num_frames = clip_results(
             model, resized(frames, size), size, source.size, cfg.inference, video_id, category_ids
         )
     else:
-        results, num_frames = whole_video_results(model, source, cfg, video_id, category_ids, progress)
+        results, num_frames = whole_video_results(
+            model, source, cfg, video_id, category_ids, progress, warnings.append
+        )
     tracks = select_tracks(results, score_threshold)
     (work / run_folder.RESULTS).write_text(results_json(tracks))
     suffix, codec = output_format(source)
@@ -453,4 +465,4 @@ def _predict_into(
         work / STRIP,
         progress,
     )
-    return num_frames, len(tracks)
+    return num_frames, len(tracks), warnings[0] if warnings else None  # TTA's passes say it again

@@ -12,7 +12,7 @@ neither holds more than a frame whatever the video's length.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -114,8 +114,11 @@ def natural_key(name: str) -> tuple:
     return (*(int(part) if i % 2 else part for i, part in enumerate(parts)), name)
 
 
-def read_frames(source: Source) -> Iterator[np.ndarray]:
-    """The frames of `source`, (H, W, 3) uint8 RGB at `source.size`, each decoded when asked for."""
+def read_frames(source: Source, truncated: Callable[[str], None] | None = None) -> Iterator[np.ndarray]:
+    """The frames of `source`, (H, W, 3) uint8 RGB at `source.size`, each decoded when asked for.
+    A video that cannot be decoded past some frame (a file cut short, its index at the start declaring
+    more) ends there: the frames before it are kept and `truncated` gets a message naming the last good
+    frame. One that yields no frame at all raises a VideoError."""
     if source.images:
         for image in source.images:
             frame = _read_image(image)
@@ -128,13 +131,21 @@ def read_frames(source: Source) -> Iterator[np.ndarray]:
         return
     height, width = source.size[:: -1 if source.quarter_turns % 2 else 1]  # as stored
     reformatter = VideoReformatter()  # one for the whole video: a new one per frame costs more than decoding
+    count = 0
     try:
         with av.open(str(source.path)) as container:
             for frame in container.decode(container.streams.video[0]):
                 stored = reformatter.reformat(frame, format="rgb24", width=width, height=height).to_ndarray()
                 yield np.ascontiguousarray(np.rot90(stored, source.quarter_turns))
+                count += 1
     except av.FFmpegError as error:
-        raise VideoError(f"{source.path}: cannot decode: {_ffmpeg_message(error)}") from None
+        if not count:
+            raise VideoError(f"{source.path}: cannot decode: {_ffmpeg_message(error)}") from None
+        if truncated is not None:
+            truncated(
+                f"{source.path}: cannot decode past frame {count - 1} ({_ffmpeg_message(error)}): "
+                f"frames 0-{count - 1} kept"
+            )
 
 
 def quarter_turns(degrees: float) -> int:

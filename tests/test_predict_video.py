@@ -93,3 +93,42 @@ def test_a_rotation_tag_turns_the_frames_as_players_show_them(tmp_path, capsys):
         for turns in (-1, 1)
     )
     assert clockwise < 20 and counterclockwise > 3 * clockwise  # H.264 twice: about 13 and 73 grey levels
+
+
+def decodable_frames(path: Path) -> int:
+    """How many frames FFmpeg decodes from `path` before its first error."""
+    count = 0
+    try:
+        with av.open(str(path)) as container:
+            for _ in container.decode(video=0):
+                count += 1
+    except av.FFmpegError:
+        pass
+    return count
+
+
+def test_a_truncated_video_keeps_the_frames_before_the_cut(tmp_path, capsys):
+    """An mp4 with its index at the start (faststart), cut at 60 % of its bytes: the index declares 30
+    frames, FFmpeg decodes fewer. The command keeps those, warns in one line naming the last good frame,
+    and exits 0; a batch's table says "truncated"."""
+    whole = encode(tmp_path / "whole.mp4", synthetic_frames(30), movflags="faststart")
+    data = whole.read_bytes()
+    assert data[4:8] == b"ftyp" and data.index(b"moov") < data.index(b"mdat")
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) * 6 // 10])
+    with av.open(str(cut)) as container:
+        assert container.streams.video[0].frames == 30
+    kept = decodable_frames(cut)
+    assert 0 < kept < 30
+    out = tmp_path / "out"
+    argv = [str(CONFIG), str(CHECKPOINT), str(cut), str(whole), "--out", str(out), "--score-threshold", "0"]
+    code, stdout, err = predict_cli([*argv, *SMALL], capsys)
+    assert code == 0, err
+    assert err == f"ifrvis predict: warning: {cut}: cannot decode past frame {kept - 1} " + (
+        f"(Invalid data found when processing input): frames 0-{kept - 1} kept\n"
+    )
+    results = json.loads((out / "cut" / "results.json").read_text())
+    assert results and all(len(r["segmentations"]) == kept for r in results)
+    overlay, _, _ = decode(out / "cut" / "overlay.mp4")
+    assert len(overlay) == kept
+    assert [row.split()[1:3] for row in stdout.splitlines()[-2:]] == [["truncated", str(kept)], ["ok", "30"]]

@@ -95,14 +95,15 @@ def summary_line(summary: dict) -> str:
 
 
 def status_table(summaries: list[dict]) -> str:
-    """The inputs of a batch, one row each: ok (frames, tracks, folder) or failed (why)."""
+    """The inputs of a batch, one row each: ok or truncated (frames, tracks, folder), or failed (why)."""
     rows = [("input", "status", "frames", "tracks", "output or error")]
     for summary in summaries:
         if summary["error"]:
             rows.append((summary["input"], "failed", "-", "-", summary["error"]))
         else:
+            status = "truncated" if summary["warning"] else "ok"
             rows.append(
-                (summary["input"], "ok", str(summary["frames"]), str(summary["tracks"]), summary["out"])
+                (summary["input"], status, str(summary["frames"]), str(summary["tracks"]), summary["out"])
             )
     widths = [max(len(row[column]) for row in rows) for column in range(4)]
     return "\n".join(
@@ -132,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
             if summary["error"]:
                 print(f"ifrvis predict: error: {summary['error']}", file=sys.stderr)
             else:
+                if summary["warning"]:
+                    print(f"ifrvis predict: warning: {summary['warning']}", file=sys.stderr)
                 print(summary_line(summary))
     except (KeyboardInterrupt, Terminated) as stop:
         name, signum = (
