@@ -7,7 +7,8 @@ Per input (a video file or a folder of frames, `ifrvis.video_io`), under `<out>/
                    (n = 1, 2, ...), its `segmentations` one compressed RLE or null per frame, its
                    `video_id` the input's place on the command line (1, 2, ...)
     overlay.<ext>  the input with each track's masks, outline and "#n class score" in a colour of the
-                   track's own, in the input's container, codec family and frame rate (mp4 for a folder)
+                   track's own, in the input's container and codec family, each frame at its time
+                   in the input (a variable frame rate kept; mp4 at --fps for a folder)
     strip.png      up to 8 overlay frames side by side, each stamped with its frame index
 
 Frames are resized as the config's test frames are (`data.test_short_side`, `data.max_long_side`). In
@@ -57,7 +58,15 @@ from ifrvis.inference import (
 )
 from ifrvis.modeling.meta_arch import VISModel, build_model
 from ifrvis.modeling.weights import CheckpointError, load_weights
-from ifrvis.video_io import Source, VideoError, VideoWriter, output_format, probe, read_frames
+from ifrvis.video_io import (
+    Source,
+    VideoError,
+    VideoWriter,
+    output_format,
+    probe,
+    read_frames,
+    read_timed_frames,
+)
 from ifrvis.visualize import frame_indices, palette, render_frame, stamp_frame_index
 
 OVERLAY = "overlay"
@@ -242,17 +251,20 @@ def write_overlay(
     progress: bool = True,
 ) -> None:
     """Decode `source` again and encode each frame with the tracks drawn (`render_frame`) into
-    `video_path` as it is drawn; `strip_path` gets up to STRIP_FRAMES of them side by side."""
+    `video_path` as it is drawn, at the frame's presentation time in the input (`fps`: the average
+    rate; a folder's frames are 1/fps apart); `strip_path` gets up to STRIP_FRAMES of them side by side."""
     height, width = source.size
     colours, labels = track_styles(tracks, names)
     picked = set(frame_indices(num_frames, STRIP_FRAMES))
     cell = (max(1, round(width * STRIP_HEIGHT / height)), STRIP_HEIGHT)
     cells = []
-    frames = _progress(read_frames(source), source, f"{source.stem}: overlay", progress)
-    with VideoWriter(video_path, codec, fps, source.size) as writer:
-        for t, frame in zip(range(num_frames), frames):
+    frames = _progress(read_timed_frames(source), source, f"{source.stem}: overlay", progress)
+    # a video's frames at their own times; a folder's one 1/fps apart
+    time_base = source.time_base or 1 / Fraction(fps).limit_denominator(65535)
+    with VideoWriter(video_path, codec, fps, source.size, time_base) as writer:
+        for t, (time, frame) in zip(range(num_frames), frames):
             masks = [decode_segmentation(track["segmentations"][t], height, width) for track in tracks]
-            writer.write(np.asarray(render_frame(frame, masks, colours, labels, (width, height))))
+            writer.write(np.asarray(render_frame(frame, masks, colours, labels, (width, height))), time)
             if t in picked:
                 cells.append(render_frame(frame, masks, colours, labels, cell))
                 stamp_frame_index(cells[-1], t, cell)

@@ -5,8 +5,9 @@ neither holds more than a frame whatever the video's length.
     source = probe(path)               # refuses a missing path, an unreadable or empty video
     for frame in read_frames(source):  # (H, W, 3) uint8 RGB, decoded when asked for
         ...
-    with VideoWriter(path, codec, fps, source.size) as writer:
-        writer.write(frame)
+    with VideoWriter(path, codec, fps, source.size, source.time_base) as writer:
+        for time, frame in read_timed_frames(source):
+            writer.write(frame, time)
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class Source:
     size: tuple[int, int]  # (H, W) of the first frame as displayed; every frame is read at this size
     images: tuple[Path, ...] = ()  # a folder's frames; empty for a video file
     fps: Fraction | None = None  # a video's average frame rate
+    time_base: Fraction | None = None  # a video's unit of presentation time (`read_timed_frames`)
     codec: str = ""  # a video's codec, as FFmpeg names it
     num_frames: int | None = None  # as the container declares it (a hint: progress bars)
     # quarter turns counterclockwise that display a video's stored frames upright: its display matrix
@@ -90,6 +92,7 @@ def probe(path: str | Path) -> Source:
                 path,
                 (first.width, first.height) if turns % 2 else (first.height, first.width),
                 fps=stream.average_rate or stream.guessed_rate,
+                time_base=stream.time_base,
                 codec=stream.codec_context.name,
                 num_frames=stream.frames or None,
                 quarter_turns=turns,
@@ -115,28 +118,43 @@ def natural_key(name: str) -> tuple:
 
 
 def read_frames(source: Source, truncated: Callable[[str], None] | None = None) -> Iterator[np.ndarray]:
-    """The frames of `source`, (H, W, 3) uint8 RGB at `source.size`, each decoded when asked for.
+    """The frames of `source`, (H, W, 3) uint8 RGB at `source.size`, each decoded when asked for
+    (`read_timed_frames` without the times)."""
+    for _, frame in read_timed_frames(source, truncated):
+        yield frame
+
+
+def read_timed_frames(
+    source: Source, truncated: Callable[[str], None] | None = None
+) -> Iterator[tuple[int, np.ndarray]]:
+    """(presentation time, frame) of each frame of `source`: the time in `source.time_base` units from
+    the first frame (a variable frame rate's irregular steps kept), a folder's frame index; the frame
+    (H, W, 3) uint8 RGB at `source.size`, decoded when asked for.
     A video that cannot be decoded past some frame (a file cut short, its index at the start declaring
     more) ends there: the frames before it are kept and `truncated` gets a message naming the last good
     frame. One that yields no frame at all raises a VideoError."""
     if source.images:
-        for image in source.images:
+        for t, image in enumerate(source.images):
             frame = _read_image(image)
             if frame.shape[:2] != source.size:
                 raise VideoError(
                     f"{image}: frame of {frame.shape[0]}x{frame.shape[1]} px, the folder's first is "
                     f"{source.size[0]}x{source.size[1]}"
                 )
-            yield frame
+            yield t, frame
         return
     height, width = source.size[:: -1 if source.quarter_turns % 2 else 1]  # as stored
     reformatter = VideoReformatter()  # one for the whole video: a new one per frame costs more than decoding
-    count = 0
+    # a frame without a time (some AVI and raw streams) comes one average frame after the one before
+    step = max(1, round(1 / (source.fps * source.time_base))) if source.fps and source.time_base else 1
+    count, first, time = 0, None, -step
     try:
         with av.open(str(source.path)) as container:
             for frame in container.decode(container.streams.video[0]):
+                first = (frame.pts or 0) if first is None else first
+                time = time + step if frame.pts is None else frame.pts - first
                 stored = reformatter.reformat(frame, format="rgb24", width=width, height=height).to_ndarray()
-                yield np.ascontiguousarray(np.rot90(stored, source.quarter_turns))
+                yield time, np.ascontiguousarray(np.rot90(stored, source.quarter_turns))
                 count += 1
     except av.FFmpegError as error:
         if not count:
@@ -197,21 +215,34 @@ def pixel_format(codec: str, size: tuple[int, int]) -> str:
 
 
 class VideoWriter:
-    """A video encoded frame by frame: `write((H, W, 3) uint8 RGB)`, then `close()` (or `with`), at
-    the frames' own size, odd sides included (`pixel_format`)."""
+    """A video encoded frame by frame: `write((H, W, 3) uint8 RGB, time)`, then `close()` (or `with`), at
+    the frames' own size, odd sides included (`pixel_format`), each frame at its own presentation time
+    (`time` in units of `time_base`: a variable frame rate stays as it was); `fps`: the average rate."""
 
-    def __init__(self, path: str | Path, codec: str, fps: Fraction | float, size: tuple[int, int]):
-        self.size = size
+    def __init__(
+        self, path: str | Path, codec: str, fps: Fraction | float, size: tuple[int, int], time_base: Fraction
+    ):
+        self.size, self.last = size, None
         self.container = av.open(str(path), "w")
         self.stream = self.container.add_stream(codec, rate=Fraction(fps).limit_denominator(65535))
         self.stream.height, self.stream.width = size
         self.stream.pix_fmt = pixel_format(codec, size)
+        # MPEG-4 Part 2 takes time bases down to 1/65535 s: a finer one (MPEG-TS's 1/90000) is rounded
+        # to 1/60000, exact for milliseconds and the usual frame rates (24, 25, 30000/1001, 50, 60)
+        time_base = Fraction(time_base)
+        self.time_base = time_base if time_base.denominator <= 65535 else Fraction(1, 60000)
+        self.stream.codec_context.time_base, self.rescale = self.time_base, time_base / self.time_base
 
-    def write(self, frame: np.ndarray) -> None:
-        """Encode one (H, W, 3) uint8 RGB frame of the writer's size."""
+    def write(self, frame: np.ndarray, time: int) -> None:
+        """Encode one (H, W, 3) uint8 RGB frame of the writer's size, shown at `time` (in `time_base`)."""
         if frame.shape[:2] != self.size:
             raise ValueError(f"frame of size {frame.shape[:2]}, the video's is {self.size}")
-        self._mux(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24"))
+        picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+        pts = round(time * self.rescale)
+        # encoders refuse a time that does not increase (a damaged file's repeated timestamps)
+        self.last = picture.pts = pts if self.last is None else max(pts, self.last + 1)
+        picture.time_base = self.time_base
+        self._mux(picture)
 
     def close(self) -> None:
         self._mux(None)  # flush the encoder's delayed frames

@@ -3,6 +3,7 @@ frame rates, truncated files. Each test writes its own small video with PyAV."""
 
 import json
 import struct
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -132,3 +133,31 @@ def test_a_truncated_video_keeps_the_frames_before_the_cut(tmp_path, capsys):
     overlay, _, _ = decode(out / "cut" / "overlay.mp4")
     assert len(overlay) == kept
     assert [row.split()[1:3] for row in stdout.splitlines()[-2:]] == [["truncated", str(kept)], ["ok", "30"]]
+
+
+def test_a_variable_frame_rate_keeps_each_frame_at_its_time(tmp_path, capsys):
+    """A phone's variable frame rate: 12 frames at irregular times (ms). The overlay shows each at its
+    time in the input (re-timed at the average rate, 120/17 frames/s, frame 7 would come at 0.99 s, not
+    1.5 s)."""
+    milliseconds = [0, 40, 80, 120, 500, 540, 580, 1500, 1540, 1580, 1620, 2400]
+    video = tmp_path / "vfr.mp4"
+    with av.open(str(video), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.height, stream.width, stream.pix_fmt = 64, 96, "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 1000)
+        for time, frame in zip(milliseconds, synthetic_frames(12)):
+            picture = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            picture.pts, picture.time_base = time, Fraction(1, 1000)
+            container.mux(stream.encode(picture))
+        container.mux(stream.encode())
+    assert frame_times(video) == milliseconds
+    out = tmp_path / "out"
+    code, _, err = predict_cli([str(CONFIG), str(CHECKPOINT), str(video), "--out", str(out), *SMALL], capsys)
+    assert code == 0, err
+    assert frame_times(out / "vfr" / "overlay.mp4") == milliseconds
+
+
+def frame_times(path: Path) -> list[int]:
+    """Each frame's presentation time in milliseconds, as a player shows it."""
+    with av.open(str(path)) as container:
+        return [round(frame.time * 1000) for frame in container.decode(video=0)]
