@@ -67,7 +67,7 @@ from ifrvis.video_io import (
     read_frames,
     read_timed_frames,
 )
-from ifrvis.visualize import frame_indices, palette, render_frame, stamp_frame_index
+from ifrvis.visualize import frame_indices, palette, render_tracks, stamp_frame_index
 
 OVERLAY = "overlay"
 STRIP = "strip.png"
@@ -250,7 +250,7 @@ def write_overlay(
     strip_path: Path,
     progress: bool = True,
 ) -> None:
-    """Decode `source` again and encode each frame with the tracks drawn (`render_frame`) into
+    """Decode `source` again and encode each frame with the tracks drawn (`render_tracks`) into
     `video_path` as it is drawn, at the frame's presentation time in the input (`fps`: the average
     rate; a folder's frames are 1/fps apart); `strip_path` gets up to STRIP_FRAMES of them side by side."""
     height, width = source.size
@@ -264,9 +264,9 @@ def write_overlay(
     with VideoWriter(video_path, codec, fps, source.size, time_base) as writer:
         for t, (time, frame) in zip(range(num_frames), frames):
             masks = [decode_segmentation(track["segmentations"][t], height, width) for track in tracks]
-            writer.write(np.asarray(render_frame(frame, masks, colours, labels, (width, height))), time)
+            writer.write(np.asarray(render_tracks(frame, masks, colours, labels, (width, height))), time)
             if t in picked:
-                cells.append(render_frame(frame, masks, colours, labels, cell))
+                cells.append(render_tracks(frame, masks, colours, labels, cell))
                 stamp_frame_index(cells[-1], t, cell)
     strip = Image.new("RGB", (cell[0] * len(cells), cell[1]))
     for column, image in enumerate(cells):

@@ -22,6 +22,7 @@ from PIL import Image, ImageDraw, ImageFont
 from ifrvis.data.masks import decode_segmentation
 
 ALPHA = 0.5  # mask opacity over the frame
+LABEL_PAD = 1  # pixels of a label's box around its text
 
 
 def palette(count: int) -> list[tuple[int, int, int]]:
@@ -91,12 +92,7 @@ def render_frame(
 ) -> Image.Image:
     """One frame (H, W, 3) uint8 with instance masks (each (H, W) bool) blended in their colours, a
     full-colour outline, and each label at the mask's top-left corner; resized to `size` (w, h)."""
-    image = np.asarray(Image.fromarray(frame).convert("RGB").resize(size, Image.BILINEAR)).astype(np.float32)
-    resized = [_resize_mask(m, size) for m in masks]
-    for mask, colour in zip(resized, colours):
-        image[mask] = (1 - alpha) * image[mask] + alpha * np.asarray(colour, np.float32)
-        image[_boundary(mask)] = colour
-    canvas = Image.fromarray(np.clip(image + 0.5, 0, 255).astype(np.uint8))
+    canvas, resized = _blend(frame, masks, colours, size, alpha)
     draw = ImageDraw.Draw(canvas)
     font = _font(size)
     for mask, colour, label in zip(resized, colours, labels):
@@ -107,6 +103,100 @@ def render_frame(
             draw.rectangle((left - 1, top - 1, right + 1, bottom + 1), fill=colour)
             draw.text((x, y), label, fill=(0, 0, 0), font=font)
     return canvas
+
+
+def render_tracks(
+    frame: np.ndarray,
+    masks: Sequence[np.ndarray],
+    colours: Sequence[tuple[int, int, int]],
+    labels: Sequence[str],
+    size: tuple[int, int],
+    alpha: float = ALPHA,
+) -> Image.Image:
+    """`render_frame` for tracks ranked best first (the overlay of `ifrvis predict`): the best mask and
+    label are drawn last, so nothing covers them, and each label sits on a box of its colour where
+    `label_boxes` puts it (near the mask's top-left corner, inside the frame, clear of the others)."""
+    canvas, resized = _blend(frame, masks[::-1], colours[::-1], size, alpha)
+    draw = ImageDraw.Draw(canvas)
+    font = _font(size)
+    anchors = [_top_left(mask) if label else None for mask, label in zip(resized[::-1], labels)]
+    extents = [draw.textbbox((0, 0), label, font=font) if label else (0, 0, 0, 0) for label in labels]
+    sizes = [
+        (right - left + 2 * LABEL_PAD, bottom - top + 2 * LABEL_PAD) for left, top, right, bottom in extents
+    ]
+    boxes = label_boxes(anchors, sizes, size)
+    for box, colour, label, extent in reversed(list(zip(boxes, colours, labels, extents))):
+        if box is not None:
+            draw.rectangle((box[0], box[1], box[2] - 1, box[3] - 1), fill=colour)
+            position = (box[0] + LABEL_PAD - extent[0], box[1] + LABEL_PAD - extent[1])
+            draw.text(position, label, fill=(0, 0, 0), font=font)
+    return canvas
+
+
+def _blend(
+    frame: np.ndarray,
+    masks: Sequence[np.ndarray],
+    colours: Sequence[tuple[int, int, int]],
+    size: tuple[int, int],
+    alpha: float,
+) -> tuple[Image.Image, list[np.ndarray]]:
+    """(the frame (H, W, 3) uint8 resized to `size` (w, h) with the masks blended in their colours and
+    outlined, in order: the last on top; the masks (h, w) bool at that size)."""
+    image = np.asarray(Image.fromarray(frame).convert("RGB").resize(size, Image.BILINEAR)).astype(np.float32)
+    resized = [_resize_mask(m, size) for m in masks]
+    for mask, colour in zip(resized, colours):
+        image[mask] = (1 - alpha) * image[mask] + alpha * np.asarray(colour, np.float32)
+        image[_boundary(mask)] = colour
+    return Image.fromarray(np.clip(image + 0.5, 0, 255).astype(np.uint8)), resized
+
+
+def _top_left(mask: np.ndarray) -> tuple[int, int] | None:
+    """(x, y) of an (H, W) bool mask's top-left bounding-box corner; None when it is empty."""
+    ys, xs = np.nonzero(mask)
+    return (int(xs.min()), int(ys.min())) if ys.size else None
+
+
+def label_boxes(
+    anchors: Sequence[tuple[int, int] | None], sizes: Sequence[tuple[int, int]], frame: tuple[int, int]
+) -> list[tuple[int, int, int, int] | None]:
+    """Where each label goes: a box (x0, y0, x1, y1), x1 and y1 excluded, of its (w, h) size, in the
+    frame (W, H), for each (x, y) anchor (None: no label). In order, the most important first: a label
+    starts at its anchor moved inside the frame, then steps by its own height and width, nearest first
+    (up and down before sideways), to the first place clear of the labels placed before it; where
+    none is clear (more labels than the frame holds), the place overlapping them least."""
+    placed: list[tuple[int, int, int, int]] = []
+    boxes: list[tuple[int, int, int, int] | None] = []
+    for anchor, (width, height) in zip(anchors, sizes):
+        if anchor is None:
+            boxes.append(None)
+            continue
+        x = min(max(anchor[0], 0), max(frame[0] - width, 0))
+        y = min(max(anchor[1], 0), max(frame[1] - height, 0))
+        steps = sorted(
+            ((sx, sy) for sx in _steps(x, width, frame[0]) for sy in _steps(y, height, frame[1])),
+            key=lambda step: (abs(step[0]) + abs(step[1]), abs(step[0])),
+        )
+        candidates = [
+            (x + sx * width, y + sy * height, x + sx * width + width, y + sy * height + height)
+            for sx, sy in steps
+        ]
+        box = min(candidates, key=lambda candidate: sum(_overlap(candidate, other) for other in placed))
+        placed.append(box)
+        boxes.append(box)
+    return boxes
+
+
+def _steps(start: int, length: int, extent: int) -> range:
+    """The k for which [start + k * length, start + (k + 1) * length) lies in [0, extent), given
+    0 <= start <= extent - length; k = 0 alone when one length does not fit."""
+    if length > extent or length <= 0:
+        return range(1)
+    return range(-(start // length), (extent - length - start) // length + 1)
+
+
+def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> int:
+    """The area two (x0, y0, x1, y1) boxes share."""
+    return max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))
 
 
 def _font(size: tuple[int, int]) -> ImageFont.ImageFont:
