@@ -116,10 +116,10 @@ def train_seconds_per_clip(setting: Setting, decoder: str, iters: int, device: t
     return train_step_stats(setting, decoder, iters, device)["s_per_step"] / setting.batch
 
 
-def train_step_stats(setting: Setting, decoder: str, iters: int, device: torch.device) -> dict:
-    """Mean wall time of one optimiser step (forward, loss, backward, step; under the config's AMP on a
-    GPU, with its gradient scaler) after one untimed warm-up step, and the peak GPU memory of the
-    timed steps (MiB; None on the CPU)."""
+def training_steps(setting: Setting, decoder: str, batches: int, device: torch.device) -> tuple:
+    """`(step, batches)`: `step(images, targets)` runs one optimiser step (forward, loss, backward, step;
+    under the config's AMP on a GPU, with its gradient scaler) of a freshly built model on `batches`
+    random batches."""
     cfg = model_config(setting, decoder)
     torch.manual_seed(0)
     model = build_model(cfg.model, cfg.loss.class_loss).to(device).train()
@@ -130,23 +130,44 @@ def train_step_stats(setting: Setting, decoder: str, iters: int, device: torch.d
     )
     scaler = torch.amp.GradScaler(device.type, enabled=amp is torch.float16)
     generator = torch.Generator().manual_seed(0)
-    batches = [random_clips(setting, cfg.model.num_classes, generator, device) for _ in range(iters + 1)]
-    for n, (images, targets) in enumerate(batches):
-        if n == 1:
-            synchronize(device)
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats()
-            tic = time.perf_counter()
+    data = [random_clips(setting, cfg.model.num_classes, generator, device) for _ in range(batches)]
+
+    def step(images: torch.Tensor, targets: list[dict]) -> None:
         with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
             loss = sum(criterion(model(images), targets).values())
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
+
+    return step, data
+
+
+def train_step_stats(setting: Setting, decoder: str, iters: int, device: torch.device) -> dict:
+    """Mean wall time of one optimiser step (`training_steps`) after one untimed warm-up step, and the
+    peak GPU memory of the timed steps (MiB; None on the CPU)."""
+    step, batches = training_steps(setting, decoder, iters + 1, device)
+    for n, (images, targets) in enumerate(batches):
+        if n == 1:
+            synchronize(device)
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            tic = time.perf_counter()
+        step(images, targets)
     synchronize(device)
     seconds = (time.perf_counter() - tic) / iters
     peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
     return {"s_per_step": seconds, "peak_mib": peak}
+
+
+def op_calls_per_step(setting: Setting, decoder: str) -> int:
+    """Operator calls (torch.profiler's events, nested ones included) of one CPU training step after a
+    warm-up step: at the tiny sizes the per-call overhead, not arithmetic, sets most of the step time."""
+    step, batches = training_steps(setting, decoder, 2, torch.device("cpu"))
+    step(*batches[0])
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+        step(*batches[1])
+    return sum(event.count for event in profile.key_averages())
 
 
 class InMemoryVideo:
@@ -245,6 +266,7 @@ def speed_rows(setting: Setting, iters: int, num_frames: int, device: torch.devi
     return {
         decoder: {
             "train_s_per_clip": train_seconds_per_clip(setting, decoder, iters, device),
+            "op_calls": op_calls_per_step(setting, decoder) if device.type == "cpu" else None,
             "inference_fps": video_inference_stats(setting, decoder, num_frames, device)["inference_fps"],
         }
         for decoder in DECODERS
@@ -256,13 +278,17 @@ def speed_table(setting: Setting, rows: dict[str, dict]) -> str:
     lines = [
         f"### {setting.label}",
         "",
-        "| decoder | train step, ms/clip | inference, frames/s |",
-        "|---|---|---|",
+        "| decoder | train step, ms/clip | op calls/step | inference, frames/s |",
+        "|---|---|---|---|",
     ]
     for decoder, row in rows.items():
-        lines.append(f"| {decoder} | {1000 * row['train_s_per_clip']:.1f} | {row['inference_fps']:.1f} |")
+        calls = _cell(row["op_calls"], "d")
+        lines.append(
+            f"| {decoder} | {1000 * row['train_s_per_clip']:.1f} | {calls} | {row['inference_fps']:.1f} |"
+        )
     lines.append(
         f"| IFR / Mask2Former-VIS | {ifr['train_s_per_clip'] / base['train_s_per_clip']:.2f}x time "
+        f"| {_cell(_ratio(ifr['op_calls'], base['op_calls']), '.2f', 'x')} "
         f"| {ifr['inference_fps'] / base['inference_fps']:.2f}x speed |"
     )
     return "\n".join(lines)

@@ -5,7 +5,13 @@ import torch
 import torch.nn.functional as F
 
 from ifrvis.modeling.ifr_decoder import IFRDecoder, IFRDecoderLayer, per_frame_attention_mask
-from ifrvis.modeling.layers import masked_attention_mask, sine_position_2d, sine_position_3d
+from ifrvis.modeling.layers import (
+    CrossAttentionLayer,
+    SelfAttentionLayer,
+    masked_attention_mask,
+    sine_position_2d,
+    sine_position_3d,
+)
 from ifrvis.modeling.mask2former_decoder import Mask2FormerVISDecoder
 from ifrvis.modeling.query_decoder import QueryDecoder
 
@@ -115,27 +121,87 @@ def test_cross_masks_apply_frame_t1_queries_to_frame_t2_pixels():
             )
 
 
+def torch_attention_layer(layer, tgt, memory=None, attn_mask=None, pos=None, query_pos=None):
+    """The attention layer computed with nn.MultiheadAttention's own forward on its parameters."""
+    x = layer.norm(tgt) if layer.pre_norm else tgt
+    q = x if query_pos is None else x + query_pos
+    if memory is None:  # self-attention
+        k, v = q, x
+    else:
+        k, v = (memory if pos is None else memory + pos), memory
+    out = tgt + layer.attn(q, k, v, attn_mask=attn_mask, need_weights=False)[0]
+    return out if layer.pre_norm else layer.norm(out)
+
+
+@pytest.mark.parametrize("pre_norm", [False, True])
+@pytest.mark.parametrize("kind", ["self", "cross"])
+def test_attention_layers_equal_torch_multihead_attention(kind, pre_norm):
+    """Our attention (one projection of the memory, SDPA, fewer op calls) gives nn.MultiheadAttention's
+    outputs and gradients, with and without Eq. 1's mask."""
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(1)
+    tgt = torch.randn(2, QUERIES, DIM, generator=gen)
+    memory, pos = torch.randn(2, 10, DIM, generator=gen), torch.randn(10, DIM, generator=gen)
+    query_pos = torch.randn(2, QUERIES, DIM, generator=gen)
+    blocked = torch.rand(2 * HEADS, QUERIES, 10 if kind == "cross" else QUERIES, generator=gen) < 0.5
+    blocked[..., 0] = False
+    if kind == "self":
+        layer = SelfAttentionLayer(DIM, HEADS, pre_norm=pre_norm)
+        ours, theirs = (
+            (lambda: layer(tgt, query_pos)),
+            (lambda: torch_attention_layer(layer, tgt, None, None, None, query_pos)),
+        )
+        cases = [(ours, theirs)]
+    else:
+        layer = CrossAttentionLayer(DIM, HEADS, pre_norm=pre_norm)
+        cases = [
+            (
+                lambda m=m: layer(tgt, memory, m, pos, query_pos),
+                lambda m=m: torch_attention_layer(layer, tgt, memory, m, pos, query_pos),
+            )
+            for m in (None, blocked)
+        ]
+    for ours, theirs in cases:
+        grads = []
+        for run in (ours, theirs):
+            layer.zero_grad()
+            out = run()
+            (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+            grads.append((out.detach(), [p.grad.clone() for p in layer.parameters()]))
+        torch.testing.assert_close(grads[0][0], grads[1][0], atol=1e-5, rtol=1e-5)
+        for a, b in zip(grads[0][1], grads[1][1]):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
 def reference_ifr_layer(layer: IFRDecoderLayer, clip, memory, memory_pos, blocked, query_pos):
-    """Eqs. 1-3 frame by frame, with no batching over frames: Q^0 = Q; for each t both halves of Eq. 2
-    computed separately with frame t's mask, then Eq. 3; then the clip update."""
+    """Eqs. 1-3 frame by frame, with no batching over frames nor shared projections, each attention
+    nn.MultiheadAttention's own forward: Q^0 = Q; for each t both halves of Eq. 2 computed separately
+    with frame t's mask, then Eq. 3; then the clip update."""
     n = clip.shape[1]
     previous, frame_queries = clip, []
     for t in range(memory.shape[1]):
         mask_t = None if blocked is None else blocked[:, t].flatten(0, 1)
         attn = layer.frame_cross_attn
-        recurrent = attn(previous, memory[:, t], attn_mask=mask_t, pos=memory_pos, query_pos=query_pos)
-        clip_half = attn(clip, memory[:, t], attn_mask=mask_t, pos=memory_pos, query_pos=query_pos)
-        joint = layer.frame_self_attn(
-            torch.cat([recurrent, clip_half], 1), torch.cat([query_pos, query_pos], 1)
+        recurrent = torch_attention_layer(attn, previous, memory[:, t], mask_t, memory_pos, query_pos)
+        clip_half = torch_attention_layer(attn, clip, memory[:, t], mask_t, memory_pos, query_pos)
+        joint = torch_attention_layer(
+            layer.frame_self_attn,
+            torch.cat([recurrent, clip_half], 1),
+            None,
+            None,
+            None,
+            torch.cat([query_pos, query_pos], 1),
         )
         previous = layer.frame_ffn(joint)[:, :n]
         frame_queries.append(previous)
     stacked = torch.stack(frame_queries, 1)
     keys = stacked.flatten(1, 2)
-    new_clip = layer.temporal_cross_attn(
-        clip, keys, pos=query_pos.repeat(1, len(frame_queries), 1), query_pos=query_pos
+    new_clip = torch_attention_layer(
+        layer.temporal_cross_attn, clip, keys, None, query_pos.repeat(1, len(frame_queries), 1), query_pos
     )
-    return stacked, layer.clip_ffn(layer.clip_self_attn(new_clip, query_pos))
+    return stacked, layer.clip_ffn(
+        torch_attention_layer(layer.clip_self_attn, new_clip, None, None, None, query_pos)
+    )
 
 
 def random_layer_inputs(b=2, t=3, tokens=10, seed=0):

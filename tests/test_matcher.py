@@ -9,7 +9,13 @@ import torch.nn.functional as F
 
 from ifrvis.config import LossConfig
 from ifrvis.modeling.layers import class_probabilities
-from ifrvis.modeling.matcher import HungarianMatcher, class_cost_matrix, clip_mask_pairs
+from ifrvis.modeling.matcher import (
+    HungarianMatcher,
+    class_cost_matrix,
+    clip_mask_pairs,
+    hungarian,
+    matching_probabilities,
+)
 from ifrvis.modeling.point_sampling import point_sample, uncertain_point_coords
 
 
@@ -214,3 +220,34 @@ def test_uncertain_points_prefer_the_decision_boundary():
     assert mixed.shape == (1, 40, 2)
     with pytest.raises(ValueError, match="oversample_ratio"):
         uncertain_point_coords(logits, 10, oversample_ratio=0.5, importance_sample_ratio=0.5)
+
+
+@pytest.mark.parametrize("num_points", [0, 40])
+def test_batched_matching_equals_clip_by_clip(num_points):
+    """All clips' cost matrices at once (padded to the largest M, one point set per clip drawn clip after
+    clip) give each clip's own Eq. 4 matrix and assignment; a clip without instances gets none."""
+    gen = torch.Generator().manual_seed(3)
+    counts = [3, 0, 1, 5]
+    logits = torch.randn(len(counts), 6, 4, generator=gen)
+    masks = torch.randn(len(counts), 6, 2, 4, 4, generator=gen) * 3
+    targets = [
+        {
+            "labels": torch.randint(0, 4, (m,), generator=gen),
+            "masks": torch.rand(m, 2, 8, 8, generator=gen) > 0.5,
+        }
+        for m in counts
+    ]
+    targets[3]["labels"][0] = 4  # "no object"
+    matcher = make_matcher(num_points=num_points)
+    torch.manual_seed(0)
+    batched = matcher({"pred_logits": logits, "pred_masks": masks}, targets)
+    torch.manual_seed(0)
+    for b, target in enumerate(targets):
+        if not counts[b]:
+            assert batched[b][0].numel() == batched[b][1].numel() == 0
+            continue
+        probs = matching_probabilities(logits[b], "focal")
+        cost = matcher.cost_matrix(probs, masks[b], target["labels"], target["masks"])
+        assert cost.shape == (6, counts[b])
+        rows, cols = hungarian(cost)
+        assert torch.equal(batched[b][0], rows) and torch.equal(batched[b][1], cols)

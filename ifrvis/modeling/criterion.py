@@ -19,6 +19,7 @@ the one place of their defaults; the criterion and its matcher read the same one
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import NamedTuple
 
 import torch
 import torch.distributed as dist
@@ -77,6 +78,31 @@ def present_targets(target: dict) -> dict:
     return {key: value[keep] if key in PER_INSTANCE_KEYS else value for key, value in target.items()}
 
 
+class BatchTargets(NamedTuple):
+    """The instances of a batch's clips, concatenated once for every decoder layer's losses: `labels
+    (sum M,)`, `masks (sum M, T, H, W)` float, `offsets (B,)` (clip b's instances start at offsets[b])."""
+
+    labels: Tensor
+    masks: Tensor
+    offsets: Tensor
+
+    @classmethod
+    def of(cls, targets: list[dict], device: torch.device) -> BatchTargets:
+        counts = torch.tensor([len(t["labels"]) for t in targets])
+        offsets = (counts.cumsum(0) - counts).to(device)
+        labels = torch.cat([t["labels"] for t in targets]).to(device)
+        return cls(labels, torch.cat([t["masks"] for t in targets]).to(device).float(), offsets)
+
+    def pairs(self, indices: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor, Tensor]:
+        """The matcher's per-clip (query, instance) indices -> flat `(clip, query, instance) (N,)`, the
+        instance indexing `labels` and `masks`."""
+        device = self.labels.device
+        clip = torch.cat([torch.full_like(q, b) for b, (q, _) in enumerate(indices)]).to(device)
+        query = torch.cat([q for q, _ in indices]).to(device)
+        instance = torch.cat([i for _, i in indices]).to(device) + self.offsets[clip]
+        return clip, query, instance
+
+
 class SetCriterion(nn.Module):
     """Eqs. 5-7 with `cfg`'s settings for `num_classes` classes, matched by `HungarianMatcher(cfg)`."""
 
@@ -98,13 +124,17 @@ class SetCriterion(nn.Module):
         with torch.autocast(device_type=device.type, enabled=False):
             targets = [present_targets(t) for t in targets]
             norm = num_instances(targets, device)
-            losses = self.layer_losses(outputs, targets, norm)
+            batch = BatchTargets.of(targets, device)
+            losses = self.layer_losses(outputs, targets, batch, norm)
             if self.cfg.deep_supervision:
                 for i, aux in enumerate(outputs.get("aux_outputs", [])):
-                    losses.update({f"{k}_{i}": v for k, v in self.layer_losses(aux, targets, norm).items()})
+                    layer = self.layer_losses(aux, targets, batch, norm)
+                    losses.update({f"{k}_{i}": v for k, v in layer.items()})
         return losses
 
-    def layer_losses(self, outputs: dict, targets: list[dict], norm: float) -> dict[str, Tensor]:
+    def layer_losses(
+        self, outputs: dict, targets: list[dict], batch: BatchTargets, norm: float
+    ) -> dict[str, Tensor]:
         """The weighted terms of one decoder layer, matched on its own predictions."""
         logits = outputs["pred_logits"].float()
         if logits.shape[-1] != self.num_logits:
@@ -112,24 +142,25 @@ class SetCriterion(nn.Module):
                 f"pred_logits has {logits.shape[-1]} classes but model.num_classes = {self.num_classes} "
                 f"with loss.class_loss = {self.cfg.class_loss!r} needs {self.num_logits}"
             )
-        indices = self.matcher(outputs, targets)
+        clip, query, instance = batch.pairs(self.matcher(outputs, targets))
+        labels = batch.labels[instance]
         cfg = self.cfg
         if cfg.class_loss == "softmax":
-            loss_cls = self.softmax_classification_loss(logits, targets, indices)
+            loss_cls = self.softmax_classification_loss(logits, clip, query, labels)
         else:
-            loss_cls = self.classification_loss(logits, targets, indices) / norm
+            loss_cls = self.classification_loss(logits, clip, query, labels) / norm
         losses = {"loss_cls": cfg.class_weight * loss_cls}
 
         # Matched pairs of the whole batch: src (N, T, h, w) logits, tgt (N, T, H, W).
-        src = torch.cat([outputs["pred_masks"][b, q] for b, (q, _) in enumerate(indices)]).float()
-        tgt = torch.cat([t["masks"][i] for t, (_, i) in zip(targets, indices)]).float()
+        src = outputs["pred_masks"][clip, query].float()
+        tgt = batch.masks[instance]
         # Eqs. 6-7, first terms: per-frame BCE and Dice summed over frames t1 (and instances).
         bce, dice = self.mask_terms(src, tgt)
         losses["loss_mask"] = cfg.mask_weight * bce / norm
         losses["loss_dice"] = cfg.dice_weight * dice / norm
 
         if "pred_cross_masks" in outputs and cfg.lambda_e > 0:
-            cross = torch.cat([outputs["pred_cross_masks"][b, q] for b, (q, _) in enumerate(indices)]).float()
+            cross = outputs["pred_cross_masks"][clip, query].float()
             t = cross.shape[1]
             t1, t2 = (~torch.eye(t, dtype=torch.bool, device=cross.device)).nonzero(as_tuple=True)
             # Eqs. 6-7, cross terms: frame t1's query on frame t2's pixels against frame t2's mask, t2 != t1.
@@ -138,25 +169,25 @@ class SetCriterion(nn.Module):
             losses["loss_dice_cross"] = cfg.dice_weight * cfg.lambda_e * dice_x / norm
         return losses
 
-    def classification_loss(self, logits: Tensor, targets: list[dict], indices: list) -> Tensor:
+    def classification_loss(self, logits: Tensor, clip: Tensor, query: Tensor, labels: Tensor) -> Tensor:
         """Sigmoid focal loss over all queries and classes, summed (Eq. 5's L_cls); unmatched queries,
-        and queries matched to a "no object" target (label K), are pushed to 0 on every class."""
+        and queries matched to a "no object" target (label K), are pushed to 0 on every class. The
+        matched pairs: `clip`, `query`, `labels` `(N,)`."""
         onehot = torch.zeros_like(logits)
-        for b, (t, (q, i)) in enumerate(zip(targets, indices)):
-            labels = t["labels"][i].to(logits.device)
-            is_object = labels < self.num_classes
-            onehot[b, q.to(logits.device)[is_object], labels[is_object]] = 1.0
+        is_object = labels < self.num_classes
+        onehot[clip[is_object], query[is_object], labels[is_object]] = 1.0
         return sigmoid_focal_loss(logits, onehot, self.cfg.focal_alpha, self.cfg.focal_gamma).sum()
 
-    def softmax_classification_loss(self, logits: Tensor, targets: list[dict], indices: list) -> Tensor:
+    def softmax_classification_loss(
+        self, logits: Tensor, clip: Tensor, query: Tensor, labels: Tensor
+    ) -> Tensor:
         """Mask2Former-VIS's L_cls: cross-entropy of `logits (B, Q, K + 1)` against each matched query's
         label and "no object" (index K) for the rest, class K weighted `no_object_weight`; the weighted
         mean over all B x Q queries (sum of w_y CE / sum of w_y), as F.cross_entropy with `weight`."""
         target_classes = torch.full(
             logits.shape[:2], self.num_classes, dtype=torch.int64, device=logits.device
         )
-        for b, (t, (q, i)) in enumerate(zip(targets, indices)):
-            target_classes[b, q.to(logits.device)] = t["labels"][i].to(logits.device)
+        target_classes[clip, query] = labels
         weight = logits.new_ones(self.num_classes + 1)
         weight[-1] = self.cfg.no_object_weight
         return F.cross_entropy(logits.transpose(1, 2), target_classes, weight)

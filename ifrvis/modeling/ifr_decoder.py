@@ -70,21 +70,25 @@ class IFRDecoderLayer(nn.Module):
                 return None
             return attn_mask[:, t].reshape(-1, n, tokens)
 
+        # Eq. 2's two attentions share W^K, W^V: frame t's keys and values are projected once.
+        keys, values = self.frame_cross_attn.keys_values(memory.flatten(0, 1), memory_pos)  # (B * T, ...)
         # Attn(Q_i, F_t) does not depend on the recurrence: all frames in one batched call (Eq. 2, 2nd half).
-        clip_to_frames = self.frame_cross_attn(
+        clip_to_frames = self.frame_cross_attn.attend(
             clip_queries[:, None].expand(b, num_frames, n, dim).reshape(b * num_frames, n, dim),
-            memory.reshape(b * num_frames, tokens, dim),
+            (keys, values),
             attn_mask=frame_mask(slice(None)),
-            pos=memory_pos,
             query_pos=query_pos.repeat_interleave(num_frames, dim=0),
         ).view(b, num_frames, n, dim)
+        keys, values = (
+            x.unflatten(0, (b, num_frames)) for x in (keys, values)
+        )  # (B, T, heads, S, C / heads)
 
         joint_pos = torch.cat([query_pos, query_pos], dim=1)
         previous = clip_queries  # Q_i^0 = Q_i
         frame_queries = []
         for t in range(num_frames):
-            recurrent = self.frame_cross_attn(  # Attn(Q_i^{t-1}, F_t), Eq. 2 first half
-                previous, memory[:, t], attn_mask=frame_mask(t), pos=memory_pos, query_pos=query_pos
+            recurrent = self.frame_cross_attn.attend(  # Attn(Q_i^{t-1}, F_t), Eq. 2 first half
+                previous, (keys[:, t], values[:, t]), attn_mask=frame_mask(t), query_pos=query_pos
             )
             joint = self.frame_self_attn(torch.cat([recurrent, clip_to_frames[:, t]], dim=1), joint_pos)
             previous = self.frame_ffn(joint[:, :n])  # Eq. 3: keep the first N queries

@@ -26,6 +26,38 @@ def xavier_init(module: nn.Module) -> None:
             nn.init.xavier_uniform_(param)
 
 
+def split_heads(x: Tensor, heads: int) -> Tensor:
+    """`(B, L, C)` -> `(B, heads, L, C / heads)`."""
+    b, length, dim = x.shape
+    return x.view(b, length, heads, dim // heads).transpose(1, 2)
+
+
+def project_keys_values(attn: nn.MultiheadAttention, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor]:
+    """`attn`'s key and value projections of `key`, `value (B, S, C)`, split into heads `(B, heads, S,
+    C / heads)`: computed once where several queries attend to the same memory."""
+    _, w_k, w_v = attn.in_proj_weight.chunk(3)
+    _, b_k, b_v = attn.in_proj_bias.chunk(3)
+    heads = attn.num_heads
+    return split_heads(F.linear(key, w_k, b_k), heads), split_heads(F.linear(value, w_v, b_v), heads)
+
+
+def attend(
+    attn: nn.MultiheadAttention, query: Tensor, keys: Tensor, values: Tensor, blocked: Tensor | None = None
+) -> Tensor:
+    """`attn`'s forward (batch-first, no weights returned) on projected keys and values
+    (`project_keys_values`), in a fraction of nn.MultiheadAttention's op calls (its argument checks,
+    packing and mask conversions cost more than the arithmetic at the decoders' sizes): `query (B, L, C)`,
+    `keys`/`values (B, heads, S, C / heads)`, `blocked (B * heads, L, S)` bool, True = not allowed ->
+    `(B, L, C)`."""
+    b, length, dim = query.shape
+    heads = attn.num_heads
+    q = split_heads(F.linear(query, attn.in_proj_weight[:dim], attn.in_proj_bias[:dim]), heads)
+    allowed = None if blocked is None else ~blocked.view(b, heads, length, keys.shape[2])
+    dropout = attn.dropout if attn.training else 0.0
+    out = F.scaled_dot_product_attention(q, keys, values, attn_mask=allowed, dropout_p=dropout)
+    return attn.out_proj(out.transpose(1, 2).reshape(b, length, dim))
+
+
 class SelfAttentionLayer(nn.Module):
     """Multi-head self-attention with residual and LayerNorm; tokens `(B, L, C)`."""
 
@@ -40,7 +72,7 @@ class SelfAttentionLayer(nn.Module):
     def forward(self, tgt: Tensor, query_pos: Tensor | None = None) -> Tensor:
         x = self.norm(tgt) if self.pre_norm else tgt
         q = k = with_pos(x, query_pos)
-        out = tgt + self.dropout(self.attn(q, k, x, need_weights=False)[0])
+        out = tgt + self.dropout(attend(self.attn, q, *project_keys_values(self.attn, k, x)))
         return out if self.pre_norm else self.norm(out)
 
 
@@ -48,7 +80,8 @@ class CrossAttentionLayer(nn.Module):
     """Masked multi-head cross-attention (Eq. 1) with residual and LayerNorm.
 
     `tgt (B, L, C)` attends to `memory (B, S, C)`; `attn_mask (B * heads, L, S)` bool, True = not allowed.
-    """
+    `attend` takes the memory's keys and values from `keys_values` instead, for queries that attend to
+    the same memory in several calls (IFR's recurrence)."""
 
     def __init__(self, dim: int, heads: int, dropout: float = 0.0, pre_norm: bool = False):
         super().__init__()
@@ -58,6 +91,22 @@ class CrossAttentionLayer(nn.Module):
         self.pre_norm = pre_norm
         xavier_init(self)
 
+    def keys_values(self, memory: Tensor, pos: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """`memory (B, S, C)` and its positions -> keys and values `(B, heads, S, C / heads)`."""
+        return project_keys_values(self.attn, with_pos(memory, pos), memory)
+
+    def attend(
+        self,
+        tgt: Tensor,
+        keys_values: tuple[Tensor, Tensor],
+        attn_mask: Tensor | None = None,
+        query_pos: Tensor | None = None,
+    ) -> Tensor:
+        x = self.norm(tgt) if self.pre_norm else tgt
+        attended = attend(self.attn, with_pos(x, query_pos), *keys_values, attn_mask)
+        out = tgt + self.dropout(attended)
+        return out if self.pre_norm else self.norm(out)
+
     def forward(
         self,
         tgt: Tensor,
@@ -66,12 +115,7 @@ class CrossAttentionLayer(nn.Module):
         pos: Tensor | None = None,
         query_pos: Tensor | None = None,
     ) -> Tensor:
-        x = self.norm(tgt) if self.pre_norm else tgt
-        attended = self.attn(
-            with_pos(x, query_pos), with_pos(memory, pos), memory, attn_mask=attn_mask, need_weights=False
-        )[0]
-        out = tgt + self.dropout(attended)
-        return out if self.pre_norm else self.norm(out)
+        return self.attend(tgt, self.keys_values(memory, pos), attn_mask, query_pos)
 
 
 class FFNLayer(nn.Module):
