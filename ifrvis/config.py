@@ -171,6 +171,9 @@ class Config:
     dataset: str = "ytvis2019"  # tag for tables: ytvis2019 | ytvis2021 | synthetic ...
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # CPU threads of the training process (torch.set_num_threads); 0: what the launcher or torch chose.
+    # Runs started side by side on a small machine each need their share, or they overload its cores.
+    threads: int = 0
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -183,7 +186,7 @@ class Config:
 # on its own), where it runs and where it logs. Left out of the semantic hash.
 # Keys that change no computation: not in a run's identity. `model.partial_weights` only guards the start.
 NON_SEMANTIC_KEYS = (
-    "name", "dataset", "seed", "device", "data.num_workers", "logging", "model.partial_weights",
+    "name", "dataset", "seed", "device", "threads", "data.num_workers", "logging", "model.partial_weights",
 )  # fmt: skip
 
 

@@ -14,7 +14,7 @@ from conftest import ROOT, TINY_CONFIG, write_run_config
 from poisoned_train import nan_criterion
 
 from ifrvis import run_folder, runstore
-from ifrvis.config import flatten, load_config, run_identity, to_dict
+from ifrvis.config import ConfigError, flatten, load_config, run_identity, to_dict
 from ifrvis.data.ytvis import DataError
 from ifrvis.engine import train as train_module
 from ifrvis.engine.checkpoint import load_checkpoint
@@ -37,6 +37,24 @@ def run_cli(config, *extra, env=None):
         text=True,
         env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
     )
+
+
+def test_a_run_computes_with_its_threads_setting(tmp_path, tiny_data):
+    """`threads` is applied by the trainer, whatever the process had (two runs started by hand must not
+    each take every core); a negative count is refused before any run exists."""
+    bad = load_config(write_run_config(tmp_path, tiny_data, max_iters=1), ["threads=-1"])
+    with pytest.raises(ConfigError, match="threads = -1"):
+        train(bad)
+    assert not (tmp_path / "outputs").exists()
+    cfg = load_config(write_run_config(tmp_path, tiny_data, max_iters=1), ["threads=1"])
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        train(cfg)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(previous)
+    assert only_run(cfg).data.tags["env.threads"] == "1"
 
 
 def test_a_run_is_logged_to_mlflow_with_tags_params_metrics_artifacts(tmp_path, tiny_data):

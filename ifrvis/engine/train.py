@@ -87,6 +87,8 @@ def train(cfg: Config, resume: bool = False, stop_signals: tuple[int, ...] = PRE
     as do a KeyboardInterrupt or SystemExit. `stop_signals=()` where signal handlers cannot be
     installed (Ray's worker threads)."""
     splits = preflight(cfg)  # before any MLflow run, folder or process group exists
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
     info = init_distributed(device)
     out_dir = run_folder.run_dir(cfg)
@@ -131,6 +133,8 @@ def preflight(cfg: Config) -> tuple[YTVIS, YTVIS | None]:
     folder (annotation files, frame files), the class count, the checkpoint file (present, and
     giving the model what it should: `check_weights_fit`) and a writable run store. Raises a
     `UserError` (DataError, ConfigError, CheckpointError, ReadOnlyStore) naming the problem."""
+    if cfg.threads < 0:
+        raise ConfigError(f"threads = {cfg.threads}: give a number of CPU threads, or 0 for the default")
     if cfg.model.weights and not Path(cfg.model.weights).is_file():
         raise CheckpointError(
             f"model.weights: no such file {cfg.model.weights}"
