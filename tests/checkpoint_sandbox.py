@@ -5,11 +5,11 @@ crashed test run. Used by test_checkpoint_fuzz.py:
     python tests/checkpoint_sandbox.py [--cli] CONFIG WORKDIR FILE...
 
 prints one JSON line per FILE: {"file", "exit" (None after a signal), "signal", "stderr", "grown_mb"
-(how much the child's peak resident memory exceeded the parent's at the fork)}. Every child
-runs in WORKDIR (a checkpoint must not write a file there). With --cli each child runs the whole
-`ifrvis weights CONFIG FILE`; without it the config's model is built once (meta device) and each child
-loads FILE into it (`report_checkpoint`, ~10x faster), both through `ifrvis.cli.guarded`, which turns
-a user error into one line and exit status 2.
+(how much the child's peak resident memory exceeded the parent's at the fork), "seconds" (wall
+clock)}. Every child runs in WORKDIR (a checkpoint must not write a file there). With --cli each
+child runs the whole `ifrvis weights CONFIG FILE`; without it the config's model is built once (meta
+device) and each child loads FILE into it (`report_checkpoint`, ~10x faster), both through
+`ifrvis.cli.guarded`, which turns a user error into one line and exit status 2.
 """
 
 from __future__ import annotations
@@ -19,11 +19,14 @@ import logging
 import os
 import signal
 import sys
+import time
 import traceback
 from dataclasses import replace
 
 UNCAUGHT = 70  # a child's exit status after an exception that escaped the command
-TIME_LIMIT_S = 20  # a read that takes longer is killed (SIGALRM) and reported as a signal
+# A read that takes longer is killed (SIGALRM) and reported as a signal: above the isolated reader's own
+# limits for these small files (10 s of CPU time, 30 s of wall clock), which must end it first.
+TIME_LIMIT_S = 60
 
 
 def run_child(command, path: str) -> None:
@@ -45,6 +48,7 @@ def read_in_child(command, path: str) -> dict:
     """Fork, run `command(path)` in the child with its stderr on a pipe, and return how it ended."""
     read_end, write_end = os.pipe()
     resident = resident_kb()
+    start = time.monotonic()
     pid = os.fork()
     if pid == 0:
         os.close(read_end)
@@ -55,7 +59,7 @@ def read_in_child(command, path: str) -> dict:
         stderr = pipe.read().decode(errors="replace")
     _, status, usage = os.wait4(pid, 0)
     grown_mb = max(0, usage.ru_maxrss - resident) // 1024  # the child starts with the parent's pages
-    ended = {"file": path, "stderr": stderr, "grown_mb": grown_mb}
+    ended = {"file": path, "stderr": stderr, "grown_mb": grown_mb, "seconds": time.monotonic() - start}
     if os.WIFSIGNALED(status):
         return {**ended, "exit": None, "signal": os.WTERMSIG(status)}
     return {**ended, "exit": os.WEXITSTATUS(status), "signal": None}

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import TINY_CONFIG
-from published_checkpoints import published_shapes, write_detectron2_pkl
+from published_checkpoints import Shapes, published_shapes
 
 from ifrvis.cli import main as cli_main
 from ifrvis.config import load_config
@@ -30,6 +30,18 @@ def paper_model(backbone: str, *overrides: str):
         return build_model(cfg.model)
 
 
+def write_float_pkl(path, shapes: Shapes):
+    """A detectron2-style .pkl of zero arrays of `shapes`: float16 (floating point as the published
+    float32, in half the bytes: an integer file would be a dtype mismatch), the index buffers int64."""
+    model = {
+        key: np.zeros(shape, np.int64 if key.endswith("relative_position_index") else np.float16)
+        for key, shape in shapes.items()
+    }
+    with path.open("wb") as handle:
+        pickle.dump({"model": model, "__author__": "Mask2Former"}, handle, protocol=4)
+    return path
+
+
 @pytest.fixture(scope="module")
 def published(tmp_path_factory):
     """backbone -> a .pkl with the keys and shapes of Mask2Former's COCO instance model (written once)."""
@@ -39,7 +51,7 @@ def published(tmp_path_factory):
     def path(backbone: str):
         if backbone not in paths:
             target = folder / f"mask2former_coco_{backbone}.pkl"
-            paths[backbone] = write_detectron2_pkl(target, published_shapes(backbone))
+            paths[backbone] = write_float_pkl(target, published_shapes(backbone))
         return paths[backbone]
 
     return path
@@ -135,7 +147,7 @@ def test_restricted_unpickler_reads_detectron2_pickles(tmp_path, protocol, conta
     payload = {"model": container(arrays), "__author__": "Mask2Former", "matching_heuristics": True}
     path.write_bytes(pickle.dumps(payload, protocol=protocol))
     state = read_checkpoint(path)
-    assert list(state) == list(arrays)[:3]
+    assert sorted(state) == sorted(arrays)[:3]
     for key, tensor in state.items():
         np.testing.assert_array_equal(tensor.numpy(), arrays[key])
         assert tensor.dtype == torch.from_numpy(arrays[key]).dtype
@@ -290,8 +302,8 @@ def test_a_file_for_another_model_is_incomplete_and_refused_before_a_run(tmp_pat
 @pytest.mark.parametrize(
     "data, reason",
     [
-        (b"PK\x03\x04 not a zip", "PytorchStreamReader failed"),
-        (b"", "EOFError"),
+        (b"PK\x03\x04 not a zip", "File is not a zip file"),
+        (b"", "File is not a zip file"),
     ],
 )
 def test_a_corrupt_pth_is_one_line_as_a_corrupt_pkl(tmp_path, capsys, data, reason):
@@ -309,7 +321,7 @@ def test_an_unsafe_pth_is_refused_in_one_line(tmp_path, capsys):
     torch.save({"model": {"w": torch.zeros(1)}, "x": RunsCommand(f"touch {marker}")}, path)
     assert cli_main(["weights", str(TINY_CONFIG), str(path)]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "not a readable or safe torch file" in err and "system" in err
+    assert err.count("\n") == 1 and "refused: its pickle has a call to posix.system" in err
     assert not marker.exists()
 
 

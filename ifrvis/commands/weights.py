@@ -1,5 +1,7 @@
 """`ifrvis weights CONFIG FILE [key=value ...]`: what a checkpoint gives a config's model
-(ifrvis.modeling.weights), its exit status something a script can gate on (EXIT_STATUS)."""
+(ifrvis.modeling.weights), its exit status something a script can gate on (EXIT_STATUS). The model is
+built on the meta device (names, shapes, dtypes); the file's data is read and checked all the same, in
+a child process unless the file is the project's own (ifrvis.modeling.isolated_read)."""
 
 from __future__ import annotations
 
@@ -14,9 +16,11 @@ from ifrvis.modeling.meta_arch import build_model
 from ifrvis.modeling.weights import load_weights
 
 EXIT_STATUS = """exit status: 0 when the file gives the model every tensor of the modules it covers (or
-leaves it random by design); 1 when tensors are left missing or mismatched (listed in the report), or
-when it gives none at all (a file for another model); 2 on an error (no such file; an unreadable,
-unsafe or unfitting checkpoint; a bad config)"""
+leaves it random by design); 1 when tensors are left missing or mismatched (by shape, or integers or
+booleans for floating-point weights; listed in the report), or when it gives none at all (a file for
+another model); 2 on an error (no such file; an unreadable, unsafe or unfitting checkpoint, one that
+crashed or exhausted the isolated reader, NaN or Inf values, tensors without data, bytes after the
+pickle's end; a bad config)"""
 
 
 def report_checkpoint(

@@ -35,365 +35,48 @@ Random by design, not reported missing: those IFR blocks, and a class head whose
 `extra_queries="first"` (said in the report) and is refused with "error". BatchNorm's
 `num_batches_tracked` counters and the loss's `criterion.*` buffers are not weights and are skipped.
 Missing keys are counted only inside the top-level modules the file covers (a backbone-only file does
-not report the decoder as missing). Tensors of the wrong shape are skipped and reported as mismatched
-(not also as missing). NumPy arrays keep their shape, 0-d ones (`num_batches_tracked`) included.
+not report the decoder as missing). Tensors of the wrong shape or dtype are skipped and reported as
+mismatched (not also as missing). NumPy arrays keep their shape, 0-d ones (`num_batches_tracked`) included.
 
-A checkpoint is data, never code: a .pkl is first scanned (`scan_pickle`: memo indices, frame lengths
-and nesting bounded by the file) and then read by `ArrayUnpickler`, which builds plain numeric arrays
-only (dtypes of PLAIN_DTYPES; a dtype or array state other than NumPy's plain one is refused, as is any
-global but the few NumPy and container ones an array pickle needs), a .pth by `torch.load(...,
-weights_only=True)`. A corrupt, truncated or unsafe file of either kind is one CheckpointError line
-(`ifrvis weights`: exit status 2, as any user error).
+A checkpoint is data, never code, and no file can crash, hang or exhaust the process that loads it:
+every file but the project's own is read in a child process with hard limits (`read_isolated`,
+isolated_read.py: address space, CPU and wall-clock time sized from the file, no inherited descriptors,
+no mmap), which builds plain numeric arrays only (checkpoint_reader.py: a .pkl's NumPy arrays through
+checked stand-ins for NumPy's constructors, a .pth's tensors from its zip records, any other global
+refused) and hands them back as safetensors; a crash, a hang or an allocation past the limit is one
+line naming the file. The project's own files, those whose provenance record (`<file>.json`, written
+by `ifrvis pretrain`, as for the shipped checkpoints/synthetic_tiny_pretrained.pth) names their sha256,
+load in this process with `torch.load(..., weights_only=True)`. Every load then checks the data
+(`check_values`): tensors without data (meta) and NaN or Inf values are refused, naming the tensors and
+counts; integer or boolean tensors for floating-point model tensors are mismatches (`Mismatch`, by
+dtype). Bytes after the pickle's end are refused. A refused, corrupt, truncated or unsafe file is one
+CheckpointError line (`ifrvis weights`: exit status 2, as any user error).
 
 `ifrvis weights` exit status: 0 when the file gives the model every tensor of the modules it covers
-(or leaves it random by design); 1 when tensors are left missing or mismatched, so that a script can
-gate on it; 2 on an error.
+(or leaves it random by design); 1 when tensors are left missing or mismatched (by shape or dtype), so
+that a script can gate on it; 2 on an error.
 """
 
 from __future__ import annotations
 
-import collections
-import importlib
+import json
 import logging
-import math
-import mmap
-import os
-import pickle
-import pickletools
 import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from ifrvis.config import ExtraQueries, IfrInit
-from ifrvis.errors import UserError
+from ifrvis.modeling.isolated_read import CheckpointError, one_line, read_isolated
 
 log = logging.getLogger(__name__)
 
 IFR_INITS = typing.get_args(IfrInit)
 EXTRA_QUERIES = typing.get_args(ExtraQueries)
-
-
-class CheckpointError(UserError):
-    """A checkpoint file is missing, unreadable, unsafe or does not fit the model."""
-
-
-class Refused(pickle.UnpicklingError):
-    """A pickle asks for something a checkpoint of arrays does not need (`read_pickle` names the file)."""
-
-
-def _latin1_bytes(text: str, encoding: str) -> bytes:
-    """`_codecs.encode` as protocol-2 pickles use it for bytes (NumPy's array data), latin-1 only."""
-    if not isinstance(text, str) or not isinstance(encoding, str):
-        raise Refused("_codecs.encode of something else than text")
-    if encoding.replace("-", "").lower() != "latin1":
-        raise Refused(f"_codecs.encode with encoding {encoding!r}")
-    return text.encode("latin1")
-
-
-def _empty_bytes(*args: object) -> bytes:
-    """`bytes()` as protocol-2 pickles write empty bytes (an empty array's data), without arguments
-    (`bytes(n)` would allocate n bytes)."""
-    if args:
-        raise Refused("bytes() with arguments")
-    return b""
-
-
-# The type strings NumPy pickles for the dtypes of real checkpoints (float32 weights, float16 and
-# float64 ones, int64 index buffers, uint8, bool). Every other dtype is refused: an object ('O') field
-# read from a file's bytes is a pointer NumPy would follow, and NumPy takes a dtype's fields and flags
-# from the pickle as they are.
-PLAIN_DTYPES = ("f2", "f4", "f8", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "b1")
-# What a plain dtype's pickled state may be: (3, byte order, no subarray, names, fields, default
-# element size and alignment, no flags); NumPy writes '<' or '>', and '|' for one-byte types.
-PLAIN_STATE_TAIL = (None, None, None, -1, -1, 0)
-
-
-def _is_int(value: object) -> bool:
-    return type(value) is int  # not bool, float or a NumPy number
-
-
-def _dtype_word(typestr: str) -> str:
-    kind = typestr[:1]
-    return {"O": "object dtype", "V": "structured dtype"}.get(kind, "dtype")
-
-
-class PickledDtype:
-    """A plain numeric dtype as a checkpoint's pickle builds it (`pickled_dtype`), whose state (the BUILD
-    that follows) must be the plain one; NumPy's own `dtype.__setstate__`, which would take names,
-    fields and flags from the file, is never called."""
-
-    __slots__ = ("dtype", "built")
-
-    def __init__(self, dtype: np.dtype):
-        self.dtype = dtype
-        self.built = False
-
-    def __setstate__(self, state: object) -> None:
-        self.dtype = plain_dtype(self.dtype, state, self.built)
-        self.built = True
-
-
-def pickled_dtype(typestr: object, align: object = False, copy: object = True) -> PickledDtype:
-    """`numpy.dtype(typestr, align, copy)` as NumPy's dtype pickles call it, for PLAIN_DTYPES only."""
-    if not isinstance(typestr, str) or typestr not in PLAIN_DTYPES:
-        word = _dtype_word(typestr) if isinstance(typestr, str) else "dtype"
-        raise Refused(f"{word} {typestr!r:.30} (only plain numbers are read: {', '.join(PLAIN_DTYPES)})")
-    if type(align) not in (bool, int) or align or type(copy) not in (bool, int) or not copy:
-        raise Refused(f"dtype {typestr!r} with align={align!r:.20}, copy={copy!r:.20}")
-    return PickledDtype(np.dtype(typestr))
-
-
-def plain_dtype(dtype: np.dtype, state: object, built: bool = False) -> np.dtype:
-    """`dtype` in the byte order of its pickled `state`, which must be the plain one (PLAIN_STATE_TAIL);
-    anything else (names, fields, a subarray, flags, a second state) is refused."""
-    if built:
-        raise Refused(f"dtype {dtype.str!r} given a state twice")
-    if not isinstance(state, tuple) or len(state) != 8 or not _is_int(state[0]) or state[0] != 3:
-        raise Refused(f"dtype {dtype.str!r} with a state that is not NumPy's plain (3, order, ...) one")
-    order, tail = state[1], state[2:]
-    if not all(_is_int(v) or v is None for v in tail) or tail != PLAIN_STATE_TAIL:
-        raise Refused(
-            f"dtype {dtype.str!r} with a subarray, fields or flags in its state"
-            " (a structured or object dtype)"
-        )
-    if order not in ("<", ">", "=", "|") or (order == "|" and dtype.itemsize > 1):
-        raise Refused(f"dtype {dtype.str!r} with byte order {order!r}")
-    return dtype if dtype.itemsize == 1 else dtype.newbyteorder(order)
-
-
-def _checked_dtype(dtype: object) -> np.dtype:
-    if not isinstance(dtype, PickledDtype):
-        raise Refused(f"an array of {type(dtype).__name__}, not of a dtype the pickle built")
-    return dtype.dtype
-
-
-def _checked_shape(shape: object) -> tuple[int, ...]:
-    if not isinstance(shape, tuple) or len(shape) > 32 or not all(_is_int(n) and n >= 0 for n in shape):
-        raise Refused(f"an array shape that is not a tuple of sizes: {shape!r:.60}")
-    if math.prod(max(n, 1) for n in shape) >= 2**48:  # NumPy refuses 2**63 bytes even with a 0 in shape
-        raise Refused(f"an array shape of more than 2**48 elements: {shape!r:.60}")
-    return shape
-
-
-def _checked_data(data: object, shape: tuple[int, ...], dtype: np.dtype) -> bytes | bytearray:
-    """An array's raw bytes (Python 2 pickles give latin-1 text), exactly shape x itemsize of them."""
-    if isinstance(data, str):
-        data = data.encode("latin1")
-    if not isinstance(data, (bytes, bytearray)):
-        raise Refused(f"array data given as {type(data).__name__}, not bytes (an object array)")
-    expected = math.prod(shape) * dtype.itemsize
-    if len(data) != expected:
-        raise Refused(f"array data of {len(data)} bytes for shape {shape} of {dtype.str} ({expected} bytes)")
-    return data
-
-
-class PickledArray(np.ndarray):
-    """What `_reconstruct(ndarray, (0,), b'b')` builds: an empty array whose state (shape, dtype,
-    order, bytes) is checked before NumPy's `ndarray.__setstate__` copies the bytes in."""
-
-    def __setstate__(self, state: object) -> None:
-        if not isinstance(state, tuple) or len(state) != 5 or not _is_int(state[0]) or state[0] != 1:
-            raise Refused("an array state that is not NumPy's (1, shape, dtype, fortran, data)")
-        _, shape, dtype, fortran, data = state
-        shape, dtype = _checked_shape(shape), _checked_dtype(dtype)
-        if fortran not in (True, False) or not isinstance(fortran, (bool, int)):
-            raise Refused(f"an array state with fortran={fortran!r:.20}")
-        super().__setstate__((1, shape, dtype, bool(fortran), _checked_data(data, shape, dtype)))
-
-
-class _NdarrayName:
-    """`numpy.ndarray` as a checkpoint's pickle names it: only ever `_reconstruct`'s first argument
-    (the real class would let NEWOBJ allocate arrays of any size)."""
-
-    __slots__ = ()
-
-
-NDARRAY = _NdarrayName()
-
-
-def _reconstruct(subtype: object, shape: object, tag: object) -> PickledArray:
-    """`numpy.core.multiarray._reconstruct` as NumPy's array pickles call it (protocols 0-4)."""
-    if subtype is not NDARRAY or shape != (0,) or tag not in (b"b", "b"):
-        what = getattr(subtype, "__name__", type(subtype).__name__)
-        raise Refused(f"_reconstruct of {what} {shape!r:.30}, not of an empty numpy.ndarray")
-    return np.ndarray.__new__(PickledArray, (0,), "b")
-
-
-def _frombuffer(buffer: object, dtype: object, shape: object, order: object, axis_order: object = None):
-    """`numpy.core.numeric._frombuffer` as NumPy's protocol-5 array pickles call it."""
-    shape, dtype = _checked_shape(shape), _checked_dtype(dtype)
-    data = _checked_data(buffer, shape, dtype)
-    if order not in ("C", "F", "K") or (order == "K") != (axis_order is not None):
-        raise Refused(f"an array of order {order!r:.10}")
-    if axis_order is None:
-        array = np.frombuffer(data, dtype).reshape(shape, order=order)
-    elif not isinstance(axis_order, tuple) or sorted(axis_order) != list(range(len(shape))):
-        raise Refused(f"an array of axis order {axis_order!r:.30}")
-    else:
-        array = np.frombuffer(data, dtype).reshape(shape, order="C").transpose(axis_order)
-    return array.view(PickledArray)  # a BUILD on it is checked, not NumPy's own __setstate__
-
-
-def _scalar(dtype: object, data: object) -> int | float | bool:
-    """`numpy.core.multiarray.scalar` as NumPy's scalar pickles call it: one plain number, as Python's
-    (a NumPy scalar would take any state a BUILD gives it)."""
-    dtype = _checked_dtype(dtype)
-    return _numpy_module("multiarray").scalar(dtype, bytes(_checked_data(data, (), dtype))).item()
-
-
-def _numpy_module(name: str):
-    try:
-        return importlib.import_module(f"numpy._core.{name}")  # NumPy 2 renamed numpy.core
-    except ImportError:
-        return importlib.import_module(f"numpy.core.{name}")
-
-
-def _sealed(function):
-    """`function` as an object with no attribute a pickle can set: BUILD on a plain function would set
-    its `__defaults__` (what later calls receive) for the rest of the process."""
-    return type(function.__name__, (), {"__slots__": (), "__call__": staticmethod(function)})()
-
-
-def _numpy_globals() -> dict[tuple[str, str], object]:
-    """Checked stand-ins for the NumPy callables a pickled array or scalar needs, under NumPy 1's
-    `numpy.core` and NumPy 2's `numpy._core` names (either NumPy writes one, reads both)."""
-    allowed = {("numpy", "ndarray"): NDARRAY, ("numpy", "dtype"): _sealed(pickled_dtype)}
-    for package in ("numpy.core", "numpy._core"):
-        allowed[(f"{package}.multiarray", "_reconstruct")] = _sealed(_reconstruct)  # protocols 0-4
-        allowed[(f"{package}.multiarray", "scalar")] = _sealed(_scalar)
-        allowed[(f"{package}.numeric", "_frombuffer")] = _sealed(_frombuffer)  # protocol 5
-    return allowed
-
-
-class ArrayUnpickler(pickle.Unpickler):
-    """Unpickles containers, strings, numbers and plain numeric NumPy arrays; any other global (a class or
-    function the pickle would call, e.g. `os.system`) and any NumPy dtype or array state other than a
-    plain numeric one raise CheckpointError naming the file and what was refused. NumPy's own
-    `dtype`, `_reconstruct` and `_frombuffer` are replaced by the checked stand-ins above."""
-
-    def __init__(self, handle, path: Path):
-        super().__init__(handle, encoding="latin1")  # latin1: Python 2 pickles' byte strings
-        self.path = path
-        self.allowed = {
-            **_numpy_globals(),
-            ("collections", "OrderedDict"): collections.OrderedDict,
-            ("_codecs", "encode"): _sealed(_latin1_bytes),
-            ("__builtin__", "bytes"): _sealed(_empty_bytes),  # Python 3 writes bytes under Python 2's name
-            ("builtins", "bytes"): _sealed(_empty_bytes),
-        }
-
-    def find_class(self, module: str, name: str):
-        if (module, name) not in self.allowed:
-            raise CheckpointError(
-                f"model.weights: {self.path} refused: its pickle calls {_one_line(f'{module}.{name}')}, "
-                "which a checkpoint of arrays does not need (only containers, strings, numbers and NumPy "
-                "arrays are read)"
-            )
-        return self.allowed[(module, name)]
-
-    def persistent_load(self, pid):
-        raise CheckpointError(f"model.weights: {self.path} refused: its pickle has persistent ids")
-
-
-def _one_line(text: str, limit: int = 300) -> str:
-    """`text` (which may come from the file) as one line of at most about `limit` characters, control
-    characters escaped (a name read from a file must not drive the terminal)."""
-    text = " ".join(text.split())
-    text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
-def _describe(error: Exception, reason: str) -> str:
-    return f"{type(error).__name__}: {reason}" if reason else type(error).__name__  # MemoryError()
-
-
-# Deeper than any checkpoint (a detectron2 file nests about 8 levels: dict, dict, array, its state,
-# its dtype, ...); hashing a deeper tuple (a dict key) recurses in C until the stack overflows.
-MAX_NESTING = 100
-MEMO_PUTS = ("PUT", "BINPUT", "LONG_BINPUT")
-MEMO_GETS = ("GET", "BINGET", "LONG_BINGET")
-# Opcodes whose first item is a container that they fill (its depth grows to hold the rest) and those
-# that leave their items as they are.
-FILLING = ("APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS", "BUILD")
-PASSING = ("DUP", "READONLY_BUFFER", "POP", "POP_MARK", "STOP")
-
-
-def scan_pickle(stream, size: int) -> None:
-    """Refuse, before anything is built, a pickle that would make the unpickler allocate far more than
-    the file holds or recurse without bound: a memo index beyond the opcodes read so far (the memo grows
-    to the index: a 9-byte file asks for gigabytes), a frame longer than the rest of the file, items
-    nested deeper than MAX_NESTING. Walks `stream`'s opcodes (pickletools), keeping the nesting depth of
-    each stack item and memo entry (a malformed stack is left to the unpickler to refuse). Exact for
-    tuples, which cannot change once built; a list filled after it was memoized may be deeper than
-    recorded, but lists are never hashed and CPython guards their repr and deallocation."""
-    stack: list[int] = []  # the nesting depth of each item
-    marks: list[int] = []
-    memo: dict[int, int] = {}
-    for count, (opcode, arg, position) in enumerate(pickletools.genops(stream)):
-        name = opcode.name
-        if name in MEMO_PUTS and arg > count:
-            raise Refused(f"a memo index of {arg} after {count} opcodes")
-        if name == "FRAME" and arg > size - position:
-            raise Refused(f"a frame of {arg} bytes where {size - position} are left")
-        if name == "MARK":
-            marks.append(len(stack))
-            continue
-        before = [item.name for item in opcode.stack_before]
-        popped = []
-        if "mark" in before:
-            if not marks:
-                return
-            popped, stack[marks[-1] :] = stack[marks[-1] :], []
-            marks.pop()
-            before = before[: before.index("mark")]
-        if len(before) > len(stack):
-            return
-        if before:
-            popped, stack[-len(before) :] = stack[-len(before) :] + popped, []
-        if name in MEMO_PUTS:
-            memo[arg] = stack[-1] if stack else 0
-        elif name in MEMO_GETS:
-            stack.append(memo.get(arg, 0))
-        elif name == "MEMOIZE":
-            memo[len(memo)] = popped[0]
-            stack.append(popped[0])
-        elif name in PASSING:
-            stack += popped[:1] * len(opcode.stack_after)
-        elif opcode.stack_after:
-            if name in FILLING:
-                depth = max(popped[0], 1 + max(popped[1:], default=0))
-            else:
-                depth = 1 + max(popped) if popped else 0
-            if depth > MAX_NESTING:
-                raise Refused(f"items nested more than {MAX_NESTING} deep")
-            stack.append(depth)
-
-
-def read_pickle(path: Path) -> object:
-    """The object in pickle file `path`, scanned by `scan_pickle`, then built by `ArrayUnpickler`."""
-    with path.open("rb") as handle:
-        if os.fstat(handle.fileno()).st_size == 0:
-            raise CheckpointError(f"model.weights: {path} is empty")
-        try:
-            with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:  # read twice, held once
-                scan_pickle(data, len(data))
-                data.seek(0)
-                return ArrayUnpickler(data, path).load()
-        except CheckpointError:
-            raise
-        except Refused as error:
-            raise CheckpointError(
-                f"model.weights: {path} refused: its pickle has {_one_line(str(error))}"
-            ) from None
-        except Exception as error:  # a truncated or corrupt file fails in many ways
-            message = _one_line(_describe(error, str(error)))
-            raise CheckpointError(f"model.weights: {path} is not a readable pickle: {message}") from None
 
 
 def torch_reason(error: Exception) -> str:
@@ -410,67 +93,97 @@ def torch_reason(error: Exception) -> str:
     return text.split(". ")[0]
 
 
-def read_torch(path: Path) -> object:
-    """The object in torch file `path`, read with `weights_only=True` (tensors, containers, numbers:
-    torch's own restricted unpickler); a corrupt or unsafe file is one CheckpointError line."""
+def is_own_output(path: Path) -> bool:
+    """Whether torch file `path` is one `ifrvis pretrain` wrote: its provenance record beside it
+    (`<file>.json`, as for the shipped checkpoints/synthetic_tiny_pretrained.pth) names its sha256. The
+    record is the whole trust: one put beside another file makes that file load in this process too."""
+    from ifrvis.engine.provenance import provenance_path, sha256_file  # provenance imports this module
+
+    record = provenance_path(path)
+    if path.suffix == ".pkl" or not record.is_file() or record.stat().st_size > 1 << 20:
+        return False
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        message = _one_line(_describe(error, torch_reason(error)))
-        raise CheckpointError(
-            f"model.weights: {path} is not a readable or safe torch file: {message}"
-        ) from None
+        expected = json.loads(record.read_text()).get("sha256")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return isinstance(expected, str) and expected == sha256_file(path)
 
 
-# What a tensor of a checkpoint may be (real numbers, as the model's parameters and buffers).
+# What a tensor of the project's own files may be (real numbers, as the model's parameters and buffers).
 TENSOR_DTYPES = (
     torch.float16, torch.bfloat16, torch.float32, torch.float64,
     torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8, torch.bool,
 )  # fmt: skip
 
 
-def as_tensor(value: object) -> Tensor | None:
-    """A checkpoint value as a CPU tensor of real numbers (a NumPy array keeps its shape, 0-d included,
-    in native byte order), None when it is something else (a scalar, a string, a complex tensor)."""
-    if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":  # numbers, not object arrays
-        native = np.require(np.asarray(value), value.dtype.newbyteorder("="), ["C", "W"])
-        return torch.from_numpy(native)
-    if torch.is_tensor(value) and value.layout == torch.strided and value.dtype in TENSOR_DTYPES:
-        return value
-    return None
+def read_own(path: Path) -> dict[str, Tensor]:
+    """The tensors of the project's own torch file `path` (`is_own_output`), read in this process with
+    `weights_only=True`: the dict, or its "model" / "state_dict" entry; values other than real-number
+    tensors dropped."""
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        reason = torch_reason(error)
+        message = one_line(f"{type(error).__name__}: {reason}" if reason else type(error).__name__)
+        raise CheckpointError(
+            f"model.weights: {path} is not a readable or safe torch file: {message}"
+        ) from None
+    for wrapper in ("model", "state_dict"):
+        if isinstance(data, dict) and isinstance(data.get(wrapper), dict):
+            data = data[wrapper]
+    if not isinstance(data, dict):
+        raise CheckpointError(f"model.weights: {path} holds a {type(data).__name__}, expected a state dict")
+    return {
+        key: value
+        for key, value in data.items()
+        if torch.is_tensor(value) and value.layout == torch.strided and value.dtype in TENSOR_DTYPES
+    }
+
+
+def nonfinite_count(tensor: Tensor) -> int:
+    """How many NaN and Inf values `tensor` holds (none for integers). A sum is finite only when every
+    value is (NaN and Inf carry through it), so the values are counted only when it is not."""
+    if not tensor.is_floating_point() or bool(torch.isfinite(tensor.sum())):
+        return 0
+    return tensor.numel() - int(torch.isfinite(tensor).sum())
+
+
+SHOWN_TENSORS = 3
+
+
+def check_values(state: dict[str, Tensor], path: Path) -> None:
+    """Refuse tensors without data (the meta device) and NaN or Inf values, naming the tensors (their
+    names cut to 80 characters) and the count in each."""
+    meta = [key for key, tensor in state.items() if tensor.is_meta]
+    if meta:
+        raise CheckpointError(
+            f"model.weights: {path} has {len(meta)} tensors without data (meta device), e.g. {meta[0][:80]}"
+        )
+    counts = {key: count for key, tensor in state.items() if (count := nonfinite_count(tensor))}
+    if counts:
+        named = [
+            f"{key[:80]} ({n} of {state[key].numel()})" for key, n in list(counts.items())[:SHOWN_TENSORS]
+        ]
+        more = ", ..." if len(counts) > SHOWN_TENSORS else ""
+        raise CheckpointError(
+            f"model.weights: {path} refused: NaN or Inf values in {len(counts)} tensors:"
+            f" {', '.join(named)}{more}"
+        )
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Tensor]:
-    """The state dict in `path` (.pkl detectron2 pickle, or a torch file), values as tensors."""
+    """The tensors in `path` (.pkl detectron2 pickle, or a torch file): the project's own files
+    (`is_own_output`) read in this process, every other file in a child process (`read_isolated`);
+    then `check_values`."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(
             f"model.weights: no such file {path} (for the tiny configs, `ifrvis pretrain CONFIG` writes it)"
         )
-    data = read_pickle(path) if path.suffix == ".pkl" else read_torch(path)
-    if not isinstance(data, dict):
-        raise CheckpointError(f"model.weights: {path} holds a {type(data).__name__}, expected a state dict")
-    for wrapper in ("model", "state_dict"):
-        if isinstance(data.get(wrapper), dict):
-            data = data[wrapper]
-    state = {}
-    for key, value in data.items():
-        try:
-            tensor = as_tensor(value)
-        except Exception as error:  # NumPy's or torch's limits on an array the checks let through
-            message = _one_line(_describe(error, str(error)))
-            raise CheckpointError(
-                f"model.weights: {path} has an array torch cannot take: {message}"
-            ) from None
-        if tensor is None:
-            continue
-        if not isinstance(key, str) or not key.isprintable():  # printed in the report
-            raise CheckpointError(
-                f"model.weights: {path} has a tensor under {_one_line(repr(key), 60)}, not under a name"
-            )
-        state[key] = tensor
+    state = read_own(path) if is_own_output(path) else read_isolated(path)
     if not state:
         raise CheckpointError(f"model.weights: {path} holds no tensors")
+    check_values(state, path)
     return state
 
 
@@ -606,13 +319,27 @@ def map_key(key: str, model_keys: set[str], blocks: dict[str, str]) -> tuple[str
 
 
 class Mismatch(NamedTuple):
+    """A file tensor that does not fit its model tensor: by shape, or by dtype (integers or booleans for
+    a floating-point model tensor: `dtype`, `model_dtype` set)."""
+
     key: str  # in the file
     shape: tuple[int, ...]
     name: str  # in the model
     model_shape: tuple[int, ...]
+    dtype: str = ""
+    model_dtype: str = ""
+
+    @property
+    def found(self) -> str:
+        """What the file has: its dtype for a dtype mismatch, else its shape."""
+        return self.dtype or str(self.shape)
+
+    @property
+    def expected(self) -> str:
+        return self.model_dtype or str(self.model_shape)
 
     def __str__(self) -> str:
-        return f"{self.key}: {self.shape} vs {self.name}: {self.model_shape}"
+        return f"{self.key}: {self.found} vs {self.name}: {self.expected}"
 
 
 class KeyGroup(NamedTuple):
@@ -738,7 +465,7 @@ class LoadReport:
         for group in group_keys(sorted(by_key)):
             first = by_key[group.keys[0]]
             count = f" x{group.instances}" if group.instances > 1 else ""
-            lines.append(f"  {group.pattern}{count}: e.g. {first.shape} in the file vs {first.model_shape}")
+            lines.append(f"  {group.pattern}{count}: e.g. {first.found} in the file vs {first.expected}")
         lines += [f"file keys not used by design: {len(self.skipped)}", *_reason_lines(self.skipped)]
         return "\n".join(lines + [f"note: {note}" for note in self.notes])
 
@@ -765,9 +492,10 @@ def fit(key: str, value: Tensor, name: str, shape: torch.Size, extra_queries: st
         return value
     if name.endswith(".relative_position_index") and value.numel() == shape.numel():
         return value.reshape(shape)  # Swin's (L, L) index is torchvision's flat (L * L,) one
-    if name in LEARNED_QUERIES and value.shape[1:] == shape[1:] and value.shape[0] > shape[0]:
+    rows = value.dim() == len(shape) and value.shape[1:] == shape[1:]  # another count of the same rows
+    if name in LEARNED_QUERIES and rows and value.shape[0] > shape[0]:
         return _fit_queries(value, key, shape, extra_queries, report)
-    if name in CLASS_HEAD and value.shape[1:] == shape[1:]:
+    if name in CLASS_HEAD and rows:
         reason = f"class head ({value.shape[0]} outputs in the file, {shape[0]} in the model)"
         report.skipped[key] = report.random[name] = reason
         return None
@@ -807,6 +535,12 @@ def load_weights(
         if from_image_block and ifr_init == "random":
             report.skipped[key] = RECURRENT_RANDOM
             report.random[name] = RECURRENT_RANDOM
+            continue
+        if target[name].is_floating_point() and not value.is_floating_point():
+            dtypes = (str(value.dtype).removeprefix("torch."), str(target[name].dtype).removeprefix("torch."))
+            report.mismatches.append(
+                Mismatch(key, tuple(value.shape), name, tuple(target[name].shape), *dtypes)
+            )
             continue
         value = fit(key, value, name, target[name].shape, extra_queries, report)
         if value is not None:
