@@ -28,8 +28,9 @@ import shutil
 import tempfile
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from fractions import Fraction
+from itertools import islice
 from pathlib import Path
 from typing import TextIO
 
@@ -64,7 +65,6 @@ from ifrvis.video_io import (
     VideoWriter,
     output_format,
     probe,
-    read_frames,
     read_timed_frames,
 )
 from ifrvis.visualize import frame_indices, palette, render_tracks, stamp_frame_index
@@ -79,6 +79,24 @@ MASK_PIXELS = 1 << 24  # mask pixels upsampled at once: bounds a frame's buffers
 INPUT_ERRORS = (UserError, av.FFmpegError, OSError)
 # where a run's relative data.root points from (runstore.PROJECT_ROOT, without importing MLflow)
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Options:
+    """What the command line sets beside the config."""
+
+    score_threshold: float = 0.5  # the tracks kept and drawn: score >= this
+    fps: float = 10.0  # the overlay's frame rate for a folder of frames
+    progress: bool = True  # tqdm bars on stderr
+    overlay: bool = True  # overlay video and strip; False: results.json alone
+    start: int = 0  # the frames predicted, of every input: from start (0: the first) ...
+    end: int | None = None  # ... to end, excluded (None: the last) ...
+    stride: int = 1  # ... every stride-th
+    classes: frozenset[int] | None = None  # the category ids of the tracks kept; None: all
+
+    def count(self, num_frames: int | None) -> int | None:
+        """How many of `num_frames` frames are picked (None: unknown)."""
+        return None if num_frames is None else len(range(num_frames)[self.start : self.end : self.stride])
 
 
 class Frames:
@@ -202,7 +220,7 @@ def whole_video_results(
     cfg: Config,
     video_id: int,
     category_ids: Sequence[int],
-    progress: bool,
+    options: Options,
     truncated: Callable[[str], None],
 ) -> tuple[list[dict], int]:
     """`predict_video` on the whole decoded video ("video" or "tta"; TTA decodes it again at each of
@@ -211,7 +229,7 @@ def whole_video_results(
 
     def frames_at(short_side: int, max_long_side: int) -> Frames:
         size = resized_shape(*source.size, short_side, max_long_side)
-        decoded = _progress(read_frames(source, truncated), source, f"{source.stem}: decode", progress)
+        decoded = (frame for _, frame in picked_frames(source, options, "decode", truncated))
         return Frames(list(resized(decoded, size)), size, source.size)
 
     frames = frames_at(cfg.data.test_short_side, cfg.data.max_long_side)
@@ -225,9 +243,33 @@ def whole_video_results(
     return encode_video_predictions(video_id, predictions, category_ids), len(frames)
 
 
-def select_tracks(results: list[dict], score_threshold: float) -> list[dict]:
-    """The results scoring at least `score_threshold`, best first: track n is entry n - 1."""
-    return sorted((r for r in results if r["score"] >= score_threshold), key=lambda r: -r["score"])
+def select_tracks(
+    results: list[dict], score_threshold: float, classes: frozenset[int] | None = None
+) -> list[dict]:
+    """The results scoring at least `score_threshold`, of a category in `classes` (None: any), best
+    first: track n is entry n - 1."""
+    kept = (
+        r
+        for r in results
+        if r["score"] >= score_threshold and (classes is None or r["category_id"] in classes)
+    )
+    return sorted(kept, key=lambda r: -r["score"])
+
+
+def class_ids(requested: Sequence[str], category_ids: Sequence[int], names: dict[int, str]) -> frozenset[int]:
+    """The category ids that `--classes` names, each by its name (as the training annotations give
+    it) or its id; a UserError names one that is neither."""
+    by_name = {name.lower(): category for category, name in names.items()}
+    ids = set()
+    for item in requested:
+        if item.lower() in by_name:
+            ids.add(by_name[item.lower()])
+        elif item.isdigit() and int(item) in category_ids:
+            ids.add(int(item))
+        else:
+            known = ", ".join(f"{c} ({names[c]})" if c in names else str(c) for c in category_ids)
+            raise UserError(f"--classes {item}: not a class of this model: {known}")
+    return frozenset(ids)
 
 
 def track_styles(tracks: list[dict], names: dict[int, str]) -> tuple[list[tuple[int, int, int]], list[str]]:
@@ -246,21 +288,20 @@ def write_overlay(
     num_frames: int,
     video_path: Path,
     codec: str,
-    fps: Fraction | float,
     strip_path: Path,
-    progress: bool = True,
+    options: Options = Options(),
 ) -> None:
-    """Decode `source` again and encode each frame with the tracks drawn (`render_tracks`) into
-    `video_path` as it is drawn, at the frame's presentation time in the input (`fps`: the average
-    rate; a folder's frames are 1/fps apart); `strip_path` gets up to STRIP_FRAMES of them side by side."""
+    """Decode `source` again (the frames `options.frames` picks) and encode each frame with the tracks
+    drawn (`render_tracks`) into `video_path` as it is drawn, at the frame's presentation time in the
+    input (a folder's frames 1/fps apart); `strip_path` gets up to STRIP_FRAMES of them side by side."""
     height, width = source.size
     colours, labels = track_styles(tracks, names)
     picked = set(frame_indices(num_frames, STRIP_FRAMES))
     cell = (max(1, round(width * STRIP_HEIGHT / height)), STRIP_HEIGHT)
     cells = []
-    frames = _progress(read_timed_frames(source), source, f"{source.stem}: overlay", progress)
-    # a video's frames at their own times; a folder's one 1/fps apart
-    time_base = source.time_base or 1 / Fraction(fps).limit_denominator(65535)
+    frames = picked_frames(source, options, "overlay")
+    fps = (source.fps or options.fps) / options.stride  # the average rate of the frames kept
+    time_base = source.time_base or 1 / Fraction(options.fps).limit_denominator(65535)
     with VideoWriter(video_path, codec, fps, source.size, time_base) as writer:
         for t, (time, frame) in zip(range(num_frames), frames):
             masks = [decode_segmentation(track["segmentations"][t], height, width) for track in tracks]
@@ -274,9 +315,22 @@ def write_overlay(
     strip.save(strip_path)
 
 
-def _progress(frames: Iterable, source: Source, desc: str, enabled: bool) -> Iterable:
-    """`frames` counted by a tqdm bar (frames/s) on stderr."""
-    return tqdm(frames, desc=desc, total=source.num_frames, unit="frame", disable=not enabled, leave=False)
+def picked_frames(
+    source: Source, options: Options, stage: str, truncated: Callable[[str], None] | None = None
+) -> Iterator[tuple[int, np.ndarray]]:
+    """(time, frame) of the frames of `source` that `options` picks (`read_timed_frames`; the frames
+    before its start are decoded and dropped), counted by a tqdm bar (frames/s) on stderr. A
+    VideoError when it picks none (a start past the end)."""
+    frames = islice(read_timed_frames(source, truncated), options.start, options.end, options.stride)
+    total, off = options.count(source.num_frames), not options.progress
+    empty = True
+    for item in tqdm(frames, f"{source.stem}: {stage}", total, unit="frame", disable=off, leave=False):
+        empty = False
+        yield item
+    if empty:
+        raise VideoError(
+            f"{source.path}: no frame at {options.start} or after (--start): the input ends before"
+        )
 
 
 def load_trained_model(cfg: Config, checkpoint: str | Path) -> VISModel:
@@ -364,15 +418,14 @@ def predict(
     checkpoint: str | Path,
     inputs: Sequence[str | Path],
     out_dir: str | Path,
-    score_threshold: float = 0.5,
-    fps: float = 10.0,
-    progress: bool = True,
+    options: Options = Options(),
 ) -> Iterator[dict]:
-    """Predict each input with `cfg.inference` and write its folder (module docstring); yields one
+    """Predict each input with `cfg.inference` and `options` and write its folder (module docstring);
+    yields one
     summary per input when its folder is complete (`warning`: why its frames end early, or None), or
     when it failed (`error`: why, its folder removed; the inputs after it still run). Inputs and
     checkpoint are checked before the first folder is created, and the output folder and device
-    before that. `fps`: the overlay's frame rate for a folder of frames (or a video without one)."""
+    before that."""
     out_dir = Path(out_dir)
     check_out_dir(out_dir)
     check_device(cfg.device)
@@ -381,9 +434,7 @@ def predict(
     category_ids, names = categories(cfg)
     made = missing_folders(out_dir)
     try:
-        yield from _predict_each(
-            sources, out_dir, model, cfg, category_ids, names, score_threshold, fps, progress
-        )
+        yield from _predict_each(sources, out_dir, model, cfg, category_ids, names, options)
     finally:
         remove_if_empty(made)
 
@@ -411,9 +462,7 @@ def _predict_each(
     cfg: Config,
     category_ids: Sequence[int],
     names: dict[int, str],
-    score_threshold: float,
-    fps: float,
-    progress: bool,
+    options: Options,
 ) -> Iterator[dict]:
     """`predict`'s loop over the checked inputs, one summary each."""
     for video_id, source in enumerate(sources, 1):
@@ -423,7 +472,7 @@ def _predict_each(
         summary |= {"error": None, "warning": None}
         try:
             summary["frames"], summary["tracks"], summary["warning"] = _predict_into(
-                work, model, source, cfg, video_id, category_ids, names, score_threshold, fps, progress
+                work, model, source, cfg, video_id, category_ids, names, options
             )
         except INPUT_ERRORS as error:  # this input's own problem: the others still run
             shutil.rmtree(work, ignore_errors=True)
@@ -446,35 +495,26 @@ def _predict_into(
     video_id: int,
     category_ids: Sequence[int],
     names: dict[int, str],
-    score_threshold: float,
-    fps: float,
-    progress: bool,
+    options: Options,
 ) -> tuple[int, int, str | None]:
     """One video's files into `work` -> (frames, tracks, why its frames end early or None). The
     overlay's decoding pass stops where the prediction's did."""
     warnings: list[str] = []
     if cfg.inference.mode == "clip":
         size = resized_shape(*source.size, cfg.data.test_short_side, cfg.data.max_long_side)
-        frames = _progress(read_frames(source, warnings.append), source, f"{source.stem}: predict", progress)
+        frames = (frame for _, frame in picked_frames(source, options, "predict", warnings.append))
         results, num_frames = clip_results(
             model, resized(frames, size), size, source.size, cfg.inference, video_id, category_ids
         )
     else:
         results, num_frames = whole_video_results(
-            model, source, cfg, video_id, category_ids, progress, warnings.append
+            model, source, cfg, video_id, category_ids, options, warnings.append
         )
-    tracks = select_tracks(results, score_threshold)
+    tracks = select_tracks(results, options.score_threshold, options.classes)
     (work / run_folder.RESULTS).write_text(results_json(tracks))
-    suffix, codec = output_format(source)
-    write_overlay(
-        source,
-        tracks,
-        names,
-        num_frames,
-        work / f"{OVERLAY}{suffix}",
-        codec,
-        source.fps or fps,
-        work / STRIP,
-        progress,
-    )
+    if options.overlay:
+        suffix, codec = output_format(source)
+        write_overlay(
+            source, tracks, names, num_frames, work / f"{OVERLAY}{suffix}", codec, work / STRIP, options
+        )
     return num_frames, len(tracks), warnings[0] if warnings else None  # TTA's passes say it again

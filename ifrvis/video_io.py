@@ -222,7 +222,7 @@ class VideoWriter:
     def __init__(
         self, path: str | Path, codec: str, fps: Fraction | float, size: tuple[int, int], time_base: Fraction
     ):
-        self.size, self.last = size, None
+        self.size, self.first, self.last = size, None, None
         self.container = av.open(str(path), "w")
         self.stream = self.container.add_stream(codec, rate=Fraction(fps).limit_denominator(65535))
         self.stream.height, self.stream.width = size
@@ -238,7 +238,8 @@ class VideoWriter:
         if frame.shape[:2] != self.size:
             raise ValueError(f"frame of size {frame.shape[:2]}, the video's is {self.size}")
         picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-        pts = round(time * self.rescale)
+        self.first = time if self.first is None else self.first
+        pts = round((time - self.first) * self.rescale)  # the video starts at its first frame
         # encoders refuse a time that does not increase (a damaged file's repeated timestamps)
         self.last = picture.pts = pts if self.last is None else max(pts, self.last + 1)
         picture.time_base = self.time_base

@@ -24,6 +24,7 @@ from ifrvis.evaluation.results import encode_video_predictions
 from ifrvis.inference import clip_starts, predict_video
 from ifrvis.predict import (
     Frames,
+    Options,
     categories,
     clip_results,
     load_trained_model,
@@ -38,6 +39,7 @@ CONFIG = ROOT / "experiments" / "configs" / "synthetic_tiny_mask2former_focal.ya
 CHECKPOINT = ROOT / "checkpoints" / "synthetic_tiny_pretrained.pth"
 HEIGHT, WIDTH = 64, 96
 SMALL = ["data.test_short_side=48", "data.max_long_side=72"]  # the model sees 48 x 72 frames
+OPTIONS = Options(fps=10, progress=False)
 
 
 @functools.cache
@@ -172,7 +174,7 @@ def test_each_track_keeps_its_colour_in_every_frame(tmp_path):
     ]
     video = tmp_path / "overlay.mov"
     names = {2: "square", 4: "cross"}
-    write_overlay(probe(folder), tracks, names, num_frames, video, "png", 10, tmp_path / "strip.png", False)
+    write_overlay(probe(folder), tracks, names, num_frames, video, "png", tmp_path / "strip.png", OPTIONS)
     colours, labels = track_styles(tracks, names)
     assert labels == ["#1 square 0.90", "#2 cross 0.70"] and len(set(colours)) == 2
     frames, _, _ = decode(video)
@@ -285,12 +287,12 @@ def test_categories_name_the_classes_when_the_training_annotations_are_here(tmp_
 MEMORY_SCRIPT = """
 import resource, sys, torch
 from ifrvis.config import load_config
-from ifrvis.predict import predict
+from ifrvis.predict import Options, predict
 torch.set_num_threads(1)  # as conftest: two threads fight on 2 cores
 config, checkpoint, out, *videos = sys.argv[1:]
 cfg = load_config(config, ["inference.mode=clip", "data.test_short_side=32", "data.max_long_side=48"])
 for video in videos:
-    (summary,) = predict(cfg, checkpoint, [video], out, progress=False)
+    (summary,) = predict(cfg, checkpoint, [video], out, Options(progress=False))
     print(summary["frames"], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 

@@ -63,6 +63,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fps", type=float, default=10.0, help="overlay frame rate for a folder of frames")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="device (default: the config's)")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument(
+        "--no-overlay", action="store_true", help="results.json alone: no overlay video or strip (faster)"
+    )
+    parser.add_argument("--start", type=int, default=0, help="first frame predicted (0: the first)")
+    parser.add_argument("--end", type=int, help="frame the prediction stops before (default: the last)")
+    parser.add_argument("--stride", type=int, default=1, help="predict every n-th frame from --start")
+    parser.add_argument(
+        "--classes", help="keep tracks of these classes only: names or ids, comma-separated (e.g. person,car)"
+    )
     return parser
 
 
@@ -87,6 +96,20 @@ def flag_overrides(args: argparse.Namespace) -> list[str]:
         "device": args.device,
     }
     return [f"{key}={value}" for key, value in keys.items() if value is not None]
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """A UserError for an option out of its range."""
+    if not (math.isfinite(args.fps) and args.fps > 0):
+        raise UserError(
+            f"--fps {args.fps:g}: give a frame rate above 0 (the overlay's for a folder of frames)"
+        )
+    if args.start < 0:
+        raise UserError(f"--start {args.start}: give a frame index, 0 or more")
+    if args.end is not None and args.end <= args.start:
+        raise UserError(f"--end {args.end}: give a frame after --start ({args.start})")
+    if args.stride < 1:
+        raise UserError(f"--stride {args.stride}: give 1 (every frame) or more")
 
 
 def summary_line(summary: dict) -> str:
@@ -114,21 +137,29 @@ def status_table(summaries: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_intermixed_args(argv)
-    if not (math.isfinite(args.fps) and args.fps > 0):
-        raise UserError(
-            f"--fps {args.fps:g}: give a frame rate above 0 (the overlay's for a folder of frames)"
-        )
+    check_options(args)
     files, overrides = split_paths(args.paths)
     if len(files) < 3:
         parser.error("give CONFIG CHECKPOINT (or a run folder) and at least one INPUT")
     config, checkpoint, *inputs = files
     # per clip unless the command line says otherwise: a user's video may be of any length
     cfg = load_config(config, ["inference.mode=clip", *overrides, *flag_overrides(args)])
+    classes = None
+    if args.classes is not None:
+        classes = predict.class_ids([c.strip() for c in args.classes.split(",")], *predict.categories(cfg))
+    options = predict.Options(
+        args.score_threshold,
+        args.fps,
+        not args.no_progress,
+        not args.no_overlay,
+        args.start,
+        args.end,
+        args.stride,
+        classes,
+    )
     summaries, previous = [], signal.signal(signal.SIGTERM, _raise_terminated)
     try:
-        for summary in predict.predict(
-            cfg, checkpoint, inputs, args.out, args.score_threshold, args.fps, not args.no_progress
-        ):
+        for summary in predict.predict(cfg, checkpoint, inputs, args.out, options):
             summaries.append(summary)
             if summary["error"]:
                 print(f"ifrvis predict: error: {summary['error']}", file=sys.stderr)
