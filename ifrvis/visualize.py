@@ -180,7 +180,8 @@ def label_boxes(
             (x + sx * width, y + sy * height, x + sx * width + width, y + sy * height + height)
             for sx, sy in steps
         ]
-        box = min(candidates, key=lambda candidate: sum(_overlap(candidate, other) for other in placed))
+        clear = (c for c in candidates if not any(_overlap(c, other) for other in placed))
+        box = next(clear, None) or min(candidates, key=lambda c: sum(_overlap(c, other) for other in placed))
         placed.append(box)
         boxes.append(box)
     return boxes

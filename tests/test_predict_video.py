@@ -10,6 +10,8 @@ import av
 import numpy as np
 from test_predict import CHECKPOINT, CONFIG, SMALL, decode, predict_cli, synthetic_frames
 
+from ifrvis.video_io import VideoWriter
+
 
 def encode(
     path: Path, frames: np.ndarray, codec: str = "libx264", pix_fmt: str = "yuv420p", **kwargs
@@ -161,3 +163,14 @@ def frame_times(path: Path) -> list[int]:
     """Each frame's presentation time in milliseconds, as a player shows it."""
     with av.open(str(path)) as container:
         return [round(frame.time * 1000) for frame in container.decode(video=0)]
+
+
+def test_the_overlay_is_encoded_for_speed(tmp_path):
+    """x264 writes its settings into the stream: the veryfast preset's subpixel refinement (subme=2,
+    medium's is 7) and one reference frame (medium: 3)."""
+    frames = synthetic_frames(4)
+    with VideoWriter(tmp_path / "overlay.mp4", "libx264", 12, frames.shape[1:3], Fraction(1, 12)) as writer:
+        for t, frame in enumerate(frames):
+            writer.write(frame, t)
+    data = (tmp_path / "overlay.mp4").read_bytes()
+    assert b" subme=2 " in data and b" ref=1 " in data
