@@ -10,7 +10,7 @@ DATA ?= data/synthetic
 # The run store, for every command: `make table1 MLFLOW_TRACKING_URI=...` or the environment's.
 export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 
-.PHONY: venv test lint data data-crossing demo table1 table2 table3 consistency consistency-lambda0 consistency-long ablation ablation-clip figures mlflow-init mlflow-ui mlflow-server mlflow-server-stop \
+.PHONY: venv test lint data data-crossing demo table1 table2 table3 consistency consistency-lambda0 consistency-long consistency-pilot consistency2 ablation ablation-clip figures mlflow-init mlflow-ui mlflow-server mlflow-server-stop \
         slurm-up slurm-down benchmarks store-load store-faults clean
 
 venv: $(STAMP)
@@ -105,6 +105,30 @@ consistency-lambda0: consistency
 	    --executor $(EXECUTOR) --sweep consistency-crossing $(CROSSING)
 	$(PY) benchmarks/consistency.py consistency consistency-crossing --out results/consistency
 endif
+
+# The second consistency protocol (benchmarks/README.md, "Consistency experiment, second protocol"): first
+# its pilot (M2F-focal, seeds 0-1, four budgets, lr x0.1 at 80 %), which sets CONSISTENCY_ITERS; then 8
+# seeds of IFR, IFR-warm, M2F-focal and M2F-VIS on both synthetic splits at that budget. A rerun skips
+# finished runs: the experiment runs in parts.
+PILOT_BUDGETS := 800 1600 3200 6400
+CONSISTENCY_ITERS ?=
+CONSISTENCY2_ARMS := $(TINY_CONFIGS) experiments/configs/synthetic_tiny_warm.yaml \
+    experiments/configs/synthetic_tiny_mask2former_focal.yaml
+consistency-pilot: data mlflow-init
+	for iters in $(PILOT_BUDGETS); do \
+	  $(PY) experiments/run_seeds.py experiments/configs/synthetic_tiny_mask2former_focal.yaml --seeds 2 \
+	    --executor $(EXECUTOR) --sweep consistency-pilot --set solver.max_iters=$$iters "solver.steps=[$$((iters * 4 / 5))]" \
+	    || exit 1; \
+	done
+	$(PY) benchmarks/consistency.py consistency-pilot --out results/consistency-pilot
+
+consistency2: data-crossing mlflow-init
+	@test -n "$(CONSISTENCY_ITERS)" || { echo "make consistency2: CONSISTENCY_ITERS is not set: run make consistency-pilot and register its budget (benchmarks/README.md)" >&2; exit 2; }
+	$(PY) experiments/run_seeds.py $(CONSISTENCY2_ARMS) --seeds $(CONSISTENCY_SEEDS) --executor $(EXECUTOR) \
+	    --sweep consistency2 --set solver.max_iters=$(CONSISTENCY_ITERS) "solver.steps=[$$(($(CONSISTENCY_ITERS) * 4 / 5))]"
+	$(PY) experiments/run_seeds.py $(CONSISTENCY2_ARMS) --seeds $(CONSISTENCY_SEEDS) --executor $(EXECUTOR) \
+	    --sweep consistency2-crossing $(CROSSING) --set solver.max_iters=$(CONSISTENCY_ITERS) "solver.steps=[$$(($(CONSISTENCY_ITERS) * 4 / 5))]"
+	$(PY) benchmarks/consistency.py consistency2 consistency2-crossing --out results/consistency2
 
 # The same beside a 3x longer clip stage (2400 iterations, lr x0.1 at 80 % as at 800): an exploratory study
 # of the tiny runs' budget, outside the pre-registered protocol (benchmarks/README.md, "Consistency"); the

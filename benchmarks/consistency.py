@@ -1,32 +1,34 @@
 """Does IFR keep one instance per query across frames better than Mask2Former-VIS? Figures from the
-finished runs of one or more sweeps (benchmarks/README.md, "Controlled consistency experiment" and
-"Consistency").
+finished runs of one or more sweeps (benchmarks/README.md, "Consistency experiment, second protocol").
 
     .venv/bin/python benchmarks/consistency.py consistency consistency-crossing [--out results/consistency]
 
-Per run (grouped by decoder, data set and the training settings `SETTINGS`: class head, clip length,
-iterations, λ_e; mean ± std over seeds):
+Per run (grouped by decoder, data set and the training settings `SETTINGS`: class head, IFR's start,
+clip length, iterations, λ_e; mean ± std over seeds):
 - the logged AP and the paper's tracking metrics IDF1, IDs, MOTA, IDP, IDR, with HOTA, DetA and AssA
-  (predictions with score >= 0.5, so each head's number of tracks follows its score scale);
-- the same tracking figures with as many tracks per video as it has ground-truth instances, its
-  highest-scoring predictions ("matched count", `*@N`): both methods then pass the same number of
-  tracks, whatever their scores, and their switches can be compared;
+  (predictions with score >= 0.5: descriptive, each head's number of tracks follows its score scale);
+- the tracking figures on the `TOP_K` highest-scoring predictions of every video (`*@5`), for every arm
+  alike: no score threshold and no ground truth choose the tracks. The primary endpoint is `switch
+  rate@5`, the ID switches per 100 ground-truth boxes matched;
+- the same on as many predictions per video as it has ground-truth instances (`*@N`): a diagnostic, as
+  the count comes from the ground truth;
 - identity consistency from the run's checkpoint on its validation split (quality_diagnostics.py):
   the share of ground-truth instances that ONE query covers at video IoU >= 0.5 ("single query"),
   against the share covered at IoU >= 0.5 in the mean over frames by the best query of each frame
-  ("stitched"); their ratio is 1 when the queries never switch instances;
+  ("stitched");
+- IDF1, HOTA, IDs and recall against the score threshold (`THRESHOLDS`), so that no conclusion hangs on
+  one threshold (`thresholds.png`);
 - the gradient norm reaching IFR's Eq. 2-3 blocks (`frame_*`) and its clip update (`temporal_cross_attn`,
   `clip_*`) at the first and the last logged step (`grad_norm/<block>`).
 The protocol's contrasts (`CONTRASTS`) between arms trained alike (same data, clip length and
-iterations), on its nine endpoints (`ENDPOINTS`, in the tables' units): difference of means over seeds
-with a 95 % Welch interval, exact permutation p (unpaired: analysis.comparisons.PAIRING says why) and
-Holm's correction across the endpoints of each contrast. Matched count is a diagnostic, not tested.
-Writes `consistency.md` (two tables, then the comparisons in words), `consistency_runs.csv` (one row
-per run: settings, seed, identity, MLflow run, every figure as computed, the machine it logged),
-`consistency_comparisons.csv`, `grad_norms.png` (the IFR blocks' norms over training) and, where runs
-differ only in their iterations, `budget.png` (switch rate, IDF1, AssA at matched count and AP against
-the clip stage's length). A run's checkpoint figures are kept in its folder (`consistency.json`) and
-read back next time.
+iterations): difference of means over seeds with a 95 % Welch interval and exact permutation p
+(unpaired: analysis.comparisons.PAIRING says why). Holm's correction runs over the primary endpoint of
+the primary contrasts on every data set (one family); the secondary endpoints (`SECONDARY`) are Holm-
+corrected within each contrast. Writes `consistency.md` (two tables, then the comparisons in words),
+`consistency_runs.csv` (one row per run: settings, seed, identity, MLflow run, every figure as computed,
+the machine it logged), `consistency_comparisons.csv`, `thresholds.png`, `grad_norms.png` and, where
+runs differ only in their iterations, `budget.png` (the `BUDGET` figures against the clip stage's
+length). A run's figures are kept in its folder (`consistency.json`) and read back next time.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # analysis/
 from quality_diagnostics import diagnose, load_trained  # noqa: E402
 
 from analysis.comparisons import PAIRING, compare_groups, comparison_block  # noqa: E402
+from analysis.stats import holm  # noqa: E402
 from ifrvis import run_folder, runstore  # noqa: E402
 from ifrvis.config import config_from_dict  # noqa: E402
 from ifrvis.data.splits import load_splits  # noqa: E402
@@ -59,38 +62,49 @@ from ifrvis.metric_names import scale  # noqa: E402
 LOGGED = ("AP", "IDF1", "IDs", "MOTA", "IDP", "IDR", "HOTA", "DetA", "AssA")
 MATCHED = ("IDF1", "IDs", "switch rate", "MOTA", "HOTA", "DetA", "AssA")
 IFR_BLOCKS = ("frame_cross_attn", "frame_self_attn", "frame_ffn", "temporal_cross_attn", "clip_self_attn")
+# The primary endpoint's tracks: every video's TOP_K best predictions, for every arm. 5 is the most
+# instances a synthetic video holds (ifrvis synth), fixed before any run of the second protocol.
+TOP_K = 5
+# Score thresholds of the curves; the tracking figures on each run's tracks with score >= threshold.
+THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(1, 20))
+CURVES = ("IDF1", "HOTA", "IDs", "recall")
 # Rows are grouped by decoder, data and these training settings (header label: config key).
 SETTINGS = {
     "head": "loss.class_loss",
+    "start": "model.ifr_init",
     "train T": "data.clip_length",
     "iters": "solver.max_iters",
     "λ_e": "loss.lambda_e",
 }
 GROUP = ["method", "dataset", *SETTINGS]
 ALIKE = ["dataset", "train T", "iters"]  # what two arms share to be compared
-ARM = ["method", "head", "λ_e"]  # what tells the arms of one setting apart
-BUDGET = ("switch rate@N", "IDF1@N", "AssA@N", "AP")
+ARM = ["method", "head", "start", "λ_e"]  # what tells the arms of one setting apart
+PRIMARY = f"switch rate@{TOP_K}"
+SECONDARY = (f"AssA@{TOP_K}", "single_query", f"DetA@{TOP_K}", "AP")
+BUDGET = (PRIMARY, "AP", f"AssA@{TOP_K}", "single_query")
 RATIO = "single / stitched"
-# The pre-registered endpoints (benchmarks/README.md, "Controlled consistency experiment"): the paper's
-# tracking metrics on the tracks with score >= 0.5, HOTA with its split, and one figure without any
-# score. Holm's correction runs across them, per contrast.
-ENDPOINTS = ("IDF1", "IDs", "MOTA", "IDP", "IDR", "HOTA", "DetA", "AssA", RATIO)
-# Arms as (method, head, λ_e as text); λ_e "-" for Mask2Former-VIS's decoder (no cross-frame masks).
-IFR = ("ifr", "focal", "0.3")
+# Arms as (method, head, IFR's start, λ_e as text); "-" where the decoder has no such setting.
+IFR = ("ifr", "focal", "random", "0.3")
+IFR_WARM = ("ifr", "focal", "checkpoint", "0.3")
+M2F_FOCAL = ("mask2former", "focal", "-", "-")
+M2F_VIS = ("mask2former", "softmax", "-", "-")
 ARMS = {
     IFR: "IFR",
-    ("mask2former", "focal", "-"): "M2F-focal",
-    ("mask2former", "softmax", "-"): "M2F-VIS",
-    ("ifr", "focal", "0"): "IFR λ_e=0",
+    IFR_WARM: "IFR-warm",
+    M2F_FOCAL: "M2F-focal",
+    M2F_VIS: "M2F-VIS",
+    ("ifr", "focal", "random", "0"): "IFR λ_e=0",
 }
-# The protocol's contrasts, the main one first: (name, arm a, arm b), a - b.
+# The protocol's contrasts: (name, arm a, arm b, primary), a - b. The primary ones form the family of
+# Holm's correction of the primary endpoint, over every data set.
 CONTRASTS = (
-    ("recurrence (main)", IFR, ("mask2former", "focal", "-")),
-    ("published baseline", IFR, ("mask2former", "softmax", "-")),
-    ("cross-frame loss (Eqs. 6-7)", IFR, ("ifr", "focal", "0")),
+    ("recurrence, the paper's start", IFR, M2F_FOCAL, True),
+    ("recurrence, warm start", IFR_WARM, M2F_FOCAL, True),
+    ("IFR's start, random - warm", IFR, IFR_WARM, True),
+    ("published baseline", IFR, M2F_VIS, False),
 )
 # Display factors of this benchmark's own figures; the logged metrics' are ifrvis.metric_names'.
-OWN_SCALE = {"switch rate": 1.0, "single_query": 100.0, "stitched": 100.0, RATIO: 1.0}
+OWN_SCALE = {"switch rate": 1.0, "single_query": 100.0, "stitched": 100.0, RATIO: 1.0, "recall": 100.0}
 RUN_COLUMNS = ("config", "run_identity", "git_commit")
 
 
@@ -107,11 +121,14 @@ def run_rows(sweeps: list[str], uri: str) -> tuple[pd.DataFrame, dict[str, pd.Da
         row = {"method": run["method"], "dataset": run["dataset"]}
         row |= {label: setting(cfg, key) for label, key in SETTINGS.items()}
         # text, one type in the column: "-" where the decoder has no cross-frame masks to weigh (Eqs. 6-7)
-        row["λ_e"] = f"{float(row['λ_e']):g}" if cfg.model.decoder == "ifr" else "-"
+        ifr = cfg.model.decoder == "ifr"
+        row["λ_e"] = f"{float(row['λ_e']):g}" if ifr else "-"
+        row["start"] = row["start"] if ifr else "-"  # IFR's recurrent blocks only
         row |= {"seed": run["seed"], "run_id": run["run_id"]} | {key: run.get(key) for key in RUN_COLUMNS}
         row |= {key.removeprefix("tags."): run[key] for key in run.index if key.startswith("tags.env.")}
         row |= {key: run.get(f"metrics.{key}", np.nan) for key in LOGGED}
         row |= run_figures(cfg, run_dir)
+        row["curves"] = json.dumps(row["curves"])  # one cell of the per-run CSV
         row[RATIO] = row["single_query"] / row["stitched"] if row["stitched"] > 0 else np.nan
         history = grad_history(mlflow, run["run_id"])
         for block in IFR_BLOCKS if not history.empty and IFR_BLOCKS[0] in history else ():
@@ -123,42 +140,71 @@ def run_rows(sweeps: list[str], uri: str) -> tuple[pd.DataFrame, dict[str, pd.Da
 
 
 def run_figures(cfg, run_dir: Path) -> dict:
-    """The decomposition and the matched-count tracking figures of a finished run, computed once and
-    kept in `<run_dir>/consistency.json` (its checkpoint and results no longer change); a figure the
-    file lacks is computed and added."""
+    """The decomposition, the top-k and matched-count tracking figures and the threshold curves of a
+    finished run, computed once and kept in `<run_dir>/consistency.json` (its checkpoint and results no
+    longer change); a figure the file lacks is computed and added."""
     cache = run_dir / "consistency.json"
     figures = json.loads(cache.read_text()) if cache.is_file() else {}
     oracle_missing = not {"single_query", "stitched"} <= figures.keys()
-    matched_missing = not {f"{key}@N" for key in MATCHED} <= figures.keys()
-    if not (oracle_missing or matched_missing):
+    tracks_missing = not {f"{key}@{n}" for key in MATCHED for n in ("N", TOP_K)} <= figures.keys()
+    curves_missing = "curves" not in figures
+    if not (oracle_missing or tracks_missing or curves_missing):
         return figures
     _, valid = load_splits(cfg.data)
     if oracle_missing:
         oracle = diagnose(load_trained(cfg, run_dir / run_folder.CHECKPOINT), valid, cfg)
         figures["single_query"] = oracle["oracle_video_iou_over_0.5"]
         figures["stitched"] = oracle["oracle_per_frame_iou_over_0.5"]
-    if matched_missing:
-        results = json.loads((run_dir / run_folder.RESULTS).read_text())
+    results = json.loads((run_dir / run_folder.RESULTS).read_text())
+    if tracks_missing:
         figures |= matched_count_figures(valid.raw, results)
+        figures |= top_k_figures(valid.raw, results)
+    if curves_missing:
+        figures["curves"] = threshold_curves(valid.raw, results)
     cache.write_text(json.dumps(figures, indent=1) + "\n")
     return figures
 
 
-def matched_count_figures(gt: dict, results: list[dict]) -> dict:
-    """`tracking_metrics` at matched count (`top_per_video`), keys suffixed `@N`; `switch rate@N` is
-    the ID switches per 100 matched ground-truth boxes (num_objects - FN), so that a method that
+def figures_on(gt: dict, results: list[dict], suffix: str) -> dict:
+    """`tracking_metrics` of all of `results` (no threshold), keys suffixed `@<suffix>`; `switch rate`
+    is the ID switches per 100 matched ground-truth boxes (num_objects - FN), so that a method that
     matches fewer boxes is not credited for the switches it had no chance to make."""
-    matched = tracking_metrics(gt, top_per_video(results, instance_counts(gt)), 0.0)
-    figures = {f"{key}@N": float(matched[key]) for key in MATCHED if key != "switch rate"}
+    matched = tracking_metrics(gt, results, 0.0)
+    figures = {f"{key}@{suffix}": float(matched[key]) for key in MATCHED if key != "switch rate"}
     hits = matched["num_objects"] - matched["FN"]
-    figures["switch rate@N"] = 100 * matched["IDs"] / hits if hits else float("nan")
+    figures[f"switch rate@{suffix}"] = 100 * matched["IDs"] / hits if hits else float("nan")
     return figures
+
+
+def matched_count_figures(gt: dict, results: list[dict]) -> dict:
+    """`figures_on` each video's as many best predictions as it has ground-truth instances (`@N`)."""
+    return figures_on(gt, top_per_video(results, instance_counts(gt)), "N")
+
+
+def top_k_figures(gt: dict, results: list[dict], k: int = TOP_K) -> dict:
+    """`figures_on` each video's `k` best predictions (`@k`): the same number of tracks for every arm,
+    chosen by neither a score threshold nor the ground truth."""
+    videos = {video["id"] for video in gt["videos"]}
+    return figures_on(gt, top_per_video(results, Counter(dict.fromkeys(videos, k))), str(k))
+
+
+def threshold_curves(gt: dict, results: list[dict]) -> dict[str, list[float]]:
+    """`CURVES` on the predictions with score >= t for each t of `THRESHOLDS`; recall is the share of
+    ground-truth boxes matched (1 - FN / num_objects)."""
+    curves: dict[str, list[float]] = {name: [] for name in CURVES}
+    for threshold in THRESHOLDS:
+        figures = tracking_metrics(gt, results, threshold)
+        objects = figures["num_objects"]
+        for name in ("IDF1", "HOTA", "IDs"):
+            curves[name].append(float(figures[name]))
+        curves["recall"].append(1 - figures["FN"] / objects if objects else float("nan"))
+    return curves
 
 
 def display_scale(column: str) -> float:
     """Factor from a figure as computed to the tables' unit (x100 for fractions, 1 for counts and
     the switch rate per 100 matched boxes)."""
-    name = column.removesuffix("@N")
+    name = column.split("@")[0]
     return OWN_SCALE[name] if name in OWN_SCALE else scale(name)
 
 
@@ -202,6 +248,7 @@ def summary_table(rows: pd.DataFrame) -> str:
     return "\n\n".join(
         (
             _table(rows, [*LOGGED, "single_query", "stitched"], ratio=True),
+            _table(rows, [f"{key}@{TOP_K}" for key in MATCHED], ratio=False),
             _table(rows, [f"{key}@N" for key in MATCHED], ratio=False),
         )
     )
@@ -227,44 +274,84 @@ def _mean_std(values: pd.Series, scale: float, spec: str = ".1f") -> str:
 
 
 def arm_label(arm: tuple) -> str:
-    method, head, lambda_e = arm
-    return ARMS.get(arm, f"{method} {head} λ_e={lambda_e}")
+    method, head, start, lambda_e = arm
+    return ARMS.get(arm, f"{method} {head} {start} λ_e={lambda_e}")
 
 
 def comparisons(rows: pd.DataFrame) -> pd.DataFrame:
-    """Each of `CONTRASTS` whose two arms were trained alike (data, train T, iters), on `ENDPOINTS` in
-    the tables' units: `contrast`, those three settings, then analysis.comparisons.COLUMNS; Holm across
-    the endpoints of each contrast."""
+    """Each of `CONTRASTS` whose two arms were trained alike (data, train T, iters), on `PRIMARY` and
+    `SECONDARY` in the tables' units: `contrast`, `family`, those three settings, then
+    analysis.comparisons.COLUMNS. `p_holm`: Holm over the primary endpoint of every primary contrast on
+    every setting (family "primary"); over the secondary endpoints within a contrast ("secondary", with
+    every endpoint of a non-primary contrast)."""
     frames = []
     for key, setting_rows in rows.groupby(ALIKE):
         arms = {arm: runs for arm, runs in setting_rows.groupby(ARM)}
-        for name, a, b in CONTRASTS:
+        for name, a, b, primary in CONTRASTS:
             if a not in arms or b not in arms:
                 continue
             groups = [(arm_label(a), _display(arms[a])), (arm_label(b), _display(arms[b]))]
-            frame = compare_groups(groups, ENDPOINTS, [(0, 1)])
-            settings = {"contrast": name, **dict(zip(ALIKE, key))}
-            frames.append(frame.assign(**settings)[[*settings, *frame.columns]])
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+            families = [("primary", [PRIMARY]), ("secondary", list(SECONDARY))]
+            if not primary:
+                families = [("secondary", [PRIMARY, *SECONDARY])]
+            for family, endpoints in families:
+                frame = compare_groups(groups, endpoints, [(0, 1)])
+                settings = {"contrast": name, "family": family, **dict(zip(ALIKE, key))}
+                frames.append(frame.assign(**settings)[[*settings, *frame.columns]])
+    if not frames:
+        return pd.DataFrame()
+    compared = pd.concat(frames, ignore_index=True)
+    primary = compared["family"] == "primary"
+    compared.loc[primary, "p_holm"] = holm(compared.loc[primary, "p"].tolist())
+    return compared
 
 
 def _display(runs: pd.DataFrame) -> pd.DataFrame:
     """`seed` and each endpoint of `runs` in the tables' units."""
+    endpoints = [PRIMARY, *SECONDARY]
     return pd.DataFrame(
-        {"seed": runs["seed"], **{c: runs[c].astype(float) * display_scale(c) for c in ENDPOINTS}}
+        {"seed": runs["seed"], **{c: runs[c].astype(float) * display_scale(c) for c in endpoints}}
     )
 
 
 def comparison_text(frame: pd.DataFrame) -> str:
-    """The comparisons as Markdown blocks, one per training setting and contrast, with the pairing note."""
+    """The comparisons as Markdown blocks, one per training setting and contrast, with the pairing note
+    and the families of Holm's correction."""
     if frame.empty:
         return "No comparison: no two arms of the protocol's contrasts trained alike."
-    blocks = [PAIRING[False]]
+    tests = int((frame["family"] == "primary").sum())
+    blocks = [
+        PAIRING[False],
+        f"p (Holm): the primary endpoint ({PRIMARY}) over its {tests} tests (primary contrasts x data "
+        "sets); the secondary endpoints within each contrast.",
+    ]
     for key, group in frame.groupby(["contrast", *ALIKE], sort=False):
         title = f"{key[0]}: " + ", ".join(f"{column} {value}" for column, value in zip(ALIKE, key[1:]))
-        table = group.drop(columns=["contrast", *ALIKE]).reset_index(drop=True)
+        table = group.drop(columns=["contrast", "family", *ALIKE]).reset_index(drop=True)
         blocks.append(f"### {title}\n\n" + comparison_block(table))
     return "\n\n".join(blocks)
+
+
+def threshold_figure(rows: pd.DataFrame, path: Path) -> None:
+    """`CURVES` against the score threshold: one row of panels per data set, one line per arm (mean over
+    its seeds), at each data set's largest budget."""
+    datasets = sorted(rows["dataset"].unique())
+    fig, axes = plt.subplots(len(datasets), len(CURVES), figsize=(4 * len(CURVES), 3.2 * len(datasets)))
+    axes = np.atleast_2d(axes)
+    for axes_row, dataset in zip(axes, datasets):
+        runs = rows[rows["dataset"] == dataset]
+        runs = runs[runs["iters"] == runs["iters"].max()]
+        for arm, group in runs.groupby(ARM):
+            curves = [json.loads(c) for c in group["curves"]]
+            for ax, name in zip(axes_row, CURVES):
+                mean = np.nanmean([curve[name] for curve in curves], axis=0) * display_scale(name)
+                ax.plot(THRESHOLDS, mean, marker=".", label=f"{arm_label(arm)} (n={len(curves)})")
+        for ax, name in zip(axes_row, CURVES):
+            unit = "count" if name == "IDs" else "%"
+            ax.set(title=f"{name}, {dataset}", xlabel="score threshold", ylabel=unit)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
 
 
 def grad_figure(rows: pd.DataFrame, histories: dict[str, pd.DataFrame], path: Path) -> None:
@@ -299,7 +386,8 @@ def budget_curves(rows: pd.DataFrame) -> dict[str, pd.DataFrame]:
         named += [str(key["dataset"])] * varies["dataset"]
         named += [f"train T {key['train T']}"] * varies["train T"]
         scaled = group[["iters", *BUDGET]].astype(float)
-        scaled[[m for m in BUDGET if not m.startswith("switch")]] *= 100
+        for metric in BUDGET:
+            scaled[metric] *= display_scale(metric)
         curves[", ".join(named)] = scaled.groupby("iters").agg(["mean", "std"])
     return curves
 
@@ -334,6 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     rows.to_csv(args.out / "consistency_runs.csv", index=False)
     compared.to_csv(args.out / "consistency_comparisons.csv", index=False)
     grad_figure(rows, histories, args.out / "grad_norms.png")
+    threshold_figure(rows, args.out / "thresholds.png")
     curves = budget_curves(rows)
     if curves:
         budget_figure(curves, args.out / "budget.png")

@@ -160,3 +160,17 @@ def test_zero_seeds_or_parallel_runs_is_a_one_line_mistake(tmp_path, capsys):
         assert error.startswith("run_seeds.py: error: argument") and "must be at least 1" in error
     assert parser.parse_args(["--seeds", "8"]).seeds == 8
     assert list(tmp_path.iterdir()) == []
+
+
+def test_repeated_set_flags_add_up():
+    """`--set data.root=X dataset=Y --set solver.max_iters=N` (make's CROSSING beside a budget) keeps all
+    three overrides: a second --set once replaced the first, and a crossing sweep ran on the default data."""
+    import argparse
+
+    from ifrvis.launch.arguments import add_sweep_arguments
+
+    parser = argparse.ArgumentParser(prog="run_seeds.py")
+    add_sweep_arguments(parser)
+    args = parser.parse_args(["--set", "data.root=X", "dataset=Y", "--set", "solver.max_iters=5"])
+    assert args.overrides == ["data.root=X", "dataset=Y", "solver.max_iters=5"]
+    assert parser.parse_args([]).overrides == []

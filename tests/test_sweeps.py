@@ -4,6 +4,7 @@ Slurm job resumes; a sweep Slurm refuses or cannot be reached leaves one line an
 
 import contextlib
 import importlib.util
+import json
 import math
 import os
 import re
@@ -141,8 +142,13 @@ def test_the_consistency_benchmark_reads_a_sweeps_runs(local_sweep, tmp_path):
     assert (rows["grad_first/frame_cross_attn"] > 0).all() and rows["stitched"].between(0, 1).all()
     assert rows["HOTA@N"].between(0, 1).all() and (rows["IDs@N"] >= 0).all()
     assert (tmp_path / "consistency.md").read_text().count(
-        "| ifr | synthetic | focal | 2 | 4 | 0.3 | 2 |"
-    ) == 2
+        "| ifr | synthetic | focal | random | 2 | 4 | 0.3 | 2 |"
+    ) == 3
+    switch_rate = rows["switch rate@5"]  # NaN where no box is matched (these runs train 4 iterations)
+    assert rows["HOTA@5"].between(0, 1).all() and (switch_rate.isna() | (switch_rate >= 0)).all()
+    assert (
+        len(json.loads(rows["curves"][0])["IDF1"]) == 19 and (tmp_path / "thresholds.png").stat().st_size > 0
+    )
     cached = [Path(d) / "consistency.json" for d in runstore.load_sweep("t", uri=uri).runs["run_dir"]]
     assert all(path.is_file() for path in cached)
     assert (tmp_path / "grad_norms.png").stat().st_size > 0
@@ -195,39 +201,77 @@ def test_matched_count_figures_by_hand(consistency):
     assert figures["MOTA@N"] == pytest.approx(1 - 2 / (3 * T))
 
 
-def test_the_protocols_contrasts_on_its_endpoints(consistency):
-    """At 800 iterations: IDs {1, 2, 3} (IFR) vs {4, 5, 6} (M2F-focal): difference -3, exact p 2/20;
-    IFR against M2F-VIS: IDs {1, 2, 3} vs {1, 2, 3}, difference 0, p 1; every other endpoint equal on
-    every run: p = 1 (AP differs but is no endpoint). Holm across the 9 endpoints: 9 x 0.1 = 0.9. No
-    IFR λ_e = 0 run: that contrast is absent. At 2400 iterations there is IFR only: no comparison."""
-    others = [e for e in consistency.ENDPOINTS if e != "IDs"]
+def test_top_k_figures_and_threshold_curves_by_hand(consistency):
+    """Top-k keeps every video's k best predictions whatever their scores and the ground truth: with
+    k = 2, video 1 keeps p and q (2 switches over 2T matched boxes) and video 2 keeps s and t (t matches
+    nothing: a false positive, no switch). Curves: at thresholds <= 0.05 every prediction counts (r, a
+    duplicate of A, is matched nowhere); above 0.8 only p (A for 6 frames, then B); above 0.9 none."""
+    gt = make_gt({1: [[BOX_A] * T, [BOX_B] * T], 2: [[BOX_A] * T]})
+    swap = 6
+    results = [
+        result(1, [BOX_A] * swap + [BOX_B] * (T - swap), 0.9),
+        result(1, [BOX_B] * swap + [BOX_A] * (T - swap), 0.8),
+        result(1, [BOX_A] * T, 0.1),
+        result(2, [BOX_A] * T, 0.05),
+        result(2, [BOX_B] * T, 0.01),
+    ]
+    figures = consistency.top_k_figures(gt, results, k=2)
+    assert figures["IDs@2"] == 2 and figures["switch rate@2"] == pytest.approx(100 * 2 / (3 * T))
+    assert figures["MOTA@2"] == pytest.approx(1 - (2 + T) / (3 * T))  # 2 switches, T false positives
+    curves = consistency.threshold_curves(gt, results)
+    thresholds = list(consistency.THRESHOLDS)
+    assert thresholds[0] == 0.05 and thresholds[-1] == 0.95 and len(thresholds) == 19
+    at = {t: i for i, t in enumerate(thresholds)}
+    assert curves["recall"][at[0.05]] == 1.0 and curves["IDs"][at[0.05]] == 2
+    # above 0.8: p alone, matched to A for 6 frames, then to B (a switch of p, not of a ground truth)
+    assert curves["recall"][at[0.85]] == pytest.approx(T / (3 * T)) and curves["IDs"][at[0.85]] == 0
+    assert curves["recall"][at[0.95]] == 0 and curves["IDF1"][at[0.95]] == 0
 
-    def row(method, head, lambda_e, iters, seed, ids, ap):
-        return {"method": method, "head": head, "dataset": "synthetic", "train T": 2, "iters": iters,
-                "λ_e": lambda_e, "seed": seed, "IDs": ids, "AP": ap, **{e: 0.5 for e in others}}  # fmt: skip
 
+def row_of(arm, seed, iters=800, dataset="synthetic", **figures):
+    method, head, start, lambda_e = arm
+    return {"method": method, "head": head, "start": start, "λ_e": lambda_e, "dataset": dataset,
+            "train T": 2, "iters": iters, "seed": seed, **figures}  # fmt: skip
+
+
+def test_the_second_protocols_contrasts_and_families(consistency):
+    """Primary endpoint switch rate@5: IFR {1, 2, 3}, IFR-warm {4, 5, 6}, M2F-focal {4, 5, 6} on two data
+    sets. IFR - M2F-focal: -3, exact p 2/20; IFR-warm - M2F-focal: 0, p 1; IFR - IFR-warm: -3, p 0.1.
+    Holm over the 3 contrasts x 2 data sets = 6 primary tests: the two p = 0.1 of each data set (4 tests)
+    become min(1, 6 x 0.1) = 0.6. Secondary endpoints equal everywhere: p 1. M2F-VIS is absent: no
+    'published baseline' rows; a budget with IFR alone: no comparison."""
+    equal = {name: 0.5 for name in consistency.SECONDARY}
+    arms = {consistency.IFR: 1, consistency.IFR_WARM: 4, consistency.M2F_FOCAL: 4}
     rows = pd.DataFrame(
-        [row("ifr", "focal", "0.3", 800, seed, 1 + seed, 0.10) for seed in range(3)]
-        + [row("mask2former", "focal", "-", 800, seed, 4 + seed, 0.12) for seed in range(3)]
-        + [row("mask2former", "softmax", "-", 800, seed, 1 + seed, 0.12) for seed in range(3)]
-        + [row("ifr", "focal", "0.3", 2400, seed, 1, 0.1) for seed in range(2)]
+        [
+            row_of(arm, seed, dataset=data, **{consistency.PRIMARY: base + seed}, **equal)
+            for data in ("synthetic", "synthetic-crossing")
+            for arm, base in arms.items()
+            for seed in range(3)
+        ]
+        + [
+            row_of(consistency.IFR, seed, iters=2400, **{consistency.PRIMARY: 1}, **equal)
+            for seed in range(2)
+        ]
     )
     frame = consistency.comparisons(rows)
-    assert len(consistency.ENDPOINTS) == 9 and "AP" not in consistency.ENDPOINTS
-    assert list(frame["contrast"].unique()) == ["recurrence (main)", "published baseline"]
-    assert len(frame) == 18 and set(frame["iters"]) == {800}
-    main = frame[frame["contrast"] == "recurrence (main)"].set_index("metric")
-    assert set(main["a"]) == {"IFR"} and set(main["b"]) == {"M2F-focal"}
-    assert main.loc["IDs", "difference"] == pytest.approx(-3) and main.loc["IDs", "p"] == pytest.approx(
-        2 / 20
+    primary = frame[frame["family"] == "primary"]
+    assert (
+        len(primary) == 6 and set(primary["metric"]) == {consistency.PRIMARY} and set(frame["iters"]) == {800}
     )
-    assert main.loc["IDs", "p_holm"] == pytest.approx(0.9) and main.loc["IDF1", "p"] == 1
-    published = frame[frame["contrast"] == "published baseline"].set_index("metric")
-    assert set(published["b"]) == {"M2F-VIS"} and published.loc["IDs", "difference"] == 0
-    assert published.loc["IDs", "p"] == 1
+    assert "published baseline" not in set(frame["contrast"])
+    by = primary.set_index(["dataset", "contrast"])
+    main = by.loc[("synthetic", "recurrence, the paper's start")]
+    assert main["a"] == "IFR" and main["b"] == "M2F-focal" and main["difference"] == pytest.approx(-3)
+    assert main["p"] == pytest.approx(2 / 20) and main["p_holm"] == pytest.approx(0.6)
+    warm = by.loc[("synthetic-crossing", "recurrence, warm start")]
+    assert warm["difference"] == 0 and warm["p"] == 1 and warm["p_holm"] == 1
+    start = by.loc[("synthetic", "IFR's start, random - warm")]
+    assert start["b"] == "IFR-warm" and start["p_holm"] == pytest.approx(0.6)
+    secondary = frame[frame["family"] == "secondary"]
+    assert set(secondary["metric"]) == set(consistency.SECONDARY) and (secondary["p"] == 1).all()
     text = consistency.comparison_text(frame)
-    assert "### recurrence (main): dataset synthetic, train T 2, iters 800" in text and "Unpaired" in text
-    assert "| IFR − M2F-focal | IDs | -3.0 | " in text
+    assert "over its 6 tests" in text and "### recurrence, warm start: dataset synthetic" in text
 
 
 def test_budget_curves_by_hand(consistency, tmp_path):
@@ -236,10 +280,10 @@ def test_budget_curves_by_hand(consistency, tmp_path):
     tells the curves apart: the arm, then data or clip length where they differ."""
 
     def row(method, lambda_e, iters, switch, ap, clip_length=2):
-        figures = {"switch rate@N": switch, "IDF1@N": 0.4, "AssA@N": 0.5, "AP": ap}
-        head = "focal" if method == "ifr" else "softmax"
-        return {"method": method, "head": head, "dataset": "synthetic", "train T": clip_length,
-                "iters": iters, "λ_e": lambda_e, **figures}  # fmt: skip
+        figures = {"switch rate@5": switch, "AssA@5": 0.4, "single_query": 0.5, "AP": ap}
+        head, start = ("focal", "random") if method == "ifr" else ("softmax", "-")
+        return {"method": method, "head": head, "start": start, "dataset": "synthetic",
+                "train T": clip_length, "iters": iters, "λ_e": lambda_e, **figures}  # fmt: skip
 
     rows = pd.DataFrame([
         row("ifr", "0.3", 800, 10.0, 0.08), row("ifr", "0.3", 800, 12.0, 0.10),
@@ -251,10 +295,11 @@ def test_budget_curves_by_hand(consistency, tmp_path):
     assert sorted(curves) == ["IFR", "M2F-VIS"]
     ifr = curves["IFR"]
     assert list(ifr.index) == [800, 2400]
-    assert ifr.loc[800, ("switch rate@N", "mean")] == pytest.approx(11.0)
-    assert ifr.loc[800, ("switch rate@N", "std")] == pytest.approx(2**0.5)
-    assert ifr.loc[800, ("AP", "mean")] == pytest.approx(9.0) and ifr.loc[2400, ("IDF1@N", "mean")] == 40
-    assert curves["M2F-VIS"].loc[2400, ("switch rate@N", "mean")] == 11.0
+    assert ifr.loc[800, ("switch rate@5", "mean")] == pytest.approx(11.0)
+    assert ifr.loc[800, ("switch rate@5", "std")] == pytest.approx(2**0.5)
+    assert ifr.loc[800, ("AP", "mean")] == pytest.approx(9.0) and ifr.loc[2400, ("AssA@5", "mean")] == 40
+    assert ifr.loc[2400, ("single_query", "mean")] == 50
+    assert curves["M2F-VIS"].loc[2400, ("switch rate@5", "mean")] == 11.0
     consistency.budget_figure(curves, tmp_path / "budget.png")
     assert (tmp_path / "budget.png").stat().st_size > 0
     rows.loc[len(rows)] = row("ifr", "0.3", 2400, 12.0, 0.1, clip_length=4)  # T now tells curves apart

@@ -44,10 +44,11 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--set",
         dest="overrides",
+        action="extend",  # a repeated --set adds to the overrides (make's CROSSING beside a budget)
         nargs="*",
         default=[],
         metavar="KEY=VALUE",
-        help="config overrides applied to every run",
+        help="config overrides applied to every run (repeatable)",
     )
     slurm = parser.add_argument_group("slurm (submitit): a profile, then these overrides of its keys")
     slurm.add_argument("--slurm-profile", default="local", help="slurm/profiles/<name>.yaml or a path")
