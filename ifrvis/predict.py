@@ -469,11 +469,9 @@ def _predict_each(
         final, work = out_dir / source.stem, out_dir / f".{source.stem}.partial-{os.getpid()}"
         work.mkdir(parents=True, exist_ok=False)
         summary = {"input": str(source.path), "out": str(final), "frames": 0, "tracks": 0}
-        summary |= {"error": None, "warning": None}
+        summary |= {"error": None, "warning": None, "best_score": None}
         try:
-            summary["frames"], summary["tracks"], summary["warning"] = _predict_into(
-                work, model, source, cfg, video_id, category_ids, names, options
-            )
+            summary |= _predict_into(work, model, source, cfg, video_id, category_ids, names, options)
         except INPUT_ERRORS as error:  # this input's own problem: the others still run
             shutil.rmtree(work, ignore_errors=True)
             yield {**summary, "error": str(error)}
@@ -496,9 +494,11 @@ def _predict_into(
     category_ids: Sequence[int],
     names: dict[int, str],
     options: Options,
-) -> tuple[int, int, str | None]:
-    """One video's files into `work` -> (frames, tracks, why its frames end early or None). The
-    overlay's decoding pass stops where the prediction's did."""
+) -> dict:
+    """One video's files into `work` -> its summary's `frames`, `tracks` (kept), `warning` (why its
+    frames end early, or None) and `best_score` (of the top-k of the classes asked for, kept or not:
+    what --score-threshold would have to be for one track; None without any). The overlay's decoding
+    pass stops where the prediction's did."""
     warnings: list[str] = []
     if cfg.inference.mode == "clip":
         size = resized_shape(*source.size, cfg.data.test_short_side, cfg.data.max_long_side)
@@ -511,10 +511,16 @@ def _predict_into(
             model, source, cfg, video_id, category_ids, options, warnings.append
         )
     tracks = select_tracks(results, options.score_threshold, options.classes)
+    candidates = select_tracks(results, float("-inf"), options.classes)
     (work / run_folder.RESULTS).write_text(results_json(tracks))
     if options.overlay:
         suffix, codec = output_format(source)
         write_overlay(
             source, tracks, names, num_frames, work / f"{OVERLAY}{suffix}", codec, work / STRIP, options
         )
-    return num_frames, len(tracks), warnings[0] if warnings else None  # TTA's passes say it again
+    return {
+        "frames": num_frames,
+        "tracks": len(tracks),
+        "warning": warnings[0] if warnings else None,  # TTA's passes say it again
+        "best_score": candidates[0]["score"] if candidates else None,
+    }

@@ -90,3 +90,16 @@ def test_a_start_past_the_end_fails_that_input_alone(video, tmp_path, capsys):
         "the input ends before\n"
     )
     assert not (tmp_path / "out").exists()
+
+
+def test_no_track_above_the_threshold_says_the_best_score_and_the_option(video, tmp_path, capsys):
+    code, _, err = run(video, tmp_path / "all", "--no-overlay", "--score-threshold", "0", capsys=capsys)
+    assert code == 0, err
+    best = json.loads((tmp_path / "all" / "shapes" / "results.json").read_text())[0]["score"]
+    code, stdout, err = run(
+        video, tmp_path / "none", "--no-overlay", "--score-threshold", "1.1", capsys=capsys
+    )
+    assert code == 0, err
+    assert (
+        f"0 tracks (none scored 1.1 or more; the best {best:.3f}: --score-threshold lowers the bar)" in stdout
+    )

@@ -112,9 +112,16 @@ def check_options(args: argparse.Namespace) -> None:
         raise UserError(f"--stride {args.stride}: give 1 (every frame) or more")
 
 
-def summary_line(summary: dict) -> str:
-    """One input's line on stdout when its folder is complete."""
-    return f"{summary['input']}: {summary['frames']} frames, {summary['tracks']} tracks -> {summary['out']}"
+def summary_line(summary: dict, score_threshold: float) -> str:
+    """One input's line on stdout when its folder is complete; when no track reached the threshold,
+    the best score seen and the option that lowers the bar."""
+    tracks = f"{summary['tracks']} tracks"
+    if not summary["tracks"] and summary["best_score"] is not None:
+        tracks += (
+            f" (none scored {score_threshold:g} or more; the best {summary['best_score']:.3f}: "
+            "--score-threshold lowers the bar)"
+        )
+    return f"{summary['input']}: {summary['frames']} frames, {tracks} -> {summary['out']}"
 
 
 def status_table(summaries: list[dict]) -> str:
@@ -166,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 if summary["warning"]:
                     print(f"ifrvis predict: warning: {summary['warning']}", file=sys.stderr)
-                print(summary_line(summary))
+                print(summary_line(summary, args.score_threshold))
     except (KeyboardInterrupt, Terminated) as stop:
         name, signum = (
             ("SIGTERM", signal.SIGTERM) if isinstance(stop, Terminated) else ("Ctrl-C", signal.SIGINT)
