@@ -53,7 +53,17 @@ def lr_factor(iteration: int, cfg: SolverConfig) -> float:
 
 
 def build_optimizer(model: nn.Module, cfg: SolverConfig) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(
+        param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=cfg.fused_optimizer
+    )
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict, cfg: SolverConfig) -> None:
+    """`optimizer.load_state_dict(state)`, keeping `cfg.fused_optimizer`: a saved state carries its own
+    'fused' flag, which would otherwise replace the run's."""
+    optimizer.load_state_dict(state)
+    for group in optimizer.param_groups:
+        group["fused"] = cfg.fused_optimizer
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: SolverConfig) -> torch.optim.lr_scheduler.LambdaLR:

@@ -43,7 +43,7 @@ from ifrvis.engine.preemption import (
     gather,
 )
 from ifrvis.engine.provenance import check_pretrained
-from ifrvis.engine.solver import build_optimizer, build_scheduler
+from ifrvis.engine.solver import build_optimizer, build_scheduler, load_optimizer_state
 from ifrvis.errors import UserError
 from ifrvis.evaluation import evaluate_ytvis
 from ifrvis.inference import run_inference
@@ -222,7 +222,7 @@ def _train_and_evaluate(cfg, splits, state, logger, info, device, out_dir, ckpt_
     start_iter = 0
     if state is not None:
         model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(optimizer, state["optimizer"], cfg.solver)
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         start_iter = state["iteration"]
