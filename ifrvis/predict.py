@@ -293,7 +293,8 @@ def write_overlay(
 ) -> None:
     """Decode `source` again (the frames `options.frames` picks) and encode each frame with the tracks
     drawn (`render_tracks`) into `video_path` as it is drawn, at the frame's presentation time in the
-    input (a folder's frames 1/fps apart); `strip_path` gets up to STRIP_FRAMES of them side by side."""
+    input (a folder's frames 1/fps apart), with the input's sound; `strip_path` gets up to STRIP_FRAMES
+    of them side by side."""
     height, width = source.size
     colours, labels = track_styles(tracks, names)
     picked = set(frame_indices(num_frames, STRIP_FRAMES))
@@ -302,7 +303,10 @@ def write_overlay(
     frames = picked_frames(source, options, "overlay")
     fps = (source.fps or options.fps) / options.stride  # the average rate of the frames kept
     time_base = source.time_base or 1 / Fraction(options.fps).limit_denominator(65535)
-    with VideoWriter(video_path, codec, fps, source.size, time_base) as writer:
+    # the sound as it is (copied, not re-encoded) when every frame is drawn: other frames would cut it
+    whole = (options.start, options.end, options.stride) == (0, None, 1)
+    audio_from = source.path if whole and not source.images else None
+    with VideoWriter(video_path, codec, fps, source.size, time_base, audio_from) as writer:
         for t, (time, frame) in zip(range(num_frames), frames):
             masks = [decode_segmentation(track["segmentations"][t], height, width) for track in tracks]
             writer.write(np.asarray(render_tracks(frame, masks, colours, labels, (width, height))), time)

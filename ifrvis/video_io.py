@@ -224,10 +224,17 @@ class VideoWriter:
     (`time` in units of `time_base`: a variable frame rate stays as it was); `fps`: the average rate."""
 
     def __init__(
-        self, path: str | Path, codec: str, fps: Fraction | float, size: tuple[int, int], time_base: Fraction
+        self,
+        path: str | Path,
+        codec: str,
+        fps: Fraction | float,
+        size: tuple[int, int],
+        time_base: Fraction,
+        audio_from: Path | None = None,
     ):
         self.size, self.first, self.last = size, None, None
         self.container = av.open(str(path), "w")
+        self.audio = AudioCopy.of(audio_from, self.container) if audio_from is not None else None
         self.stream = self.container.add_stream(codec, rate=Fraction(fps).limit_denominator(65535))
         self.stream.height, self.stream.width = size
         self.stream.pix_fmt = pixel_format(codec, size)
@@ -248,10 +255,15 @@ class VideoWriter:
         # encoders refuse a time that does not increase (a damaged file's repeated timestamps)
         self.last = picture.pts = pts if self.last is None else max(pts, self.last + 1)
         picture.time_base = self.time_base
+        if self.audio is not None:  # the sound up to this frame first: the file stays interleaved
+            self.audio.mux_until(self.container, picture.pts * self.time_base)
         self._mux(picture)
 
     def close(self) -> None:
         self._mux(None)  # flush the encoder's delayed frames
+        if self.audio is not None:
+            self.audio.mux_until(self.container, None)
+            self.audio.close()
         self.container.close()
 
     def _mux(self, frame: av.VideoFrame | None) -> None:
@@ -265,4 +277,48 @@ class VideoWriter:
         if exc[0] is None:
             self.close()
         else:
+            if self.audio is not None:
+                self.audio.close()
             self.container.close()
+
+
+class AudioCopy:
+    """The first audio stream of a video file, its packets copied as they are (no decoding, no loss)
+    into an output container as its video reaches their time."""
+
+    def __init__(self, source: av.container.InputContainer, container: av.container.OutputContainer):
+        self.input = source
+        stream = source.streams.audio[0]
+        self.stream = container.add_stream_from_template(stream)
+        # the demuxer ends with an empty packet (no time): not sound
+        self.packets = (packet for packet in source.demux(stream) if packet.pts is not None)
+        self.pending = self._next()
+
+    @classmethod
+    def of(cls, path: Path, container: av.container.OutputContainer) -> AudioCopy | None:
+        """The copy of `path`'s sound into `container`; None when it has none, or one the container
+        cannot hold (AAC in WebM)."""
+        source = av.open(str(path))
+        streams = source.streams.audio
+        if not streams or streams[0].codec_context.name not in container.supported_codecs:
+            source.close()
+            return None
+        return cls(source, container)
+
+    def mux_until(self, container: av.container.OutputContainer, seconds: Fraction | None) -> None:
+        """Copy the packets that start at `seconds` or before (None: all left)."""
+        while self.pending is not None and (
+            seconds is None or self.pending.pts * self.pending.time_base <= seconds
+        ):
+            packet, self.pending = self.pending, self._next()
+            packet.stream = self.stream
+            container.mux(packet)
+
+    def _next(self) -> av.Packet | None:
+        try:
+            return next(self.packets, None)
+        except av.FFmpegError:  # a file cut short: the sound ends where it can be read
+            return None
+
+    def close(self) -> None:
+        self.input.close()

@@ -174,3 +174,55 @@ def test_the_overlay_is_encoded_for_speed(tmp_path):
             writer.write(frame, t)
     data = (tmp_path / "overlay.mp4").read_bytes()
     assert b" subme=2 " in data and b" ref=1 " in data
+
+
+def with_sound(path: Path, frames: np.ndarray, seconds: float) -> Path:
+    """An mp4 of `frames` at 12 frames/s and an AAC tone of `seconds`, as a camera records."""
+    rate = 48000
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("libx264", rate=12)
+        video.height, video.width, video.pix_fmt = *frames.shape[1:3], "yuv420p"
+        audio = container.add_stream("aac", rate=rate)
+        audio.layout = "mono"
+        for frame in frames:
+            container.mux(video.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(int(rate * seconds)) / rate)).astype(np.float32)
+        for start in range(0, len(tone), 1024):
+            samples = av.AudioFrame.from_ndarray(
+                tone[None, start : start + 1024], format="fltp", layout="mono"
+            )
+            samples.sample_rate, samples.pts = rate, start
+            container.mux(audio.encode(samples))
+        container.mux(audio.encode())
+        container.mux(video.encode())
+    return path
+
+
+def audio_packets(path: Path) -> list[tuple[int, bytes]]:
+    """(time in ms, bytes) of each audio packet of `path`; [] without sound."""
+    with av.open(str(path)) as container:
+        if not container.streams.audio:
+            return []
+        stream = container.streams.audio[0]
+        return [
+            (round(p.pts * p.time_base * 1000), bytes(p))
+            for p in container.demux(stream)
+            if p.pts is not None
+        ]
+
+
+def test_the_overlay_keeps_the_sound(tmp_path, capsys):
+    """The input's AAC copied packet for packet (not re-encoded) beside the overlay's video; not when
+    --stride keeps some frames only (the sound would no longer match them)."""
+    video = with_sound(tmp_path / "talk.mp4", synthetic_frames(12), 1.0)
+    sound = audio_packets(video)
+    assert len(sound) > 40
+    out = tmp_path / "out"
+    for name, options in (("all", []), ("strided", ["--stride", "2"])):
+        argv = [str(CONFIG), str(CHECKPOINT), str(video), "--out", str(out / name), *SMALL, *options]
+        code, _, err = predict_cli(argv, capsys)
+        assert code == 0, err
+    assert audio_packets(out / "all" / "talk" / "overlay.mp4") == sound
+    frames, _, _ = decode(out / "all" / "talk" / "overlay.mp4")
+    assert len(frames) == 12
+    assert audio_packets(out / "strided" / "talk" / "overlay.mp4") == []
