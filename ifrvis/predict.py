@@ -5,10 +5,12 @@ Per input (a video file or a folder of frames, `ifrvis.video_io`), under `<out>/
 
     results.json   the tracks in the YouTube-VIS results format, best first: track n is entry n
                    (n = 1, 2, ...), its `segmentations` one compressed RLE or null per frame, its
-                   `video_id` the input's place on the command line (1, 2, ...)
+                   `video_id` the input's place on the command line (1, 2, ...); with
+                   `Options.start/end/stride`, segmentation t is frame start + t * stride
     overlay.<ext>  the input with each track's masks, outline and "#n class score" in a colour of the
-                   track's own, in the input's container and codec family, each frame at its time
-                   in the input (a variable frame rate kept; mp4 at --fps for a folder)
+                   track's own (the best drawn last), in the input's container and codec family, each
+                   frame at its time in the input (a variable frame rate kept; mp4 at --fps for a
+                   folder), its sound copied; not written with `Options.overlay` False
     strip.png      up to 8 overlay frames side by side, each stamped with its frame index
 
 Frames are resized as the config's test frames are (`data.test_short_side`, `data.max_long_side`). In
@@ -17,7 +19,9 @@ and predicted clip by clip, every query's masks spilled as RLE to a temporary fi
 known: memory does not grow with the video's length.
 "video" and "tta" decode the whole video first (`predict_video`). A second decoding pass draws the
 overlay, each frame encoded as it is drawn. A video's folder is written under a temporary name and
-renamed when complete; inputs and checkpoint are checked before anything is created.
+renamed when complete; the output folder, device, inputs and checkpoint are checked before anything
+is created. An input that fails midway loses its folder and the next inputs still run; a video that
+cannot be decoded past some frame keeps the frames before it (`read_timed_frames`).
 """
 
 from __future__ import annotations

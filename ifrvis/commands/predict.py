@@ -21,7 +21,7 @@ import typing
 from pathlib import Path
 
 from ifrvis import predict, run_folder
-from ifrvis.config import InferenceMode, load_config
+from ifrvis.config import Config, InferenceMode, load_config
 from ifrvis.errors import UserError
 
 # A dotted config key, then "=": an override, unless a file of that name exists.
@@ -151,36 +151,48 @@ def main(argv: list[str] | None = None) -> int:
     config, checkpoint, *inputs = files
     # per clip unless the command line says otherwise: a user's video may be of any length
     cfg = load_config(config, ["inference.mode=clip", *overrides, *flag_overrides(args)])
+    return run(cfg, checkpoint, inputs, args.out, predict_options(args, cfg))
+
+
+def predict_options(args: argparse.Namespace, cfg: Config) -> predict.Options:
+    """The command line's settings beside the config; --classes resolved against the config's classes
+    (a UserError for one it does not have)."""
     classes = None
     if args.classes is not None:
         classes = predict.class_ids([c.strip() for c in args.classes.split(",")], *predict.categories(cfg))
-    options = predict.Options(
-        args.score_threshold,
-        args.fps,
-        not args.no_progress,
-        not args.no_overlay,
-        args.start,
-        args.end,
-        args.stride,
-        classes,
+    return predict.Options(
+        score_threshold=args.score_threshold,
+        fps=args.fps,
+        progress=not args.no_progress,
+        overlay=not args.no_overlay,
+        start=args.start,
+        end=args.end,
+        stride=args.stride,
+        classes=classes,
     )
+
+
+def run(cfg: Config, checkpoint: str, inputs: list[str], out: str, options: predict.Options) -> int:
+    """Predict every input, one line each as it completes (errors and warnings on stderr), a table at
+    the end of a batch -> the exit status: 0, 1 if an input failed, 143 or 130 when SIGTERM or Ctrl-C
+    stopped the run (the input in progress removed, those complete kept)."""
     summaries, previous = [], signal.signal(signal.SIGTERM, _raise_terminated)
     try:
-        for summary in predict.predict(cfg, checkpoint, inputs, args.out, options):
+        for summary in predict.predict(cfg, checkpoint, inputs, out, options):
             summaries.append(summary)
             if summary["error"]:
                 print(f"ifrvis predict: error: {summary['error']}", file=sys.stderr)
-            else:
-                if summary["warning"]:
-                    print(f"ifrvis predict: warning: {summary['warning']}", file=sys.stderr)
-                print(summary_line(summary, args.score_threshold))
+                continue
+            if summary["warning"]:
+                print(f"ifrvis predict: warning: {summary['warning']}", file=sys.stderr)
+            print(summary_line(summary, options.score_threshold))
     except (KeyboardInterrupt, Terminated) as stop:
         name, signum = (
             ("SIGTERM", signal.SIGTERM) if isinstance(stop, Terminated) else ("Ctrl-C", signal.SIGINT)
         )
         print(
             f"ifrvis predict: stopped by {name}: {len(summaries)} of {len(inputs)} inputs done, "
-            "the one in progress removed",
+            "no unfinished folder left",
             file=sys.stderr,
         )
         return 128 + signum  # the shell's status for a process a signal ended
