@@ -34,6 +34,7 @@ length). A run's figures are kept in its folder (`consistency.json`) and read ba
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import sys
 from collections import Counter
@@ -124,7 +125,8 @@ def run_rows(sweeps: list[str], uri: str) -> tuple[pd.DataFrame, dict[str, pd.Da
         ifr = cfg.model.decoder == "ifr"
         row["λ_e"] = f"{float(row['λ_e']):g}" if ifr else "-"
         row["start"] = row["start"] if ifr else "-"  # IFR's recurrent blocks only
-        row |= {"seed": run["seed"], "run_id": run["run_id"]} | {key: run.get(key) for key in RUN_COLUMNS}
+        row |= {"seed": run["seed"], "run_id": run["run_id"], "run_dir": str(run_dir)}
+        row |= {key: run.get(key) for key in RUN_COLUMNS}
         row |= {key.removeprefix("tags."): run[key] for key in run.index if key.startswith("tags.env.")}
         row |= {key: run.get(f"metrics.{key}", np.nan) for key in LOGGED}
         row |= run_figures(cfg, run_dir)
@@ -406,6 +408,16 @@ def budget_figure(curves: dict[str, pd.DataFrame], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def keep_results(rows: pd.DataFrame, folder: Path) -> None:
+    """Each run's `results.json` gzipped as `<config>-s<seed>-<identity>.json.gz` in `folder`, beside the
+    per-run CSV: any endpoint can be recomputed from the committed files."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for _, row in rows.iterrows():
+        results = (Path(row["run_dir"]) / run_folder.RESULTS).read_bytes()
+        name = f"{row['config']}-s{row['seed']}-{row['run_identity']}.json.gz"
+        (folder / name).write_bytes(gzip.compress(results, mtime=0))  # mtime 0: the same file on a rerun
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("sweeps", nargs="+")
@@ -419,7 +431,8 @@ def main(argv: list[str] | None = None) -> int:
     compared = comparisons(rows)
     table = summary_table(rows) + "\n\n" + comparison_text(compared)
     (args.out / "consistency.md").write_text(table + "\n")
-    rows.to_csv(args.out / "consistency_runs.csv", index=False)
+    rows.drop(columns="run_dir").to_csv(args.out / "consistency_runs.csv", index=False)
+    keep_results(rows, args.out / "results")
     compared.to_csv(args.out / "consistency_comparisons.csv", index=False)
     grad_figure(rows, histories, args.out / "grad_norms.png")
     threshold_figure(rows, args.out / "thresholds.png")

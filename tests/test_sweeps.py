@@ -3,6 +3,7 @@ up to run ids and timings, every run's log in its folder; a re-run skips finishe
 Slurm job resumes; a sweep Slurm refuses or cannot be reached leaves one line and no run behind."""
 
 import contextlib
+import gzip
 import importlib.util
 import json
 import math
@@ -152,6 +153,9 @@ def test_the_consistency_benchmark_reads_a_sweeps_runs(local_sweep, tmp_path):
     cached = [Path(d) / "consistency.json" for d in runstore.load_sweep("t", uri=uri).runs["run_dir"]]
     assert all(path.is_file() for path in cached)
     assert (tmp_path / "grad_norms.png").stat().st_size > 0
+    kept = sorted((tmp_path / "results").glob("*.json.gz"))
+    assert len(kept) == 2 and "run_dir" not in rows  # results committed, no machine's paths
+    assert json.loads(gzip.decompress(kept[0].read_bytes()))[0]["video_id"] >= 0
 
 
 @pytest.fixture(scope="module")
