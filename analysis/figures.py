@@ -339,6 +339,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="results", help="figures land in <out>/<sweep>/")
     args = parser.parse_args(argv)
     try:
+        runstore.check_store()  # a tracking server that is down or refuses the login: one line
+    except runstore.StoreUnavailable as error:
+        print(f"figures.py: error: {error}", file=sys.stderr)
+        return 2
+    try:
         paths, warnings, parent = make_figure(
             args.sweep, args.figure, args.experiment, out=args.out, seeds=args.seeds, key=args.key
         )

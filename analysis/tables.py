@@ -354,6 +354,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
+        runstore.check_store()  # a tracking server that is down or refuses the login: one line
+    except runstore.StoreUnavailable as error:
+        print(f"tables.py: error: {error}", file=sys.stderr)
+        return 2
+    try:
         table, paths = build_table(
             args.sweep, args.table, args.experiment, args.seeds, out=args.out, paired=args.paired
         )

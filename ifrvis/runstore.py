@@ -197,6 +197,89 @@ def check_writable(uri: str = "") -> None:
         )
 
 
+class StoreUnavailable(UserError):
+    """The tracking server cannot take a run: unreachable, refusing the credentials, or its database down."""
+
+
+CHECK_TIMEOUT = 5.0  # seconds for each of `check_store`'s two requests: a hung server costs 10 s, not hours
+_PROBE = "/api/2.0/mlflow/experiments/search?max_results=1"  # needs a login and the database
+
+
+def check_store(uri: str = "") -> None:
+    """Raise StoreUnavailable, in one line that says which, when the tracking server of an http(s) store
+    does not answer, refuses the credentials or answers without its database: a bounded check before a
+    command creates anything (MLflow's client would retry a dead server for minutes per call, silently).
+    Other stores have no server to check (`check_writable` covers SQLite)."""
+    uri = resolve_uri(uri)
+    if not uri.startswith(("http://", "https://")):
+        return
+    from mlflow.utils.credentials import get_default_host_creds
+    from mlflow.utils.rest_utils import http_request
+
+    creds = get_default_host_creds(uri)
+    answers = []
+    for endpoint in ("/health", _PROBE):
+        try:
+            response = http_request(
+                creds, endpoint, "GET", max_retries=0, timeout=CHECK_TIMEOUT, raise_on_status=False
+            )
+        except Exception as error:
+            raise StoreUnavailable(
+                f"tracking server {uri} unreachable ({_connection_failure(error)}): is it started"
+                " (make mlflow-server), and is MLFLOW_TRACKING_URI right?"
+            ) from None
+        answers.append((response.status_code, response.text))
+        if response.status_code != 200:
+            break
+    problem = store_problem(uri, answers, creds.username)
+    if problem:
+        raise StoreUnavailable(problem)
+
+
+def _connection_failure(error: Exception) -> str:
+    """What a failed connection ran into, in a few words."""
+    text = str(error).lower()
+    for sign, words in (
+        ("refused", "connection refused"),
+        ("timed out", f"no answer in {CHECK_TIMEOUT:.0f} s"),
+        ("read timeout", f"no answer in {CHECK_TIMEOUT:.0f} s"),
+        ("name or service not known", "unknown host name"),
+        ("nodename nor servname", "unknown host name"),
+        ("temporary failure in name resolution", "unknown host name"),
+    ):
+        if sign in text:
+            return words
+    return str(error).splitlines()[0][:200]
+
+
+def store_problem(uri: str, answers: list[tuple[int, str]], username: str | None) -> str:
+    """What the server's answers to `/health` and an authenticated search say is wrong ('' if nothing).
+    MLflow's basic auth answers 401 both to a wrong password and when its user database is down (it
+    reads a failed query as an unknown user): the message names both."""
+    status, body = answers[-1]
+    if len(answers) == 1 and status != 200:
+        return f"tracking server {uri} answers /health with HTTP {status}: is it an MLflow server?"
+    if status == 200:
+        return ""
+    if status == 401 and not username:
+        return (
+            f"tracking server {uri} requires a login: set MLFLOW_TRACKING_USERNAME and"
+            " MLFLOW_TRACKING_PASSWORD (docs/cluster_store.md)"
+        )
+    if status == 401:
+        return (
+            f"tracking server {uri} refuses user {username!r}: not authenticated (a wrong"
+            " MLFLOW_TRACKING_USERNAME or MLFLOW_TRACKING_PASSWORD, or the server's user database is down)"
+        )
+    if status == 503:
+        return (
+            f"the tracking server's database is unavailable ({uri} answers HTTP 503):"
+            " see docs/cluster_store.md, 'When the store fails'"
+        )
+    detail = " ".join(body.split())[:200]
+    return f"tracking server {uri} answers HTTP {status}: {detail}"
+
+
 def store_folder(uri: str = "") -> Path:
     """What the run folders in a store's `run_dir` tags are relative to: a SQLite store's own folder, so
     that a store copied with its outputs/ reads back; the project for a server."""

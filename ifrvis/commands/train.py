@@ -12,6 +12,7 @@ import json
 import math
 import sys
 
+from ifrvis import runstore
 from ifrvis.cli import script_main
 from ifrvis.config import load_config
 from ifrvis.engine.preemption import Interrupted
@@ -27,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
     args = parser.parse_args(argv)
     cfg = load_config(args.config, args.overrides)
+    runstore.check_store(cfg.logging.mlflow_uri)  # a tracking server that is down: one line, nothing made
     try:
         metrics = train(cfg, resume=args.resume)
     except Interrupted:  # said by `train`

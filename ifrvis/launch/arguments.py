@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from ifrvis import runstore
 from ifrvis.launch.sweep import Sweep, run_sweep
 
 # Profile keys (slurm/profiles/*.yaml) that can be overridden by a flag of the same name.
@@ -66,7 +67,10 @@ def slurm_overrides(args: argparse.Namespace) -> dict:
 
 
 def run_from_arguments(sweep: Sweep, args: argparse.Namespace) -> int:
-    """`run_sweep` with the flags of `add_sweep_arguments`."""
+    """`run_sweep` with the flags of `add_sweep_arguments`, once the sweep's store answers (a tracking
+    server that is down or refuses the login stops the sweep in one line before anything is made)."""
+    for uri in sorted({cfg.logging.mlflow_uri for cfg in sweep.cfgs}):
+        runstore.check_store(uri)
     return run_sweep(
         sweep,
         executor=args.executor,
