@@ -357,22 +357,25 @@ def load_trained_model(cfg: Config, checkpoint: str | Path) -> VISModel:
     return model.to(resolve_device(cfg.device)).eval()
 
 
-def categories(cfg: Config) -> tuple[list[int], dict[int, str]]:
-    """(category id of each class index, names) from the training annotations the config names, when
-    they are on this machine with `model.num_classes` categories; else ids 1..K (YouTube-VIS's and
+def categories(cfg: Config, checkpoint: str | Path) -> tuple[list[int], dict[int, str]]:
+    """(category id of each class index, names): those the training run stored beside its checkpoint
+    (`run_folder.CATEGORIES`), else the training annotations the config names when they are on this
+    machine, in either case only with `model.num_classes` categories; else ids 1..K (YouTube-VIS's and
     the synthetic set's numbering) without names (labels read "class <id>")."""
     root = Path(cfg.data.root)
     if not root.is_absolute() and not root.exists():
         root = PROJECT_ROOT / root
-    try:
-        found = json.loads((root / cfg.data.train_json).read_text())["categories"]
-        ids = sorted(int(c["id"]) for c in found)
-        names = {int(c["id"]): str(c["name"]) for c in found}
-    except (OSError, ValueError, KeyError, TypeError):
-        return list(range(1, cfg.model.num_classes + 1)), {}
-    if len(ids) != cfg.model.num_classes:
-        return list(range(1, cfg.model.num_classes + 1)), {}
-    return ids, names
+    for source in (Path(checkpoint).parent / run_folder.CATEGORIES, root / cfg.data.train_json):
+        try:
+            found = json.loads(source.read_text())
+            found = found["categories"] if isinstance(found, dict) else found
+            ids = sorted(int(c["id"]) for c in found)
+            names = {int(c["id"]): str(c["name"]) for c in found}
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if len(ids) == cfg.model.num_classes:
+            return ids, names
+    return list(range(1, cfg.model.num_classes + 1)), {}
 
 
 def check_out_dir(out_dir: Path) -> None:
@@ -439,7 +442,7 @@ def predict(
     check_device(cfg.device)
     sources = check_inputs(inputs, out_dir)
     model = load_trained_model(cfg, checkpoint)
-    category_ids, names = categories(cfg)
+    category_ids, names = categories(cfg, checkpoint)
     made = missing_folders(out_dir)
     try:
         yield from _predict_each(sources, out_dir, model, cfg, category_ids, names, options)

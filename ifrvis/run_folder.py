@@ -4,6 +4,7 @@ Torch-free (standard library and ifrvis.config only): readers of the store impor
 The run's MLflow record (name, tags, statuses) is `ifrvis.runstore`'s.
 
     <run_dir>/config.yaml         the run's full config (CONFIG)
+              categories.json     the training annotations' categories, for predictions (CATEGORIES)
               checkpoint.pt       the latest checkpoint, written atomically (CHECKPOINT)
               train.log           stdout and stderr of every job of the run, appended (LOG)
               weights_report.txt  what `model.weights` gave the model (WEIGHTS_REPORT)
@@ -21,6 +22,7 @@ from pathlib import Path
 from ifrvis.config import Config, run_identity
 
 CONFIG = "config.yaml"
+CATEGORIES = "categories.json"
 CHECKPOINT = "checkpoint.pt"
 LOG = "train.log"
 WEIGHTS_REPORT = "weights_report.txt"

@@ -272,16 +272,24 @@ def test_an_output_folder_replaces_an_earlier_prediction_only(mp4, tmp_path, cap
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["shapes"]
 
 
-def test_categories_name_the_classes_when_the_training_annotations_are_here(tmp_path):
+def test_categories_come_from_the_run_folder_else_the_training_annotations(tmp_path):
+    """The categories a run stored beside its checkpoint name the classes on a machine without the
+    training data; without them the training annotations do, if here; else ids 1..K."""
     names = ["disc", "square", "triangle", "cross", "ring"]
-    (tmp_path / "train.json").write_text(
-        json.dumps({"categories": [{"id": 10 + i, "name": n} for i, n in enumerate(names)]})
+    listed = [{"id": 10 + i, "name": n} for i, n in enumerate(names)]
+    (tmp_path / "train.json").write_text(json.dumps({"categories": listed}))
+    checkpoint = tmp_path / "run" / "checkpoint.pt"
+    here = load_config(CONFIG, [f"data.root={tmp_path}"])
+    absent = load_config(CONFIG, [f"data.root={tmp_path / 'absent'}"])
+    assert categories(here, checkpoint) == ([10, 11, 12, 13, 14], {10 + i: n for i, n in enumerate(names)})
+    assert categories(absent, checkpoint) == ([1, 2, 3, 4, 5], {})
+    checkpoint.parent.mkdir()
+    stored = [{"id": 20 + i, "name": n.upper()} for i, n in enumerate(names)]
+    (checkpoint.parent / "categories.json").write_text(json.dumps(stored))
+    assert categories(absent, checkpoint) == (
+        [20, 21, 22, 23, 24],
+        {20 + i: n.upper() for i, n in enumerate(names)},
     )
-    assert categories(load_config(CONFIG, [f"data.root={tmp_path}"])) == (
-        [10, 11, 12, 13, 14],
-        {10 + i: n for i, n in enumerate(names)},
-    )
-    assert categories(load_config(CONFIG, [f"data.root={tmp_path / 'absent'}"])) == ([1, 2, 3, 4, 5], {})
 
 
 MEMORY_SCRIPT = """

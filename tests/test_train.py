@@ -63,6 +63,8 @@ def test_a_run_is_logged_to_mlflow_with_tags_params_metrics_artifacts(tmp_path, 
     metrics = train(cfg)
     run = only_run(cfg)
     assert run.info.status == "FINISHED"
+    stored = json.loads((run_folder.run_dir(cfg) / run_folder.CATEGORIES).read_text())
+    assert stored == json.loads((tiny_data / "train.json").read_text())["categories"]  # for predict
     tags = run.data.tags
     assert tags["method"] == "ifr" and tags["backbone"] == "tiny" and tags["dataset"] == "synthetic"
     assert tags["seed"] == "1" and tags["config"] == cfg.name and tags["sweep"] == "unit"

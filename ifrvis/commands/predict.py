@@ -151,15 +151,16 @@ def main(argv: list[str] | None = None) -> int:
     config, checkpoint, *inputs = files
     # per clip unless the command line says otherwise: a user's video may be of any length
     cfg = load_config(config, ["inference.mode=clip", *overrides, *flag_overrides(args)])
-    return run(cfg, checkpoint, inputs, args.out, predict_options(args, cfg))
+    return run(cfg, checkpoint, inputs, args.out, predict_options(args, cfg, checkpoint))
 
 
-def predict_options(args: argparse.Namespace, cfg: Config) -> predict.Options:
-    """The command line's settings beside the config; --classes resolved against the config's classes
+def predict_options(args: argparse.Namespace, cfg: Config, checkpoint: str) -> predict.Options:
+    """The command line's settings beside the config; --classes resolved against the run's classes
     (a UserError for one it does not have)."""
     classes = None
     if args.classes is not None:
-        classes = predict.class_ids([c.strip() for c in args.classes.split(",")], *predict.categories(cfg))
+        requested = [c.strip() for c in args.classes.split(",")]
+        classes = predict.class_ids(requested, *predict.categories(cfg, checkpoint))
     return predict.Options(
         score_threshold=args.score_threshold,
         fps=args.fps,

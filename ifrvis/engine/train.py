@@ -209,10 +209,12 @@ def _has_steps(run) -> bool:
 def _train_and_evaluate(cfg, splits, state, logger, info, device, out_dir, ckpt_path, flag) -> dict:
     seed_everything(cfg.seed + info.rank)
     out_dir.mkdir(parents=True, exist_ok=True)
+    train_set, valid_set = splits
     if logger and state is None:
         dump_config(cfg, out_dir / run_folder.CONFIG)
         logger.log_artifact(out_dir / run_folder.CONFIG)
-    train_set, valid_set = splits
+        # The class names a prediction labels its tracks with, on a machine without the training data.
+        (out_dir / run_folder.CATEGORIES).write_text(json.dumps(train_set.raw["categories"], indent=1) + "\n")
     model = build_model(dataclasses.replace(cfg.model, weights=""), cfg.loss.class_loss)
     if state is None and cfg.model.weights:
         _load_initial_weights(model, cfg, out_dir, logger)
