@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -33,6 +34,14 @@ def pg_bin() -> Path | None:
 
 
 PG_BIN = pg_bin()
+
+
+def _ended(pid: int) -> bool:
+    """The process is gone, or a zombie its parent has not reaped yet."""
+    try:
+        return "\nState:\tZ" in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
 
 
 def free_port() -> int:
@@ -87,6 +96,15 @@ class Server:
     def kill(self) -> None:
         """kill -9 the mlflow server and its workers (its own session: one process group)."""
         os.killpg(int((self.folder / "mlflow.pid").read_text()), signal.SIGKILL)
+
+    def kill_leader(self) -> int:
+        """kill -9 of the pid in mlflow.pid alone, as an operator might: its uvicorn and workers live on.
+        Returns that pid once it is gone."""
+        pid = int((self.folder / "mlflow.pid").read_text())
+        os.kill(pid, signal.SIGKILL)
+        while not _ended(pid):
+            time.sleep(0.05)
+        return pid
 
     def restart_postgres(self) -> None:
         """pg_ctl restart of the server's PostgreSQL cluster (as its owner when root runs the tests)."""

@@ -41,6 +41,8 @@ STARTED_AT=$SECONDS
 log() { echo "[start_mlflow_server] $*" >&2; }
 # shellcheck source=../scripts/daemon_helpers.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/daemon_helpers.sh"
+# shellcheck source=mlflow_process.sh
+source "$HERE/mlflow_process.sh"
 
 # usage_error MESSAGE: one line, nothing started.
 usage_error() {
@@ -70,16 +72,6 @@ parse_args() {
 }
 
 is_loopback() { [[ "$1" =~ ^(localhost|127\.[0-9.]+|::1|\[::1\])$ ]]; }
-
-# local_address HOST: the address a client on this machine connects to.
-local_address() {
-    case "$1" in
-        0.0.0.0 | "" | "*") echo 127.0.0.1 ;;
-        :: | "[::]") echo "[::1]" ;;
-        *:*) echo "[$1]" ;;
-        *) echo "$1" ;;
-    esac
-}
 
 # The address compute nodes use, for the status line.
 public_url() {
@@ -217,7 +209,6 @@ mlflow_running() {
 health() { curl -fsS --max-time 3 "http://$(local_address "$1"):$2/health" >/dev/null; }
 # state KEY: what the running server was started with (HOST, PORT, AUTH).
 state() { sed -n "s/^$1=//p" "$STATE_FILE" 2>/dev/null; }
-port_taken() { (exec 3<>"/dev/tcp/${1//[\[\]]/}/$2") 2>/dev/null; }
 
 pg_uri() { echo "postgresql://$DB_USER@127.0.0.1:$PG_PORT/$1"; }
 
@@ -355,11 +346,10 @@ main() {
         print_status
         return 0
     fi
-    if mlflow_running; then
-        log "mlflow server (pid $(mlflow_pid)) does not answer: restarting it"
-        kill -- "-$(mlflow_pid)" 2>/dev/null || true
-        wait_for 30 "the old mlflow server to stop" bash -c "! kill -0 $(mlflow_pid) 2>/dev/null" \
-            || kill -9 -- "-$(mlflow_pid)" 2>/dev/null || true
+    if [[ -f "$PID_FILE" ]]; then
+        mlflow_running && log "mlflow server (pid $(mlflow_pid)) does not answer: restarting it"
+        # Its workers too, which serve on after a kill -9 of the pid alone and would hold the port.
+        stop_server_group "$(mlflow_pid)"
     fi
     rm -f "$PID_FILE" "$STATE_FILE"
     init_pg

@@ -13,24 +13,8 @@ PG_OS_USER="${IFRVIS_PG_OS_USER:-postgres}"
 log() { echo "[stop_mlflow_server] $*" >&2; }
 # shellcheck source=../scripts/daemon_helpers.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/daemon_helpers.sh"
-
-
-# stop_group NAME PID: SIGTERM to the process group PID leads, up to 30 s, then SIGKILL.
-stop_group() {
-    local name="$1" pid="$2" waited=0
-    kill -0 "$pid" 2>/dev/null || return 0
-    log "stopping $name (pid $pid)"
-    kill -- "-$pid" 2>/dev/null || kill "$pid" 2>/dev/null || true
-    while kill -0 "$pid" 2>/dev/null; do
-        if ((waited >= 60)); then
-            log "$name did not stop in 30 s: killing it"
-            kill -9 -- "-$pid" 2>/dev/null || kill -9 "$pid" 2>/dev/null || true
-            break
-        fi
-        sleep 0.5
-        waited=$((waited + 1))
-    done
-}
+# shellcheck source=mlflow_process.sh
+source "$HERE/mlflow_process.sh"
 
 as_pg() {
     if ((EUID == 0)); then
@@ -49,14 +33,17 @@ main() {
     exec 9>"$DIR/.server.lock"
     flock -w 240 9 || fail "another start or stop holds $DIR/.server.lock"
 
-    local pid_file="$DIR/mlflow.pid" pid
+    local pid_file="$DIR/mlflow.pid" state_file="$DIR/mlflow.state" host port
+    host="$(sed -n 's/^HOST=//p' "$state_file" 2>/dev/null || true)"
+    port="$(sed -n 's/^PORT=//p' "$state_file" 2>/dev/null || true)"
     if [[ -f "$pid_file" ]]; then
-        pid="$(cat "$pid_file")"
-        # Only the mlflow process the start recorded, not another that reuses its number.
-        if kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q mlflow; then
-            stop_group "mlflow server" "$pid"
-        fi
-        rm -f "$pid_file" "$DIR/mlflow.state"
+        # The whole group, even when its leader (the pid recorded) is gone and its workers still serve.
+        stop_server_group "$(cat "$pid_file")"
+        rm -f "$pid_file" "$state_file"
+    fi
+    # "Stopped" only once the port no longer answers.
+    if [[ -n "$port" ]] && ! wait_for 10 "port $port to close" port_closed "$(local_address "$host")" "$port"; then
+        fail "$(local_address "$host"):$port still answers after the mlflow server stopped: another program holds it"
     fi
 
     if [[ -f "$DIR/pg/postmaster.pid" ]]; then

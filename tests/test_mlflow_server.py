@@ -9,8 +9,11 @@ auth needs no PostgreSQL and always runs.
 
 from __future__ import annotations
 
+import socket
+import subprocess
 from pathlib import Path
 
+import pytest
 from tracking_server import START, free_port, needs_postgres, run_script
 
 from ifrvis import runstore
@@ -88,3 +91,44 @@ def test_non_loopback_host_without_auth_is_refused(tmp_path):
     lines = refused.stderr.splitlines()
     assert len(lines) == 1 and "without basic auth" in lines[0] and "--insecure" in lines[0], refused.stderr
     assert not folder.exists()  # refused before anything was made
+
+
+def group_processes(pgid: int) -> list[str]:
+    """The live processes of process group `pgid` (zombies apart)."""
+    listed = subprocess.run(["pgrep", "-g", str(pgid)], capture_output=True, text=True).stdout.split()
+    return [pid for pid in listed if "\nState:\tZ" not in _status(pid)]
+
+
+def _status(pid: str) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return "\nState:\tZ"  # gone meanwhile
+
+
+@needs_postgres
+def test_a_kill_of_the_leader_alone_neither_blocks_a_restart_nor_fools_the_stop(server):
+    """`kill -9` of the pid in mlflow.pid leaves uvicorn and its workers serving on the port. The start
+    replaces them (the port is free again), and the stop ends them and says so only once the port is
+    closed; the session's server is up again at the end."""
+    leader = server.kill_leader()
+    assert group_processes(leader) and server.get("/health") == 200  # the workers serve on
+
+    restarted = server.start()
+    assert restarted.returncode == 0, restarted.stderr
+    assert restarted.stdout.startswith(f"MLflow server up: {server.uri}")
+    assert f"stopping the mlflow server (process group {leader}" in restarted.stderr
+    assert group_processes(leader) == []
+    assert int((server.folder / "mlflow.pid").read_text()) != leader
+
+    leader = server.kill_leader()
+    stopped = server.stop()
+    assert stopped.returncode == 0, stopped.stderr
+    assert stopped.stdout.startswith("MLflow server stopped")
+    assert group_processes(leader) == []
+    with pytest.raises(OSError):  # the port is closed
+        socket.create_connection(("127.0.0.1", server.port), timeout=2).close()
+
+    again = server.start()
+    assert again.returncode == 0, again.stderr
+    assert server.get("/health") == 200
