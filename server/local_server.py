@@ -107,25 +107,22 @@ class Server:
         return pid
 
     def restart_postgres(self) -> None:
-        """pg_ctl restart of the server's PostgreSQL cluster (as its owner when root runs the tests)."""
+        """pg_ctl restart of the server's PostgreSQL cluster."""
+        # -l: without it the new postmaster writes to pg_ctl's output, which would never close.
+        self._pg_ctl("restart", "-m", "fast", "-w", "-l", str(self.folder / "logs" / "postgresql.log"))
+
+    def stop_postgres(self) -> None:
+        """PostgreSQL's cluster stopped as by a crash (pg_ctl stop -m immediate) under the running server."""
+        self._pg_ctl("stop", "-m", "immediate", "-w")
+
+    def _pg_ctl(self, *args: str) -> None:
+        """pg_ctl on the server's cluster, as its owner when root runs the tests."""
         as_owner = (
             ["runuser", "-u", os.environ.get("IFRVIS_PG_OS_USER", "postgres"), "--"]
             if os.geteuid() == 0
             else []
         )
-        # -l: without it the new postmaster writes to pg_ctl's output, which would never close.
-        log = self.folder / "logs" / "postgresql.log"
-        command = [
-            str(PG_BIN / "pg_ctl"),
-            "restart",
-            "-D",
-            str(self.folder / "pg"),
-            "-m",
-            "fast",
-            "-w",
-            "-l",
-            str(log),
-        ]
+        command = [str(PG_BIN / "pg_ctl"), args[0], "-D", str(self.folder / "pg"), *args[1:]]
         subprocess.run(as_owner + command, capture_output=True, text=True, timeout=60, check=True)
 
     def get(self, path: str, auth: tuple[str, str] | None = None) -> int:

@@ -178,6 +178,19 @@ start_pg() {
         || fail "PostgreSQL does not answer on $PG_SOCKET" "$LOG_DIR/postgresql.log"
 }
 
+pg_answers() { pg_running && "$PG_BIN/pg_isready" -q -h "$PG_SOCKET" -p "$PG_PORT"; }
+
+# Both databases take a query as the role MLflow connects as, over TCP with its password.
+check_databases() {
+    local database
+    for database in "$DB_NAME" "$AUTH_DB_NAME"; do
+        PGPASSFILE="$PG_PASSFILE" "$PG_BIN/psql" -X -q -tA -h 127.0.0.1 -p "$PG_PORT" -U "$DB_USER" \
+            -d "$database" -c 'SELECT 1' >/dev/null 2>>"$LOG_DIR/psql.log" \
+            || fail "the database $database does not answer on 127.0.0.1:$PG_PORT" "$LOG_DIR/psql.log" \
+                "$LOG_DIR/postgresql.log"
+    done
+}
+
 # The role MLflow connects as (its password from $PG_PASSFILE), its store and basic auth's database.
 prepare_databases() {
     local password database
@@ -342,6 +355,14 @@ main() {
             fail "the server of $DIR already runs on $(state HOST):$(state PORT) (basic auth: $(state AUTH)):$(
                 ) stop it first (server/stop_mlflow_server.sh)"
         fi
+        # /health does not touch the database: with PostgreSQL down it answers 200 while every REST
+        # call fails (503, or 401 from basic auth), so the database is checked on its own.
+        if ! pg_answers; then
+            log "PostgreSQL of $DIR does not answer under the running server: restarting it"
+            init_pg
+            start_pg
+        fi
+        check_databases
         ((AUTH)) && write_auth_config && sync_users
         print_status
         return 0
@@ -355,6 +376,7 @@ main() {
     init_pg
     start_pg
     prepare_databases
+    check_databases
     if ((AUTH)); then
         write_auth_config
         sync_users

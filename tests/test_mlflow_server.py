@@ -132,3 +132,25 @@ def test_a_kill_of_the_leader_alone_neither_blocks_a_restart_nor_fools_the_stop(
     again = server.start()
     assert again.returncode == 0, again.stderr
     assert server.get("/health") == 200
+
+
+@needs_postgres
+def test_a_start_repairs_a_postgres_that_died_under_the_running_server(server, monkeypatch):
+    """/health answers 200 while PostgreSQL is down and basic auth refuses every login: the start
+    checks the database itself, restarts it, and the store answers again."""
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "node")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", server.users["node"])
+    search = "/api/2.0/mlflow/experiments/search?max_results=1"
+    server.stop_postgres()
+    assert server.get("/health") == 200
+    assert server.get(search, ("node", server.users["node"])) != 200
+    with pytest.raises(runstore.StoreUnavailable):
+        runstore.check_store(server.uri)
+
+    repaired = server.start()
+    assert repaired.returncode == 0, repaired.stderr
+    assert repaired.stdout.startswith(f"MLflow server up: {server.uri}")
+    assert "PostgreSQL of" in repaired.stderr and "restarting it" in repaired.stderr
+    assert "starting mlflow server" not in repaired.stderr  # the server itself was up
+    assert server.get(search, ("node", server.users["node"])) == 200
+    runstore.check_store(server.uri)
