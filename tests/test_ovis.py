@@ -189,8 +189,10 @@ def test_the_reader_reads_a_clip_and_a_video(ovis):
     assert [c["name"] for c in train_set.categories] == OVIS_NAMES
     item = ClipDataset(train_set, cfg.data, seed=0)[0]  # video 1: 3 frames of 64x36
     assert item["images"].shape == (2, 3, 36, 64) and item["masks"].shape[:2] == (2, 2)
+    last = int(item["frame_indices"][-1])  # an instance absent there is "no object" (K = 25) for the clip
     assert item["labels"].tolist() == [
-        train_set.label_of(a["category_id"]) for a in train_set.annotations_of(1)
+        train_set.label_of(a["category_id"]) if a["segmentations"][last] is not None else len(OVIS_NAMES)
+        for a in train_set.annotations_of(1)
     ]
     images, targets = collate_clips([item], cfg.model.pixel_mean)
     assert images.shape == (1, 2, 3, 64, 64) and targets[0]["image_size"] == (36, 64)
