@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from ifrvis.data.masks import decode_segmentation
+from ifrvis.data.masks import decode_segmentation, resize_mask
 
 ALPHA = 0.5  # mask opacity over the frame
 LABEL_PAD = 1  # pixels of a label's box around its text
@@ -74,12 +74,6 @@ def _boundary(mask: np.ndarray) -> np.ndarray:
     padded = np.pad(mask, 1)
     inner = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
     return mask & ~inner
-
-
-def _resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    if mask.shape[::-1] == size:
-        return mask
-    return np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(size, Image.NEAREST)) > 127
 
 
 def render_frame(
@@ -143,7 +137,7 @@ def _blend(
     """(the frame (H, W, 3) uint8 resized to `size` (w, h) with the masks blended in their colours and
     outlined, in order: the last on top; the masks (h, w) bool at that size)."""
     image = np.asarray(Image.fromarray(frame).convert("RGB").resize(size, Image.BILINEAR)).astype(np.float32)
-    resized = [_resize_mask(m, size) for m in masks]
+    resized = [resize_mask(m, (size[1], size[0])) for m in masks]  # size: PIL's (w, h)
     for mask, colour in zip(resized, colours):
         image[mask] = (1 - alpha) * image[mask] + alpha * np.asarray(colour, np.float32)
         image[_boundary(mask)] = colour

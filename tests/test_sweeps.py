@@ -184,11 +184,9 @@ def test_matched_count_keeps_each_videos_best_predictions(consistency):
     assert [res["n"] for res in kept] == [1, 0, 2]
 
 
-def test_matched_count_figures_by_hand(consistency):
-    """Video 1 has A and B for T frames; p follows A then B from frame 6, q the other way round (2
-    switches), r (A, score 0.1) is its third best and left out. Video 2 has A alone: s (A, score 0.05,
-    below any usual threshold) is kept, t (B) left out. Matched boxes 3T = 30, none missed: switch rate
-    100 x 2 / 30; IDTP 12 (video 1: max(2 x 6, 2 x 4)) + 10 (video 2), IDF1 = 2 x 22 / (30 + 30)."""
+def swap_case():
+    """Video 1: A and B for T frames; p (0.9) follows A then B from frame 6, q (0.8) the other way round,
+    r (0.1) is A throughout. Video 2: A alone; s (0.05) is A, t (0.01) is B."""
     gt = make_gt({1: [[BOX_A] * T, [BOX_B] * T], 2: [[BOX_A] * T]})
     swap = 6
     results = [
@@ -198,6 +196,15 @@ def test_matched_count_figures_by_hand(consistency):
         result(2, [BOX_A] * T, 0.05),
         result(2, [BOX_B] * T, 0.01),
     ]
+    return gt, results
+
+
+def test_matched_count_figures_by_hand(consistency):
+    """Video 1 has A and B for T frames; p follows A then B from frame 6, q the other way round (2
+    switches), r (A, score 0.1) is its third best and left out. Video 2 has A alone: s (A, score 0.05,
+    below any usual threshold) is kept, t (B) left out. Matched boxes 3T = 30, none missed: switch rate
+    100 x 2 / 30; IDTP 12 (video 1: max(2 x 6, 2 x 4)) + 10 (video 2), IDF1 = 2 x 22 / (30 + 30)."""
+    gt, results = swap_case()
     figures = consistency.matched_count_figures(gt, results)
     assert figures["IDs@N"] == 2
     assert figures["switch rate@N"] == pytest.approx(100 * 2 / (3 * T))
@@ -210,15 +217,7 @@ def test_top_k_figures_and_threshold_curves_by_hand(consistency):
     k = 2, video 1 keeps p and q (2 switches over 2T matched boxes) and video 2 keeps s and t (t matches
     nothing: a false positive, no switch). Curves: at thresholds <= 0.05 every prediction counts (r, a
     duplicate of A, is matched nowhere); above 0.8 only p (A for 6 frames, then B); above 0.9 none."""
-    gt = make_gt({1: [[BOX_A] * T, [BOX_B] * T], 2: [[BOX_A] * T]})
-    swap = 6
-    results = [
-        result(1, [BOX_A] * swap + [BOX_B] * (T - swap), 0.9),
-        result(1, [BOX_B] * swap + [BOX_A] * (T - swap), 0.8),
-        result(1, [BOX_A] * T, 0.1),
-        result(2, [BOX_A] * T, 0.05),
-        result(2, [BOX_B] * T, 0.01),
-    ]
+    gt, results = swap_case()
     figures = consistency.top_k_figures(gt, results, k=2)
     assert figures["IDs@2"] == 2 and figures["switch rate@2"] == pytest.approx(100 * 2 / (3 * T))
     assert figures["MOTA@2"] == pytest.approx(1 - (2 + T) / (3 * T))  # 2 switches, T false positives

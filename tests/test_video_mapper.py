@@ -23,9 +23,8 @@ from ifrvis.data.datasets import (
     TrainSampler,
     collate_clips,
     landscape_items,
-    resize_mask,
 )
-from ifrvis.data.masks import encode_rle
+from ifrvis.data.masks import encode_rle, resize_mask
 from ifrvis.data.synthetic import generate
 from ifrvis.data.ytvis import build_ytvis, load_ytvis
 from ifrvis.modeling.criterion import SetCriterion

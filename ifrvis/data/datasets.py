@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from ifrvis.config import DataConfig
+from ifrvis.data.masks import resize_mask
 from ifrvis.data.ytvis import YTVIS, DataError
 
 SIZE_DIVISIBILITY = 32
@@ -153,15 +154,6 @@ class ClipDataset(torch.utils.data.Dataset):
             "present": present[keep],
             "instance_ids": torch.tensor(ids, dtype=torch.int64)[keep],
         }
-
-
-def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """(H, W) bool -> `size` = (h, w) bool, with PIL's NEAREST as detectron2's ResizeTransform resizes
-    segmentations (torch's `nearest` picks other pixels: edges move by up to 1 px)."""
-    if mask.shape == tuple(size):
-        return mask
-    image = Image.fromarray(mask.astype(np.uint8)).resize((size[1], size[0]), Image.NEAREST)
-    return np.asarray(image).astype(bool)
 
 
 def padded_shape(height: int, width: int, divisibility: int = SIZE_DIVISIBILITY) -> tuple[int, int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from PIL import Image
 from pycocotools import mask as mask_utils
 
 
@@ -115,6 +116,15 @@ def decode_segmentation(segmentation: dict | list | None, height: int, width: in
     else:
         rle = {"size": [height, width], "counts": counts.encode("ascii")}
     return mask_utils.decode(rle).astype(bool)
+
+
+def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(H, W) bool -> `size` = (h, w) bool, with PIL's NEAREST as detectron2's ResizeTransform resizes
+    segmentations (torch's `nearest` picks other pixels: edges move by up to 1 px)."""
+    if mask.shape == tuple(size):
+        return mask
+    image = Image.fromarray(mask.astype(np.uint8)).resize((size[1], size[0]), Image.NEAREST)
+    return np.asarray(image).astype(bool)
 
 
 def mask_area(mask: np.ndarray) -> int:
