@@ -136,7 +136,7 @@ class SolverConfig:
     clip_grad_norm: float = 0.01
     amp: Literal["none", "bf16", "fp16"] = "none"  # fp16 only on a GPU
     # AdamW's fused kernel: one call over all parameters, the same update up to float rounding (on the
-    # CPU about 8x faster than the per-parameter loop torch uses by default there).
+    # CPU several times faster than the per-parameter loop torch uses by default there).
     fused_optimizer: bool = False
 
 
