@@ -10,8 +10,11 @@ import collections
 import io
 import pickle
 import signal
+import tempfile
+import threading
 import time
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,7 +25,14 @@ from test_checkpoint_fuzz import call, run_sandbox, small, text, verdict
 from ifrvis.cli import main as cli_main
 from ifrvis.config import load_config
 from ifrvis.modeling import build_model, load_weights
-from ifrvis.modeling.isolated_read import CheckpointError, Limits, ending, limits_for, read_isolated
+from ifrvis.modeling.isolated_read import (
+    CheckpointError,
+    Limits,
+    ending,
+    limits_for,
+    read_isolated,
+    scratch_dir,
+)
 from ifrvis.modeling.weights import is_own_output, read_checkpoint
 
 SHIPPED = ROOT / "checkpoints" / "synthetic_tiny_pretrained.pth"
@@ -288,3 +298,50 @@ def test_a_torch_file_of_views_and_dtypes_reads_as_torch_reads_it(tmp_path):
     for key, tensor in state.items():
         assert read[key].dtype == tensor.dtype and read[key].shape == tensor.shape, key
         assert torch.equal(read[key], tensor.detach()), key
+
+
+def test_a_file_rewritten_while_it_is_read_loads_or_is_refused_in_one_line(tmp_path):
+    """A `cp` over the file during a read (truncated, then written again) once killed the in-process
+    reader with SIGBUS through its memory map. The child reads through a plain handle: each read here,
+    racing a writer that truncates and rewrites the file, gives the whole state or one CheckpointError
+    line, and leaves no scratch folder behind."""
+    arrays = {f"layer{i}.weight": np.full((1024, 1024), i, dtype=np.float32) for i in range(8)}
+    whole = pickle.dumps({"model": arrays}, protocol=4)  # 32 MB: a read long enough to be raced
+    path = tmp_path / "rewritten.pkl"
+    path.write_bytes(whole)
+    stop = threading.Event()
+
+    def rewrite():
+        cut = 0
+        while not stop.is_set():
+            cut = (cut + 7_654_321) % len(whole)
+            with open(path, "r+b") as handle:
+                handle.truncate(cut)
+                handle.flush()
+                time.sleep(0.01)
+                handle.seek(cut)
+                handle.write(whole[cut:])
+            time.sleep(0.2)  # whole again for a while: some reads may finish
+
+    scratch = Path(scratch_dir(len(whole)) or tempfile.gettempdir())
+    scratch_before = set(scratch.glob("ifrvis-weights-*"))
+    writer = threading.Thread(target=rewrite, daemon=True)
+    writer.start()
+    outcomes = []
+    try:
+        for _ in range(4):
+            try:
+                read = read_isolated(path)
+            except CheckpointError as error:
+                assert "\n" not in str(error) and str(error).startswith(f"model.weights: {path} "), error
+                outcomes.append("refused")
+            else:
+                assert sorted(read) == sorted(arrays)
+                for key, values in arrays.items():
+                    assert torch.equal(read[key], torch.from_numpy(values)), key
+                outcomes.append("loaded")
+    finally:
+        stop.set()
+        writer.join()
+    assert len(outcomes) == 4
+    assert set(scratch.glob("ifrvis-weights-*")) == scratch_before
