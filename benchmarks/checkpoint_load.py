@@ -96,9 +96,8 @@ def main() -> None:
                 times[way].append(seconds(load, path))
             print(f"repeat {repeat + 1}/{args.repeats} done", file=sys.stderr)
         size = path.stat().st_size
-    print(
-        f"| {args.backbone} ({tensors} tensors, {values / 1e6:.1f} M values, {size / 2**20:.0f} MiB) | median | min | max |"
-    )
+    title = f"{args.backbone} ({tensors} tensors, {values / 1e6:.1f} M values, {size / 2**20:.0f} MiB)"
+    print(f"| {title} | median | min | max |")
     print("| --- | --- | --- | --- |")
     for way, values_s in times.items():
         print(f"| {way} | {statistics.median(values_s):.2f} | {min(values_s):.2f} | {max(values_s):.2f} |")
