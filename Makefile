@@ -109,11 +109,14 @@ endif
 # The second consistency protocol (benchmarks/README.md, "Consistency experiment, second protocol"): first
 # its pilot (M2F-focal, seeds 0-1, four budgets, lr x0.1 at 80 %), which sets CONSISTENCY_ITERS; then 8
 # seeds of IFR, IFR-warm, M2F-focal and M2F-VIS on both synthetic splits at that budget. A rerun skips
-# finished runs: the experiment runs in parts.
+# finished runs: the experiment runs in parts, two seeds of every arm and split at a time so that a part
+# stays balanced.
 PILOT_BUDGETS := 800 1600 3200 6400
-CONSISTENCY_ITERS ?=
-CONSISTENCY2_ARMS := $(TINY_CONFIGS) experiments/configs/synthetic_tiny_warm.yaml \
-    experiments/configs/synthetic_tiny_mask2former_focal.yaml
+# The pilot's budget, registered in benchmarks/README.md before the main runs.
+CONSISTENCY_ITERS ?= 800
+CONSISTENCY2_ARMS := experiments/configs/synthetic_tiny.yaml experiments/configs/synthetic_tiny_warm.yaml \
+    experiments/configs/synthetic_tiny_mask2former_focal.yaml experiments/configs/synthetic_tiny_mask2former.yaml
+CONSISTENCY2_SET = --set solver.max_iters=$(CONSISTENCY_ITERS) "solver.steps=[$$(($(CONSISTENCY_ITERS) * 4 / 5))]"
 consistency-pilot: data mlflow-init
 	for iters in $(PILOT_BUDGETS); do \
 	  $(PY) experiments/run_seeds.py experiments/configs/synthetic_tiny_mask2former_focal.yaml --seeds 2 \
@@ -124,10 +127,12 @@ consistency-pilot: data mlflow-init
 
 consistency2: data-crossing mlflow-init
 	@test -n "$(CONSISTENCY_ITERS)" || { echo "make consistency2: CONSISTENCY_ITERS is not set: run make consistency-pilot and register its budget (benchmarks/README.md)" >&2; exit 2; }
-	$(PY) experiments/run_seeds.py $(CONSISTENCY2_ARMS) --seeds $(CONSISTENCY_SEEDS) --executor $(EXECUTOR) \
-	    --sweep consistency2 --set solver.max_iters=$(CONSISTENCY_ITERS) "solver.steps=[$$(($(CONSISTENCY_ITERS) * 4 / 5))]"
-	$(PY) experiments/run_seeds.py $(CONSISTENCY2_ARMS) --seeds $(CONSISTENCY_SEEDS) --executor $(EXECUTOR) \
-	    --sweep consistency2-crossing $(CROSSING) --set solver.max_iters=$(CONSISTENCY_ITERS) "solver.steps=[$$(($(CONSISTENCY_ITERS) * 4 / 5))]"
+	for seeds in $$(seq 2 2 $(CONSISTENCY_SEEDS)); do \
+	  $(PY) experiments/run_seeds.py $(CONSISTENCY2_ARMS) --seeds $$seeds --executor $(EXECUTOR) \
+	    --sweep consistency2 $(CONSISTENCY2_SET) || exit 1; \
+	  $(PY) experiments/run_seeds.py $(CONSISTENCY2_ARMS) --seeds $$seeds --executor $(EXECUTOR) \
+	    --sweep consistency2-crossing $(CROSSING) $(CONSISTENCY2_SET) || exit 1; \
+	done
 	$(PY) benchmarks/consistency.py consistency2 consistency2-crossing --out results/consistency2
 
 # The same beside a 3x longer clip stage (2400 iterations, lr x0.1 at 80 % as at 800): an exploratory study
