@@ -23,6 +23,7 @@ import fcntl
 import functools
 import os
 import random
+import re
 import sqlite3
 import subprocess
 import sys
@@ -201,6 +202,10 @@ class StoreUnavailable(UserError):
     """The tracking server cannot take a run: unreachable, refusing the credentials, or its database down."""
 
 
+class StoreOutage(StoreUnavailable):
+    """The store stopped answering a run that it had been taking: the run is not at fault."""
+
+
 CHECK_TIMEOUT = 5.0  # seconds for each of `check_store`'s two requests: a hung server costs 10 s, not hours
 _PROBE = "/api/2.0/mlflow/experiments/search?max_results=1"  # needs a login and the database
 
@@ -241,6 +246,8 @@ def _connection_failure(error: Exception) -> str:
     text = str(error).lower()
     for sign, words in (
         ("refused", "connection refused"),
+        ("remotedisconnected", "connection closed without an answer"),
+        ("connection aborted", "connection closed without an answer"),
         ("timed out", f"no answer in {CHECK_TIMEOUT:.0f} s"),
         ("read timeout", f"no answer in {CHECK_TIMEOUT:.0f} s"),
         ("name or service not known", "unknown host name"),
@@ -464,6 +471,23 @@ def discard(uri: str, run_ids: Sequence[str]) -> None:
 
 
 SPOOL_ATTEMPTS = 4  # a metric batch that can be spooled waits ~1.4-2.8 s for the store, not 16-32 s
+# How long a run's calls wait out its tracking server's database (a PostgreSQL restart, an operator's
+# outage) before the job gives up; the run is then left RUNNING, its folder keeps everything.
+OUTAGE_PATIENCE_S = 600.0
+OUTAGE_POLL_S = 5.0
+# MLflow's REST errors, urllib3's given-up retries, requests' HTTPError text
+_HTTP_STATUS = re.compile(
+    r"error code (\d{3}) != |too many (\d{3}) error responses|^(\d{3}) (?:client|server) error", re.I
+)
+
+
+def http_status(error: BaseException) -> int | None:
+    """The HTTP status a failed store call was answered with; None when it got no answer."""
+    response = getattr(error, "response", None)  # requests' HTTPError: artifact uploads
+    if isinstance(getattr(response, "status_code", None), int):
+        return response.status_code
+    match = _HTTP_STATUS.search(str(error))
+    return int(next(group for group in match.groups() if group)) if match else None
 
 
 class RunLogger:
@@ -471,12 +495,21 @@ class RunLogger:
 
     With a `spool` file (metric_spool.py, in the run's folder), a metric batch that the store does not
     take after a brief retry is kept there and sent with the next batch that goes through, or by
-    `flush_spool`: training goes on while the store is down. Every other call raises as before."""
+    `flush_spool`: training goes on while the store is down.
+
+    A store that stops answering, or answers that its database is down (HTTP 503; or 401 once the
+    server has taken a call of this logger: MLflow's basic auth gives 401 for any login while its user
+    database is down), is an outage, not a refusal: spooled metrics wait in the spool, every other call
+    waits up to OUTAGE_PATIENCE_S, saying so in one line, and then raises StoreOutage. A 401 before any
+    accepted call means wrong credentials and raises at once. (Commands check the store before they
+    create anything: `check_store`.)"""
 
     def __init__(self, uri: str, run_id: str, spool: Path | None = None):
+        self.uri = uri
         self.mlflow = client(uri)
         self.run_id = run_id
         self.spool = spool
+        self.accepted = False  # a call of this logger went through: its credentials are good
 
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
         self.log_metric_history([(step, metrics)])
@@ -490,10 +523,9 @@ class RunLogger:
             return
         kept = metric_spool.read(self.spool)
         try:
-            with _brief_http():
-                self._send(kept + entries, attempts=SPOOL_ATTEMPTS)
+            self._send(kept + entries, attempts=SPOOL_ATTEMPTS, wait_out=False)  # training goes on
         except Exception as error:
-            if not _is_unreachable(error):
+            if not (_is_unreachable(error) or self._is_outage(error)):
                 raise
             metric_spool.append(self.spool, entries)
             if not kept:
@@ -517,32 +549,70 @@ class RunLogger:
                 f"tracking server answers again: {len(spooled)} spooled metric points sent from {self.spool}"
             )
 
-    def _send(self, entries: list[Metric], attempts: int = 8) -> None:
+    def _is_outage(self, error: Exception) -> bool:
+        """The store stopped taking this logger's calls (see the class)."""
+        status = http_status(error)
+        return self.accepted if status == 401 else status == 503 or _is_unreachable(error)
+
+    def _outage(self, error: Exception) -> str:
+        status = http_status(error)
+        if status in (401, 503):
+            return f"the tracking server's database is unavailable ({self.uri} answers HTTP {status})"
+        return f"tracking server {self.uri} does not answer ({_connection_failure(error)})"
+
+    def _call(
+        self, fn: Callable[..., T], *args: Any, attempts: int = 8, wait_out: bool = True, **kwargs: Any
+    ) -> T:
+        """`fn` through `with_retry`; an outage waited out (OUTAGE_PATIENCE_S) with one line on each side,
+        or raised at once without `wait_out`."""
+        deadline = None
+        while True:
+            try:
+                with _brief_http():  # the waiting is ours, said in the log, not MLflow's silent minutes
+                    result = with_retry(fn, *args, attempts=attempts, **kwargs)
+            except Exception as error:
+                if not wait_out or not self._is_outage(error):
+                    raise
+                if deadline is None:
+                    deadline = time.monotonic() + OUTAGE_PATIENCE_S
+                    _say(f"{self._outage(error)}: waiting up to {OUTAGE_PATIENCE_S:.0f} s")
+                elif time.monotonic() > deadline:
+                    raise StoreOutage(f"{self._outage(error)} for {OUTAGE_PATIENCE_S:.0f} s") from None
+                time.sleep(OUTAGE_POLL_S)
+                continue
+            self.accepted = True
+            if deadline is not None:
+                _say(f"tracking server {self.uri} takes the run's calls again")
+            return result
+
+    def _send(self, entries: list[Metric], attempts: int = 8, wait_out: bool = True) -> None:
         for start in range(0, len(entries), MAX_BATCH):
             chunk = entries[start : start + MAX_BATCH]
-            with_retry(self.mlflow.log_batch, self.run_id, metrics=chunk, attempts=attempts)
+            self._call(
+                self.mlflow.log_batch, self.run_id, metrics=chunk, attempts=attempts, wait_out=wait_out
+            )
 
     def log_params(self, params: dict[str, Any]) -> None:
         entries = [Param(key, str(value)[:6000]) for key, value in params.items()]
         for start in range(0, len(entries), 90):  # MLflow: at most 100 params per batch
-            with_retry(self.mlflow.log_batch, self.run_id, params=entries[start : start + 90])
+            self._call(self.mlflow.log_batch, self.run_id, params=entries[start : start + 90])
 
     def set_tags(self, tags: dict[str, Any]) -> None:
-        with_retry(self.mlflow.log_batch, self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        self._call(self.mlflow.log_batch, self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def delete_tag(self, key: str) -> None:
         """Remove tag `key` if the run has it."""
-        if key in with_retry(self.mlflow.get_run, self.run_id).data.tags:
-            with_retry(self.mlflow.delete_tag, self.run_id, key)
+        if key in self._call(self.mlflow.get_run, self.run_id).data.tags:
+            self._call(self.mlflow.delete_tag, self.run_id, key)
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
-        with_retry(self.mlflow.log_artifact, self.run_id, str(path), artifact_path)
+        self._call(self.mlflow.log_artifact, self.run_id, str(path), artifact_path)
 
     def set_status(self, status: str) -> None:
         if status in (FINISHED, FAILED, KILLED):
-            with_retry(self.mlflow.set_terminated, self.run_id, status)
+            self._call(self.mlflow.set_terminated, self.run_id, status)
         else:
-            with_retry(self.mlflow.update_run, self.run_id, status=status)
+            self._call(self.mlflow.update_run, self.run_id, status=status)
 
 
 def _say(message: str) -> None:

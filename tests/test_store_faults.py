@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from conftest import write_run_config
 from tracking_server import free_port, needs_postgres
 
@@ -133,3 +136,57 @@ def test_training_outlives_a_killed_server_and_a_postgres_restart(server, tmp_pa
     history = mlflow.get_metric_history(run.info.run_id, "train/loss")
     mlflow.log_batch(run.info.run_id, metrics=history)
     assert steps(mlflow, run.info.run_id, "train/loss") == list(range(1, max_iters + 1))
+
+
+@needs_postgres
+def test_a_database_outage_at_the_final_upload_is_waited_out_and_the_run_finishes(
+    server, tmp_path, monkeypatch, capfd
+):
+    """With PostgreSQL down, MLflow's basic auth answers 401 as if the password were wrong. For a run whose
+    credentials the server had accepted, that is an outage: a metric batch waits in the spool, the final
+    upload and status wait for the database (one line naming it on each side), and the run FINISHES with
+    every point once. Credentials never accepted still fail at once: a 401 then means a wrong password."""
+    monkeypatch.setattr(runstore, "OUTAGE_POLL_S", 0.5)
+    monkeypatch.setattr(runstore, "SPOOL_ATTEMPTS", 1)
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "node")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", server.users["node"])
+    mlflow = runstore.client(server.uri)
+    run_id = mlflow.create_run(runstore.experiment_id(mlflow, "outage")).info.run_id
+    spool = metric_spool_path(tmp_path / "run", run_id)
+    logger = runstore.RunLogger(server.uri, run_id, spool)
+    logger.log_metrics({"loss": 1.0}, step=1)
+    results = tmp_path / "results.json"
+    results.write_text('{"AP": 0.5}')
+
+    server.stop_postgres()
+    repair = threading.Timer(3.0, server.start)  # the start script restarts what is down
+    try:
+        logger.log_metrics({"loss": 0.5}, step=2)  # training goes on
+        assert [m.step for m in metric_spool.read(spool)] == [2]
+        repair.start()
+        started = time.monotonic()
+        logger.log_artifact(results)  # waits for the database
+        assert time.monotonic() - started > 3
+        logger.flush_spool()
+        logger.set_status(runstore.FINISHED)
+    finally:
+        repair.cancel()
+        repair.join()
+        if server.start().returncode != 0:  # whatever happened above, the session's server is whole
+            pytest.fail("the tracking server could not be repaired")
+
+    run = mlflow.get_run(run_id)
+    assert run.info.status == runstore.FINISHED
+    assert steps(mlflow, run_id, "loss") == [1, 2]
+    assert [a.path for a in mlflow.list_artifacts(run_id)] == ["results.json"]
+    log = capfd.readouterr().err
+    assert log.count("the tracking server's database is unavailable") == 1, log
+    assert re.search(rf"\({re.escape(server.uri)} answers HTTP (401|503)\): waiting up to 600 s", log), log
+    assert log.count(f"tracking server {server.uri} takes the run's calls again") == 1, log
+
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "not-the-password")
+    wrong = runstore.RunLogger(server.uri, run_id)
+    started = time.monotonic()
+    with pytest.raises(Exception, match="401"):
+        wrong.set_tags({"note": "x"})
+    assert time.monotonic() - started < 10

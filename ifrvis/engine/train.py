@@ -108,6 +108,9 @@ def train(cfg: Config, resume: bool = False, stop_signals: tuple[int, ...] = PRE
         if isinstance(stop, Interrupted) and info.is_main:
             print(stop, file=sys.stderr, flush=True)  # in the run's log, beside where the next start resumes
         raise
+    except runstore.StoreOutage as outage:
+        _left_running(logger, out_dir, outage)
+        raise
     except BaseException as error:
         if logger:
             logger.set_tags({"error": f"{type(error).__name__}: {error}"[:5000]})
@@ -121,9 +124,25 @@ def train(cfg: Config, resume: bool = False, stop_signals: tuple[int, ...] = PRE
         # As patient as every status call: FINISHED only with every spooled point in the store. Should
         # the store stay down, the job fails, the run stays RUNNING with its checkpoint, results and
         # spool in its folder, and its next start (--resume) evaluates again, sends them and finishes.
-        logger.flush_spool()
-        logger.set_status("FINISHED")
+        try:
+            logger.flush_spool()
+            logger.set_status("FINISHED")
+        except runstore.StoreOutage as outage:
+            _left_running(logger, out_dir, outage)
+            raise
     return metrics
+
+
+def _left_running(logger: runstore.RunLogger | None, out_dir: Path, outage: runstore.StoreOutage) -> None:
+    """Say why a run stays RUNNING: a logging outage never marks a run FAILED (a finished one least of
+    all); its folder keeps what the store has not taken."""
+    if logger:
+        print(
+            f"run {logger.run_id} left RUNNING, not FAILED: {outage}; its checkpoint, results and unsent"
+            f" metrics are in {out_dir}, and its next start (--resume, or the sweep's re-run) sends them",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 class RunExistsError(UserError, FileExistsError):
