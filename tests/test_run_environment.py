@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from ifrvis.engine.train import environment_tags
+from ifrvis.engine.train import environment_tags, launch_tags
 
 
 def test_environment_tags_name_cpu_threads_torch_and_device():
@@ -24,3 +24,27 @@ def test_environment_tags_name_cpu_threads_torch_and_device():
     names = [line for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
     expected = names[0].split(":", 1)[1].strip() if names else platform.processor() or platform.machine()
     assert tags["env.cpu"] == expected and tags["env.cpu"]
+
+
+def test_launch_tags_say_where_the_job_ran(monkeypatch, tmp_path):
+    for name in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT"):
+        monkeypatch.delenv(name, raising=False)
+    log = tmp_path / "train.log"
+    assert launch_tags(1, log) == {
+        "launch.host": platform.node(),
+        "launch.world_size": "1",
+        "launch.log": str(log),
+    }
+    monkeypatch.setenv("SLURM_JOB_ID", "118")
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "117")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "1")
+    monkeypatch.setenv("SLURM_JOB_NODELIST", "gpu[01-02]")
+    monkeypatch.setenv("IFRVIS_SLURM_LOG", "/shared/logs/117_1_0_log.out")
+    tags = launch_tags(8, log)
+    assert tags["launch.world_size"] == "8" and tags["launch.slurm_job_id"] == "118"
+    assert tags["launch.slurm_array_job_id"] == "117" and tags["launch.slurm_array_task_id"] == "1"
+    assert tags["launch.slurm_restart_count"] == "0"  # Slurm sets SLURM_RESTART_COUNT from the first requeue
+    assert tags["launch.slurm_nodelist"] == "gpu[01-02]"
+    assert tags["launch.slurm_log"] == "/shared/logs/117_1_0_log.out"
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "2")
+    assert launch_tags(8, log)["launch.slurm_restart_count"] == "2"

@@ -83,10 +83,11 @@ def records(config):
     for run in children:
         params = {k: v for k, v in run.data.params.items() if not k.startswith("logging.")}
         assert ENV_TAGS <= run.data.tags.keys(), "the run's machine is not logged"
+        assert {"launch.host", "launch.world_size", "launch.log"} <= run.data.tags.keys()
         tags = {
             k: v
             for k, v in run.data.tags.items()
-            if not k.startswith(("mlflow.", "env.")) and k not in VOLATILE_TAGS
+            if not k.startswith(("mlflow.", "env.", "launch.")) and k not in VOLATILE_TAGS
         }
         log = runstore.run_folder_of(run.data.tags, cfg.logging.mlflow_uri) / "train.log"
         assert log.read_text().strip(), "no train.log"
@@ -506,8 +507,16 @@ def test_scontrol_requeue_checkpoints_at_its_sigterm_and_resumes_there(
     resumed = [int(word) for word in re.findall(r"resumed from iteration (\d+)", log)]
     assert len(resumed) == 1 and 5 < resumed[0] < PREEMPTED_ITERS and resumed[0] % 5, log[-3000:]
     assert f"signal {signal.SIGTERM.value} at iteration {resumed[0]}: checkpoint saved" in log
+    assert "waiting for Slurm to requeue or end the job" in log  # in the run's log, not only Slurm's
     (run,) = runstore.find_runs(runstore.client(cfg.logging.mlflow_uri), cfg.logging.experiment)
     assert run.info.status == "FINISHED" and "error" not in run.data.tags
+    # Where its last job ran: the job, requeued once, on this node, its logs.
+    tags = run.data.tags
+    assert tags["launch.slurm_job_id"] == job.job_id
+    assert tags["launch.slurm_restart_count"] == "1" and tags["launch.world_size"] == "1"
+    assert tags["launch.slurm_nodelist"] and tags["launch.host"]
+    assert tags["launch.log"] == str(run_folder.run_dir(cfg) / run_folder.LOG)
+    assert Path(tags["launch.slurm_log"]).is_file()
     times = [
         m.value
         for m in runstore.client(cfg.logging.mlflow_uri).get_metric_history(run.info.run_id, "run_time_s")

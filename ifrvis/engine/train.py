@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import platform
 import sys
 import time
@@ -98,7 +99,7 @@ def train(cfg: Config, resume: bool = False, stop_signals: tuple[int, ...] = PRE
     state = _load_state(cfg, ckpt_path, resume, info)
     logger = _open_run(cfg, state, info)
     if logger:
-        logger.set_tags(environment_tags(device))
+        logger.set_tags(environment_tags(device) | launch_tags(info.world_size, out_dir / run_folder.LOG))
     try:
         with StopSignals(stop_signals) if stop_signals else NoSignals() as flag:
             metrics = _train_and_evaluate(cfg, splits, state, logger, info, device, out_dir, ckpt_path, flag)
@@ -218,6 +219,28 @@ def environment_tags(device: torch.device) -> dict[str, str]:
         "env.device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "env.python": platform.python_version(),
     }
+
+
+# Where a run's latest job ran, as `launch.*` tags: Slurm's variables for it, when Slurm started it.
+SLURM_TAGS = {
+    "launch.slurm_job_id": "SLURM_JOB_ID",
+    "launch.slurm_array_job_id": "SLURM_ARRAY_JOB_ID",
+    "launch.slurm_array_task_id": "SLURM_ARRAY_TASK_ID",
+    "launch.slurm_restart_count": "SLURM_RESTART_COUNT",  # how many times Slurm requeued the job
+    "launch.slurm_nodelist": "SLURM_JOB_NODELIST",
+    "launch.slurm_log": "IFRVIS_SLURM_LOG",  # submitit's log of the task (executors.TrainJob sets it)
+}
+
+
+def launch_tags(world_size: int, log: Path) -> dict[str, str]:
+    """Where the run's latest job ran (a requeued or resumed run: the last start's): the host, the
+    number of ranks, the run's log and, under Slurm, the job, its array index, its requeue count, its
+    nodes and Slurm's log of it."""
+    tags = {"launch.host": platform.node(), "launch.world_size": str(world_size), "launch.log": str(log)}
+    tags |= {tag: os.environ[name] for tag, name in SLURM_TAGS.items() if os.environ.get(name)}
+    if "launch.slurm_job_id" in tags:
+        tags.setdefault("launch.slurm_restart_count", "0")  # Slurm sets it from the first requeue on
+    return tags
 
 
 def _has_steps(run) -> bool:

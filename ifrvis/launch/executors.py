@@ -29,7 +29,7 @@ from tqdm import tqdm
 from ifrvis import run_folder
 from ifrvis.config import Config, config_from_dict, dump_config, run_identity, to_dict
 from ifrvis.errors import UserError
-from ifrvis.launch.job import run_job
+from ifrvis.launch.job import run_job, say_in_run_log
 
 
 class SubmissionError(UserError):
@@ -97,13 +97,15 @@ def slurm_job_class():
 
             # As many threads as CPUs the task was given (Slurm does not set OMP_NUM_THREADS).
             torch.set_num_threads(int(os.environ.get("SLURM_CPUS_PER_TASK", torch.get_num_threads())))
-            if submitit.JobEnvironment().num_tasks > 1:  # one task per GPU -> torch.distributed
+            environment = submitit.JobEnvironment()
+            if environment.num_tasks > 1:  # one task per GPU -> torch.distributed
                 submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+            os.environ["IFRVIS_SLURM_LOG"] = str(environment.paths.stdout)  # the run's launch.slurm_log tag
             try:
                 return run_job(cfg_dict, stop_signals=(signal.SIGTERM, signal.SIGUSR2))
             except Interrupted as stop:
                 if stop.signum == signal.SIGTERM:
-                    print("waiting for Slurm to requeue or end the job", file=sys.stderr, flush=True)
+                    say_in_run_log(cfg_dict, "waiting for Slurm to requeue or end the job")
                     time.sleep(SIGTERM_WAIT_S)  # Slurm's SIGKILL comes first; a stray SIGTERM ends here
                 else:
                     signal.raise_signal(stop.signum)  # submitit's handler: requeue (and exit)

@@ -44,6 +44,15 @@ def run_job(cfg_dict: dict, stop_signals: tuple[int, ...] | None = None) -> dict
                 add_run_time(cfg, time.time() - started)
 
 
+def say_in_run_log(cfg_dict: dict, line: str) -> None:
+    """`line` on stderr (Slurm's log of the task) and, from rank 0, in the run's own train.log, for a
+    job that says something after `run_job` has returned."""
+    print(line, file=sys.stderr, flush=True)
+    if int(os.environ.get("RANK", "0")) == 0:
+        with open(run_folder.run_dir(config_from_dict(cfg_dict)) / run_folder.LOG, "a") as log:
+            print(line, file=log)
+
+
 def record_queue_time(cfg: Config) -> float:
     """The job's start; `queue_time_s` = that start - the run's `submitted_at`, on its first job only."""
     run = runstore.find_run(cfg)
