@@ -592,6 +592,10 @@ class RunLogger:
                 self.mlflow.log_batch, self.run_id, metrics=chunk, attempts=attempts, wait_out=wait_out
             )
 
+    def logged_metrics(self) -> set[str]:
+        """The keys of the metrics the run has."""
+        return set(self._call(self.mlflow.get_run, self.run_id).data.metrics)
+
     def log_params(self, params: dict[str, Any]) -> None:
         entries = [Param(key, str(value)[:6000]) for key, value in params.items()]
         for start in range(0, len(entries), 90):  # MLflow: at most 100 params per batch

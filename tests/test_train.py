@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import ROOT, TINY_CONFIG, write_run_config
+from mlflow.entities import Metric
 from poisoned_train import nan_criterion
 
-from ifrvis import run_folder, runstore
+from ifrvis import metric_spool, run_folder, runstore
 from ifrvis.config import ConfigError, flatten, load_config, run_identity, to_dict
 from ifrvis.data.ytvis import DataError
 from ifrvis.engine import train as train_module
@@ -406,3 +407,50 @@ def test_bf16_on_the_cpu_runs_attention_on_the_math_backend(tmp_path, tiny_data)
     cfg = load_config(write_run_config(tmp_path, tiny_data, max_iters=2), ["solver.amp=bf16"])
     train(cfg)
     assert only_run(cfg).info.status == "FINISHED"
+
+
+def test_a_store_outage_at_the_final_status_leaves_the_run_running_and_its_resume_logs_once(
+    tmp_path, tiny_data, monkeypatch, capfd
+):
+    """The store fails for good when the finished run sets FINISHED: the run is left RUNNING, not
+    FAILED, saying so; its resume evaluates again and finishes it, each final metric logged once."""
+    real_set_status = runstore.RunLogger.set_status
+
+    def outage_at_finish(self, status):
+        if status == runstore.FINISHED:
+            raise runstore.StoreOutage("the tracking server's database is unavailable (test)")
+        return real_set_status(self, status)
+
+    monkeypatch.setattr(runstore.RunLogger, "set_status", outage_at_finish)
+    cfg = load_config(write_run_config(tmp_path, tiny_data, max_iters=4))
+    with pytest.raises(runstore.StoreOutage):
+        train(cfg)
+    run = only_run(cfg)
+    assert run.info.status == "RUNNING" and "error" not in run.data.tags
+    assert f"run {run.info.run_id} left RUNNING, not FAILED" in capfd.readouterr().err
+    monkeypatch.setattr(runstore.RunLogger, "set_status", real_set_status)
+    train(cfg, resume=True)
+    assert only_run(cfg).info.status == "FINISHED"
+    mlflow = runstore.client(cfg.logging.mlflow_uri)
+    for key in FINAL_KEYS:
+        assert len(mlflow.get_metric_history(run.info.run_id, key)) == 1, key
+
+
+def test_a_failed_run_sends_the_points_its_spool_kept(tmp_path, tiny_data, monkeypatch):
+    """Metric batches spooled while the store did not take them (here: every batch) reach the run when
+    it fails, before it is marked FAILED."""
+
+    def store_not_taking_metrics(self, history):
+        entries = [Metric(k, float(v), 0, step) for step, values in history for k, v in values.items()]
+        metric_spool.append(self.spool, entries)
+
+    monkeypatch.setattr(runstore.RunLogger, "log_metric_history", store_not_taking_metrics)
+    monkeypatch.setattr(train_module, "build_criterion", nan_criterion(train_module.build_criterion))
+    cfg = load_config(write_run_config(tmp_path, tiny_data))
+    with pytest.raises(NonFiniteLossError):
+        train(cfg)
+    run = only_run(cfg)
+    assert run.info.status == "FAILED"
+    history = runstore.client(cfg.logging.mlflow_uri).get_metric_history(run.info.run_id, "train/loss")
+    assert sorted(m.step for m in history) == [1, 2]
+    assert not list(run_folder.run_dir(cfg).glob("metric_spool-*"))

@@ -114,6 +114,8 @@ def train(cfg: Config, resume: bool = False, stop_signals: tuple[int, ...] = PRE
         raise
     except BaseException as error:
         if logger:
+            with contextlib.suppress(Exception):  # points the store took late; else they stay in the folder
+                logger.flush_spool()
             logger.set_tags({"error": f"{type(error).__name__}: {error}"[:5000]})
             logger.set_status("FAILED")
             kept = f"; checkpoint kept in {out_dir}" if ckpt_path.exists() else ""
@@ -383,7 +385,10 @@ def _train_and_evaluate(cfg, splits, state, logger, info, device, out_dir, ckpt_
     unwrapped = model.module if info.world_size > 1 else model
     metrics = evaluate_model(unwrapped, valid_set, cfg, out_dir, logger) if valid_set is not None else {}
     metrics["train_time_s"] = train_seconds
-    logger.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+    # A run whose last job logged these but could not finish (its store failed at the status) is
+    # evaluated again: the metrics it already has are not logged a second time.
+    logged = logger.logged_metrics()
+    logger.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float)) and k not in logged})
     (out_dir / run_folder.METRICS).write_text(json.dumps(metrics, indent=2))
     logger.log_artifact(out_dir / run_folder.METRICS)
     return metrics

@@ -64,7 +64,12 @@ def record_queue_time(cfg: Config) -> float:
     started = job_start(submitted)
     if submitted is not None and runstore.QUEUE_TIME not in run.data.metrics:
         queued = max(0.0, started - submitted)
-        runstore.RunLogger(cfg.logging.mlflow_uri, run.info.run_id).log_metrics({runstore.QUEUE_TIME: queued})
+        spool = run_folder.metric_spool_path(
+            run_folder.run_dir(cfg), run.info.run_id
+        )  # sent by the run's start
+        runstore.RunLogger(cfg.logging.mlflow_uri, run.info.run_id, spool).log_metrics(
+            {runstore.QUEUE_TIME: queued}
+        )
     return started
 
 
