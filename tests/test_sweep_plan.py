@@ -4,6 +4,7 @@ runs, runs shared by identity, the store resolved once, a failed submission undo
 import socket
 
 import pytest
+import torch
 from conftest import write_run_config
 
 from ifrvis import run_folder, runstore
@@ -14,6 +15,7 @@ from ifrvis.launch.sweep import (
     FAILED,
     PENDING,
     RESUME,
+    check_resume_shape,
     expand,
     plan,
     run_sweep,
@@ -174,3 +176,21 @@ def test_repeated_set_flags_add_up():
     args = parser.parse_args(["--set", "data.root=X", "dataset=Y", "--set", "solver.max_iters=5"])
     assert args.overrides == ["data.root=X", "dataset=Y", "solver.max_iters=5"]
     assert parser.parse_args([]).overrides == []
+
+
+def test_a_resume_on_another_number_of_ranks_is_refused_before_anything_is_created(tmp_path, tiny_data):
+    """A checkpoint saved by one rank (its sampler's per-rank positions) cannot resume on two: the
+    sweep says so, naming both shapes, before it creates a run or submits a job; a bad profile too."""
+    sweep = expand([write_run_config(tmp_path, tiny_data)], range(1), "reshaped")
+    checkpoint = run_folder.checkpoint_path(sweep.cfgs[0])
+    checkpoint.parent.mkdir(parents=True)
+    torch.save({"iteration": 2, "sampler": [{"position": 4, "world_size": 1}]}, checkpoint)
+    slurm = {"profile": "local", "overrides": {"tasks_per_node": 2}}
+    with pytest.raises(UserError, match=r"was saved by 1 rank\(s\) and this launch runs it on 2 \(nodes x"):
+        run_sweep(sweep, executor="slurm", slurm=slurm)
+    with pytest.raises(UserError, match="Slurm profile 'nowhere': no file"):
+        run_sweep(sweep, executor="slurm", slurm={"profile": "nowhere"})
+    assert not runstore.store_exists(sweep.cfgs[0].logging.mlflow_uri) or not runstore.find_runs(
+        runstore.client(sweep.cfgs[0].logging.mlflow_uri), "ifrvis", sweep="reshaped"
+    )
+    check_resume_shape(sweep.cfgs[0], 1)  # the same shape resumes

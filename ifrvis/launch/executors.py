@@ -21,7 +21,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from tqdm import tqdm
@@ -122,21 +122,31 @@ def slurm_folder(sweep: str) -> Path:
     return Path(os.environ.get("IFRVIS_SLURM_LOGS", Path.cwd() / "slurm" / "logs")).resolve() / sweep
 
 
+@contextlib.contextmanager
+def profile_errors() -> Iterator[None]:
+    """A Slurm profile's errors (naming its file and key) as one-line SubmissionErrors."""
+    try:
+        yield
+    except (FileNotFoundError, KeyError, TypeError, ValueError) as error:
+        raise SubmissionError(f"Slurm profile: {error.args[0] if error.args else error}") from error
+
+
+def slurm_ranks(profile: str, overrides: dict) -> int:
+    """The ranks of one run under `profile` (nodes x tasks per node); a SubmissionError for a bad profile."""
+    from ifrvis.launch.slurm_profile import ranks_per_run
+
+    with profile_errors():
+        return ranks_per_run(profile, overrides)
+
+
 def submit_slurm(cfgs: Sequence[Config], sweep: str, profile: str, overrides: dict) -> list:
     """The job array, submitted; a SubmissionError in one line when Slurm refuses it or is not there."""
     from ifrvis.launch.slurm_profile import slurm_executor
 
     if shutil.which("sbatch") is None:
         raise SubmissionError("Slurm: sbatch is not on PATH (not a Slurm login node? try --executor local)")
-    try:
+    with profile_errors():
         executor = slurm_executor(slurm_folder(sweep) / "%j", profile, overrides)
-    except (
-        FileNotFoundError,
-        KeyError,
-        TypeError,
-        ValueError,
-    ) as error:  # the profile's, naming file and key
-        raise SubmissionError(f"Slurm profile: {error.args[0] if error.args else error}") from error
     executor.update_parameters(name=f"ifrvis-{sweep}")
     # submitit prints sbatch's stderr before raising it: the error below says it once.
     with contextlib.redirect_stderr(io.StringIO()):

@@ -67,6 +67,12 @@ def read_slurm_profile(name_or_path: str | Path, overrides: dict[str, Any] | Non
     return profile
 
 
+def ranks_per_run(name_or_path: str | Path, overrides: dict[str, Any] | None = None) -> int:
+    """How many training processes (ranks) a run of this profile has: nodes x tasks per node."""
+    profile = read_slurm_profile(name_or_path, overrides)
+    return (profile.get("nodes") or 1) * (profile.get("tasks_per_node") or 1)
+
+
 def load_slurm_profile(name_or_path: str | Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """submitit `AutoExecutor.update_parameters` keyword arguments for a profile (`max_num_timeout`
     excluded: see `slurm_executor`). Unset (null) values and `gpus_per_node: 0` are left out, so that

@@ -26,6 +26,8 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import torch
+
 from ifrvis import run_folder, runstore
 from ifrvis.config import Config, load_config, run_identity
 from ifrvis.engine.train import preflight
@@ -113,15 +115,32 @@ def classify(cfg: Config, swept_keys: Sequence[str] = ()) -> Spec:
     return spec
 
 
-def check_inputs(cfgs: Sequence[Config]) -> None:
+def check_inputs(cfgs: Sequence[Config], ranks: int = 1) -> None:
     """Each distinct data folder, class count and checkpoint of the sweep, checked as a run checks
-    them (`preflight`), so that a wrong path fails the sweep before any run or job exists."""
+    them (`preflight`), and each run to resume against the `ranks` it would resume on, so that a wrong
+    path or shape fails the sweep before any run or job exists."""
     seen = set()
     for cfg in cfgs:
         key = (repr(cfg.data), cfg.model.num_classes, cfg.model.weights, cfg.model.backbone)
         if key not in seen:
             seen.add(key)
             preflight(cfg)
+        check_resume_shape(cfg, ranks)
+
+
+def check_resume_shape(cfg: Config, ranks: int) -> None:
+    """A run with a checkpoint resumes only on as many ranks as saved it (its sampler's position is per
+    rank): a UserError naming both shapes, before submission rather than inside the job."""
+    path = run_folder.checkpoint_path(cfg)
+    if not path.exists():
+        return
+    saved = len(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["sampler"])
+    if saved != ranks:
+        raise UserError(
+            f"{runstore.run_name(cfg)}: its checkpoint {path} was saved by {saved} rank(s) and this"
+            f" launch runs it on {ranks} (nodes x tasks per node): resume it on {saved}, or move its"
+            " folder away to start it afresh"
+        )
 
 
 def plan(sweep: Sweep, retry_failed: bool = False, create: bool = True) -> list[Spec]:
@@ -162,7 +181,8 @@ def run_sweep(
 ) -> int:
     """Check the inputs, plan, launch what is missing on `executor` (local | slurm | ray), print the
     summary; 0 when every run finished. `slurm`: {profile, overrides}; `ray`: {address, gpus}."""
-    check_inputs(sweep.cfgs)
+    slurm = slurm or {}
+    check_inputs(sweep.cfgs, ranks_of(executor, slurm))
     specs = plan(sweep, retry_failed, create=not dry_run)
     counts = {state: sum(s.state == state for s in specs) for state in (DONE, RESUME, FAILED, PENDING)}
     keys = f" over {', '.join(sweep.swept_keys)}" if sweep.swept_keys else ""
@@ -179,9 +199,7 @@ def run_sweep(
         parent.delete_tag(runstore.SUBMISSION_ERROR_TAG)
         parent.set_status(runstore.RUNNING)
         try:
-            errors = _execute(
-                launch, sweep.name, executor, min(max_parallel, len(launch)), slurm or {}, ray or {}
-            )
+            errors = _execute(launch, sweep.name, executor, min(max_parallel, len(launch)), slurm, ray or {})
         except UserError as error:  # nothing was submitted
             _undo_plan(specs, parent, f"submission failed: {error}")
             raise
@@ -198,6 +216,17 @@ def run_sweep(
     if failed:
         print(f"{len(failed)} run(s) failed; fix and re-run with --retry-failed", file=sys.stderr)
     return 0 if done else 1
+
+
+def ranks_of(executor: str, slurm: Mapping) -> int:
+    """How many ranks each run of a sweep gets: the Slurm profile's nodes x tasks per node, else 1."""
+    from ifrvis.launch import executors
+
+    return (
+        executors.slurm_ranks(slurm.get("profile", "local"), slurm.get("overrides", {}))
+        if executor == "slurm"
+        else 1
+    )
 
 
 def _execute(specs: Sequence[Spec], sweep: str, executor: str, max_parallel: int, slurm, ray) -> list[str]:
