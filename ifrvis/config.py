@@ -138,6 +138,9 @@ class SolverConfig:
     # AdamW's fused kernel: one call over all parameters, the same update up to float rounding (on the
     # CPU several times faster than the per-parameter loop torch uses by default there).
     fused_optimizer: bool = False
+    # Clips each rank computes at once; the rank's share of `batch_size` is then taken in
+    # share / batch_per_gpu accumulated micro-batches. 0: the whole share at once.
+    batch_per_gpu: int = 0
 
 
 @dataclass
@@ -188,8 +191,11 @@ class Config:
 # Keys that do not change what a run computes: labels (name, dataset), the seed (part of the identity
 # on its own), where it runs and where it logs. Left out of the semantic hash.
 # Keys that change no computation: not in a run's identity. `model.partial_weights` only guards the start.
+# How the total batch is split into ranks and micro-batches does not change a step's gradients (as the
+# world size, which the launch decides, does not): solver.batch_per_gpu is no part of a run's identity.
 NON_SEMANTIC_KEYS = (
     "name", "dataset", "seed", "device", "threads", "data.num_workers", "logging", "model.partial_weights",
+    "solver.batch_per_gpu",
 )  # fmt: skip
 
 
@@ -332,6 +338,10 @@ def check_config(cfg: Config, source: str = "config") -> Config:
         problems.append(f"inference.clip_frames must be >= 1, got {cfg.inference.clip_frames}")
     if cfg.inference.mode == "tta" and not cfg.inference.tta_short_sides:
         problems.append("inference.mode 'tta' needs inference.tta_short_sides")
+    if cfg.solver.batch_per_gpu < 0:
+        problems.append(
+            f"solver.batch_per_gpu must be >= 0 (0: a rank's whole share), got {cfg.solver.batch_per_gpu}"
+        )
     if cfg.loss.class_loss == "softmax" and cfg.loss.matcher_class_cost == "focal":
         problems.append("loss.matcher_class_cost 'focal' needs loss.class_loss 'focal'")
     if problems:

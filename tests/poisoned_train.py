@@ -20,8 +20,8 @@ def nan_criterion(build_criterion):
         calls = {"n": 0}
         original = criterion.forward
 
-        def forward(outputs, targets):
-            losses = original(outputs, targets)
+        def forward(outputs, targets, norm=None):
+            losses = original(outputs, targets, norm)
             if calls["n"] == NAN_ITERATION:
                 losses["loss_dice"] = losses["loss_dice"] * float("nan")
             calls["n"] += 1

@@ -71,6 +71,7 @@ def test_a_run_is_logged_to_mlflow_with_tags_params_metrics_artifacts(tmp_path, 
     assert tags["seed"] == "1" and tags["config"] == cfg.name and tags["sweep"] == "unit"
     assert tags["run_identity"] == run_identity(cfg) and tags["git_commit"]
     expected_params = {k: str(v) for k, v in flatten(to_dict(cfg)).items()}
+    expected_params |= {"train.batch_per_gpu": "2", "train.accumulation_steps": "1"}  # the batch's split
     assert run.data.params == expected_params
     for key in (*FINAL_KEYS, "APs", "AR100", "AP_cat/disc"):
         assert key in run.data.metrics, key

@@ -278,15 +278,13 @@ def _train_and_evaluate(cfg, splits, state, logger, info, device, out_dir, ckpt_
             print(f"resumed from iteration {start_iter} ({ckpt_path})", file=sys.stderr, flush=True)
     if info.world_size > 1:
         model = torch.nn.parallel.DistributedDataParallel(model)
-    per_rank = cfg.solver.batch_size // info.world_size
-    if per_rank * info.world_size != cfg.solver.batch_size:
-        raise ValueError(
-            f"solver.batch_size {cfg.solver.batch_size} is not divisible by {info.world_size} ranks"
-        )
+    micro, accumulation = split_batch(cfg.solver.batch_size, info.world_size, cfg.solver.batch_per_gpu)
+    if logger:
+        logger.log_params({"train.batch_per_gpu": micro, "train.accumulation_steps": accumulation})
     dataset = ClipDataset(train_set, cfg.data, train=True, seed=cfg.seed)
     sampler = TrainSampler(len(dataset), seed=cfg.seed, rank=info.rank, world_size=info.world_size)
     landscape = landscape_items(train_set) if cfg.data.aspect_grouping else None
-    batch_sampler = ClipBatches(sampler, per_rank, landscape)
+    batch_sampler = ClipBatches(sampler, micro, landscape)
     if state is not None:  # before the loader starts: its workers draw batches at once
         batch_sampler.load_state_dict(state["sampler"][info.rank])
     # The loader draws its base seed from torch's generator when it starts: start it before restoring
@@ -298,9 +296,9 @@ def _train_and_evaluate(cfg, splits, state, logger, info, device, out_dir, ckpt_
     metrics_buffer: list[tuple[int, dict[str, float]]] = []
 
     def checkpoint(iteration: int) -> None:
-        # Every iteration consumes one batch, so the state follows from the iteration (the loader's
-        # prefetching runs the live sampler ahead of what training has consumed).
-        samplers = gather(batch_sampler.state_dict(batches=iteration), info)
+        # Every iteration consumes `accumulation` batches, so the state follows from the iteration (the
+        # loader's prefetching runs the live sampler ahead of what training has consumed).
+        samplers = gather(batch_sampler.state_dict(batches=iteration * accumulation), info)
         rngs = gather(rng_state(), info)
         if not info.is_main:
             return
@@ -338,19 +336,14 @@ def _train_and_evaluate(cfg, splits, state, logger, info, device, out_dir, ckpt_
     prior_seconds = state["train_time_s"] if state else 0.0
     amp_dtype = _amp_dtype(cfg, device)
     for iteration in bar:
-        images, targets = next(batches)
-        images = images.to(device, non_blocking=True)
-        targets = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
-        with autocast(amp_dtype, device):
-            outputs = model(images)
-            losses = criterion(outputs, targets)
+        optimizer.zero_grad(set_to_none=True)
+        micro_batches = [to_device(next(batches), device) for _ in range(accumulation)]
+        losses = accumulate_gradients(model, criterion, micro_batches, scaler, amp_dtype)
         bad, signum = agree_to_stop(nonfinite_term(losses), flag.received, info, device)
-        if bad:
+        if bad:  # before the optimizer step: the weights stay those of the last good iteration
             where = "".join(f" on rank {r}" for r, _ in bad) if info.world_size > 1 else ""
             raise NonFiniteLossError(f"loss term {bad[0][1]} at iteration {iteration}{where}")
         loss = sum(losses.values())
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
         done = iteration + 1
         log_step = done % cfg.logging.log_every == 0 or done == cfg.solver.max_iters
         if cfg.solver.clip_grad_norm > 0 or log_step:
@@ -392,6 +385,54 @@ def _train_and_evaluate(cfg, splits, state, logger, info, device, out_dir, ckpt_
     (out_dir / run_folder.METRICS).write_text(json.dumps(metrics, indent=2))
     logger.log_artifact(out_dir / run_folder.METRICS)
     return metrics
+
+
+def split_batch(batch_size: int, world_size: int, batch_per_gpu: int = 0) -> tuple[int, int]:
+    """(clips a rank computes at once, micro-batches it accumulates per step) for `batch_size` clips
+    per step on `world_size` ranks; `batch_per_gpu` 0: a rank's whole share at once. ConfigError when
+    the total cannot be split so."""
+    share, left = divmod(batch_size, world_size)
+    if left or share == 0:
+        raise ConfigError(
+            f"solver.batch_size = {batch_size} clips cannot be shared equally by {world_size} ranks: give a"
+            f" multiple of {world_size}, or run on a number of ranks that divides it"
+        )
+    micro = batch_per_gpu or share
+    if share % micro:
+        raise ConfigError(
+            f"solver.batch_per_gpu = {batch_per_gpu} does not divide a rank's share of solver.batch_size"
+            f" ({batch_size} clips / {world_size} ranks = {share})"
+        )
+    return micro, share // micro
+
+
+def to_device(
+    batch: tuple[torch.Tensor, list[dict]], device: torch.device
+) -> tuple[torch.Tensor, list[dict]]:
+    images, targets = batch
+    targets = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
+    return images.to(device, non_blocking=True), targets
+
+
+def accumulate_gradients(model, criterion, micro_batches, scaler, amp_dtype) -> dict[str, torch.Tensor]:
+    """Forward and backward of one step's micro-batches, their gradients summed in `.grad`; the step's
+    loss terms (summed over micro-batches, detached) returned. Every micro-batch's terms are divided by
+    the whole step's instance count (`criterion.normaliser`, averaged over ranks as Mask2Former's
+    num_masks), so that k micro-batches of b clips give the gradients of one batch of k x b.
+    `micro_batches`: [(images (B, T, 3, H, W), B target dicts)]."""
+    device = micro_batches[0][0].device
+    norm = criterion.normaliser([t for _, targets in micro_batches for t in targets], device)
+    total: dict[str, torch.Tensor] = {}
+    for index, (images, targets) in enumerate(micro_batches):
+        last = index == len(micro_batches) - 1
+        # DDP all-reduces the gradients once, after the last micro-batch's backward.
+        with contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync():
+            with autocast(amp_dtype, device):
+                losses = criterion(model(images), targets, norm=norm)
+            scaler.scale(sum(losses.values())).backward()
+        for key, value in losses.items():
+            total[key] = total[key] + value.detach() if key in total else value.detach()
+    return total
 
 
 def _load_initial_weights(model, cfg: Config, out_dir: Path, logger: runstore.RunLogger | None) -> None:

@@ -30,7 +30,7 @@ import torch
 
 from ifrvis import run_folder, runstore
 from ifrvis.config import Config, load_config, run_identity
-from ifrvis.engine.train import preflight
+from ifrvis.engine.train import preflight, split_batch
 from ifrvis.errors import UserError
 
 # What a spec's MLflow run and checkpoint say about it.
@@ -125,6 +125,7 @@ def check_inputs(cfgs: Sequence[Config], ranks: int = 1) -> None:
         if key not in seen:
             seen.add(key)
             preflight(cfg)
+        split_batch(cfg.solver.batch_size, ranks, cfg.solver.batch_per_gpu)  # a batch the ranks cannot share
         check_resume_shape(cfg, ranks)
 
 

@@ -113,17 +113,23 @@ class SetCriterion(nn.Module):
         self.num_logits = class_logit_count(num_classes, cfg.class_loss)
         self.matcher = HungarianMatcher(cfg)
 
-    def forward(self, outputs: dict, targets: list[dict]) -> dict[str, Tensor]:
+    def normaliser(self, targets: list[dict], device: torch.device) -> float:
+        """What every term is divided by: the ground-truth instances of the whole step (all of its
+        micro-batches, averaged over ranks: Mask2Former's num_masks)."""
+        return num_instances([present_targets(t) for t in targets], device)
+
+    def forward(self, outputs: dict, targets: list[dict], norm: float | None = None) -> dict[str, Tensor]:
         """`outputs`: `pred_logits (B, Q, K)` (focal) or `(B, Q, K + 1)` (softmax), `pred_masks
         (B, Q, T, h, w)`, optional
         `pred_cross_masks (B, Q, T, T, h, w)` and `aux_outputs`; `targets`: B dicts with
         `labels (M,)` (K: "no object", whose masks are still targets), `masks (M, T, H, W) bool`,
-        `present (M, T)`."""
+        `present (M, T)`. `norm`: the step's `normaliser` when `targets` are one of its micro-batches
+        (default: these targets')."""
         device = outputs["pred_logits"].device
         # Loss arithmetic in float32 even when the model runs under autocast.
         with torch.autocast(device_type=device.type, enabled=False):
             targets = [present_targets(t) for t in targets]
-            norm = num_instances(targets, device)
+            norm = num_instances(targets, device) if norm is None else norm
             batch = BatchTargets.of(targets, device)
             losses = self.layer_losses(outputs, targets, batch, norm)
             if self.cfg.deep_supervision:
