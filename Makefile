@@ -114,6 +114,10 @@ endif
 PILOT_BUDGETS := 800 1600 3200 6400
 # The pilot's budget, registered in benchmarks/README.md before the main runs.
 CONSISTENCY_ITERS ?= 800
+# A part on a machine without the earlier parts' run store: CONSISTENCY_FROM=4 starts at seed 4, and
+# CONSISTENCY_PRIOR="--prior benchmarks/results/consistency2/consistency_runs.csv" joins their rows.
+CONSISTENCY_FROM ?= 0
+CONSISTENCY_PRIOR ?=
 CONSISTENCY2_ARMS := experiments/configs/synthetic_tiny.yaml experiments/configs/synthetic_tiny_warm.yaml \
     experiments/configs/synthetic_tiny_mask2former_focal.yaml experiments/configs/synthetic_tiny_mask2former.yaml
 CONSISTENCY2_SET = --set solver.max_iters=$(CONSISTENCY_ITERS) "solver.steps=[$$(($(CONSISTENCY_ITERS) * 4 / 5))]"
@@ -127,13 +131,13 @@ consistency-pilot: data mlflow-init
 
 consistency2: data-crossing mlflow-init
 	@test -n "$(CONSISTENCY_ITERS)" || { echo "make consistency2: CONSISTENCY_ITERS is not set: run make consistency-pilot and register its budget (benchmarks/README.md)" >&2; exit 2; }
-	for seeds in $$(seq 2 2 $(CONSISTENCY_SEEDS)); do \
-	  $(PY) experiments/run_seeds.py $(CONSISTENCY2_ARMS) --seeds $$seeds --executor $(EXECUTOR) \
+	for first in $$(seq $(CONSISTENCY_FROM) 2 $$(($(CONSISTENCY_SEEDS) - 1))); do \
+	  $(PY) experiments/run_seeds.py $(CONSISTENCY2_ARMS) --first-seed $$first --seeds 2 --executor $(EXECUTOR) \
 	    --sweep consistency2 $(CONSISTENCY2_SET) || exit 1; \
-	  $(PY) experiments/run_seeds.py $(CONSISTENCY2_ARMS) --seeds $$seeds --executor $(EXECUTOR) \
+	  $(PY) experiments/run_seeds.py $(CONSISTENCY2_ARMS) --first-seed $$first --seeds 2 --executor $(EXECUTOR) \
 	    --sweep consistency2-crossing $(CROSSING) $(CONSISTENCY2_SET) || exit 1; \
 	done
-	$(PY) benchmarks/consistency.py consistency2 consistency2-crossing --out results/consistency2
+	$(PY) benchmarks/consistency.py consistency2 consistency2-crossing $(CONSISTENCY_PRIOR) --out results/consistency2
 
 # The same beside a 3x longer clip stage (2400 iterations, lr x0.1 at 80 % as at 800): an exploratory study
 # of the tiny runs' budget, outside the pre-registered protocol (benchmarks/README.md, "Consistency"); the

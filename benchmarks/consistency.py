@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import io
 import json
 import sys
 from collections import Counter
@@ -363,7 +364,7 @@ def grad_figure(rows: pd.DataFrame, histories: dict[str, pd.DataFrame], path: Pa
     fig, axes = plt.subplots(1, max(len(groups), 1), figsize=(5 * max(len(groups), 1), 3.5), squeeze=False)
     for ax, (key, group) in zip(axes[0], groups):
         for block in IFR_BLOCKS:
-            curves = [histories[r][block] for r in group["run_id"] if block in histories[r]]
+            curves = [histories[r][block] for r in group["run_id"] if block in histories.get(r, {})]
             if curves:
                 mean = pd.concat(curves, axis=1).mean(axis=1)
                 ax.plot(mean.index, mean.values, label=block)
@@ -418,21 +419,43 @@ def keep_results(rows: pd.DataFrame, folder: Path) -> None:
         (folder / name).write_bytes(gzip.compress(results, mtime=0))  # mtime 0: the same file on a rerun
 
 
+def with_prior(rows: pd.DataFrame, prior: list[Path]) -> pd.DataFrame:
+    """`rows` (this store's runs, their results kept already) and the per-run CSVs of earlier parts of the
+    experiment (run where no store outlived them), each identity once, this store's row first; read back
+    through one CSV so that every column has one type."""
+    frames = [rows.drop(columns="run_dir", errors="ignore"), *(pd.read_csv(path) for path in prior)]
+    merged = pd.concat(frames, ignore_index=True).drop_duplicates("run_identity")
+    return pd.read_csv(io.StringIO(merged.to_csv(index=False)))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("sweeps", nargs="+")
     parser.add_argument("--out", type=Path, default=Path("results/consistency"))
+    parser.add_argument(
+        "--prior", type=Path, nargs="*", default=[], help="per-run CSVs of the experiment's earlier parts"
+    )
+    parser.add_argument(
+        "--interim", action="store_true", help="runs so far: rows, results and tables, no tests"
+    )
     args = parser.parse_args(argv)
     rows, histories = run_rows(args.sweeps, runstore.resolve_uri())
-    if rows.empty:
+    if rows.empty and not args.prior:
         print(f"no finished runs in sweeps {args.sweeps}", file=sys.stderr)
         return 1
     args.out.mkdir(parents=True, exist_ok=True)
-    compared = comparisons(rows)
-    table = summary_table(rows) + "\n\n" + comparison_text(compared)
+    if not rows.empty:
+        keep_results(rows, args.out / "results")
+    rows = with_prior(rows, args.prior) if args.prior else rows.drop(columns="run_dir")
+    compared = comparisons(rows) if not args.interim else pd.DataFrame()
+    tests = (
+        f"Interim: {len(rows)} finished runs; the protocol's tests run when every cell has its seeds."
+        if args.interim
+        else comparison_text(compared)
+    )
+    table = summary_table(rows) + "\n\n" + tests
     (args.out / "consistency.md").write_text(table + "\n")
-    rows.drop(columns="run_dir").to_csv(args.out / "consistency_runs.csv", index=False)
-    keep_results(rows, args.out / "results")
+    rows.to_csv(args.out / "consistency_runs.csv", index=False)
     compared.to_csv(args.out / "consistency_comparisons.csv", index=False)
     grad_figure(rows, histories, args.out / "grad_norms.png")
     threshold_figure(rows, args.out / "thresholds.png")

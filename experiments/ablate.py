@@ -18,7 +18,7 @@ sys.path.insert(0, str(ROOT))  # the project root, for `analysis`
 
 from analysis.figures import make_figure  # noqa: E402
 from ifrvis.cli import script_main  # noqa: E402
-from ifrvis.launch.arguments import add_sweep_arguments, run_from_arguments  # noqa: E402
+from ifrvis.launch.arguments import add_sweep_arguments, run_from_arguments, seed_range  # noqa: E402
 from ifrvis.launch.sweep import expand  # noqa: E402
 
 CONFIGS = ROOT / "experiments" / "configs"
@@ -40,7 +40,7 @@ def run_ablation(args: argparse.Namespace, key: str, values: list[str], default_
     """Sweep `key` over `values` x seeds on the chosen config, then draw the metrics against it."""
     name = args.sweep or (default_sweep if args.profile == "tiny" else f"{default_sweep}_paper")
     sweep = expand(
-        [args.config or PROFILES[args.profile]], range(args.seeds), name, args.overrides, {key: values}
+        [args.config or PROFILES[args.profile]], seed_range(args), name, args.overrides, {key: values}
     )
     status = run_from_arguments(sweep, args)
     if not args.dry_run and not args.no_figure:

@@ -8,7 +8,7 @@ import argparse
 import sys
 
 from ifrvis.cli import script_main
-from ifrvis.launch.arguments import add_sweep_arguments, run_from_arguments
+from ifrvis.launch.arguments import add_sweep_arguments, run_from_arguments, seed_range
 from ifrvis.launch.sweep import expand
 
 
@@ -17,7 +17,7 @@ def main(argv=None) -> int:
     parser.add_argument("configs", nargs="+", help="YAML configs, one row of the table each")
     add_sweep_arguments(parser)
     args = parser.parse_args(argv)
-    sweep = expand(args.configs, range(args.seeds), args.sweep or "seeds", args.overrides)
+    sweep = expand(args.configs, seed_range(args), args.sweep or "seeds", args.overrides)
     return run_from_arguments(sweep, args)
 
 

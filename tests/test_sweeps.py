@@ -158,6 +158,21 @@ def test_the_consistency_benchmark_reads_a_sweeps_runs(local_sweep, tmp_path):
     assert len(kept) == 2 and "run_dir" not in rows  # results committed, no machine's paths
     assert json.loads(gzip.decompress(kept[0].read_bytes()))[0]["video_id"] >= 0
 
+    # A later part of an experiment on another machine: the earlier part's committed rows join this
+    # store's runs, each identity once ("t" holds the same two runs here), or stand alone, untouched.
+    prior = tmp_path / "consistency_runs.csv"
+    for sweeps, out in ((["t"], tmp_path / "merged"), (["none"], tmp_path / "prior-only")):
+        command = [sys.executable, str(script), *sweeps, "--prior", str(prior), "--interim", f"--out={out}"]
+        done = subprocess.run(
+            command, capture_output=True, text=True, cwd=ROOT, timeout=600,
+            env={**os.environ, "MLFLOW_TRACKING_URI": uri},
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        again = pd.read_csv(out / "consistency_runs.csv")
+        assert sorted(again["run_identity"]) == sorted(rows["run_identity"])
+        assert "Interim: 2 finished runs" in (out / "consistency.md").read_text()
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "prior-only" / "consistency_runs.csv"), rows)
+
 
 @pytest.fixture(scope="module")
 def consistency():

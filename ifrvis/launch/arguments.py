@@ -28,9 +28,23 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
+
+
 def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--seeds", type=positive_int, default=5, help="independent seeds per configuration (0..N-1)"
+    )
+    parser.add_argument(
+        "--first-seed",
+        type=non_negative_int,
+        default=0,
+        help="seeds FIRST..FIRST+N-1: a later part of an experiment whose earlier seeds ran elsewhere",
     )
     parser.add_argument("--executor", choices=("local", "slurm", "ray"), default="local")
     parser.add_argument("--sweep", help="sweep name (MLflow tag and parent run)")
@@ -58,6 +72,11 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
     ray = parser.add_argument_group("ray")
     ray.add_argument("--ray-address", default="", help="an existing Ray cluster (default: a local Ray)")
     ray.add_argument("--gpus-per-run", type=float, default=0.0)
+
+
+def seed_range(args: argparse.Namespace) -> range:
+    """The seeds of `--first-seed` and `--seeds`."""
+    return range(args.first_seed, args.first_seed + args.seeds)
 
 
 def slurm_overrides(args: argparse.Namespace) -> dict:
