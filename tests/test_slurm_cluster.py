@@ -7,6 +7,7 @@ real trainer in test_sweeps.py (USR2, and `scontrol requeue`'s SIGTERM).
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import subprocess
@@ -16,7 +17,8 @@ from pathlib import Path
 import pytest
 import submitit
 
-from ifrvis.launch.slurm_profile import load_slurm_profile, slurm_executor
+from ifrvis.launch.arguments import add_sweep_arguments, slurm_overrides
+from ifrvis.launch.slurm_profile import load_slurm_profile, ranks_per_run, read_slurm_profile, slurm_executor
 
 TESTS_DIR = Path(__file__).resolve().parent
 
@@ -131,6 +133,32 @@ def test_profile_errors_name_the_file_and_key(tmp_path):
     bad.write_text("partition: debug\n")
     with pytest.raises(KeyError, match="missing key"):
         load_slurm_profile(bad)
+
+
+@pytest.mark.parametrize(
+    "flags, ranks",
+    [
+        ([], 8),  # the paper's node of 8 GPUs
+        (["--gpus-per-node", "4", "--nodes", "2"], 8),  # 2 nodes x 4 GPUs: one task per GPU
+        (["--gpus-per-node", "2", "--nodes", "4", "--cpus-per-task", "4", "--mem", "96"], 8),
+        (["--gpus-per-node", "1"], 1),
+    ],
+)
+def test_any_cluster_shape_from_the_command_line(flags, ranks):
+    parser = argparse.ArgumentParser()
+    add_sweep_arguments(parser)
+    overrides = slurm_overrides(parser.parse_args(["--slurm-profile", "paper", *flags]))
+    profile = read_slurm_profile("paper", overrides)
+    assert profile["tasks_per_node"] == profile["gpus_per_node"]
+    assert ranks_per_run("paper", overrides) == ranks
+
+
+def test_a_profile_with_a_task_count_other_than_its_gpus_is_refused():
+    with pytest.raises(
+        ValueError, match="tasks_per_node = 8 with gpus_per_node = 4: a run has one task per GPU"
+    ):
+        read_slurm_profile("paper", {"gpus_per_node": 4, "tasks_per_node": 8})
+    assert read_slurm_profile("local", {"tasks_per_node": 2})["tasks_per_node"] == 2  # CPUs: gloo ranks
 
 
 @needs_slurm

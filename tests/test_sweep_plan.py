@@ -1,6 +1,7 @@
 """Sweep planning against a real MLflow store: identities, grids, the parent run, states, no duplicate
 runs, runs shared by identity, the store resolved once, a failed submission undone."""
 
+import os
 import socket
 
 import pytest
@@ -194,3 +195,23 @@ def test_a_resume_on_another_number_of_ranks_is_refused_before_anything_is_creat
         runstore.client(sweep.cfgs[0].logging.mlflow_uri), "ifrvis", sweep="reshaped"
     )
     check_resume_shape(sweep.cfgs[0], 1)  # the same shape resumes
+
+
+def test_a_cluster_shape_with_more_tasks_than_gpus_is_one_line_before_anything_exists(tmp_path, tiny_data):
+    """Ranks 4-7 of `--gpus-per-node 4` with the paper profile's 8 tasks once died in the job on an
+    invalid device ordinal; the launcher now refuses the shape, exit 2, no store or run made."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    store = tmp_path / "mlflow.db"
+    config = write_run_config(tmp_path, tiny_data)
+    shape = ["--executor=slurm", "--slurm-profile=paper", "--gpus-per-node=4", "--tasks-per-node=8"]
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "experiments" / "run_seeds.py"), str(config), *shape],
+        capture_output=True, text=True, env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{store}"},
+    )  # fmt: skip
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "tasks_per_node = 8 with gpus_per_node = 4: a run has one task per GPU" in done.stderr
+    assert not store.exists()

@@ -13,7 +13,9 @@ SLURM_FLAGS = {
     "partition": str,
     "account": str,
     "time_min": int,
-    "gpus_per_node": int,
+    "nodes": int,
+    "gpus_per_node": int,  # and as many tasks per node: one rank per GPU
+    "tasks_per_node": int,  # ranks per node without GPUs (gloo on CPUs)
     "cpus_per_task": int,
     "mem_gb": float,
     "array_parallelism": int,
@@ -68,7 +70,8 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
     slurm = parser.add_argument_group("slurm (submitit): a profile, then these overrides of its keys")
     slurm.add_argument("--slurm-profile", default="local", help="slurm/profiles/<name>.yaml or a path")
     for flag, kind in SLURM_FLAGS.items():
-        slurm.add_argument(f"--{flag.replace('_', '-')}", dest=f"slurm_{flag}", type=kind)
+        names = [f"--{flag.replace('_', '-')}", *(["--mem"] if flag == "mem_gb" else [])]
+        slurm.add_argument(*names, dest=f"slurm_{flag}", type=kind)
     ray = parser.add_argument_group("ray")
     ray.add_argument("--ray-address", default="", help="an existing Ray cluster (default: a local Ray)")
     ray.add_argument("--gpus-per-run", type=float, default=0.0)
@@ -82,7 +85,10 @@ def seed_range(args: argparse.Namespace) -> range:
 def slurm_overrides(args: argparse.Namespace) -> dict:
     """The Slurm profile keys given on the command line."""
     values = {key: getattr(args, f"slurm_{key}") for key in SLURM_FLAGS}
-    return {key: value for key, value in values.items() if value is not None}
+    overrides = {key: value for key, value in values.items() if value is not None}
+    if overrides.get("gpus_per_node") and "tasks_per_node" not in overrides:
+        overrides["tasks_per_node"] = overrides["gpus_per_node"]  # one rank per GPU
+    return overrides
 
 
 def run_from_arguments(sweep: Sweep, args: argparse.Namespace) -> int:

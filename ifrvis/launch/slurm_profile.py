@@ -64,6 +64,12 @@ def read_slurm_profile(name_or_path: str | Path, overrides: dict[str, Any] | Non
         raise KeyError(f"{path}: missing key(s) {', '.join(missing)}")
     for key, value in profile.items():
         _check_value(key, value, path)
+    gpus, tasks = profile.get("gpus_per_node") or 0, profile.get("tasks_per_node") or 1
+    if gpus and tasks != gpus:
+        raise ValueError(
+            f"{path}: tasks_per_node = {tasks} with gpus_per_node = {gpus}: a run has one task per GPU"
+            " (set them equal; --gpus-per-node sets both)"
+        )
     return profile
 
 
