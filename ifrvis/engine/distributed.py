@@ -9,6 +9,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from ifrvis.errors import UserError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -38,8 +40,42 @@ def resolve_device(name: str, info: DistInfo | None = None) -> torch.device:
     if name == "cuda":
         local_rank = int(os.environ.get("LOCAL_RANK", "0")) if info is None else info.local_rank
         torch.cuda.set_device(local_rank)
+        check_cuda_build(local_rank)
         return torch.device("cuda", local_rank)
     return torch.device(name)
+
+
+def build_covers(capability: tuple[int, int], arch_list: list[str]) -> bool:
+    """Whether a torch build compiled for `arch_list` (torch.cuda.get_arch_list(): 'sm_80',
+    'compute_90', ...) runs on a GPU of compute `capability`: a kernel binary for the same major version
+    and a minor no higher, or PTX for a capability no higher, which the driver compiles. An empty list
+    (a build that does not say) is taken to cover it."""
+    if not arch_list:
+        return True
+    major, minor = capability
+    for arch in arch_list:
+        kind, _, number = arch.partition("_")
+        if not number.isdigit():
+            continue
+        arch_major, arch_minor = int(number[:-1]), int(number[-1])
+        if kind == "sm" and arch_major == major and arch_minor <= minor:
+            return True
+        if kind == "compute" and (arch_major, arch_minor) <= (major, minor):
+            return True
+    return False
+
+
+def check_cuda_build(index: int) -> None:
+    """One line, before any kernel fails, when this torch build has no kernels for GPU `index`."""
+    capability = torch.cuda.get_device_capability(index)
+    arch_list = torch.cuda.get_arch_list()
+    if not build_covers(capability, arch_list):
+        name, (major, minor) = torch.cuda.get_device_name(index), capability
+        raise UserError(
+            f"GPU {index} ({name}, compute capability {major}.{minor})"
+            f" is not served by this torch build ({torch.__version__}, CUDA {torch.version.cuda}, built for"
+            f" {' '.join(arch_list)}): install a build for it (README, 'GPUs and torch builds')"
+        )
 
 
 def cleanup(info: DistInfo) -> None:
