@@ -167,6 +167,9 @@ class LoggingConfig:
     log_every: int = 20
     checkpoint_every: int = 200
     eval_every: int = 0  # > 0: also validate every N iterations (metrics val/AP ...); 0: only at the end
+    # How long ranks wait for each other in a collective (torch's default: 10 min for NCCL): above the
+    # longest validation, which rank 0 runs while the others wait for the next step's all-reduce.
+    collective_timeout_min: float = 120.0
     visualize: bool = True
     progress: bool = True
 

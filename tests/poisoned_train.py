@@ -1,9 +1,11 @@
 """A trainer whose loss turns NaN at one iteration: `nan_criterion` for in-process tests, and, run as
 `python -m torch.distributed.run ... tests/poisoned_train.py CONFIG`, `ifrvis train` with the NaN on
-rank 1 only."""
+rank 1 only; with IFRVIS_TEST_SLOW_VALIDATION_S set, one whose periodic validation takes that long
+instead."""
 
 import os
 import sys
+import time
 
 from ifrvis.cli import script_main
 from ifrvis.commands import train as train_command
@@ -33,7 +35,20 @@ def nan_criterion(build_criterion):
     return build
 
 
+def slow_validation(validation_metrics, seconds: float):
+    """`_validation_metrics` that takes `seconds` longer: the periodic validation of a large set."""
+
+    def validate(*args, **kwargs):
+        time.sleep(seconds)
+        return validation_metrics(*args, **kwargs)
+
+    return validate
+
+
 if __name__ == "__main__":
-    if os.environ.get("RANK") == "1":
+    slow = os.environ.get("IFRVIS_TEST_SLOW_VALIDATION_S")
+    if slow:  # rank 0 validates (logging.eval_every) while rank 1 waits in the next all-reduce
+        train_module._validation_metrics = slow_validation(train_module._validation_metrics, float(slow))
+    elif os.environ.get("RANK") == "1":
         train_module.build_criterion = nan_criterion(train_module.build_criterion)
     sys.exit(script_main(train_command.main, "ifrvis train"))

@@ -290,6 +290,31 @@ def test_a_nan_loss_on_one_ddp_rank_stops_every_rank_with_its_name(tmp_path, tin
     assert "'loss_dice' is nan at iteration 3 on rank 1" in run.data.tags["error"], run.data.tags["error"]
 
 
+def test_a_validation_longer_than_the_collective_timeout_is_what_the_timeout_setting_covers(
+    tmp_path, tiny_data
+):
+    """Rank 0 validates (`logging.eval_every`) while rank 1 waits in the next all-reduce: a validation
+    of 8 s kills a job whose collectives wait 3 s (torch's own default is 10 min for NCCL, shorter
+    than a YouTube-VIS validation), and passes under `logging.collective_timeout_min` above it."""
+    outcomes = []
+    for name, timeout_min in (("short", 0.05), ("long", 1.0)):
+        config = write_run_config(tmp_path / name, tiny_data, max_iters=4)
+        overrides = ["logging.eval_every=2", f"logging.collective_timeout_min={timeout_min}"]
+        result = subprocess.run(
+            torchrun(str(ROOT / "tests" / "poisoned_train.py"), str(config), *overrides),
+            capture_output=True,
+            text=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1", "IFRVIS_TEST_SLOW_VALIDATION_S": "8"},
+            timeout=300,
+        )
+        outcomes.append(result.returncode)
+        if name == "long":
+            assert result.returncode == 0, result.stderr[-3000:]
+            run = only_run(load_config(config, overrides))
+            assert run.info.status == "FINISHED" and "val/AP" in run.data.metrics
+    assert outcomes[0] != 0
+
+
 def worker_pid(parent: int, rank: int) -> int:
     """The pid of torchrun's worker process of `rank` (a child of `parent` with RANK=rank)."""
     for entry in Path("/proc").iterdir():

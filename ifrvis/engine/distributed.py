@@ -3,6 +3,7 @@ which exports the same RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_POR
 
 from __future__ import annotations
 
+import datetime
 import os
 from dataclasses import dataclass
 
@@ -23,13 +24,15 @@ class DistInfo:
         return self.rank == 0
 
 
-def init_distributed(device: torch.device) -> DistInfo:
-    """Join the process group when launched with several processes; a no-op for one process."""
+def init_distributed(device: torch.device, timeout_min: float = 120.0) -> DistInfo:
+    """Join the process group when launched with several processes (its collectives wait up to
+    `timeout_min` for every rank); a no-op for one process."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size == 1:
         return DistInfo()
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=timeout_min))
     return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 

@@ -93,7 +93,7 @@ def train(cfg: Config, resume: bool = False, stop_signals: tuple[int, ...] = PRE
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
-    info = init_distributed(device)
+    info = init_distributed(device, cfg.logging.collective_timeout_min)
     out_dir = run_folder.run_dir(cfg)
     ckpt_path = run_folder.checkpoint_path(cfg)
     state = _load_state(cfg, ckpt_path, resume, info)
