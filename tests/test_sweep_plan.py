@@ -16,7 +16,9 @@ from ifrvis.launch.sweep import (
     FAILED,
     PENDING,
     RESUME,
+    _settle,
     check_resume_shape,
+    closing_lines,
     expand,
     plan,
     run_sweep,
@@ -215,3 +217,24 @@ def test_a_cluster_shape_with_more_tasks_than_gpus_is_one_line_before_anything_e
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert "tasks_per_node = 8 with gpus_per_node = 4: a run has one task per GPU" in done.stderr
     assert not store.exists()
+
+
+def test_a_stopped_run_is_resumed_by_the_next_sweep_and_the_summary_says_so(tmp_path, tiny_data):
+    """After `scancel` the job errs but its run is KILLED with a checkpoint: the next plain re-run
+    resumes it, and the closing line says that, not '--retry-failed'; a run whose job crashed is FAILED."""
+    sweep = expand([write_run_config(tmp_path, tiny_data)], range(2), "cancelled")
+    stopped, crashed = plan(sweep)
+    runstore.RunLogger(stopped.cfg.logging.mlflow_uri, stopped.run_id).set_status(runstore.KILLED)
+    checkpoint = run_folder.checkpoint_path(stopped.cfg)
+    checkpoint.parent.mkdir(parents=True)
+    torch.save({"iteration": 2, "sampler": [{}]}, checkpoint)
+    _settle(stopped, "job 118 was cancelled (CANCELLED)")
+    _settle(crashed, "job 119 ended with status 1")
+    assert stopped.state == RESUME and stopped.error.startswith("stopped: job 118")
+    assert crashed.state == FAILED and runstore.find_run(crashed.cfg).info.status == runstore.FAILED
+    assert closing_lines([stopped, crashed]) == [
+        "1 run(s) stopped before finishing (scancel, preemption): re-running the sweep resumes them, from"
+        " their checkpoints where they have one",
+        "1 run(s) failed; fix and re-run with --retry-failed",
+    ]
+    assert [s.state for s in plan(sweep)] == [RESUME, FAILED]

@@ -89,12 +89,15 @@ def job_start(submitted: float | None) -> float:
 
 
 def add_run_time(cfg: Config, seconds: float) -> None:
-    """Add this job's time to the run's `run_time_s` (a requeued run is several jobs)."""
+    """Add this job's time to the run's `run_time_s` (a requeued run is several jobs): its value after
+    the run's k-th job is logged at step k, so its history tells the jobs apart and its value is the sum."""
     run = runstore.find_run(cfg)
     if run is None:  # the run was refused before it existed (preflight)
         return
+    jobs = len(runstore.client(cfg.logging.mlflow_uri).get_metric_history(run.info.run_id, runstore.RUN_TIME))
     total = run.data.metrics.get(runstore.RUN_TIME, 0.0) + seconds
-    runstore.RunLogger(cfg.logging.mlflow_uri, run.info.run_id).log_metrics({runstore.RUN_TIME: total})
+    logger = runstore.RunLogger(cfg.logging.mlflow_uri, run.info.run_id)
+    logger.log_metrics({runstore.RUN_TIME: total}, step=jobs + 1)
 
 
 @contextlib.contextmanager

@@ -213,10 +213,24 @@ def run_sweep(
     print(summary_table(specs))
     done = all(s.state == DONE for s in specs)
     parent.set_status(runstore.FINISHED if done else runstore.FAILED)
-    failed = [s for s in specs if s.state == FAILED]
-    if failed:
-        print(f"{len(failed)} run(s) failed; fix and re-run with --retry-failed", file=sys.stderr)
+    for line in closing_lines(specs):
+        print(line, file=sys.stderr)
     return 0 if done else 1
+
+
+def closing_lines(specs: Sequence[Spec]) -> list[str]:
+    """What the sweep's next run will do with the runs this one did not finish."""
+    stopped = sum(s.error.startswith("stopped:") for s in specs)
+    failed = sum(s.state == FAILED for s in specs)
+    lines = []
+    if stopped:
+        lines.append(
+            f"{stopped} run(s) stopped before finishing (scancel, preemption): re-running the sweep resumes"
+            " them, from their checkpoints where they have one"
+        )
+    if failed:
+        lines.append(f"{failed} run(s) failed; fix and re-run with --retry-failed")
+    return lines
 
 
 def ranks_of(executor: str, slurm: Mapping) -> int:
@@ -277,7 +291,10 @@ def _settle(spec: Spec, job_error: str) -> None:
     spec.metrics, spec.state, spec.error = settled.metrics, settled.state, settled.error
     if spec.state in (PENDING, RESUME) and job_error:
         store_run = runstore.find_run(spec.cfg)
-        if store_run is not None and store_run.info.status != runstore.KILLED:
+        if store_run is not None and store_run.info.status == runstore.KILLED:
+            spec.error = f"stopped: {job_error}"  # RESUME: the next run of the sweep continues it
+            return
+        if store_run is not None:
             runstore.mark_failed(spec.cfg.logging.mlflow_uri, store_run.info.run_id, job_error)
         spec.state, spec.error = FAILED, job_error
 
