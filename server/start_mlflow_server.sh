@@ -258,11 +258,13 @@ sync_users() {
 # Host headers the server answers: MLflow's defaults (loopback, private addresses), this machine's
 # names, and those of IFRVIS_MLFLOW_ALLOWED_HOSTS (a node's Host header is the name in its URI).
 allowed_hosts() {
-    local list=("[::1]" "[[]::1]:*" "10.*" "192.168.*" "fc00:*" "fd00:*") name i
+    local list=("[::1]" "[[]::1]:*" "10.*" "192.168.*" "fc00:*" "fd00:*") name i seen=" "
     for i in $(seq 16 31); do list+=("172.$i.*"); done
     for name in localhost 127.0.0.1 "$(hostname -s 2>/dev/null || true)" "$(hostname -f 2>/dev/null || true)" \
         "$HOST"; do
-        [[ -n "$name" && "$name" != 0.0.0.0 && "$name" != *:* ]] && list+=("$name" "$name:*")
+        [[ -n "$name" && "$name" != 0.0.0.0 && "$name" != *:* && "$seen" != *" $name "* ]] || continue
+        seen+="$name "  # the short and full host names are often one name
+        list+=("$name" "$name:*")
     done
     local IFS=,
     echo "${list[*]}${IFRVIS_MLFLOW_ALLOWED_HOSTS:+,$IFRVIS_MLFLOW_ALLOWED_HOSTS}"

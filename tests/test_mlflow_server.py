@@ -154,3 +154,11 @@ def test_a_start_repairs_a_postgres_that_died_under_the_running_server(server, m
     assert "starting mlflow server" not in repaired.stderr  # the server itself was up
     assert server.get(search, ("node", server.users["node"])) == 200
     runstore.check_store(server.uri)
+
+
+def test_the_allowed_host_names_are_each_listed_once():
+    """The short and the full host name are often one name (`vm,vm:*` was listed twice)."""
+    script = f'source <(sed -n "/^allowed_hosts()/,/^}}/p" {START}); HOST="$(hostname -s)"; allowed_hosts'
+    listed = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout.strip()
+    names = listed.split(",")
+    assert len(names) == len(set(names)) and "localhost:*" in names, listed
