@@ -38,6 +38,24 @@ PAIRING = {
 }
 
 
+# The value of a swept key that tables and figures compare the others with (the paper's λ_e).
+REFERENCE = {"loss.lambda_e": 0.3}
+
+
+def reference_row(values_by_key: dict[str, list], keys: list[str]) -> int:
+    """Which row the others are compared with: the one holding the REFERENCE value of a key that
+    varies between rows, else the first. `values_by_key`: each key's value per row."""
+    for key, reference in REFERENCE.items():
+        if key in keys and key in values_by_key:
+            for index, value in enumerate(values_by_key[key]):
+                try:
+                    if float(value) == reference:
+                        return index
+                except (TypeError, ValueError):
+                    continue
+    return 0
+
+
 def pairs_for(count: int, reference: int = 0) -> list[tuple[int, int]]:
     """Row pairs to compare among `count` rows: all (i, j), i < j, up to ALL_PAIRS_UP_TO rows, else
     (reference, j) for every other row j."""

@@ -32,14 +32,13 @@ if __package__ in (None, ""):  # run as a script: make `analysis` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from analysis.audit import RunAudit, audit_runs, run_rows, with_param_columns  # noqa: E402
-from analysis.comparisons import PAIRING, compare_groups, comparison_block  # noqa: E402
+from analysis.comparisons import PAIRING, REFERENCE, compare_groups, comparison_block  # noqa: E402
 from analysis.tables import KEY_TITLES, METHOD_NAMES, TABLE1_METRICS, TABLE3_METRICS, seed_stats  # noqa: E402
 from ifrvis import runstore  # noqa: E402
 from ifrvis.metric_names import LOWER_IS_BETTER, UNITS, scale  # noqa: E402
 
 DEFAULT_KEY = "loss.lambda_e"  # Figure 4 of the paper
 FIGURES = ("4", "ablation", "curves", "tracking")
-REFERENCE = {"loss.lambda_e": 0.3}  # the value other values are compared with (the paper's λ_e)
 
 
 def _save(figure: plt.Figure, out_dir: Path, name: str) -> list[Path]:

@@ -37,6 +37,7 @@ from analysis.comparisons import (  # noqa: E402
     comparison_block,
     pair_rule,
     pairs_for,
+    reference_row,
 )
 from ifrvis import runstore  # noqa: E402
 from ifrvis.metric_names import LOWER_IS_BETTER, TABLE1, TABLE3, UNITS, scale  # noqa: E402
@@ -153,15 +154,19 @@ def compare_rows(
     audit: RunAudit, numbers: pd.DataFrame, metrics: list[str], paired: bool = False
 ) -> tuple[pd.DataFrame, str]:
     """The table's rows compared over seeds in display units (`pairs_for`: every pair of a few rows,
-    else each row against the first): the comparison frame and a caption sentence."""
+    else each row against the reference row, `reference_row`: λ_e = 0.3 as in Figure 4, else the
+    first): the comparison frame and a caption sentence."""
     labels = row_labels(numbers, audit.group_keys) if len(numbers) else []
     groups = []
     for label, (_, row) in zip(labels, numbers.iterrows()):
         runs = group_runs(audit.runs, {k: row[k] for k in audit.group_keys})
         values = {m: runs[f"metrics.{m}"] * scale(m) for m in metrics}
         groups.append((label, pd.DataFrame({"seed": runs["seed"], **values})))
-    frame = compare_groups(groups, metrics, pairs_for(len(groups)), paired)
-    rule = pair_rule(len(groups), labels[0] if labels else "")
+    reference = reference_row(
+        {k: list(numbers[k]) for k in audit.group_keys if k in numbers}, audit.group_keys
+    )
+    frame = compare_groups(groups, metrics, pairs_for(len(groups), reference), paired)
+    rule = pair_rule(len(groups), labels[reference] if labels else "")
     return frame, f"Comparisons under the table: {rule}, per metric. {PAIRING[paired]}"
 
 

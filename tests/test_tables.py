@@ -13,7 +13,7 @@ from mlflow.entities import Metric, RunTag
 from mlflow.tracking import MlflowClient
 
 from analysis.audit import audit_runs
-from analysis.comparisons import compare_groups, pairs_for, verdict
+from analysis.comparisons import compare_groups, pairs_for, reference_row, verdict
 from analysis.tables import build_table
 from ifrvis.metric_names import TABLE3
 from ifrvis.runstore import cast_value, load_sweep, member_tag
@@ -291,6 +291,20 @@ def test_which_rows_are_compared():
     assert pairs_for(3) == [(0, 1), (0, 2), (1, 2)]
     assert len(pairs_for(4)) == 6
     assert pairs_for(6, reference=2) == [(2, 0), (2, 1), (2, 3), (2, 4), (2, 5)]
+
+
+def test_a_lambda_e_table_compares_against_the_value_figure_4_marks(tmp_path):
+    """Five λ_e rows: each against λ_e = 0.3 (the paper's value, Figure 4's reference), not the first."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    log_parent(uri, "abl5", swept_keys=("loss.lambda_e",))
+    values = (0.0, 0.1, 0.3, 0.5, 1.0)
+    for lambda_e in values:
+        for seed in range(2):
+            log_run(uri, "abl5", "ifr", seed, detection_metrics(seed, lambda_e / 10), lambda_e=lambda_e)
+    table, _ = build_table("abl5", 1, seeds=2, uri=uri, out=tmp_path)
+    assert reference_row({"loss.lambda_e": list(values)}, ["loss.lambda_e"]) == 2
+    assert set(table.comparisons["a"]) == {"λ_e=0.3"}, table.comparisons[["a", "b"]]
+    assert "each row against the reference row λ_e=0.3" in table.caption
 
 
 def test_table3_seed_rows_then_mean(sweep_store, tmp_path):
