@@ -33,7 +33,14 @@ if __package__ in (None, ""):  # run as a script: make `analysis` importable
 
 from analysis.audit import RunAudit, audit_runs, run_rows, with_param_columns  # noqa: E402
 from analysis.comparisons import PAIRING, REFERENCE, compare_groups, comparison_block  # noqa: E402
-from analysis.tables import KEY_TITLES, METHOD_NAMES, TABLE1_METRICS, TABLE3_METRICS, seed_stats  # noqa: E402
+from analysis.tables import (  # noqa: E402
+    KEY_TITLES,
+    METHOD_NAMES,
+    TABLE1_METRICS,
+    TABLE3_METRICS,
+    log_to_parent,
+    seed_stats,
+)
 from ifrvis import runstore  # noqa: E402
 from ifrvis.metric_names import LOWER_IS_BETTER, UNITS, scale  # noqa: E402
 
@@ -271,16 +278,6 @@ def tracking_figure(runs: pd.DataFrame, group_keys: list[str], metrics: list[str
     return figure
 
 
-def log_to_parent(parent_run_id: str | None, paths: list[Path], uri: str = "") -> str | None:
-    """Log `paths` under `figures/` to the sweep's parent run; its id, or None when there is none."""
-    if parent_run_id is None:
-        return None
-    logger = runstore.RunLogger(uri, parent_run_id)
-    for path in paths:
-        logger.log_artifact(path, "figures")
-    return parent_run_id
-
-
 def make_figure(
     sweep: str,
     which: str,
@@ -315,7 +312,7 @@ def make_figure(
         paths = training_curves(audit, out_dir, uri)
     else:
         paths = tracking_bars(audit, out_dir, metrics)
-    return paths, audit.warnings, log_to_parent(found.parent_run_id, paths, uri)
+    return paths, audit.warnings, log_to_parent(found.parent_run_id, paths, "figures", uri)
 
 
 def ablation_key(sweep: str, swept_keys: list[str]) -> str:

@@ -344,7 +344,20 @@ def build_table(
     audit = audit_runs(found.runs, seeds, metrics, found.swept_keys)
     build = table1 if which == 1 else table3
     table = build(audit, sweep, metrics, paired)
-    return table, write_table(table, Path(out) / sweep)
+    paths = write_table(table, Path(out) / sweep)
+    log_to_parent(found.parent_run_id, list(paths.values()), "tables", uri)
+    return table, paths
+
+
+def log_to_parent(parent_run_id: str | None, paths: list[Path], folder: str, uri: str = "") -> str | None:
+    """Log `paths` under `folder/` to the sweep's parent run (the MLflow UI shows a sweep's tables and
+    figures there); its id, or None when there is none."""
+    if parent_run_id is None:
+        return None
+    logger = runstore.RunLogger(runstore.resolve_uri(uri), parent_run_id)
+    for path in paths:
+        logger.log_artifact(path, folder)
+    return parent_run_id
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -296,7 +296,7 @@ def test_which_rows_are_compared():
 def test_a_lambda_e_table_compares_against_the_value_figure_4_marks(tmp_path):
     """Five λ_e rows: each against λ_e = 0.3 (the paper's value, Figure 4's reference), not the first."""
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    log_parent(uri, "abl5", swept_keys=("loss.lambda_e",))
+    parent = log_parent(uri, "abl5", swept_keys=("loss.lambda_e",))
     values = (0.0, 0.1, 0.3, 0.5, 1.0)
     for lambda_e in values:
         for seed in range(2):
@@ -305,6 +305,8 @@ def test_a_lambda_e_table_compares_against_the_value_figure_4_marks(tmp_path):
     assert reference_row({"loss.lambda_e": list(values)}, ["loss.lambda_e"]) == 2
     assert set(table.comparisons["a"]) == {"λ_e=0.3"}, table.comparisons[["a", "b"]]
     assert "each row against the reference row λ_e=0.3" in table.caption
+    logged = {Path(a.path).name for a in MlflowClient(uri).list_artifacts(parent, "tables")}
+    assert {"table1.md", "table1.csv", "table1_runs.csv", "table1_comparisons.csv"} <= logged, logged
 
 
 def test_table3_seed_rows_then_mean(sweep_store, tmp_path):
