@@ -560,3 +560,48 @@ def test_a_sweep_stopped_while_its_jobs_run_fails_its_parent_run(tmp_path, tiny_
     parent = runstore.load_sweep("stopped", uri=cfg.logging.mlflow_uri).parent_run_id
     run = runstore.client(cfg.logging.mlflow_uri).get_run(parent)
     assert run.info.status == "FAILED" and "sweep stopped: KeyboardInterrupt" in run.data.tags["error"]
+
+
+@pytest.mark.slurm
+@pytest.mark.skipif(not slurm_available(), reason="no Slurm cluster: start it with slurm/start_cluster.sh")
+def test_a_two_task_slurm_job_trains_requeues_and_resumes_to_the_uninterrupted_result(tmp_path, tiny_data):
+    """Two tasks of one job on the test cluster (gloo on CPUs, submitit's env:// rendezvous), as a node
+    of GPUs runs one task per GPU: both ranks train into one MLflow run and one checkpoint; `scontrol
+    requeue` stops every rank at one checkpoint, the requeued job resumes there, and the final metrics
+    are those of the same two ranks uninterrupted (torchrun, gloo)."""
+    from ifrvis.config import to_dict
+
+    reference_config = write_run_config(tmp_path / "reference", tiny_data, max_iters=PREEMPTED_ITERS)
+    overrides = PREEMPTED_CHECKPOINT_EVERY
+    straight = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "ifrvis.commands.train", str(reference_config), *overrides],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600,
+    )  # fmt: skip
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    reference_cfg = load_config(reference_config, overrides)
+    (reference,) = runstore.find_runs(
+        runstore.client(reference_cfg.logging.mlflow_uri), reference_cfg.logging.experiment
+    )
+
+    cfg = load_config(write_run_config(tmp_path / "slurm", tiny_data, max_iters=PREEMPTED_ITERS), overrides)
+    executor = slurm_executor(tmp_path / "slurm-logs" / "%j", "local", {"time_min": 10, "tasks_per_node": 2})
+    job = executor.submit(slurm_job_class()(), to_dict(cfg))
+    checkpoint = run_folder.checkpoint_path(cfg)
+    deadline = time.time() + 300
+    while not (checkpoint.exists() and load_checkpoint(checkpoint)["iteration"] >= 5):
+        assert not job.done(), job.stderr()
+        assert time.time() < deadline, "no checkpoint appeared"
+        time.sleep(0.2)
+    subprocess.run(["scontrol", "requeue", job.job_id], check=True, capture_output=True)
+    job.results()  # every task's
+    log = (run_folder.run_dir(cfg) / run_folder.LOG).read_text()
+    resumed = [int(word) for word in re.findall(r"resumed from iteration (\d+)", log)]
+    assert len(resumed) == 1 and resumed[0] < PREEMPTED_ITERS, log[-3000:]
+    state = load_checkpoint(checkpoint)
+    assert state["iteration"] == PREEMPTED_ITERS and [s["rank"] for s in state["sampler"]] == [0, 1]
+    (run,) = runstore.find_runs(runstore.client(cfg.logging.mlflow_uri), cfg.logging.experiment)
+    assert run.info.status == "FINISHED" and run.data.tags["launch.world_size"] == "2"
+    assert run.data.tags["launch.slurm_restart_count"] == "1"
+    for key in ("AP", "AR10", "IDF1", "IDs"):
+        assert run.data.metrics[key] == pytest.approx(reference.data.metrics[key], nan_ok=True), key
