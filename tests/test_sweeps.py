@@ -564,11 +564,15 @@ def test_a_sweep_stopped_while_its_jobs_run_fails_its_parent_run(tmp_path, tiny_
 
 @pytest.mark.slurm
 @pytest.mark.skipif(not slurm_available(), reason="no Slurm cluster: start it with slurm/start_cluster.sh")
-def test_a_two_task_slurm_job_trains_requeues_and_resumes_to_the_uninterrupted_result(tmp_path, tiny_data):
+@pytest.mark.parametrize("stop", ["scontrol requeue", "SIGUSR2"])
+def test_a_two_task_slurm_job_trains_requeues_and_resumes_to_the_uninterrupted_result(
+    tmp_path, tiny_data, stop
+):
     """Two tasks of one job on the test cluster (gloo on CPUs, submitit's env:// rendezvous), as a node
     of GPUs runs one task per GPU: both ranks train into one MLflow run and one checkpoint; `scontrol
-    requeue` stops every rank at one checkpoint, the requeued job resumes there, and the final metrics
-    are those of the same two ranks uninterrupted (torchrun, gloo)."""
+    requeue` (SIGTERM) or SIGUSR2 (Slurm's warning before the time limit, submitit's requeue) stops
+    every rank at one checkpoint, the requeued job resumes there, and the final metrics are those of
+    the same two ranks uninterrupted (torchrun, gloo)."""
     from ifrvis.config import to_dict
 
     reference_config = write_run_config(tmp_path / "reference", tiny_data, max_iters=PREEMPTED_ITERS)
@@ -593,7 +597,10 @@ def test_a_two_task_slurm_job_trains_requeues_and_resumes_to_the_uninterrupted_r
         assert not job.done(), job.stderr()
         assert time.time() < deadline, "no checkpoint appeared"
         time.sleep(0.2)
-    subprocess.run(["scontrol", "requeue", job.job_id], check=True, capture_output=True)
+    if stop == "SIGUSR2":
+        job._interrupt()  # scancel --signal USR2: every task
+    else:
+        subprocess.run(["scontrol", "requeue", job.job_id], check=True, capture_output=True)
     job.results()  # every task's
     log = (run_folder.run_dir(cfg) / run_folder.LOG).read_text()
     resumed = [int(word) for word in re.findall(r"resumed from iteration (\d+)", log)]
