@@ -456,7 +456,8 @@ def main(argv: list[str] | None = None) -> int:
     table = summary_table(rows) + "\n\n" + tests
     (args.out / "consistency.md").write_text(table + "\n")
     rows.to_csv(args.out / "consistency_runs.csv", index=False)
-    compared.to_csv(args.out / "consistency_comparisons.csv", index=False)
+    if not args.interim:
+        compared.to_csv(args.out / "consistency_comparisons.csv", index=False)
     grad_figure(rows, histories, args.out / "grad_norms.png")
     threshold_figure(rows, args.out / "thresholds.png")
     curves = budget_curves(rows)
