@@ -467,13 +467,15 @@ def preemption_reference(tmp_path_factory, tiny_data):
     return train(load_config(config, PREEMPTED_CHECKPOINT_EVERY))
 
 
-def submit_and_wait_for_checkpoint(tmp_path, tiny_data):
-    """A run of PREEMPTED_ITERS iterations submitted to Slurm, once its first checkpoint (iteration 5)
-    exists: (its config, its job)."""
+def submit_and_wait_for_checkpoint(tmp_path, tiny_data, tasks: int = 1):
+    """A run of PREEMPTED_ITERS iterations submitted to Slurm as `tasks` tasks (ranks), once its first
+    checkpoint (iteration 5) exists: (its config, its job)."""
     cfg = load_config(
         write_run_config(tmp_path / "slurm", tiny_data, max_iters=PREEMPTED_ITERS), PREEMPTED_CHECKPOINT_EVERY
     )
-    executor = slurm_executor(tmp_path / "slurm-logs" / "%j", "local", {"time_min": 10})
+    executor = slurm_executor(
+        tmp_path / "slurm-logs" / "%j", "local", {"time_min": 10, "tasks_per_node": tasks}
+    )
     job = executor.submit(slurm_job_class()(), __import__("ifrvis.config").config.to_dict(cfg))
     checkpoint = run_folder.checkpoint_path(cfg)
     deadline = time.time() + 300
@@ -573,8 +575,6 @@ def test_a_two_task_slurm_job_trains_requeues_and_resumes_to_the_uninterrupted_r
     requeue` (SIGTERM) or SIGUSR2 (Slurm's warning before the time limit, submitit's requeue) stops
     every rank at one checkpoint, the requeued job resumes there, and the final metrics are those of
     the same two ranks uninterrupted (torchrun, gloo)."""
-    from ifrvis.config import to_dict
-
     reference_config = write_run_config(tmp_path / "reference", tiny_data, max_iters=PREEMPTED_ITERS)
     overrides = PREEMPTED_CHECKPOINT_EVERY
     straight = subprocess.run(
@@ -588,15 +588,8 @@ def test_a_two_task_slurm_job_trains_requeues_and_resumes_to_the_uninterrupted_r
         runstore.client(reference_cfg.logging.mlflow_uri), reference_cfg.logging.experiment
     )
 
-    cfg = load_config(write_run_config(tmp_path / "slurm", tiny_data, max_iters=PREEMPTED_ITERS), overrides)
-    executor = slurm_executor(tmp_path / "slurm-logs" / "%j", "local", {"time_min": 10, "tasks_per_node": 2})
-    job = executor.submit(slurm_job_class()(), to_dict(cfg))
+    cfg, job = submit_and_wait_for_checkpoint(tmp_path, tiny_data, tasks=2)
     checkpoint = run_folder.checkpoint_path(cfg)
-    deadline = time.time() + 300
-    while not (checkpoint.exists() and load_checkpoint(checkpoint)["iteration"] >= 5):
-        assert not job.done(), job.stderr()
-        assert time.time() < deadline, "no checkpoint appeared"
-        time.sleep(0.2)
     if stop == "SIGUSR2":
         job._interrupt()  # scancel --signal USR2: every task
     else:
