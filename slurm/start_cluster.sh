@@ -17,7 +17,8 @@ DB_PORT=3306
 DB_NAME=slurm_acct_db
 DB_USER=slurm
 DB_SOCKET=/run/mysqld/mysqld.sock
-PACKAGES=(munge mariadb-server slurmdbd slurmctld slurmd slurm-client)
+PACKAGES=(munge mariadb-server slurmdbd slurmctld slurmd slurm-client gcc libc6-dev)
+LOOPBACK_BIND="$RUN_DIR/loopback_bind.so"
 STARTED_AT=$SECONDS
 
 log() { echo "[start_cluster] $*" >&2; }
@@ -30,6 +31,13 @@ node_state() { sinfo -h -N -p "$PARTITION" -o '%t' 2>/dev/null | head -n 1; }
 node_is_usable() { [[ "$(node_state)" =~ ^(idle|mix|alloc|comp)$ ]]; }
 sacct_answers() { sacct -n -X -S now-1minutes -o JobID >/dev/null 2>&1; }
 is_running() { [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# True when something listens on port $DBD_PORT and only on loopback (a slurmdbd started before the
+# bind shim existed listens on 0.0.0.0, and is restarted).
+dbd_on_loopback_only() {
+    local addresses
+    addresses="$(ss -ltnH "sport = :$DBD_PORT" | awk '{print $4}')"
+    [[ -n "$addresses" ]] && ! grep -qv -e '^127\.0\.0\.1:' -e '^\[::1\]:' <<<"$addresses"
+}
 
 print_status() {
     local node cpus memory
@@ -41,7 +49,7 @@ print_status() {
 cluster_is_up() {
     command -v sinfo >/dev/null 2>&1 && is_running "$RUN_DIR/slurmctld.pid" \
         && is_running "$RUN_DIR/slurmd.pid" && is_running "$RUN_DIR/slurmdbd.pid" \
-        && node_is_usable && sacct_answers
+        && dbd_on_loopback_only && node_is_usable && sacct_answers
 }
 
 install_packages() {
@@ -164,15 +172,25 @@ stop_daemon() {
     rm -f "$pid_file"
 }
 
+# Builds the preload that keeps slurmdbd on loopback (loopback_bind.c says why) when it is missing or
+# older than its source.
+build_loopback_bind() {
+    [[ "$LOOPBACK_BIND" -nt "$HERE/loopback_bind.c" ]] && return 0
+    gcc -O2 -shared -fPIC -Wall -Werror -o "$LOOPBACK_BIND.tmp" "$HERE/loopback_bind.c" -ldl \
+        >"$LOG_DIR/loopback_bind.log" 2>&1 || fail "could not build $LOOPBACK_BIND" "$LOG_DIR/loopback_bind.log"
+    mv "$LOOPBACK_BIND.tmp" "$LOOPBACK_BIND"
+}
+
 start_slurm() {
     stop_daemon slurmd
     stop_daemon slurmctld
     stop_daemon slurmdbd
 
     log "starting slurmdbd"
-    slurmdbd 9>&- || fail "slurmdbd did not start" "$LOG_DIR/slurmdbd.log"
+    LD_PRELOAD="$LOOPBACK_BIND" slurmdbd 9>&- || fail "slurmdbd did not start" "$LOG_DIR/slurmdbd.log"
     wait_for 30 "slurmdbd" sacctmgr -n list cluster format=Cluster \
         || fail "slurmdbd does not answer" "$LOG_DIR/slurmdbd.log"
+    dbd_on_loopback_only || fail "slurmdbd does not listen on loopback only: $(ss -ltnH "sport = :$DBD_PORT")"
     if ! sacctmgr -n -P list cluster format=Cluster | grep -qx "$CLUSTER"; then
         sacctmgr -i add cluster "$CLUSTER" >/dev/null || fail "sacctmgr add cluster failed" "$LOG_DIR/slurmdbd.log"
     fi
@@ -208,6 +226,7 @@ main() {
     start_mariadb
     prepare_database
     write_configs
+    build_loopback_bind
     start_slurm
     print_status
 }

@@ -190,13 +190,14 @@ def test_cancelled_job_is_seen_finished(executor, tmp_path):
 
 
 @needs_slurm
-def test_the_controller_and_node_daemons_listen_on_loopback_only():
-    """slurmctld and slurmd bind 127.0.0.1 (NoCtldInAddrAny, NoInAddrAny), as MariaDB; slurmdbd
-    cannot (slurm/README.md)."""
+def test_every_daemon_of_the_cluster_listens_on_loopback_only():
+    """slurmctld and slurmd bind 127.0.0.1 (NoCtldInAddrAny, NoInAddrAny), MariaDB its bind-address, and
+    slurmdbd, which has no such setting, through the bind preload (slurm/loopback_bind.c)."""
     listening = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
+    daemons = ("slurmctld", "slurmd", "slurmdbd", "mariadbd")
     addresses = {}
     for line in listening.splitlines():
-        for daemon in ("slurmctld", "slurmd", "mariadbd"):
+        for daemon in daemons:
             if f'(("{daemon}"' in line:
                 addresses.setdefault(daemon, set()).add(line.split()[3].rsplit(":", 1)[0])
-    assert addresses == {"slurmctld": {"127.0.0.1"}, "slurmd": {"127.0.0.1"}, "mariadbd": {"127.0.0.1"}}
+    assert addresses == {daemon: {"127.0.0.1"} for daemon in daemons}
