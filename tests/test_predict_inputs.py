@@ -103,7 +103,12 @@ def test_a_signal_mid_run_removes_the_unfinished_folder_and_keeps_the_finished(
     command = [sys.executable, "-m", "ifrvis.cli", "predict", str(CONFIG), str(CHECKPOINT), str(short)]
     command += [str(long), "--out", str(out), "--no-progress", *SMALL]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) as run:
+    # A process started with SIGINT ignored keeps ignoring it (Python installs no KeyboardInterrupt then),
+    # and pytest-xdist's workers ignore it: the command starts as from a terminal, with SIGINT's default.
+    terminal = {"preexec_fn": lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)}
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, **terminal
+    ) as run:
         deadline = time.monotonic() + 120
         while not list(out.glob(".long.partial-*")) and run.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
