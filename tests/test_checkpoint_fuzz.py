@@ -1,11 +1,12 @@
 """A checkpoint reader that no file can crash, tested as attackers work: hand-made attack pickles (code,
-forged NumPy dtypes, object arrays, bad array states, pickles that crash or exhaust the reader) and a
-few hundred mutations (byte flips, truncations, opcode swaps) of a detectron2-style .pkl and a torch
-.pth (its data.pkl and its zip records). Every file is read by the whole `ifrvis weights` path in a
-forked child of one sandbox process (checkpoint_sandbox.py), so that a segmentation fault of that path
-is one failed result: each must load or be refused with one line (exit status 2), with no signal, no
-traceback and no file written. The reader's own process (isolated_read.py) may crash: that is one
-refusal line."""
+forged NumPy dtypes, object arrays, bad array states, pickles that crash or exhaust the reader) and
+mutations (byte flips, truncations, opcode swaps) of a detectron2-style .pkl and a torch .pth (its
+data.pkl and its zip records): 150 and 75 in `make test`, as many as asked for a longer fuzz
+(`IFRVIS_FUZZ_MUTANTS=3000` takes the .pkl to 3000 and the .pth to 1500; about 0.3 s a file). Every
+file is read by the whole `ifrvis weights` path in a forked child of one sandbox process
+(checkpoint_sandbox.py), so that a segmentation fault of that path is one failed result: each must load
+or be refused with one line (exit status 2), with no signal, no traceback and no file written. The
+reader's own process (isolated_read.py) may crash: that is one refusal line."""
 
 from __future__ import annotations
 
@@ -370,8 +371,8 @@ def check_fuzz(verdicts: dict[str, list[str]], count: int) -> None:
     assert len(verdicts.get("loaded", [])) >= count // 50 and len(verdicts.get("refused", [])) >= count // 2
 
 
-PKL_MUTANTS = 300
-PTH_MUTANTS = 150
+PKL_MUTANTS = int(os.environ.get("IFRVIS_FUZZ_MUTANTS", 150))
+PTH_MUTANTS = PKL_MUTANTS // 2
 
 
 def test_mutated_detectron2_pickles_load_or_are_refused_in_one_line(tmp_path):

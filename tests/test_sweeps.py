@@ -467,6 +467,22 @@ def preemption_reference(tmp_path_factory, tiny_data):
     return train(load_config(config, PREEMPTED_CHECKPOINT_EVERY))
 
 
+@pytest.fixture(scope="module")
+def two_rank_reference(tmp_path_factory, tiny_data):
+    """The final metrics of the preempted jobs' config run uninterrupted by two ranks (torchrun, gloo)."""
+    folder = tmp_path_factory.mktemp("two-rank-reference")
+    config = write_run_config(folder, tiny_data, max_iters=PREEMPTED_ITERS)
+    straight = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "ifrvis.commands.train", str(config), *PREEMPTED_CHECKPOINT_EVERY],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600,
+    )  # fmt: skip
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    cfg = load_config(config, PREEMPTED_CHECKPOINT_EVERY)
+    (run,) = runstore.find_runs(runstore.client(cfg.logging.mlflow_uri), cfg.logging.experiment)
+    return run.data.metrics
+
+
 def submit_and_wait_for_checkpoint(tmp_path, tiny_data, tasks: int = 1):
     """A run of PREEMPTED_ITERS iterations submitted to Slurm as `tasks` tasks (ranks), once its first
     checkpoint (iteration 5) exists: (its config, its job)."""
@@ -568,26 +584,13 @@ def test_a_sweep_stopped_while_its_jobs_run_fails_its_parent_run(tmp_path, tiny_
 @pytest.mark.skipif(not slurm_available(), reason="no Slurm cluster: start it with slurm/start_cluster.sh")
 @pytest.mark.parametrize("stop", ["scontrol requeue", "SIGUSR2"])
 def test_a_two_task_slurm_job_trains_requeues_and_resumes_to_the_uninterrupted_result(
-    tmp_path, tiny_data, stop
+    tmp_path, tiny_data, two_rank_reference, stop
 ):
     """Two tasks of one job on the test cluster (gloo on CPUs, submitit's env:// rendezvous), as a node
     of GPUs runs one task per GPU: both ranks train into one MLflow run and one checkpoint; `scontrol
     requeue` (SIGTERM) or SIGUSR2 (Slurm's warning before the time limit, submitit's requeue) stops
     every rank at one checkpoint, the requeued job resumes there, and the final metrics are those of
     the same two ranks uninterrupted (torchrun, gloo)."""
-    reference_config = write_run_config(tmp_path / "reference", tiny_data, max_iters=PREEMPTED_ITERS)
-    overrides = PREEMPTED_CHECKPOINT_EVERY
-    straight = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         "-m", "ifrvis.commands.train", str(reference_config), *overrides],
-        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600,
-    )  # fmt: skip
-    assert straight.returncode == 0, straight.stderr[-3000:]
-    reference_cfg = load_config(reference_config, overrides)
-    (reference,) = runstore.find_runs(
-        runstore.client(reference_cfg.logging.mlflow_uri), reference_cfg.logging.experiment
-    )
-
     cfg, job = submit_and_wait_for_checkpoint(tmp_path, tiny_data, tasks=2)
     checkpoint = run_folder.checkpoint_path(cfg)
     if stop == "SIGUSR2":
@@ -604,4 +607,4 @@ def test_a_two_task_slurm_job_trains_requeues_and_resumes_to_the_uninterrupted_r
     assert run.info.status == "FINISHED" and run.data.tags["launch.world_size"] == "2"
     assert run.data.tags["launch.slurm_restart_count"] == "1"
     for key in ("AP", "AR10", "IDF1", "IDs"):
-        assert run.data.metrics[key] == pytest.approx(reference.data.metrics[key], nan_ok=True), key
+        assert run.data.metrics[key] == pytest.approx(two_rank_reference[key], nan_ok=True), key
