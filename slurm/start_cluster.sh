@@ -17,7 +17,7 @@ DB_PORT=3306
 DB_NAME=slurm_acct_db
 DB_USER=slurm
 DB_SOCKET=/run/mysqld/mysqld.sock
-PACKAGES=(munge mariadb-server slurmdbd slurmctld slurmd slurm-client gcc libc6-dev)
+PACKAGES=(munge mariadb-server slurmdbd slurmctld slurmd slurm-client gcc libc6-dev iproute2)
 LOOPBACK_BIND="$RUN_DIR/loopback_bind.so"
 STARTED_AT=$SECONDS
 
@@ -32,7 +32,7 @@ node_is_usable() { [[ "$(node_state)" =~ ^(idle|mix|alloc|comp)$ ]]; }
 sacct_answers() { sacct -n -X -S now-1minutes -o JobID >/dev/null 2>&1; }
 is_running() { [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
 # True when something listens on port $DBD_PORT and only on loopback (a slurmdbd started before the
-# bind shim existed listens on 0.0.0.0, and is restarted).
+# preload existed listens on 0.0.0.0, and is restarted).
 dbd_on_loopback_only() {
     local addresses
     addresses="$(ss -ltnH "sport = :$DBD_PORT" | awk '{print $4}')"
