@@ -20,10 +20,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	rm -f $(VENV)/.installed-*; touch $@
 
-# One pytest-xdist worker a core (at most 4: each holds torch and its own tiny data set); tests that share
-# the Slurm cluster or the tracking server run on one worker (tests/conftest.py).
+# One pytest-xdist worker a core (at most 4: each holds torch and its own tiny data set and tracking
+# server); the workers' Slurm jobs share the test cluster and queue behind each other.
 test: venv
-	$(PY) -m pytest -q -n auto --maxprocesses=4 --dist loadgroup --durations=25 tests
+	$(PY) -m pytest -q -n auto --maxprocesses=4 --durations=25 tests
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -17,21 +17,6 @@ PRETRAINED = "tiny_pretrained.pth"  # in the tiny data folder
 # pytest-xdist worker a core instead.
 torch.set_num_threads(1)
 
-# Tests that share one thing outside their process run on one worker, in turn (`--dist loadgroup`): the
-# Slurm cluster (2 CPUs: two workers' jobs would queue behind each other's and time out), and the
-# session's tracking server, which the store-fault tests stop and restart under each other's feet.
-SHARED = {
-    "slurm": lambda item: item.get_closest_marker("slurm") is not None,
-    "tracking-server": lambda item: "server" in getattr(item, "fixturenames", ()),
-}
-
-
-def pytest_collection_modifyitems(items):
-    for item in items:
-        group = next((name for name, shares in SHARED.items() if shares(item)), None)
-        if group is not None:
-            item.add_marker(pytest.mark.xdist_group(group))
-
 
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
