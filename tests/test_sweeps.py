@@ -457,7 +457,7 @@ def test_slurm_executor_gives_the_same_records(local_sweep, tmp_path, tiny_data)
 PREEMPTED_ITERS, PREEMPTED_CHECKPOINT_EVERY = 12, ["logging.checkpoint_every=5"]
 
 
-@pytest.fixture(scope="session")  # pytest-xdist may run other modules' tests between its users
+@pytest.fixture(scope="session")  # once per pytest-xdist worker, whichever of its users run there
 def preemption_reference(tmp_path_factory, tiny_data):
     """The metrics of an uninterrupted run of the preempted jobs' config."""
     from ifrvis.engine.train import train
@@ -467,7 +467,7 @@ def preemption_reference(tmp_path_factory, tiny_data):
     return train(load_config(config, PREEMPTED_CHECKPOINT_EVERY))
 
 
-@pytest.fixture(scope="session")  # pytest-xdist may run other modules' tests between its users
+@pytest.fixture(scope="session")  # once per pytest-xdist worker, whichever of its users run there
 def two_rank_reference(tmp_path_factory, tiny_data):
     """The final metrics of the preempted jobs' config run uninterrupted by two ranks (torchrun, gloo)."""
     folder = tmp_path_factory.mktemp("two-rank-reference")
