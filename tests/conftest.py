@@ -1,5 +1,10 @@
 """Shared fixtures: a small synthetic YouTube-VIS folder and tiny run configs on private stores."""
 
+import fcntl
+import json
+import os
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,14 +24,40 @@ torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
-def tiny_data(tmp_path_factory) -> Path:
+def built_once(tmp_path_factory) -> Callable:
+    """`built_once(name, build)`: `build(folder)` run once a test session, and its JSON value. Each
+    pytest-xdist worker runs session fixtures of its own; this one is shared: the first worker to ask
+    builds in a folder of the session's temporary root under a file lock, the others wait for it and
+    read what it returned. A build that failed is redone from an empty folder by the next to ask."""
+    root = tmp_path_factory.getbasetemp()
+    shared = root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root  # workers' roots share a parent
+
+    def once(name: str, build: Callable[[Path], object]):
+        folder, done = shared / f"once-{name}", shared / f"once-{name}.json"
+        with open(shared / f"once-{name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            if not done.exists():
+                shutil.rmtree(folder, ignore_errors=True)
+                folder.mkdir()
+                done.write_text(json.dumps(build(folder), default=float))
+            return json.loads(done.read_text())
+
+    return once
+
+
+@pytest.fixture(scope="session")
+def tiny_data(built_once) -> Path:
     """8 training and 3 validation videos of 6 frames, 64x85 px, and the tiny model pretrained on
-    them for a few iterations of each stage (what the tiny configs load)."""
-    out = tmp_path_factory.mktemp("synthetic")
-    generate(out, seed=3, train_videos=8, valid_videos=3, size=64, frames=6, progress=False)
-    pretrain_cfg = load_config(TINY_CONFIG, [f"data.root={out}", "data.train_short_sides=[64]"])
-    pretrain(pretrain_cfg, out / PRETRAINED, backbone_iters=3, image_iters=3, batch_size=2, progress=False)
-    return out
+    them for a few iterations of each stage (what the tiny configs load). Read-only: built once for all
+    workers."""
+
+    def build(out: Path) -> str:
+        generate(out, seed=3, train_videos=8, valid_videos=3, size=64, frames=6, progress=False)
+        cfg = load_config(TINY_CONFIG, [f"data.root={out}", "data.train_short_sides=[64]"])
+        pretrain(cfg, out / PRETRAINED, backbone_iters=3, image_iters=3, batch_size=2, progress=False)
+        return str(out)
+
+    return Path(built_once("tiny-data", build))
 
 
 def write_run_config(folder: Path, data: Path, max_iters: int = 6, num_points: int = 0, **extra: str) -> Path:

@@ -457,30 +457,36 @@ def test_slurm_executor_gives_the_same_records(local_sweep, tmp_path, tiny_data)
 PREEMPTED_ITERS, PREEMPTED_CHECKPOINT_EVERY = 12, ["logging.checkpoint_every=5"]
 
 
-@pytest.fixture(scope="session")  # once per pytest-xdist worker, whichever of its users run there
-def preemption_reference(tmp_path_factory, tiny_data):
-    """The metrics of an uninterrupted run of the preempted jobs' config."""
+@pytest.fixture(scope="session")
+def preemption_reference(built_once, tiny_data) -> dict:
+    """The metrics of an uninterrupted run of the preempted jobs' config (once for all workers)."""
     from ifrvis.engine.train import train
 
-    folder = tmp_path_factory.mktemp("reference")
-    config = write_run_config(folder, tiny_data, max_iters=PREEMPTED_ITERS)
-    return train(load_config(config, PREEMPTED_CHECKPOINT_EVERY))
+    def build(folder: Path) -> dict:
+        config = write_run_config(folder, tiny_data, max_iters=PREEMPTED_ITERS)
+        return train(load_config(config, PREEMPTED_CHECKPOINT_EVERY))
+
+    return built_once("preemption-reference", build)
 
 
-@pytest.fixture(scope="session")  # once per pytest-xdist worker, whichever of its users run there
-def two_rank_reference(tmp_path_factory, tiny_data):
-    """The final metrics of the preempted jobs' config run uninterrupted by two ranks (torchrun, gloo)."""
-    folder = tmp_path_factory.mktemp("two-rank-reference")
-    config = write_run_config(folder, tiny_data, max_iters=PREEMPTED_ITERS)
-    straight = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         "-m", "ifrvis.commands.train", str(config), *PREEMPTED_CHECKPOINT_EVERY],
-        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600,
-    )  # fmt: skip
-    assert straight.returncode == 0, straight.stderr[-3000:]
-    cfg = load_config(config, PREEMPTED_CHECKPOINT_EVERY)
-    (run,) = runstore.find_runs(runstore.client(cfg.logging.mlflow_uri), cfg.logging.experiment)
-    return run.data.metrics
+@pytest.fixture(scope="session")
+def two_rank_reference(built_once, tiny_data) -> dict:
+    """The final metrics of the preempted jobs' config run uninterrupted by two ranks (torchrun, gloo),
+    once for all workers."""
+
+    def build(folder: Path) -> dict:
+        config = write_run_config(folder, tiny_data, max_iters=PREEMPTED_ITERS)
+        straight = subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+             "-m", "ifrvis.commands.train", str(config), *PREEMPTED_CHECKPOINT_EVERY],
+            capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600,
+        )  # fmt: skip
+        assert straight.returncode == 0, straight.stderr[-3000:]
+        cfg = load_config(config, PREEMPTED_CHECKPOINT_EVERY)
+        (run,) = runstore.find_runs(runstore.client(cfg.logging.mlflow_uri), cfg.logging.experiment)
+        return run.data.metrics
+
+    return built_once("two-rank-reference", build)
 
 
 def submit_and_wait_for_checkpoint(tmp_path, tiny_data, tasks: int = 1):

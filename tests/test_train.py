@@ -126,13 +126,17 @@ def test_the_same_seed_gives_the_same_metrics_and_a_rerun_needs_resume(tmp_path,
         train(cfg_b)
 
 
-@pytest.fixture(scope="module")
-def straight_run(tmp_path_factory, tiny_data):
-    """(config, final metrics) of a 10-iteration run never interrupted. Sampled loss points (as the tiny
-    configs use) draw from torch's generator every iteration."""
-    folder = tmp_path_factory.mktemp("straight")
-    cfg = load_config(write_run_config(folder, tiny_data, max_iters=10, num_points=64))
-    return cfg, train(cfg)
+@pytest.fixture(scope="session")
+def straight_run(built_once, tiny_data):
+    """(config, final metrics) of a 10-iteration run never interrupted, once for all workers. Sampled
+    loss points (as the tiny configs use) draw from torch's generator every iteration."""
+
+    def build(folder: Path) -> list:
+        config = write_run_config(folder, tiny_data, max_iters=10, num_points=64)
+        return [str(config), train(load_config(config))]
+
+    config, metrics = built_once("straight-run", build)
+    return load_config(config), metrics
 
 
 @pytest.mark.parametrize("kill", [signal.SIGKILL, signal.SIGTERM])
