@@ -1,0 +1,124 @@
+"""Accuracy parity of the precision levers: AP with bf16 autocast and fused AdamW against fp32, per
+decoder, at Table 1's configs and budget (benchmarks/README.md, "Accuracy parity of bf16 and fused AdamW").
+
+    .venv/bin/python benchmarks/precision_parity.py [--sweep precision-parity] [--fp32 FP32_ROWS] [--out OUT]
+
+fp32 (FP32_ROWS): the committed rows of the consistency experiment's runs of the same configs on the
+same split and budget (`synthetic_tiny`, `synthetic_tiny_mask2former`, default split, 800 clip
+iterations, seeds 0-4). Levers: the finished runs of `--sweep` (`make precision-parity`: the same configs
+with `solver.amp=bf16 solver.fused_optimizer=true`). Per decoder: levers − fp32 difference of mean AP
+with its Welch 95 % interval and exact permutation p (unpaired, as in the consistency experiment: a seed
+fixes the clip order and frame draws, not the path through training), and the protocol's verdict: the
+levers are adopted for the synthetic configs only if both intervals lie within ±1 AP point. Writes
+`parity_runs.csv` (the lever runs, one row each), `parity.md` and `parity_comparisons.csv` under `--out`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # analysis/
+from analysis.stats import compare  # noqa: E402
+from ifrvis import runstore  # noqa: E402
+
+FP32_ROWS = Path("benchmarks/results/consistency2/consistency_runs.csv")
+CONFIGS = {"synthetic_tiny": "IFR", "synthetic_tiny_mask2former": "Mask2Former-VIS"}
+SEEDS = range(5)
+ITERS = 800
+MARGIN = 1.0  # AP points: the interval must lie within ±MARGIN for the levers to be adopted
+LEVERS = {"params.solver.amp": "bf16", "params.solver.fused_optimizer": True}
+
+
+def fp32_rows(path: Path) -> pd.DataFrame:
+    """The committed fp32 runs of CONFIGS on the default split at ITERS, seeds SEEDS."""
+    rows = pd.read_csv(path)
+    keep = rows["config"].isin(CONFIGS) & (rows["dataset"] == "synthetic") & (rows["iters"] == ITERS)
+    return rows[keep & rows["seed"].isin(SEEDS)][["config", "seed", "run_identity", "git_commit", "AP"]]
+
+
+def lever_rows(sweep: str) -> pd.DataFrame:
+    """The finished runs of `sweep`, checked to carry the levers and the budget, one row each."""
+    runs = runstore.load_sweep(sweep).runs
+    if runs.empty:
+        raise SystemExit(f"precision_parity.py: the store holds no run of sweep '{sweep}'")
+    runs = runs[runs["status"] == "FINISHED"]
+    for column, value in {**LEVERS, "params.solver.max_iters": ITERS}.items():
+        wrong = runs[runs[column] != value]
+        if not wrong.empty:
+            raise SystemExit(f"precision_parity.py: {list(wrong['run_name'])} ran with {column} != {value}")
+    frame = pd.DataFrame(
+        {
+            "config": runs["config"],
+            "seed": runs["seed"].astype(int),
+            "run_identity": runs["run_identity"],
+            "run_id": runs["run_id"],
+            "git_commit": runs["git_commit"],
+            "AP": runs["metrics.AP"],
+            "train_time_s": runs["metrics.train_time_s"],
+            "env.cpu": runs.get("tags.env.cpu"),
+            "env.threads": runs.get("tags.env.threads"),
+        }
+    )
+    return frame[frame["config"].isin(CONFIGS) & frame["seed"].isin(SEEDS)].sort_values(["config", "seed"])
+
+
+def comparisons(fp32: pd.DataFrame, levers: pd.DataFrame) -> pd.DataFrame:
+    """Per decoder: AP (points) of both arms, levers − fp32 with interval and p, and the verdict."""
+    rows = []
+    for config, decoder in CONFIGS.items():
+        a = 100 * levers.loc[levers["config"] == config, "AP"].to_numpy()
+        b = 100 * fp32.loc[fp32["config"] == config, "AP"].to_numpy()
+        result = compare(a, b)
+        rows.append(
+            {
+                "decoder": decoder,
+                "n levers": len(a),
+                "n fp32": len(b),
+                "AP levers": f"{a.mean():.1f} ± {a.std(ddof=1):.1f}",
+                "AP fp32": f"{b.mean():.1f} ± {b.std(ddof=1):.1f}",
+                "difference": round(result.difference, 2),
+                "low": round(result.low, 2),
+                "high": round(result.high, 2),
+                "p": round(result.p, 3),
+                "test": result.test(),
+                "within ±1": -MARGIN <= result.low and result.high <= MARGIN,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def markdown(table: pd.DataFrame) -> str:
+    lines = [" | ".join(table.columns), " | ".join("---" for _ in table.columns)]
+    lines += [" | ".join(str(value) for value in row) for row in table.itertuples(index=False)]
+    return "".join(f"| {line} |\n" for line in lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sweep", default="precision-parity")
+    parser.add_argument("--fp32", type=Path, default=FP32_ROWS)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/precision_parity"))
+    args = parser.parse_args(argv)
+    fp32, levers = fp32_rows(args.fp32), lever_rows(args.sweep)
+    table = comparisons(fp32, levers)
+    args.out.mkdir(parents=True, exist_ok=True)
+    levers.to_csv(args.out / "parity_runs.csv", index=False)
+    table.to_csv(args.out / "parity_comparisons.csv", index=False)
+    adopted = bool(table["within ±1"].all()) and (table[["n levers", "n fp32"]] == len(SEEDS)).all().all()
+    verdict = (
+        "both intervals lie within ±1 AP point: the levers may be adopted for the synthetic configs"
+        if adopted
+        else "not every interval lies within ±1 AP point (or a seed is missing): fp32 stays the default"
+    )
+    text = f"{markdown(table)}\nlevers − fp32, AP points, Welch 95 % interval. {verdict}.\n"
+    (args.out / "parity.md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
