@@ -37,6 +37,7 @@ import torch
 
 from ifrvis.config import Config, load_config
 from ifrvis.engine.solver import build_optimizer
+from ifrvis.engine.train import autocast, autocast_dtype
 from ifrvis.inference import predict_video
 from ifrvis.modeling import build_model
 from ifrvis.modeling.criterion import build_criterion
@@ -58,6 +59,7 @@ class Setting:
     width: int
     batch: int = 4
     clip_frames: int = 2
+    amp: str = ""  # solver.amp for the training step ("": the config's)
 
 
 TINY = Setting("tiny, 96x128, CPU", TINY_CONFIG, 96, 128)
@@ -81,7 +83,8 @@ def paper_settings(scale: float = 1.0) -> list[Setting]:
 
 
 def model_config(setting: Setting, decoder: str) -> Config:
-    return load_config(setting.config, [f"model.decoder={decoder}", "model.weights="])
+    amp = [f"solver.amp={setting.amp}"] if setting.amp else []
+    return load_config(setting.config, [f"model.decoder={decoder}", "model.weights=", *amp])
 
 
 def random_clips(setting: Setting, num_classes: int, generator: torch.Generator, device) -> tuple:
@@ -118,22 +121,20 @@ def train_seconds_per_clip(setting: Setting, decoder: str, iters: int, device: t
 
 def training_steps(setting: Setting, decoder: str, batches: int, device: torch.device) -> tuple:
     """`(step, batches)`: `step(images, targets)` runs one optimiser step (forward, loss, backward, step;
-    under the config's AMP on a GPU, with its gradient scaler) of a freshly built model on `batches`
-    random batches."""
+    under the config's AMP as the trainer applies it: bf16 on the CPU too, fp16 on a GPU only, with its
+    gradient scaler) of a freshly built model on `batches` random batches."""
     cfg = model_config(setting, decoder)
     torch.manual_seed(0)
     model = build_model(cfg.model, cfg.loss.class_loss).to(device).train()
     criterion = build_criterion(cfg).to(device)
     optimizer = build_optimizer(model, cfg.solver)
-    amp = (
-        {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.solver.amp) if device.type == "cuda" else None
-    )
+    amp = autocast_dtype(cfg, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp is torch.float16)
     generator = torch.Generator().manual_seed(0)
     data = [random_clips(setting, cfg.model.num_classes, generator, device) for _ in range(batches)]
 
     def step(images: torch.Tensor, targets: list[dict]) -> None:
-        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+        with autocast(amp, device):
             loss = sum(criterion(model(images), targets).values())
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
@@ -364,6 +365,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--frames", type=int, help=f"frames of the inference video (120; --paper: {PAPER_VIDEO_FRAMES})"
     )
+    parser.add_argument(
+        "--amp", choices=("none", "bf16"), default="none", help="autocast of the tiny training step (CPU)"
+    )
     parser.add_argument("--paper", action="store_true", help="R50 and Swin-L at the paper's settings")
     parser.add_argument(
         "--paper-scale", type=float, default=1.0, help="--paper frames x this (CPU smoke run)"
@@ -393,9 +397,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(
         f"torch {torch.__version__}, {args.threads} thread(s), OMP_NUM_THREADS="
-        f"{os.environ.get('OMP_NUM_THREADS', 'unset')}, {args.iters} timed steps, {args.frames}-frame video\n"
+        f"{os.environ.get('OMP_NUM_THREADS', 'unset')}, {args.iters} timed steps, {args.frames}-frame video, "
+        f"training autocast {args.amp}, CPU capability {torch.backends.cpu.get_cpu_capability()}\n"
     )
-    print(speed_table(TINY, speed_rows(TINY, args.iters, args.frames, cpu)), "\n")
+    tiny = replace(TINY, amp=args.amp, label=f"{TINY.label}, {args.amp}") if args.amp != "none" else TINY
+    print(speed_table(tiny, speed_rows(tiny, args.iters, args.frames, cpu)), "\n")
     memory = {
         (d, m): peak_memory_subprocess(d, m, args.frames, args.threads) for d in DECODERS for m in MODES
     }

@@ -334,7 +334,7 @@ def _train_and_evaluate(cfg, splits, state, logger, info, device, out_dir, ckpt_
     )
     tic = time.perf_counter()
     prior_seconds = state["train_time_s"] if state else 0.0
-    amp_dtype = _amp_dtype(cfg, device)
+    amp_dtype = autocast_dtype(cfg, device)
     for iteration in bar:
         optimizer.zero_grad(set_to_none=True)
         micro_batches = [to_device(next(batches), device) for _ in range(accumulation)]
@@ -456,7 +456,7 @@ def _validation_metrics(model, valid_set: YTVIS, cfg: Config, info: DistInfo) ->
     return {f"val/{key}": float(ap[key]) for key in ("AP", "AP50", "AP75", "AR1", "AR10")}
 
 
-def _amp_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
+def autocast_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
     """Autocast dtype of `solver.amp`; fp16 only on a GPU, where the gradient scaler works with it."""
     if cfg.solver.amp == "fp16" and device.type != "cuda":
         return None
