@@ -24,6 +24,7 @@ def test_environment_tags_name_cpu_threads_torch_and_device():
     names = [line for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
     expected = names[0].split(":", 1)[1].strip() if names else platform.processor() or platform.machine()
     assert tags["env.cpu"] == expected and tags["env.cpu"]
+    assert tags["env.cpu_capability"] == torch.backends.cpu.get_cpu_capability()
 
 
 def test_launch_tags_say_where_the_job_ran(monkeypatch, tmp_path):

@@ -36,7 +36,7 @@ TIMING_KEYS = ("train_time_s", "run_time_s", "queue_time_s")
 VOLATILE_TAGS = ("run_dir", "submitted_at")  # paths and times
 # Where a run computed (ifrvis.engine.train.environment_tags): checked present, not compared, since
 # executors may give a run other thread counts.
-ENV_TAGS = {"env.torch", "env.threads", "env.cpu", "env.device", "env.python"}
+ENV_TAGS = {"env.torch", "env.threads", "env.cpu", "env.cpu_capability", "env.device", "env.python"}
 
 
 def slurm_available() -> bool:

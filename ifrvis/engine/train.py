@@ -207,7 +207,9 @@ def _open_run(cfg: Config, state: dict | None, info: DistInfo) -> runstore.RunLo
 
 def environment_tags(device: torch.device) -> dict[str, str]:
     """What a run computed on, as `env.*` tags (a resumed run: the last start's): per-seed values are
-    bit-identical only for the same CPU model, thread count and torch version."""
+    bit-identical only for the same CPU model, thread count and torch version. `env.cpu_capability` is the
+    vector instruction set torch dispatches to ('AVX2', 'AVX512'): a virtual machine's CPU model name can
+    stay the same ('AMD EPYC') across hosts that differ there, and so do speed and float results."""
     cpu = ""
     if Path("/proc/cpuinfo").is_file():
         names = [
@@ -218,6 +220,7 @@ def environment_tags(device: torch.device) -> dict[str, str]:
         "env.torch": torch.__version__,
         "env.threads": str(torch.get_num_threads()),
         "env.cpu": cpu or platform.processor() or platform.machine(),
+        "env.cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "env.device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "env.python": platform.python_version(),
     }
