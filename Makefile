@@ -10,7 +10,7 @@ DATA ?= data/synthetic
 # The run store, for every command: `make table1 MLFLOW_TRACKING_URI=...` or the environment's.
 export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 
-.PHONY: venv test lint data data-crossing demo table1 table2 table3 consistency consistency-lambda0 consistency-long consistency-pilot consistency2 precision-parity ablation ablation-clip figures mlflow-init mlflow-ui mlflow-server mlflow-server-stop \
+.PHONY: venv test lint data data-crossing demo table1 table2 table3 consistency consistency-lambda0 consistency-long consistency-pilot consistency2 precision-parity fp32-parity ablation ablation-clip figures mlflow-init mlflow-ui mlflow-server mlflow-server-stop \
         slurm-up slurm-down benchmarks store-load store-faults clean
 
 venv: $(STAMP)
@@ -147,6 +147,14 @@ precision-parity: data mlflow-init
 	$(PY) experiments/run_seeds.py $(TINY_CONFIGS) --seeds 5 --executor $(EXECUTOR) --sweep precision-parity \
 	  --set solver.amp=bf16 solver.fused_optimizer=true
 	$(PY) benchmarks/precision_parity.py
+
+# The same for the fp32 levers, torch.compile of the training forward with fused AdamW (benchmarks/README.md,
+# "Accuracy parity of torch.compile and fused AdamW"), against the same fp32 rows.
+FP32_LEVERS := solver.compile=true solver.fused_optimizer=true
+fp32-parity: data mlflow-init
+	$(PY) experiments/run_seeds.py $(TINY_CONFIGS) --seeds 5 --executor $(EXECUTOR) --sweep fp32-parity \
+	  --set $(FP32_LEVERS)
+	$(PY) benchmarks/precision_parity.py --sweep fp32-parity --levers $(FP32_LEVERS) --out benchmarks/results/fp32_parity
 
 # The same beside a 3x longer clip stage (2400 iterations, lr x0.1 at 80 % as at 800): an exploratory study
 # of the tiny runs' budget, outside the pre-registered protocol (benchmarks/README.md, "Consistency"); the

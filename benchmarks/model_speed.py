@@ -37,7 +37,7 @@ import torch
 
 from ifrvis.config import Config, load_config
 from ifrvis.engine.solver import build_optimizer
-from ifrvis.engine.train import autocast, autocast_dtype
+from ifrvis.engine.train import autocast, autocast_dtype, training_forward
 from ifrvis.inference import predict_video
 from ifrvis.modeling import build_model
 from ifrvis.modeling.criterion import build_criterion
@@ -60,6 +60,7 @@ class Setting:
     batch: int = 4
     clip_frames: int = 2
     amp: str = ""  # solver.amp for the training step ("": the config's)
+    compile: bool = False  # solver.compile: the training step's forward through torch.compile
 
 
 TINY = Setting("tiny, 96x128, CPU", TINY_CONFIG, 96, 128)
@@ -84,7 +85,8 @@ def paper_settings(scale: float = 1.0) -> list[Setting]:
 
 def model_config(setting: Setting, decoder: str) -> Config:
     amp = [f"solver.amp={setting.amp}"] if setting.amp else []
-    return load_config(setting.config, [f"model.decoder={decoder}", "model.weights=", *amp])
+    compiled = ["solver.compile=true"] if setting.compile else []
+    return load_config(setting.config, [f"model.decoder={decoder}", "model.weights=", *amp, *compiled])
 
 
 def random_clips(setting: Setting, num_classes: int, generator: torch.Generator, device) -> tuple:
@@ -114,20 +116,17 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def train_seconds_per_clip(setting: Setting, decoder: str, iters: int, device: torch.device) -> float:
-    """Mean wall time of one optimiser step divided by the batch size (`train_step_stats`)."""
-    return train_step_stats(setting, decoder, iters, device)["s_per_step"] / setting.batch
-
-
 def training_steps(setting: Setting, decoder: str, batches: int, device: torch.device) -> tuple:
     """`(step, batches)`: `step(images, targets)` runs one optimiser step (forward, loss, backward, step;
     under the config's AMP as the trainer applies it: bf16 on the CPU too, fp16 on a GPU only, with its
-    gradient scaler) of a freshly built model on `batches` random batches."""
+    gradient scaler; with `setting.compile` the forward compiled as the trainer compiles it) of a freshly
+    built model on `batches` random batches."""
     cfg = model_config(setting, decoder)
     torch.manual_seed(0)
     model = build_model(cfg.model, cfg.loss.class_loss).to(device).train()
     criterion = build_criterion(cfg).to(device)
     optimizer = build_optimizer(model, cfg.solver)
+    forward = training_forward(model, cfg.solver.compile)
     amp = autocast_dtype(cfg, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp is torch.float16)
     generator = torch.Generator().manual_seed(0)
@@ -135,7 +134,7 @@ def training_steps(setting: Setting, decoder: str, batches: int, device: torch.d
 
     def step(images: torch.Tensor, targets: list[dict]) -> None:
         with autocast(amp, device):
-            loss = sum(criterion(model(images), targets).values())
+            loss = sum(criterion(forward(images), targets).values())
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -145,12 +144,15 @@ def training_steps(setting: Setting, decoder: str, batches: int, device: torch.d
 
 
 def train_step_stats(setting: Setting, decoder: str, iters: int, device: torch.device) -> dict:
-    """Mean wall time of one optimiser step (`training_steps`) after one untimed warm-up step, and the
-    peak GPU memory of the timed steps (MiB; None on the CPU)."""
+    """Mean wall time of one optimiser step (`training_steps`) after one warm-up step, the warm-up step's
+    own time (with `setting.compile`: the compilation's) and the peak GPU memory of the timed steps (MiB;
+    None on the CPU)."""
     step, batches = training_steps(setting, decoder, iters + 1, device)
+    tic = time.perf_counter()
     for n, (images, targets) in enumerate(batches):
         if n == 1:
             synchronize(device)
+            first_step = time.perf_counter() - tic
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats()
             tic = time.perf_counter()
@@ -158,7 +160,7 @@ def train_step_stats(setting: Setting, decoder: str, iters: int, device: torch.d
     synchronize(device)
     seconds = (time.perf_counter() - tic) / iters
     peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
-    return {"s_per_step": seconds, "peak_mib": peak}
+    return {"s_per_step": seconds, "first_step_s": first_step, "peak_mib": peak}
 
 
 def op_calls_per_step(setting: Setting, decoder: str) -> int:
@@ -263,15 +265,23 @@ def peak_memory_subprocess(decoder: str, mode: str, num_frames: int, threads: in
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def speed_rows(setting: Setting, iters: int, num_frames: int, device: torch.device) -> dict[str, dict]:
-    return {
-        decoder: {
-            "train_s_per_clip": train_seconds_per_clip(setting, decoder, iters, device),
+def speed_rows(
+    setting: Setting, iters: int, num_frames: int, device: torch.device, inference: bool = True
+) -> dict[str, dict]:
+    rows = {}
+    for decoder in DECODERS:
+        train = train_step_stats(setting, decoder, iters, device)
+        rows[decoder] = {
+            "train_s_per_clip": train["s_per_step"] / setting.batch,
+            "first_step_s": train["first_step_s"],
             "op_calls": op_calls_per_step(setting, decoder) if device.type == "cpu" else None,
-            "inference_fps": video_inference_stats(setting, decoder, num_frames, device)["inference_fps"],
+            "inference_fps": (
+                video_inference_stats(setting, decoder, num_frames, device)["inference_fps"]
+                if inference
+                else None
+            ),
         }
-        for decoder in DECODERS
-    }
+    return rows
 
 
 def speed_table(setting: Setting, rows: dict[str, dict]) -> str:
@@ -279,18 +289,18 @@ def speed_table(setting: Setting, rows: dict[str, dict]) -> str:
     lines = [
         f"### {setting.label}",
         "",
-        "| decoder | train step, ms/clip | op calls/step | inference, frames/s |",
-        "|---|---|---|---|",
+        "| decoder | train step, ms/clip | first step, s | op calls/step | inference, frames/s |",
+        "|---|---|---|---|---|",
     ]
     for decoder, row in rows.items():
-        calls = _cell(row["op_calls"], "d")
         lines.append(
-            f"| {decoder} | {1000 * row['train_s_per_clip']:.1f} | {calls} | {row['inference_fps']:.1f} |"
+            f"| {decoder} | {1000 * row['train_s_per_clip']:.1f} | {row['first_step_s']:.1f} "
+            f"| {_cell(row['op_calls'], 'd')} | {_cell(row['inference_fps'], '.1f')} |"
         )
     lines.append(
-        f"| IFR / Mask2Former-VIS | {ifr['train_s_per_clip'] / base['train_s_per_clip']:.2f}x time "
+        f"| IFR / Mask2Former-VIS | {ifr['train_s_per_clip'] / base['train_s_per_clip']:.2f}x time | - "
         f"| {_cell(_ratio(ifr['op_calls'], base['op_calls']), '.2f', 'x')} "
-        f"| {ifr['inference_fps'] / base['inference_fps']:.2f}x speed |"
+        f"| {_cell(_ratio(ifr['inference_fps'], base['inference_fps']), '.2f', 'x speed')} |"
     )
     return "\n".join(lines)
 
@@ -368,6 +378,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--amp", choices=("none", "bf16"), default="none", help="autocast of the tiny training step (CPU)"
     )
+    parser.add_argument(
+        "--compile", action="store_true", help="the tiny training step's forward through torch.compile (CPU)"
+    )
+    parser.add_argument(
+        "--train-only", action="store_true", help="the tiny training step only (no inference, no memory)"
+    )
     parser.add_argument("--paper", action="store_true", help="R50 and Swin-L at the paper's settings")
     parser.add_argument(
         "--paper-scale", type=float, default=1.0, help="--paper frames x this (CPU smoke run)"
@@ -398,10 +414,17 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"torch {torch.__version__}, {args.threads} thread(s), OMP_NUM_THREADS="
         f"{os.environ.get('OMP_NUM_THREADS', 'unset')}, {args.iters} timed steps, {args.frames}-frame video, "
-        f"training autocast {args.amp}, CPU capability {torch.backends.cpu.get_cpu_capability()}\n"
+        f"training autocast {args.amp}, compiled forward {args.compile}, CPU capability "
+        f"{torch.backends.cpu.get_cpu_capability()}\n"
     )
-    tiny = replace(TINY, amp=args.amp, label=f"{TINY.label}, {args.amp}") if args.amp != "none" else TINY
-    print(speed_table(tiny, speed_rows(tiny, args.iters, args.frames, cpu)), "\n")
+    levers = [args.amp] * (args.amp != "none") + ["torch.compile"] * args.compile
+    label = ", ".join([TINY.label, *levers])
+    tiny = replace(TINY, amp="" if args.amp == "none" else args.amp, compile=args.compile, label=label)
+    print(
+        speed_table(tiny, speed_rows(tiny, args.iters, args.frames, cpu, inference=not args.train_only)), "\n"
+    )
+    if args.train_only:
+        return 0
     memory = {
         (d, m): peak_memory_subprocess(d, m, args.frames, args.threads) for d in DECODERS for m in MODES
     }

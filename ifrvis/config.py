@@ -138,6 +138,11 @@ class SolverConfig:
     # AdamW's fused kernel: one call over all parameters, the same update up to float rounding (on the
     # CPU several times faster than the per-parameter loop torch uses by default there).
     fused_optimizer: bool = False
+    # torch.compile (TorchInductor) of the training forward; the loss, the optimiser, evaluation and the
+    # checkpoints stay the eager module's. The first steps compile (minutes on a CPU, with a C++
+    # compiler); the kernels are cached on disk for the next run ($TORCHINDUCTOR_CACHE_DIR, by default
+    # ~/.cache/ifrvis/inductor, not /tmp, which a reboot empties).
+    compile: bool = False
     # Clips each rank computes at once; the rank's share of `batch_size` is then taken in
     # share / batch_per_gpu accumulated micro-batches. 0: the whole share at once.
     batch_per_gpu: int = 0

@@ -11,6 +11,7 @@ import dataclasses
 import json
 import os
 import platform
+import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -159,6 +160,8 @@ def preflight(cfg: Config) -> tuple[YTVIS, YTVIS | None]:
     `UserError` (DataError, ConfigError, CheckpointError, ReadOnlyStore) naming the problem."""
     if cfg.threads < 0:
         raise ConfigError(f"threads = {cfg.threads}: give a number of CPU threads, or 0 for the default")
+    if cfg.solver.compile and not any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "clang++")):
+        raise ConfigError("solver.compile needs a C++ compiler (g++, clang++ or $CXX): none is on the PATH")
     if cfg.model.weights and not Path(cfg.model.weights).is_file():
         raise CheckpointError(
             f"model.weights: no such file {cfg.model.weights}"
@@ -281,6 +284,7 @@ def _train_and_evaluate(cfg, splits, state, logger, info, device, out_dir, ckpt_
             print(f"resumed from iteration {start_iter} ({ckpt_path})", file=sys.stderr, flush=True)
     if info.world_size > 1:
         model = torch.nn.parallel.DistributedDataParallel(model)
+    forward = training_forward(model, cfg.solver.compile)
     micro, accumulation = split_batch(cfg.solver.batch_size, info.world_size, cfg.solver.batch_per_gpu)
     if logger:
         logger.log_params({"train.batch_per_gpu": micro, "train.accumulation_steps": accumulation})
@@ -341,7 +345,7 @@ def _train_and_evaluate(cfg, splits, state, logger, info, device, out_dir, ckpt_
     for iteration in bar:
         optimizer.zero_grad(set_to_none=True)
         micro_batches = [to_device(next(batches), device) for _ in range(accumulation)]
-        losses = accumulate_gradients(model, criterion, micro_batches, scaler, amp_dtype)
+        losses = accumulate_gradients(forward, criterion, micro_batches, scaler, amp_dtype)
         bad, signum = agree_to_stop(nonfinite_term(losses), flag.received, info, device)
         if bad:  # before the optimizer step: the weights stay those of the last good iteration
             where = "".join(f" on rank {r}" for r, _ in bad) if info.world_size > 1 else ""
@@ -415,6 +419,15 @@ def to_device(
     images, targets = batch
     targets = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
     return images.to(device, non_blocking=True), targets
+
+
+def training_forward(model: torch.nn.Module, compiled: bool) -> torch.nn.Module:
+    """What a training step calls: `model` itself, or with `solver.compile` its `torch.compile`d call,
+    which shares the weights (checkpoints, gradient norms and evaluation use `model` unchanged)."""
+    if not compiled:
+        return model
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path.home() / ".cache" / "ifrvis" / "inductor"))
+    return torch.compile(model)
 
 
 def accumulate_gradients(model, criterion, micro_batches, scaler, amp_dtype) -> dict[str, torch.Tensor]:
