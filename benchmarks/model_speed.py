@@ -35,7 +35,7 @@ from pathlib import Path
 
 import torch
 
-from ifrvis.config import Config, load_config
+from ifrvis.config import Config, ConfigError, load_config
 from ifrvis.engine.solver import build_optimizer
 from ifrvis.engine.train import autocast, autocast_dtype, training_forward
 from ifrvis.inference import predict_video
@@ -59,8 +59,7 @@ class Setting:
     width: int
     batch: int = 4
     clip_frames: int = 2
-    amp: str = ""  # solver.amp for the training step ("": the config's)
-    compile: bool = False  # solver.compile: the training step's forward through torch.compile
+    overrides: tuple[str, ...] = ()  # KEY=VALUE settings of the config, e.g. solver.compile=true
 
 
 TINY = Setting("tiny, 96x128, CPU", TINY_CONFIG, 96, 128)
@@ -84,9 +83,7 @@ def paper_settings(scale: float = 1.0) -> list[Setting]:
 
 
 def model_config(setting: Setting, decoder: str) -> Config:
-    amp = [f"solver.amp={setting.amp}"] if setting.amp else []
-    compiled = ["solver.compile=true"] if setting.compile else []
-    return load_config(setting.config, [f"model.decoder={decoder}", "model.weights=", *amp, *compiled])
+    return load_config(setting.config, [f"model.decoder={decoder}", "model.weights=", *setting.overrides])
 
 
 def random_clips(setting: Setting, num_classes: int, generator: torch.Generator, device) -> tuple:
@@ -119,7 +116,7 @@ def synchronize(device: torch.device) -> None:
 def training_steps(setting: Setting, decoder: str, batches: int, device: torch.device) -> tuple:
     """`(step, batches)`: `step(images, targets)` runs one optimiser step (forward, loss, backward, step;
     under the config's AMP as the trainer applies it: bf16 on the CPU too, fp16 on a GPU only, with its
-    gradient scaler; with `setting.compile` the forward compiled as the trainer compiles it) of a freshly
+    gradient scaler; with `solver.compile` the forward compiled as the trainer compiles it) of a freshly
     built model on `batches` random batches."""
     cfg = model_config(setting, decoder)
     torch.manual_seed(0)
@@ -145,7 +142,7 @@ def training_steps(setting: Setting, decoder: str, batches: int, device: torch.d
 
 def train_step_stats(setting: Setting, decoder: str, iters: int, device: torch.device) -> dict:
     """Mean wall time of one optimiser step (`training_steps`) after one warm-up step, the warm-up step's
-    own time (with `setting.compile`: the compilation's) and the peak GPU memory of the timed steps (MiB;
+    own time (with `solver.compile`: the compilation's) and the peak GPU memory of the timed steps (MiB;
     None on the CPU)."""
     step, batches = training_steps(setting, decoder, iters + 1, device)
     tic = time.perf_counter()
@@ -376,10 +373,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--frames", type=int, help=f"frames of the inference video (120; --paper: {PAPER_VIDEO_FRAMES})"
     )
     parser.add_argument(
-        "--amp", choices=("none", "bf16"), default="none", help="autocast of the tiny training step (CPU)"
-    )
-    parser.add_argument(
-        "--compile", action="store_true", help="the tiny training step's forward through torch.compile (CPU)"
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="settings of the tiny training step's config, e.g. solver.amp=bf16 solver.compile=true"
+        " solver.fused_optimizer=true",
     )
     parser.add_argument(
         "--train-only", action="store_true", help="the tiny training step only (no inference, no memory)"
@@ -393,6 +392,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.frames = args.frames or (PAPER_VIDEO_FRAMES if args.paper else 120)
     if args.threads < 1 or args.iters < 1 or args.frames < 2:
         parser.error("need --threads >= 1, --iters >= 1 and --frames >= 2")
+    try:
+        load_config(TINY_CONFIG, args.set)
+    except ConfigError as error:
+        parser.error(f"--set: {error}")
     return args
 
 
@@ -414,12 +417,10 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"torch {torch.__version__}, {args.threads} thread(s), OMP_NUM_THREADS="
         f"{os.environ.get('OMP_NUM_THREADS', 'unset')}, {args.iters} timed steps, {args.frames}-frame video, "
-        f"training autocast {args.amp}, compiled forward {args.compile}, CPU capability "
+        f"tiny step settings {' '.join(args.set) or '(the config)'}, CPU capability "
         f"{torch.backends.cpu.get_cpu_capability()}\n"
     )
-    levers = [args.amp] * (args.amp != "none") + ["torch.compile"] * args.compile
-    label = ", ".join([TINY.label, *levers])
-    tiny = replace(TINY, amp="" if args.amp == "none" else args.amp, compile=args.compile, label=label)
+    tiny = replace(TINY, overrides=tuple(args.set), label=", ".join([TINY.label, *args.set]))
     print(
         speed_table(tiny, speed_rows(tiny, args.iters, args.frames, cpu, inference=not args.train_only)), "\n"
     )

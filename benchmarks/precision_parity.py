@@ -2,7 +2,7 @@
 decoder, at Table 1's configs and budget (benchmarks/README.md, "Accuracy parity of bf16 and fused AdamW").
 
     .venv/bin/python benchmarks/precision_parity.py [--sweep precision-parity] [--levers KEY=VALUE ...]
-        [--fp32 FP32_ROWS] [--out OUT]
+        [--control SWEEP] [--fp32 FP32_ROWS] [--out OUT]
 
 fp32 (FP32_ROWS): the committed rows of the consistency experiment's runs of the same configs on the
 same split and budget (`synthetic_tiny`, `synthetic_tiny_mask2former`, default split, 800 clip
@@ -12,7 +12,9 @@ the default; `make fp32-parity`: `solver.compile=true solver.fused_optimizer=tru
 fp32 difference of mean AP with its Welch 95 % interval and exact permutation p (unpaired, as in the
 consistency experiment: a seed fixes the clip order and frame draws, not the path through training), and
 the protocols' accuracy condition: both intervals lie within ±1 AP point. Writes
-`parity_runs.csv` (the lever runs, one row each), `parity.md` and `parity_comparisons.csv` under `--out`.
+`parity_runs.csv` (the lever runs, one row each), `parity.md` and `parity_comparisons.csv` under `--out`;
+with `--control SWEEP`, fp32 eager runs made again beside the levers set against the committed runs of
+their identity (`control_runs.csv`), which tells whether the fp32 arm is what this machine computes.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ SEEDS = range(5)
 ITERS = 800
 MARGIN = 1.0  # AP points: the accuracy condition, each interval within ±MARGIN
 LEVERS = ["solver.amp=bf16", "solver.fused_optimizer=true"]
+EAGER_FP32 = ["solver.amp=none", "solver.compile=false", "solver.fused_optimizer=false"]
 
 
 def fp32_rows(path: Path) -> pd.DataFrame:
@@ -97,6 +100,23 @@ def comparisons(fp32: pd.DataFrame, levers: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def control_table(fp32: pd.DataFrame, control: pd.DataFrame) -> pd.DataFrame:
+    """fp32 eager runs made again beside the lever runs against the committed runs of the same identity:
+    AP (points) of both and their difference; 0 says that the committed fp32 arm is what this machine and
+    code compute, so that a lever's difference is the lever's."""
+    both = control.merge(fp32, on=["config", "seed", "run_identity"], suffixes=(" rerun", " committed"))
+    return pd.DataFrame(
+        {
+            "config": both["config"],
+            "seed": both["seed"],
+            "run_identity": both["run_identity"],
+            "AP committed": (100 * both["AP committed"]).round(4),
+            "AP rerun": (100 * both["AP rerun"]).round(4),
+            "difference": (100 * (both["AP rerun"] - both["AP committed"])).round(4),
+        }
+    )
+
+
 def markdown(table: pd.DataFrame) -> str:
     lines = [" | ".join(table.columns), " | ".join("---" for _ in table.columns)]
     lines += [" | ".join(str(value) for value in row) for row in table.itertuples(index=False)]
@@ -108,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sweep", default="precision-parity")
     parser.add_argument("--levers", nargs="+", default=LEVERS, metavar="KEY=VALUE")
     parser.add_argument("--fp32", type=Path, default=FP32_ROWS)
+    parser.add_argument("--control", default="", help="sweep of fp32 eager runs made again beside the levers")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/precision_parity"))
     args = parser.parse_args(argv)
     fp32, levers = fp32_rows(args.fp32), lever_rows(args.sweep, args.levers)
@@ -123,6 +144,10 @@ def main(argv: list[str] | None = None) -> int:
         " the accuracy condition, and fp32 eager stays the default"
     )
     text = f"{markdown(table)}\nlevers − fp32, AP points, Welch 95 % interval. {verdict}.\n"
+    if args.control:
+        control = control_table(fp32, lever_rows(args.control, EAGER_FP32))
+        control.to_csv(args.out / "control_runs.csv", index=False)
+        text += f"\nControl, fp32 eager made again (AP points):\n\n{markdown(control)}"
     (args.out / "parity.md").write_text(text)
     print(text)
     return 0

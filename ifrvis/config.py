@@ -205,6 +205,9 @@ NON_SEMANTIC_KEYS = (
     "name", "dataset", "seed", "device", "threads", "data.num_workers", "logging", "model.partial_weights",
     "solver.batch_per_gpu",
 )  # fmt: skip
+# Settings added after runs were logged, whose default computes what those runs computed: at that default
+# they are no part of a run's identity, so that a sweep rerun still finds the runs logged before them.
+IDENTITY_NEUTRAL_DEFAULTS = {"solver.compile": False}
 
 
 def _check_value(value: Any, hint: Any, key: str, source: str) -> Any:
@@ -401,6 +404,7 @@ def semantic_dict(cfg: Config) -> dict[str, Any]:
         key: value
         for key, value in flatten(to_dict(cfg)).items()
         if not any(key == skip or key.startswith(f"{skip}.") for skip in NON_SEMANTIC_KEYS)
+        and not (key in IDENTITY_NEUTRAL_DEFAULTS and value == IDENTITY_NEUTRAL_DEFAULTS[key])
     }
 
 

@@ -55,3 +55,25 @@ def test_differences_in_ap_points_and_the_one_point_rule(parity):
     assert ifr["AP levers"] == "12.0 ± 1.6" and ifr["p"] == 1.0
     assert m2f["difference"] == pytest.approx(0.1) and m2f["low"] == pytest.approx(0.1) and m2f["within ±1"]
     assert m2f["p"] == pytest.approx(2 / 252, abs=1e-3)  # only the observed split and its mirror
+
+
+def test_the_control_pairs_a_rerun_with_the_committed_run_of_its_identity(parity):
+    """Seed 0 of IFR made again: 0.1871 against the committed 0.1871, 0 difference; Mask2Former-VIS's
+    rerun has another identity (its config changed) and is not paired with the committed run."""
+    fp32 = pd.DataFrame(
+        [
+            {"config": "synthetic_tiny", "seed": 0, "run_identity": "a", "AP": 0.1871},
+            {"config": "synthetic_tiny", "seed": 1, "run_identity": "b", "AP": 0.15},
+            {"config": "synthetic_tiny_mask2former", "seed": 0, "run_identity": "c", "AP": 0.2},
+        ]
+    )
+    control = pd.DataFrame(
+        [
+            {"config": "synthetic_tiny", "seed": 0, "run_identity": "a", "AP": 0.1871},
+            {"config": "synthetic_tiny_mask2former", "seed": 0, "run_identity": "d", "AP": 0.21},
+        ]
+    )
+    table = parity.control_table(fp32, control)
+    assert table[["config", "seed", "AP committed", "AP rerun", "difference"]].values.tolist() == [
+        ["synthetic_tiny", 0, 18.71, 18.71, 0.0]
+    ]
