@@ -2,6 +2,8 @@
 (the same loss terms and gradients to float tolerance on a fixed batch), shares its weights (a checkpoint
 is the same module's state), and a run asks for a C++ compiler before it starts."""
 
+import os
+
 import pytest
 import torch
 from conftest import ROOT
@@ -22,7 +24,7 @@ def fixed_batch(num_classes: int) -> tuple[torch.Tensor, list[dict]]:
     for clip in range(2):
         masks = torch.zeros(2, 2, 64, 96, dtype=torch.bool)
         masks[0, :, 8:30, 10 + clip : 40 + clip] = True
-        masks[1, :, 30:60, 50:90 - clip] = True
+        masks[1, :, 30:60, 50 : 90 - clip] = True
         targets.append(
             {
                 "labels": torch.tensor([clip, num_classes - 1]),
@@ -70,6 +72,20 @@ def test_the_compiled_training_forward_computes_the_eager_loss_and_gradients(tmp
 def test_the_eager_path_is_the_model_itself():
     model = torch.nn.Linear(2, 2)
     assert training_forward(model, compiled=False) is model
+
+
+def test_compiled_kernels_are_cached_under_home_unless_the_user_chose_a_folder(tmp_path, monkeypatch):
+    """torch has set the variable to its /tmp default (as building a model can make it do): ifrvis's
+    folder replaces it; a folder the user set stays."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", default_cache_dir())
+    training_forward(torch.nn.Linear(2, 2), compiled=True)
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / ".cache/ifrvis/inductor")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
+    training_forward(torch.nn.Linear(2, 2), compiled=True)
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "mine")
 
 
 def test_a_compiled_run_without_a_cxx_compiler_stops_before_it_starts(tmp_path, monkeypatch):

@@ -426,7 +426,13 @@ def training_forward(model: torch.nn.Module, compiled: bool) -> torch.nn.Module:
     which shares the weights (checkpoints, gradient norms and evaluation use `model` unchanged)."""
     if not compiled:
         return model
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path.home() / ".cache" / "ifrvis" / "inductor"))
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    # torch sets $TORCHINDUCTOR_CACHE_DIR to its default in /tmp (emptied by a reboot, node-local on a
+    # cluster) the first time anything asks for the folder: a value equal to that default is not a
+    # user's choice.
+    if os.environ.get("TORCHINDUCTOR_CACHE_DIR") in (None, default_cache_dir()):
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path.home() / ".cache" / "ifrvis" / "inductor")
     return torch.compile(model)
 
 
