@@ -1,6 +1,7 @@
 """Model speed: training step time per clip, inference frames/s, and peak inference memory.
 
-    .venv/bin/python benchmarks/model_speed.py [--threads 1] [--iters 5] [--frames 120]
+    .venv/bin/python benchmarks/model_speed.py [--threads 1] [--iters 5] [--frames 120] [--train-only]
+        [--set solver.compile=true solver.fused_optimizer=true ...]
     .venv/bin/python benchmarks/model_speed.py --paper [--iters 20]     # on a GPU: what a cluster plan needs
 
 CPU, tiny config (experiments/configs/synthetic_tiny.yaml): random 96x128 clips (batch 4 x 2 frames,

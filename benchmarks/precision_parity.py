@@ -1,5 +1,6 @@
-"""Accuracy parity of the precision levers: AP with bf16 autocast and fused AdamW against fp32, per
-decoder, at Table 1's configs and budget (benchmarks/README.md, "Accuracy parity of bf16 and fused AdamW").
+"""Accuracy parity of the speed levers (bf16 autocast, torch.compile, fused AdamW): AP against fp32 eager,
+per decoder, at Table 1's configs and budget (benchmarks/README.md, "Accuracy parity of bf16 and fused
+AdamW", "Accuracy parity of torch.compile and fused AdamW").
 
     .venv/bin/python benchmarks/precision_parity.py [--sweep precision-parity] [--levers KEY=VALUE ...]
         [--control SWEEP] [--fp32 FP32_ROWS] [--out OUT]
