@@ -20,8 +20,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	rm -f $(VENV)/.installed-*; touch $@
 
-# One pytest-xdist worker a core (at most 4: each holds torch and its own tiny data set and tracking
-# server); the workers' Slurm jobs share the test cluster and queue behind each other.
+# One pytest-xdist worker a core (at most 4: each holds torch and its own tracking server; the tiny data
+# set and reference runs are built once for all); the workers' Slurm jobs share the test cluster and queue.
 test: venv
 	$(PY) -m pytest -q -n auto --maxprocesses=4 --durations=25 tests
 
