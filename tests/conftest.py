@@ -1,11 +1,14 @@
 """Shared fixtures: a small synthetic YouTube-VIS folder and tiny run configs on private stores."""
 
 import fcntl
+import importlib.util
 import json
 import os
 import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -17,6 +20,17 @@ from ifrvis.engine.pretrain import pretrain
 ROOT = Path(__file__).resolve().parents[1]
 TINY_CONFIG = ROOT / "experiments" / "configs" / "synthetic_tiny.yaml"
 PRETRAINED = "tiny_pretrained.pth"  # in the tiny data folder
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """benchmarks/<name>.py as a module (the benchmarks are scripts, not a package), registered in
+    sys.modules, where a script's dataclasses look their module up."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
 
 # Two threads fight over the many small matrix products of the decoders on 2 cores; `make test` runs one
 # pytest-xdist worker a core instead.

@@ -1,23 +1,12 @@
 """The GPU benchmark (benchmarks/model_speed.py --paper) is the same code on the CPU at tiny sizes."""
 
-import importlib.util
-import sys
-
 import pytest
 import torch
-from conftest import ROOT
-
-
-def load_benchmark():
-    spec = importlib.util.spec_from_file_location("model_speed", ROOT / "benchmarks" / "model_speed.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["model_speed"] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_benchmark
 
 
 def test_paper_settings_are_the_configs_sizes_and_batch_per_gpu():
-    settings = load_benchmark().paper_settings()
+    settings = load_benchmark("model_speed").paper_settings()
     # 16:9 frames at short side 360 / 480, padded to 32; 16 clips per iteration over 8 GPUs
     assert [(s.label, s.height, s.width, s.batch, s.clip_frames) for s in settings] == [
         ("R50, 360p", 384, 640, 2, 2),
@@ -31,7 +20,7 @@ def test_paper_settings_are_the_configs_sizes_and_batch_per_gpu():
 def test_the_paper_benchmark_runs_on_the_cpu_at_tiny_sizes():
     """R50 at 360p only: Swin-L at full width adds a minute on a 2-core CPU, and its build and published
     weights are tested in test_backbone.py and test_weights.py."""
-    speed = load_benchmark()
+    speed = load_benchmark("model_speed")
     settings = [s for s in speed.paper_settings(scale=0.1) if s.label == "R50, 360p"]
     rows = speed.paper_rows(settings, iters=1, num_frames=2, device=torch.device("cpu"))
     assert [(r["setting"], r["decoder"]) for r in rows] == [

@@ -1,18 +1,13 @@
 """benchmarks/precision_parity.py: the fp32 rows it keeps, its differences and its verdict, by hand."""
 
-import importlib.util
-
 import pandas as pd
 import pytest
-from conftest import ROOT
+from conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def parity():
-    spec = importlib.util.spec_from_file_location("parity", ROOT / "benchmarks" / "precision_parity.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("precision_parity")
 
 
 def arm(aps: dict[str, list[float]]) -> pd.DataFrame:

@@ -4,7 +4,6 @@ Slurm job resumes; a sweep Slurm refuses or cannot be reached leaves one line an
 
 import contextlib
 import gzip
-import importlib.util
 import json
 import math
 import os
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import ROOT, write_run_config
+from conftest import ROOT, load_benchmark, write_run_config
 from test_sweep_plan import _closed_port
 from test_tracking_metrics import BOX_A, BOX_B, T, make_gt, result
 
@@ -177,10 +176,7 @@ def test_the_consistency_benchmark_reads_a_sweeps_runs(local_sweep, tmp_path):
 @pytest.fixture(scope="module")
 def consistency():
     """benchmarks/consistency.py as a module."""
-    spec = importlib.util.spec_from_file_location("consistency", ROOT / "benchmarks" / "consistency.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("consistency")
 
 
 def test_matched_count_keeps_each_videos_best_predictions(consistency):
