@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import io
 import json
 import sys
 from collections import Counter
@@ -54,6 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # analysis/
 from quality_diagnostics import diagnose, load_trained  # noqa: E402
 
 from analysis.comparisons import PAIRING, compare_groups, comparison_block  # noqa: E402
+from analysis.parts import with_prior  # noqa: E402
 from analysis.stats import holm  # noqa: E402
 from ifrvis import run_folder, runstore  # noqa: E402
 from ifrvis.config import config_from_dict  # noqa: E402
@@ -417,15 +417,6 @@ def keep_results(rows: pd.DataFrame, folder: Path) -> None:
         results = (Path(row["run_dir"]) / run_folder.RESULTS).read_bytes()
         name = f"{row['config']}-s{row['seed']}-{row['run_identity']}.json.gz"
         (folder / name).write_bytes(gzip.compress(results, mtime=0))  # mtime 0: the same file on a rerun
-
-
-def with_prior(rows: pd.DataFrame, prior: list[Path]) -> pd.DataFrame:
-    """`rows` (this store's runs, their results kept already) and the per-run CSVs of earlier parts of the
-    experiment (run where no store outlived them), each identity once, this store's row first; read back
-    through one CSV so that every column has one type."""
-    frames = [rows.drop(columns="run_dir", errors="ignore"), *(pd.read_csv(path) for path in prior)]
-    merged = pd.concat(frames, ignore_index=True).drop_duplicates("run_identity")
-    return pd.read_csv(io.StringIO(merged.to_csv(index=False)))
 
 
 def main(argv: list[str] | None = None) -> int:

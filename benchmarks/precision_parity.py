@@ -3,7 +3,7 @@ per decoder, at Table 1's configs and budget (benchmarks/README.md, "Accuracy pa
 AdamW", "Accuracy parity of torch.compile and fused AdamW").
 
     .venv/bin/python benchmarks/precision_parity.py [--sweep precision-parity] [--levers KEY=VALUE ...]
-        [--control SWEEP] [--fp32 FP32_ROWS] [--out OUT]
+        [--control SWEEP] [--fp32 FP32_ROWS] [--out OUT] [--prior PARITY_RUNS ...] [--interim]
 
 fp32 (FP32_ROWS): the committed rows of the consistency experiment's runs of the same configs on the
 same split and budget (`synthetic_tiny`, `synthetic_tiny_mask2former`, default split, 800 clip
@@ -16,6 +16,9 @@ the protocols' accuracy condition: both intervals lie within ±1 AP point. Write
 `parity_runs.csv` (the lever runs, one row each), `parity.md` and `parity_comparisons.csv` under `--out`;
 with `--control SWEEP`, fp32 eager runs made again beside the levers set against the committed runs of
 their identity (`control_runs.csv`), which tells whether the fp32 arm is what this machine computes.
+An experiment run in parts (bf16 on a CPU without native bf16): `--prior` joins the committed
+`parity_runs.csv` of earlier parts to this store's runs, and `--interim` writes the runs so far without
+the comparison, which is computed once every seed of both decoders exists.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # analysis/
+from analysis.parts import with_prior  # noqa: E402
 from analysis.stats import compare  # noqa: E402
 from ifrvis import runstore  # noqa: E402
 from ifrvis.config import parse_override  # noqa: E402
@@ -38,6 +42,17 @@ ITERS = 800
 MARGIN = 1.0  # AP points: the accuracy condition, each interval within ±MARGIN
 LEVERS = ["solver.amp=bf16", "solver.fused_optimizer=true"]
 EAGER_FP32 = ["solver.amp=none", "solver.compile=false", "solver.fused_optimizer=false"]
+RUN_COLUMNS = [
+    "config",
+    "seed",
+    "run_identity",
+    "run_id",
+    "git_commit",
+    "AP",
+    "train_time_s",
+    "env.cpu",
+    "env.threads",
+]
 
 
 def fp32_rows(path: Path) -> pd.DataFrame:
@@ -49,10 +64,10 @@ def fp32_rows(path: Path) -> pd.DataFrame:
 
 def lever_rows(sweep: str, levers: list[str]) -> pd.DataFrame:
     """The finished runs of `sweep`, checked to carry the `levers` (KEY=VALUE, as `--set` takes them) and
-    the budget, one row each."""
+    the budget, one row each (none: an empty frame of RUN_COLUMNS)."""
     runs = runstore.load_sweep(sweep).runs
     if runs.empty:
-        raise SystemExit(f"precision_parity.py: the store holds no run of sweep '{sweep}'")
+        return pd.DataFrame(columns=RUN_COLUMNS)
     runs = runs[runs["status"] == "FINISHED"]
     settings = dict(map(parse_override, [*levers, f"solver.max_iters={ITERS}"]))
     for key, value in settings.items():
@@ -131,11 +146,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fp32", type=Path, default=FP32_ROWS)
     parser.add_argument("--control", default="", help="sweep of fp32 eager runs made again beside the levers")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/precision_parity"))
+    parser.add_argument("--prior", type=Path, nargs="*", default=[], help="parity_runs.csv of earlier parts")
+    parser.add_argument("--interim", action="store_true", help="the runs so far, no comparison")
     args = parser.parse_args(argv)
     fp32, levers = fp32_rows(args.fp32), lever_rows(args.sweep, args.levers)
-    table = comparisons(fp32, levers)
+    if args.prior:
+        levers = with_prior(levers, args.prior).sort_values(["config", "seed"])
+    if levers.empty:
+        raise SystemExit(f"precision_parity.py: no finished run of sweep '{args.sweep}' (nor in --prior)")
     args.out.mkdir(parents=True, exist_ok=True)
     levers.to_csv(args.out / "parity_runs.csv", index=False)
+    if args.interim:
+        text = (
+            f"Interim: {len(levers)} of {len(CONFIGS) * len(SEEDS)} lever runs; the comparison is computed "
+            f"when every seed of both decoders exists.\n\n{markdown(levers)}"
+        )
+        (args.out / "parity.md").write_text(text)
+        print(text)
+        return 0
+    table = comparisons(fp32, levers)
     table.to_csv(args.out / "parity_comparisons.csv", index=False)
     parity = bool(table["within ±1"].all()) and (table[["n levers", "n fp32"]] == len(SEEDS)).all().all()
     verdict = (
@@ -146,7 +175,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     text = f"{markdown(table)}\nlevers − fp32, AP points, Welch 95 % interval. {verdict}.\n"
     if args.control:
-        control = control_table(fp32, lever_rows(args.control, EAGER_FP32))
+        reruns = lever_rows(args.control, EAGER_FP32)
+        if reruns.empty:
+            raise SystemExit(f"precision_parity.py: no finished run of the control sweep '{args.control}'")
+        control = control_table(fp32, reruns)
         control.to_csv(args.out / "control_runs.csv", index=False)
         text += f"\nControl, fp32 eager made again (AP points):\n\n{markdown(control)}"
     (args.out / "parity.md").write_text(text)

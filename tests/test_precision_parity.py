@@ -72,3 +72,32 @@ def test_the_control_pairs_a_rerun_with_the_committed_run_of_its_identity(parity
     assert table[["config", "seed", "AP committed", "AP rerun", "difference"]].values.tolist() == [
         ["synthetic_tiny", 0, 18.71, 18.71, 0.0]
     ]
+
+
+def test_a_later_part_joins_the_committed_rows_of_earlier_ones_each_run_once(tmp_path):
+    """Part 1 committed seeds 0-1; part 2's store holds seed 2 and seed 1 again (the same identity, its
+    row read from this store): three runs, this store's seed-1 row kept."""
+    from analysis.parts import with_prior
+
+    part1 = tmp_path / "parity_runs.csv"
+    pd.DataFrame(
+        [
+            {"config": "synthetic_tiny", "seed": 0, "run_identity": "a", "AP": 0.11},
+            {"config": "synthetic_tiny", "seed": 1, "run_identity": "b", "AP": 0.12},
+        ]
+    ).to_csv(part1, index=False)
+    here = pd.DataFrame(
+        [
+            {"config": "synthetic_tiny", "seed": 1, "run_identity": "b", "AP": 0.125, "run_dir": "x"},
+            {"config": "synthetic_tiny", "seed": 2, "run_identity": "c", "AP": 0.13, "run_dir": "y"},
+        ]
+    )
+    joined = with_prior(here, [part1]).sort_values("seed")
+    assert joined[["seed", "run_identity", "AP"]].values.tolist() == [
+        [0, "a", 0.11],
+        [1, "b", 0.125],
+        [2, "c", 0.13],
+    ]
+    assert "run_dir" not in joined and joined["seed"].dtype.kind == "i"
+    only_prior = with_prior(here.iloc[:0], [part1])  # a part whose store has no finished run yet
+    assert only_prior["run_identity"].tolist() == ["a", "b"]
