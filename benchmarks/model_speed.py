@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/model_speed.py [--threads 1] [--iters 5] [--frames 120] [--train-only]
         [--set solver.compile=true solver.fused_optimizer=true ...]
+    .venv/bin/python benchmarks/model_speed.py --profile [--iters 5]   # where the tiny step's time goes
     .venv/bin/python benchmarks/model_speed.py --paper [--iters 20]     # on a GPU: what a cluster plan needs
 
 CPU, tiny config (experiments/configs/synthetic_tiny.yaml): random 96x128 clips (batch 4 x 2 frames,
@@ -13,6 +14,11 @@ just before the call) of a fresh subprocess per (decoder, mode): torch's CPU all
 to tracemalloc, and `ru_maxrss` cannot be reset, so it keeps the peak of importing torch. With a GPU,
 the same figures for ResNet-50 at 360 px (experiments/configs/ytvis19_r50.yaml), peak memory from
 `torch.cuda.max_memory_allocated`. Prints Markdown tables.
+
+`--profile`: where the tiny training step's time goes (torch.profiler, self time per op): the kernels the
+same computation cannot do without (convolutions, matrix products, attention, sampling, random numbers),
+everything else, and the time outside any op; the unprofiled step over the kernels' time bounds what any
+change that keeps those kernels (fusion, compilation, fewer op calls) can gain.
 
 `--paper`: the paper's settings, for planning a cluster: R50 and Swin-L (ytvis19_r50.yaml,
 ytvis19_swin_l.yaml, random weights), clips of T = 2 frames at short side 360 and 480 (16:9 frames),
@@ -171,6 +177,55 @@ def op_calls_per_step(setting: Setting, decoder: str) -> int:
     return sum(event.count for event in profile.key_averages())
 
 
+# The kernels a tiny step cannot do without while it computes the same numbers (aten op names: the
+# compute runs inside these ops' self time), and what everything else is.
+KERNEL_CLASSES = {
+    "convolution": lambda name: name.startswith("aten::") and "conv" in name,
+    "matrix products": lambda name: (
+        name in {"aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm", "aten::mv"}
+    ),
+    "attention": lambda name: "scaled_dot_product" in name or "flash_attention" in name,
+    "sampling (grid_sample, resize, top-k)": lambda name: name.startswith(
+        ("aten::grid_sampler", "aten::upsample", "aten::topk", "aten::sort")
+    ),
+    "random numbers": lambda name: name in {"aten::uniform_", "aten::normal_", "aten::bernoulli_"},
+}
+
+
+REST = "everything else: element-wise, copies, reductions, norms, optimiser updates, Python"
+
+
+def gflops(events, flop_ops: set[str], member) -> float:
+    """GFLOP/s of the ops whose names `member` accepts: the profiler's FLOP estimates of `flop_ops` (it
+    estimates them at the op that dispatches the compute) over the members' self time."""
+    flop = sum(event.flops for event in events if event.key in flop_ops)
+    seconds = sum(event.self_cpu_time_total for event in events if member(event.key)) / 1e6
+    return flop / seconds / 1e9 if seconds else float("nan")
+
+
+def step_profile(setting: Setting, decoder: str, iters: int) -> dict[str, float]:
+    """ms/step of each KERNEL_CLASSES class in a CPU training step (torch.profiler's self time over `iters`
+    steps after a warm-up), and the convolutions' forward and the matrix products' GFLOP/s (the profiler's
+    FLOP estimates). The profiler's own cost is per op call: small for these few, large kernels, but most
+    of a profiled step's wall time at the tiny sizes, so the rest is measured without it."""
+    step, batches = training_steps(setting, decoder, iters + 1, torch.device("cpu"))
+    step(*batches[0])
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], with_flops=True) as profile:
+        for images, targets in batches[1:]:
+            step(images, targets)
+    events = profile.key_averages()
+    row = {
+        label: sum(e.self_cpu_time_total for e in events if member(e.key)) / 1000 / iters
+        for label, member in KERNEL_CLASSES.items()
+    }
+    conv, products = KERNEL_CLASSES["convolution"], KERNEL_CLASSES["matrix products"]
+    row["convolution forward, GFLOP/s"] = gflops(
+        events, {"aten::conv2d"}, lambda n: conv(n) and "backward" not in n
+    )
+    row["matrix products, GFLOP/s"] = gflops(events, {"aten::mm", "aten::bmm", "aten::addmm"}, products)
+    return row
+
+
 class InMemoryVideo:
     """A video for `predict_video`: `len()`, `[t] -> (3, h, w)` in [0, 255], `.size`, `.orig_size`.
     Two squares move across a grey background, one frame per step."""
@@ -303,6 +358,34 @@ def speed_table(setting: Setting, rows: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def profile_table(setting: Setting, iters: int) -> str:
+    """Per decoder: ms/step of each kernel class, of everything else (the unprofiled step minus the
+    kernels), and the most a change keeping the kernels could gain: the unprofiled step over their time."""
+    profiles = {decoder: step_profile(setting, decoder, iters) for decoder in DECODERS}
+    steps = {
+        d: 1000 * train_step_stats(setting, d, iters, torch.device("cpu"))["s_per_step"] for d in DECODERS
+    }
+    kernels = {d: sum(profiles[d][label] for label in KERNEL_CLASSES) for d in DECODERS}
+    rows = {label: {d: profiles[d][label] for d in DECODERS} for label in KERNEL_CLASSES}
+    rows["kernels above, together"] = kernels
+    rows[REST] = {d: steps[d] - kernels[d] for d in DECODERS}
+    rows["step (not profiled)"] = steps
+    lines = [
+        f"### Where the step goes, {setting.label}, {iters} steps",
+        "",
+        "| | IFR, ms/step | share | Mask2Former-VIS, ms/step | share |",
+        "|---|---|---|---|---|",
+    ]
+    for label, values in rows.items():
+        cells = [f"{values[d]:.1f} | {values[d] / steps[d]:.0%}" for d in DECODERS]
+        lines.append(f"| {label} | {' | '.join(cells)} |")
+    bound = " | ".join(f"{steps[d] / kernels[d]:.2f}x | -" for d in DECODERS)
+    lines.append(f"| at most this much faster if everything but the kernels cost nothing | {bound} |")
+    for label in ("convolution forward, GFLOP/s", "matrix products, GFLOP/s"):
+        lines.append(f"| {label} | {' | '.join(f'{profiles[d][label]:.1f} | -' for d in DECODERS)} |")
+    return "\n".join(lines)
+
+
 def memory_table(label: str, num_frames: int, memory: dict[tuple[str, str], dict], cuda: bool) -> str:
     if cuda:
         header = "| decoder | mode | peak allocated, MiB |\n|---|---|---|"
@@ -384,6 +467,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--train-only", action="store_true", help="the tiny training step only (no inference, no memory)"
     )
+    parser.add_argument(
+        "--profile", action="store_true", help="where the tiny training step's time goes, by kernel class"
+    )
     parser.add_argument("--paper", action="store_true", help="R50 and Swin-L at the paper's settings")
     parser.add_argument(
         "--paper-scale", type=float, default=1.0, help="--paper frames x this (CPU smoke run)"
@@ -422,6 +508,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{torch.backends.cpu.get_cpu_capability()}\n"
     )
     tiny = replace(TINY, overrides=tuple(args.set), label=", ".join([TINY.label, *args.set]))
+    if args.profile:
+        print(profile_table(tiny, args.iters))
+        return 0
     print(
         speed_table(tiny, speed_rows(tiny, args.iters, args.frames, cpu, inference=not args.train_only)), "\n"
     )

@@ -31,3 +31,45 @@ def test_the_paper_benchmark_runs_on_the_cpu_at_tiny_sizes():
     assert all(r["peak_mib"] is None for r in rows)  # training memory is measured on a GPU only
     table = speed.paper_table(rows, 2).splitlines()
     assert len(table) == 2 + 2 + 1 and table[-1].startswith("| R50, 360p | IFR / Mask2Former-VIS |")
+
+
+def test_the_profile_sorts_ops_into_kernel_classes_and_rates_them_by_hand():
+    speed = load_benchmark("model_speed")
+
+    def class_of(name):
+        return next((label for label, member in speed.KERNEL_CLASSES.items() if member(name)), None)
+
+    assert class_of("aten::mkldnn_convolution") == class_of("aten::convolution_backward") == "convolution"
+    assert class_of("aten::bmm") == class_of("aten::addmm") == "matrix products"
+    assert class_of("aten::_scaled_dot_product_flash_attention_for_cpu") == "attention"
+    assert (
+        class_of("aten::grid_sampler_2d_backward")
+        == class_of("aten::topk")
+        == class_of("aten::upsample_bilinear2d")
+    )
+    assert class_of("aten::uniform_") == "random numbers"
+    assert (
+        class_of("aten::mul")
+        is class_of("aten::copy_")
+        is class_of("autograd::engine::evaluate_function: ConvolutionBackward0")
+        is None
+    )
+
+    class Event:
+        def __init__(self, key, flops, self_us):
+            self.key, self.flops, self.self_cpu_time_total = key, flops, self_us
+
+    # 3 GFLOP estimated at aten::conv2d (no time of its own), computed in 0.02 s + 0.01 s: 100 GFLOP/s
+    events = [
+        Event("aten::conv2d", 3e9, 0),
+        Event("aten::mkldnn_convolution", 0, 20_000),
+        Event("aten::_slow_conv2d_forward", 0, 10_000),
+    ]
+    assert speed.gflops(events, {"aten::conv2d"}, speed.KERNEL_CLASSES["convolution"]) == pytest.approx(100.0)
+
+
+def test_a_profiled_tiny_step_spends_time_in_each_kind_of_kernel():
+    speed = load_benchmark("model_speed")
+    row = speed.step_profile(speed.TINY, "mask2former", iters=1)
+    assert all(row[label] > 0 for label in speed.KERNEL_CLASSES)
+    assert row["convolution forward, GFLOP/s"] > 0 and row["matrix products, GFLOP/s"] > 0
