@@ -68,8 +68,13 @@ def test_the_profile_sorts_ops_into_kernel_classes_and_rates_them_by_hand():
     assert speed.gflops(events, {"aten::conv2d"}, speed.KERNEL_CLASSES["convolution"]) == pytest.approx(100.0)
 
 
-def test_a_profiled_tiny_step_spends_time_in_each_kind_of_kernel():
+def test_a_profiled_tiny_step_spends_time_in_each_kind_of_kernel_and_bounds_the_gain():
     speed = load_benchmark("model_speed")
     row = speed.step_profile(speed.TINY, "mask2former", iters=1)
     assert all(row[label] > 0 for label in speed.KERNEL_CLASSES)
     assert row["convolution forward, GFLOP/s"] > 0 and row["matrix products, GFLOP/s"] > 0
+    table = speed.profile_table(speed.TINY, iters=1).splitlines()
+    bounds = [line for line in table if line.startswith(("| at most", "| ... and if"))]
+    assert len(bounds) == 2
+    for line in bounds:  # IFR's and Mask2Former-VIS's, each above 1x
+        assert all(float(cell[:-1]) > 1 for cell in line.split(" | ")[1::2])
