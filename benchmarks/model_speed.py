@@ -16,9 +16,9 @@ the same figures for ResNet-50 at 360 px (experiments/configs/ytvis19_r50.yaml),
 `torch.cuda.max_memory_allocated`. Prints Markdown tables.
 
 `--profile`: where the tiny training step's time goes (torch.profiler, self time per op): the kernels the
-same computation cannot do without (convolutions, matrix products, attention, sampling, random numbers),
-everything else, and the time outside any op; the unprofiled step over the kernels' time bounds what any
-change that keeps those kernels (fusion, compilation, fewer op calls) can gain.
+same computation cannot do without (convolutions, matrix products, attention, sampling, random numbers)
+and everything else (the unprofiled step minus those kernels); the unprofiled step over the kernels' time
+bounds what any change that keeps those kernels (fusion, compilation, fewer op calls) can gain.
 
 `--paper`: the paper's settings, for planning a cluster: R50 and Swin-L (ytvis19_r50.yaml,
 ytvis19_swin_l.yaml, random weights), clips of T = 2 frames at short side 360 and 480 (16:9 frames),
@@ -178,7 +178,7 @@ def op_calls_per_step(setting: Setting, decoder: str) -> int:
 
 
 # The kernels a tiny step cannot do without while it computes the same numbers (aten op names: the
-# compute runs inside these ops' self time), and what everything else is.
+# compute runs inside these ops' self time); REST is what `--profile` calls everything else.
 KERNEL_CLASSES = {
     "convolution": lambda name: name.startswith("aten::") and "conv" in name,
     "matrix products": lambda name: (
@@ -190,8 +190,6 @@ KERNEL_CLASSES = {
     ),
     "random numbers": lambda name: name in {"aten::uniform_", "aten::normal_", "aten::bernoulli_"},
 }
-
-
 REST = "everything else: element-wise, copies, reductions, norms, optimiser updates, Python"
 
 
