@@ -1,4 +1,5 @@
-"""The GPU benchmark (benchmarks/model_speed.py --paper) is the same code on the CPU at tiny sizes."""
+"""benchmarks/model_speed.py: the GPU benchmark (--paper) is the same code on the CPU at tiny sizes, and
+--profile sorts a step's ops into kernel classes and rates them as computed by hand."""
 
 import pytest
 import torch
