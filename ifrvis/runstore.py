@@ -514,9 +514,13 @@ class RunLogger:
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
         self.log_metric_history([(step, metrics)])
 
-    def log_metric_history(self, history: list[tuple[int, dict[str, float]]]) -> None:
-        """[(step, {key: value})] in one batched call per MAX_BATCH entries, after any spooled ones."""
-        now = int(time.time() * 1000)
+    def log_metric_history(
+        self, history: list[tuple[int, dict[str, float]]], timestamp_ms: int | None = None
+    ) -> None:
+        """[(step, {key: value})] in one batched call per MAX_BATCH entries, after any spooled ones, stamped
+        `timestamp_ms` (default: now). Points sent again with their first stamp are stored once (see
+        metric_spool.py)."""
+        now = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
         entries = [Metric(k, float(v), now, step) for step, values in history for k, v in values.items()]
         if self.spool is None:
             self._send(entries)

@@ -178,6 +178,43 @@ def test_a_killed_run_resumes_to_the_same_final_metrics(tmp_path, tiny_data, kil
     assert sorted(m.step for m in history) == list(range(1, 11))  # no step logged twice
 
 
+@pytest.mark.parametrize("killed_after", ["checkpoint:4", "metrics:4"])
+def test_a_job_killed_between_its_checkpoint_and_its_metrics_resumes_with_every_step_once(
+    tmp_path, tiny_data, killed_after, straight_run
+):
+    """SIGKILL right after the checkpoint of iteration 4 is written (its steps' metrics not sent yet), or
+    right after they were sent: the resumed run has each step's metrics exactly once."""
+    reference_cfg, reference = straight_run
+    config = write_run_config(tmp_path, tiny_data, max_iters=10, num_points=64)
+    cfg = load_config(config)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "IFRVIS_TEST_KILLED_AFTER": killed_after}
+    killed = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "poisoned_train.py"), str(config)], capture_output=True, env=env
+    )
+    assert killed.returncode == -signal.SIGKILL
+    assert load_checkpoint(run_folder.checkpoint_path(cfg))["iteration"] == 4
+    mlflow = runstore.client(cfg.logging.mlflow_uri)
+    run_id = only_run(cfg).info.run_id
+    sent = sorted(m.step for m in mlflow.get_metric_history(run_id, "train/loss"))
+    assert sent == ([1, 2] if killed_after.startswith("checkpoint") else [1, 2, 3, 4])
+
+    resumed = subprocess.run(
+        [sys.executable, "-m", "ifrvis.commands.train", str(config), "--resume"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    run = only_run(cfg)
+    assert run.info.status == "FINISHED"
+    per_step = [key for key in run.data.metrics if key.startswith(("train/", "grad_norm/"))]
+    assert "train/loss" in per_step and "grad_norm/backbone" in per_step
+    for key in per_step:
+        assert sorted(m.step for m in mlflow.get_metric_history(run_id, key)) == list(range(1, 11)), key
+    for key in FINAL_KEYS:
+        assert run.data.metrics[key] == pytest.approx(reference[key], nan_ok=True), key
+
+
 def test_a_nan_loss_names_the_term_and_iteration_and_marks_the_run_failed(tmp_path, tiny_data, monkeypatch):
     monkeypatch.setattr(train_module, "build_criterion", nan_criterion(train_module.build_criterion))
     cfg = load_config(write_run_config(tmp_path, tiny_data))

@@ -205,6 +205,8 @@ def _open_run(cfg: Config, state: dict | None, info: DistInfo) -> runstore.RunLo
     logger.set_status(runstore.RUNNING)
     logger.delete_tag(runstore.ERROR_TAG)  # a resumed run's earlier failure is no longer its state
     logger.flush_spool()  # what an earlier job of the run could not send
+    if state and "metrics" in state:  # checkpoints written before they held their metrics have none
+        logger.log_metric_history(state["metrics"]["history"], state["metrics"]["timestamp_ms"])
     return logger
 
 
@@ -310,7 +312,13 @@ def _train_and_evaluate(cfg, splits, state, logger, info, device, out_dir, ckpt_
         if not info.is_main:
             return
         unwrapped = model.module if info.world_size > 1 else model
-        # A signal waits for both: the metrics of a checkpoint's steps are never lost nor logged twice.
+        # The checkpoint holds its steps' metrics, stamped once: a job killed (SIGKILL, a node lost) after
+        # writing it and before sending them sends them at its resume (_open_run), and a resend of points
+        # that did arrive is stored once. A signal that can wait, waits for both.
+        metrics = {
+            "timestamp_ms": int(time.time() * 1000),
+            "history": [(step, {k: float(v) for k, v in values.items()}) for step, values in metrics_buffer],
+        }
         with deferred_signals():
             save_checkpoint(
                 ckpt_path,
@@ -324,10 +332,11 @@ def _train_and_evaluate(cfg, splits, state, logger, info, device, out_dir, ckpt_
                     "rng": rngs,
                     "mlflow_run_id": run_id,
                     "train_time_s": prior_seconds + time.perf_counter() - tic,
+                    "metrics": metrics,
                 },
             )
-            # Metrics are flushed with the checkpoint they belong to: a resumed run never logs a step twice.
-            logger.log_metric_history(metrics_buffer)
+            # Metrics are sent with the checkpoint they belong to: a resumed run never logs a step twice.
+            logger.log_metric_history(metrics["history"], metrics["timestamp_ms"])
             metrics_buffer.clear()
 
     model.train()
