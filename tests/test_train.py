@@ -507,7 +507,7 @@ def test_a_failed_run_sends_the_points_its_spool_kept(tmp_path, tiny_data, monke
     """Metric batches spooled while the store did not take them (here: every batch) reach the run when
     it fails, before it is marked FAILED."""
 
-    def store_not_taking_metrics(self, history):
+    def store_not_taking_metrics(self, history, timestamp_ms=None):
         entries = [Metric(k, float(v), 0, step) for step, values in history for k, v in values.items()]
         metric_spool.append(self.spool, entries)
 
