@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 
 import pandas as pd
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import RestException
 from mlflow.tracking import MlflowClient
 
 from ifrvis import metric_spool
@@ -89,8 +90,11 @@ def _sqlite_path(uri: str) -> Path | None:
 
 
 def _is_transient(error: Exception) -> bool:
+    """SQLite busy, or this client's connection refused (a server restarting). A server's answer that
+    quotes its own database's refused connection is not one: it is an outage (`RunLogger._is_outage`)."""
     text = str(error).lower()
-    return "database is locked" in text or "_alembic_tmp" in text or "connection refused" in text
+    refused = "connection refused" in text and http_status(error) is None
+    return "database is locked" in text or "_alembic_tmp" in text or refused
 
 
 def with_retry(fn: Callable[..., T], *args: Any, attempts: int = 8, **kwargs: Any) -> T:
@@ -483,6 +487,8 @@ _HTTP_STATUS = re.compile(
 
 def http_status(error: BaseException) -> int | None:
     """The HTTP status a failed store call was answered with; None when it got no answer."""
+    if isinstance(error, RestException):  # the server's JSON error, e.g. TEMPORARILY_UNAVAILABLE: 503
+        return error.get_http_status_code()
     response = getattr(error, "response", None)  # requests' HTTPError: artifact uploads
     if isinstance(getattr(response, "status_code", None), int):
         return response.status_code

@@ -10,6 +10,7 @@ from pathlib import Path
 import mlflow
 import pytest
 from conftest import ROOT, TINY_CONFIG
+from mlflow.exceptions import MlflowException, RestException
 
 from ifrvis import runstore
 from ifrvis.config import load_config
@@ -174,3 +175,48 @@ def test_a_read_only_store_is_read_and_refuses_runs_in_one_line(read_only_store)
         f"({uri.removeprefix('sqlite:///')} is read-only): tables and the UI can read it; runs need a "
         "writable store (copy it, or set MLFLOW_TRACKING_URI)"
     ]
+
+
+def test_a_servers_answer_quoting_its_databases_refused_connection_is_an_outage_not_a_refused_connection():
+    """With PostgreSQL down the tracking server answers 503 TEMPORARILY_UNAVAILABLE, its message quoting
+    psycopg's 'Connection refused' (body as MLflow 3.17 sends it). Read as this client's own refused
+    connection, it was retried silently and then reported as a server that does not answer."""
+    answer = RestException(
+        {
+            "error_code": "TEMPORARILY_UNAVAILABLE",
+            "message": '(psycopg.OperationalError) connection failed: connection to server at "127.0.0.1", '
+            "port 5433 failed: Connection refused\n\tIs the server running on that host and accepting TCP/IP"
+            " connections?",
+        }
+    )
+    refused = MlflowException(
+        "API request to http://127.0.0.1:5000/api/2.0/mlflow/runs/get failed with exception "
+        "HTTPConnectionPool(host='127.0.0.1', port=5000): Max retries exceeded with url: "
+        "/api/2.0/mlflow/runs/get (Caused by NewConnectionError('<urllib3.connection.HTTPConnection object "
+        "at 0x7f>: Failed to establish a new connection: [Errno 111] Connection refused'))"
+    )
+    assert runstore.http_status(answer) == 503 and not runstore._is_transient(answer)
+    assert runstore.http_status(refused) is None and runstore._is_transient(refused)
+
+    def failing(error):
+        calls = []
+
+        def call():
+            calls.append(1)
+            raise error
+
+        with pytest.raises(MlflowException):
+            runstore.with_retry(call, attempts=2)
+        return len(calls)
+
+    assert failing(answer) == 1 and failing(refused) == 2  # the answer is not retried as a refusal
+
+    logger = runstore.RunLogger("http://127.0.0.1:5000", "run")
+    assert logger._is_outage(answer) and logger._is_outage(refused)
+    assert logger._outage(answer) == (
+        "the tracking server's database is unavailable (http://127.0.0.1:5000 answers HTTP 503)"
+    )
+    assert (
+        logger._outage(refused)
+        == "tracking server http://127.0.0.1:5000 does not answer (connection refused)"
+    )
