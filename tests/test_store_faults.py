@@ -172,9 +172,9 @@ def test_a_database_outage_at_the_final_upload_is_waited_out_and_the_run_finishe
     results.write_text('{"AP": 0.5}')
 
     server.stop_postgres()
-    # The start script restarts what is down 1 s after the upload said it waits: on a loaded machine a
-    # repair on a fixed clock can come before the upload's first request is served, which then just works.
-    # Whether the server itself answered then is recorded: the line must name the database, not the server.
+    # The start script restarts what is down 1 s after the upload said it waits, so that the line is said
+    # while the database is down however slow the machine. Whether /health answered then is recorded: the
+    # line must name the database, not the server (a 503 quoting "Connection refused" once read as both).
     repair = threading.Timer(1.0, server.start)
     server_answered = []
     say = runstore._say

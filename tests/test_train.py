@@ -184,7 +184,7 @@ def test_a_job_killed_between_its_checkpoint_and_its_metrics_resumes_with_every_
 ):
     """SIGKILL right after the checkpoint of iteration 4 is written (its steps' metrics not sent yet), or
     right after they were sent: the resumed run has each step's metrics exactly once."""
-    reference_cfg, reference = straight_run
+    _, reference = straight_run
     config = write_run_config(tmp_path, tiny_data, max_iters=10, num_points=64)
     cfg = load_config(config)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "IFRVIS_TEST_KILLED_AFTER": killed_after}
