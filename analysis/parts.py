@@ -50,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     common = rerun["run_identity"].isin(committed["run_identity"]).sum()
     differing = unequal_columns(rerun, committed)
     print(f"{common} of {len(rerun)} runs of {args.rerun} have a row in {args.committed}")
+    if not common:  # e.g. the configs changed since, and with them every run_identity
+        print("no run in both: nothing was compared")
+        return 1
     if not differing:
         print(f"every figure of the {common} equal (all columns but {', '.join(RECORD_COLUMNS)})")
     for column, count in differing.items():

@@ -44,3 +44,12 @@ def test_the_command_prints_what_differs_and_fails_on_it(tmp_path, capsys):
     assert "every figure of the 3 equal" in capsys.readouterr().out
     assert main([str(tmp_path / "other.csv"), str(tmp_path / "committed.csv")]) == 1
     assert "AP: differs in 1 of 3 runs" in capsys.readouterr().out
+
+
+def test_the_command_fails_when_no_run_is_in_both(tmp_path, capsys):
+    """Runs of changed configs have other identities: nothing compared is not 'every figure equal'."""
+    _rows(0.15, 0.4, "aaaa").to_csv(tmp_path / "committed.csv", index=False)
+    renamed = _rows(0.15, 0.4, "bbbb").assign(run_identity=["x", "y", "z"])
+    renamed.to_csv(tmp_path / "renamed.csv", index=False)
+    assert main([str(tmp_path / "renamed.csv"), str(tmp_path / "committed.csv")]) == 1
+    assert "no run in both: nothing was compared" in capsys.readouterr().out
