@@ -139,6 +139,25 @@ def straight_run(built_once, tiny_data):
     return load_config(config), metrics
 
 
+def resume_to_the_end(config: Path, cfg):
+    """`ifrvis train CONFIG --resume` in a process of its own; the run, FINISHED."""
+    resumed = subprocess.run(
+        [sys.executable, "-m", "ifrvis.commands.train", str(config), "--resume"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    run = only_run(cfg)
+    assert run.info.status == "FINISHED"
+    return run
+
+
+def assert_final_metrics(run, reference: dict) -> None:
+    for key in FINAL_KEYS:
+        assert run.data.metrics[key] == pytest.approx(reference[key], nan_ok=True), key
+
+
 @pytest.mark.parametrize("kill", [signal.SIGKILL, signal.SIGTERM])
 def test_a_killed_run_resumes_to_the_same_final_metrics(tmp_path, tiny_data, kill, straight_run):
     reference_cfg, reference = straight_run
@@ -160,17 +179,8 @@ def test_a_killed_run_resumes_to_the_same_final_metrics(tmp_path, tiny_data, kil
         assert process.returncode == 143 and "checkpoint saved" in output
         assert only_run(cfg).info.status == "KILLED"
 
-    resumed = subprocess.run(
-        [sys.executable, "-m", "ifrvis.commands.train", str(config), "--resume"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    run = only_run(cfg)
-    assert run.info.status == "FINISHED"
-    for key in FINAL_KEYS:
-        assert run.data.metrics[key] == pytest.approx(reference[key], nan_ok=True), key
+    run = resume_to_the_end(config, cfg)
+    assert_final_metrics(run, reference)
     final = load_checkpoint(checkpoint)["model"]
     expected = load_checkpoint(run_folder.checkpoint_path(reference_cfg))["model"]
     assert all(torch.equal(final[k], expected[k]) for k in expected)
@@ -198,21 +208,12 @@ def test_a_job_killed_between_its_checkpoint_and_its_metrics_resumes_with_every_
     sent = sorted(m.step for m in mlflow.get_metric_history(run_id, "train/loss"))
     assert sent == ([1, 2] if killed_after.startswith("checkpoint") else [1, 2, 3, 4])
 
-    resumed = subprocess.run(
-        [sys.executable, "-m", "ifrvis.commands.train", str(config), "--resume"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    run = only_run(cfg)
-    assert run.info.status == "FINISHED"
+    run = resume_to_the_end(config, cfg)
     per_step = [key for key in run.data.metrics if key.startswith(("train/", "grad_norm/"))]
     assert "train/loss" in per_step and "grad_norm/backbone" in per_step
     for key in per_step:
         assert sorted(m.step for m in mlflow.get_metric_history(run_id, key)) == list(range(1, 11)), key
-    for key in FINAL_KEYS:
-        assert run.data.metrics[key] == pytest.approx(reference[key], nan_ok=True), key
+    assert_final_metrics(run, reference)
 
 
 def test_a_nan_loss_names_the_term_and_iteration_and_marks_the_run_failed(tmp_path, tiny_data, monkeypatch):
