@@ -6,6 +6,9 @@ Sources: Mask2Former's configs/coco/instance-segmentation/{maskformer2_R50,maskf
 and swin/*.yaml (D2SwinTransformer, MSDeformAttnPixelDecoder, MultiScaleMaskedTransformerDecoder, 80
 classes + "no object", 100 queries, 200 for Swin-L); detectron2's ResNet (basic stem, bottleneck
 blocks, FrozenBN, STRIDE_IN_1X1 False: the stride is in the 3x3 convolution, which changes no shape).
+The learned query features are `sem_seg_head.predictor.static_query.weight` in the published files:
+MultiScaleMaskedTransformerDecoder._load_from_state_dict renames `static_query` to `query_feat` for
+files without its version-2 metadata, and conversions of the released .pkl files read that name.
 """
 
 from __future__ import annotations
@@ -142,7 +145,7 @@ def mask2former_head(channels: tuple[int, int, int, int], queries: int) -> Shape
         shapes.update(linear(f"{prefix}.linear2", dim, 2048))
         shapes.update(layer_norm(f"{prefix}.norm", dim))
     shapes.update(layer_norm(f"{predictor}.decoder_norm", dim))
-    shapes[f"{predictor}.query_feat.weight"] = (queries, dim)
+    shapes[f"{predictor}.static_query.weight"] = (queries, dim)  # renamed query_feat on loading
     shapes[f"{predictor}.query_embed.weight"] = (queries, dim)
     shapes[f"{predictor}.level_embed.weight"] = (levels, dim)
     shapes.update(linear(f"{predictor}.class_embed", COCO_CLASSES + 1, dim))

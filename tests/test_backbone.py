@@ -116,13 +116,13 @@ def test_load_detectron2_pickle(tmp_path):
     torch.manual_seed(0)
     state = {k: v for k, v in resnet50().state_dict().items() if not k.startswith("fc.")}
     d2 = {torchvision_to_detectron2(k): v.numpy() for k, v in state.items() if "num_batches" not in k}
-    d2["sem_seg_head.predictor.static_query.weight"] = torch.zeros(100, 256).numpy()
+    d2["sem_seg_head.predictor.future_module.weight"] = torch.zeros(100, 256).numpy()  # no rule maps it
     path = tmp_path / "model_final.pkl"
     with path.open("wb") as handle:
         pickle.dump({"model": d2, "__author__": "test"}, handle)
     model = resnet_model()
     report = load_weights(model, path)
-    assert report.unexpected == ["sem_seg_head.predictor.static_query.weight"]
+    assert report.unexpected == ["sem_seg_head.predictor.future_module.weight"]
     assert report.missing == []
     assert len(report.loaded) == len(d2) - 1
     for key, value in state.items():

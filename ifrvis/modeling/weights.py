@@ -207,6 +207,9 @@ _MASK2FORMER = [
     (r"^sem_seg_head\.pixel_decoder\.adapter_1\.norm\.(.+)$", r"pixel_decoder.lateral_conv.1.\1"),
     (r"^sem_seg_head\.pixel_decoder\.layer_1\.weight$", r"pixel_decoder.output_conv.0.weight"),
     (r"^sem_seg_head\.pixel_decoder\.layer_1\.norm\.(.+)$", r"pixel_decoder.output_conv.1.\1"),
+    # the published COCO files name the learned query features `static_query` (Mask2Former's decoders
+    # rename it to `query_feat` on loading); later files, and this project's, say `query_feat`
+    (r"^sem_seg_head\.predictor\.static_query\.(.+)$", r"decoder.query_feat.\1"),
     (r"^sem_seg_head\.predictor\.(query_feat|query_embed|level_embed)\.(.+)$", r"decoder.\1.\2"),
     (r"^sem_seg_head\.predictor\.decoder_norm\.(.+)$", r"decoder.heads_out.norm.\1"),
     (r"^sem_seg_head\.predictor\.(class_embed|mask_embed)\.(.+)$", r"decoder.heads_out.\1.\2"),
@@ -405,8 +408,10 @@ class LoadReport:
     @property
     def complete(self) -> bool:
         """The file gave the model tensors, and every tensor of the modules it covers that is not random
-        by design: nothing missing, nothing of the wrong shape."""
-        return bool(self.loaded) and not self.missing and not self.mismatches
+        by design: nothing missing, nothing of the wrong shape; and the file holds nothing the model has
+        no place for (a ResNet-101 file has every key of a ResNet-50 at its shape, a Swin-S every key of a
+        Swin-T: only its extra blocks tell that it is another model)."""
+        return bool(self.loaded) and not self.missing and not self.mismatches and not self.unexpected
 
     @property
     def mismatched(self) -> list[str]:
