@@ -86,6 +86,18 @@ def test_published_coco_checkpoint_loads_whole_backbone_and_heads(published, bac
     assert "0 missing, 0 unexpected, 0 mismatched" in summary
 
 
+@pytest.mark.parametrize("smaller, bigger", [("resnet50", "resnet101"), ("swin_t", "swin_s")])
+def test_a_bigger_models_file_is_incomplete_though_every_key_of_the_model_loads(published, smaller, bigger):
+    """A ResNet-101 file holds every key of a ResNet-50 at its shape (res4 has 23 blocks, not 6), a Swin-S
+    every key of a Swin-T (18 blocks in stage 3, not 6): only the file's extra blocks tell the wrong model,
+    so a file with keys the model has no place for is not complete, and a run refuses it."""
+    report = load_weights(paper_model(smaller), published(bigger))
+    assert report.missing == [] and report.mismatched == []
+    assert report.unexpected and all(key.startswith("backbone.") for key in report.unexpected)
+    assert not report.complete
+    assert load_weights(paper_model(bigger), published(bigger)).complete
+
+
 def test_swin_l_with_100_queries_keeps_the_first_of_200_or_refuses(published):
     path = published("swin_l")
     report = load_weights(paper_model("swin_l"), path, extra_queries="first")
@@ -283,7 +295,7 @@ def test_a_file_for_another_model_is_incomplete_and_refused_before_a_run(tmp_pat
     assert "loaded 0/" in capsys.readouterr().out
     cfg = load_config(TINY_CONFIG, [f"model.weights={other}", f"logging.output_dir={tmp_path / 'out'}"])
     with pytest.raises(
-        CheckpointError, match=r"0/\d+ tensors loaded .*refusing to start from a partial load"
+        CheckpointError, match=r"0/\d+ tensors loaded .*refusing to start from a partial load or another model's file"
     ):
         preflight(cfg)
     assert not (tmp_path / "out").exists()

@@ -137,8 +137,8 @@ def check_weights_fit(model_cfg, class_loss: str) -> None:
     report = _FIT_REPORTS[key]
     if not report.complete:
         raise CheckpointError(
-            f"{report.summary()}: refusing to start from a partial load (`ifrvis weights` lists the "
-            "keys; model.partial_weights=true starts anyway)"
+            f"{report.summary()}: refusing to start from a partial load or another model's file (`ifrvis "
+            "weights` lists the keys; model.partial_weights=true starts anyway)"
         )
 
 
