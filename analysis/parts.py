@@ -17,12 +17,15 @@ import pandas as pd
 RECORD_COLUMNS = ("run_id", "git_commit")
 
 
-def with_prior(rows: pd.DataFrame, prior: list[Path]) -> pd.DataFrame:
+def with_prior(rows: pd.DataFrame, prior: list[Path], text: tuple[str, ...] = ()) -> pd.DataFrame:
     """`rows` (this store's finished runs) and the per-run CSVs of earlier parts, each `run_identity` once,
-    this store's row first; read back through one CSV so that every column has one type."""
-    frames = [rows.drop(columns="run_dir", errors="ignore"), *(pd.read_csv(path) for path in prior)]
+    this store's row first; read back through one CSV so that every column has one type. The `text`
+    columns stay text as written (a λ_e of "0.3" is not read as the float 0.3, nor "0" as 0.0 beside it),
+    whatever values this part and the earlier ones happen to hold."""
+    as_text = {column: str for column in text}
+    frames = [rows.drop(columns="run_dir", errors="ignore"), *(pd.read_csv(path, dtype=as_text) for path in prior)]
     merged = pd.concat([f for f in frames if not f.empty], ignore_index=True).drop_duplicates("run_identity")
-    return pd.read_csv(io.StringIO(merged.to_csv(index=False)))
+    return pd.read_csv(io.StringIO(merged.to_csv(index=False)), dtype=as_text)
 
 
 def unequal_columns(rerun: pd.DataFrame, committed: pd.DataFrame) -> dict[str, int]:

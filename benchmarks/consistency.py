@@ -437,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     if not rows.empty:
         keep_results(rows, args.out / "results")
-    rows = with_prior(rows, args.prior) if args.prior else rows.drop(columns="run_dir")
+    rows = with_prior(rows, args.prior, text=tuple(ARM)) if args.prior else rows.drop(columns="run_dir")
     compared = comparisons(rows) if not args.interim else pd.DataFrame()
     tests = (
         f"Interim: {len(rows)} finished runs; the protocol's tests run when every cell has its seeds."

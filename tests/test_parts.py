@@ -4,7 +4,7 @@ import math
 
 import pandas as pd
 
-from analysis.parts import main, unequal_columns
+from analysis.parts import main, unequal_columns, with_prior
 
 
 def _rows(ap_b: float, idf1_b: float, commit: str) -> pd.DataFrame:
@@ -53,3 +53,14 @@ def test_the_command_fails_when_no_run_is_in_both(tmp_path, capsys):
     renamed.to_csv(tmp_path / "renamed.csv", index=False)
     assert main([str(tmp_path / "renamed.csv"), str(tmp_path / "committed.csv")]) == 1
     assert "no run in both: nothing was compared" in capsys.readouterr().out
+
+
+def test_text_columns_stay_text_when_every_joined_value_looks_like_a_number(tmp_path):
+    """An earlier part of IFR runs only: its λ_e column holds "0.3" and "0", which a plain CSV read takes
+    for the floats 0.3 and 0.0; the arms of benchmarks/consistency.py are keyed by the text."""
+    prior = tmp_path / "part1.csv"
+    pd.DataFrame({"run_identity": ["a", "b"], "λ_e": ["0.3", "0"], "AP": [0.1, 0.2]}).to_csv(prior, index=False)
+    here = pd.DataFrame({"run_identity": ["c"], "λ_e": ["0.3"], "AP": [0.3], "run_dir": ["x"]})
+    joined = with_prior(here, [prior], text=("λ_e",))
+    assert joined["λ_e"].tolist() == ["0.3", "0.3", "0"]
+    assert with_prior(here, [prior])["λ_e"].tolist() == [0.3, 0.3, 0.0]  # what the text columns prevent
