@@ -23,7 +23,10 @@ def with_prior(rows: pd.DataFrame, prior: list[Path], text: tuple[str, ...] = ()
     columns stay text as written (a λ_e of "0.3" is not read as the float 0.3, nor "0" as 0.0 beside it),
     whatever values this part and the earlier ones happen to hold."""
     as_text = {column: str for column in text}
-    frames = [rows.drop(columns="run_dir", errors="ignore"), *(pd.read_csv(path, dtype=as_text) for path in prior)]
+    frames = [
+        rows.drop(columns="run_dir", errors="ignore"),
+        *(pd.read_csv(path, dtype=as_text) for path in prior),
+    ]
     merged = pd.concat([f for f in frames if not f.empty], ignore_index=True).drop_duplicates("run_identity")
     return pd.read_csv(io.StringIO(merged.to_csv(index=False)), dtype=as_text)
 

@@ -59,7 +59,9 @@ def test_text_columns_stay_text_when_every_joined_value_looks_like_a_number(tmp_
     """An earlier part of IFR runs only: its λ_e column holds "0.3" and "0", which a plain CSV read takes
     for the floats 0.3 and 0.0; the arms of benchmarks/consistency.py are keyed by the text."""
     prior = tmp_path / "part1.csv"
-    pd.DataFrame({"run_identity": ["a", "b"], "λ_e": ["0.3", "0"], "AP": [0.1, 0.2]}).to_csv(prior, index=False)
+    pd.DataFrame({"run_identity": ["a", "b"], "λ_e": ["0.3", "0"], "AP": [0.1, 0.2]}).to_csv(
+        prior, index=False
+    )
     here = pd.DataFrame({"run_identity": ["c"], "λ_e": ["0.3"], "AP": [0.3], "run_dir": ["x"]})
     joined = with_prior(here, [prior], text=("λ_e",))
     assert joined["λ_e"].tolist() == ["0.3", "0.3", "0"]

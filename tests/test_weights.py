@@ -295,7 +295,8 @@ def test_a_file_for_another_model_is_incomplete_and_refused_before_a_run(tmp_pat
     assert "loaded 0/" in capsys.readouterr().out
     cfg = load_config(TINY_CONFIG, [f"model.weights={other}", f"logging.output_dir={tmp_path / 'out'}"])
     with pytest.raises(
-        CheckpointError, match=r"0/\d+ tensors loaded .*refusing to start from a partial load or another model's file"
+        CheckpointError,
+        match=r"0/\d+ tensors loaded .*refusing to start from a partial load or another model's file",
     ):
         preflight(cfg)
     assert not (tmp_path / "out").exists()
