@@ -26,6 +26,10 @@ BASE_GROUP_KEYS = ("method", "backbone", "dataset")
 # What tells a run apart and where it ran: tags of the run schema, then the `env.*` tags training logs.
 RUN_COLUMNS = ("config", "seed", "run_identity", "run_id", "git_commit")
 UNIT_SUFFIX = {"%": "pct", "x100": "x100"}  # display column `<metric>_<suffix>`; counts have none
+# a validation split without public ground truth logs no AP: its server scores the run's results.zip
+SERVER_HINT = (
+    " (scored by an evaluation server? `ifrvis server-scores RUN_ID AP=... --percent` logs its figures)"
+)
 
 
 @dataclass
@@ -132,6 +136,7 @@ def audit_runs(
         warnings.append(
             f"WARNING: FINISHED run {run['run_id']} ({_group_label(keys, tuple(run[keys]))}, "
             f"seed={run['seed']}) lacks metrics {', '.join(absent)}: excluded"
+            + (SERVER_HINT if "AP" in absent else "")
         )
         excluded.append(run["run_id"])
     kept = finished[~incomplete].sort_values([*keys, "seed"]).reset_index(drop=True)

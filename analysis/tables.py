@@ -180,6 +180,10 @@ def _caption(title: str, aggregation: str, audit: RunAudit, comparison: str = ""
             f" {len(audit.excluded)} run(s) excluded (FAILED or unfinished, duplicate, or lacking metrics; "
             "see warnings)."
         )
+    source = audit.runs.get(f"tags.{runstore.SOURCE_TAG}", pd.Series(dtype=object))
+    scored = source.eq(runstore.SERVER_SOURCE).sum()
+    if scored:
+        caption += f" AP and AR of {scored} of the {len(audit.runs)} runs from the evaluation server."
     return f"{caption} {comparison}" if comparison else caption
 
 

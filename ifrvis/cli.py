@@ -17,6 +17,11 @@ COMMANDS = {
     "predict": ("ifrvis.commands.predict", "main", "a trained model on your own videos: masks, overlay"),
     "visualize": ("ifrvis.commands.visualize", "main", "draw ground truth above predictions for one video"),
     "weights": ("ifrvis.commands.weights", "main", "report what a checkpoint gives a config's model"),
+    "server-scores": (
+        "ifrvis.commands.server_scores",
+        "main",
+        "log an evaluation server's AP/AR of a run's results.zip into its run",
+    ),
 }
 
 
@@ -29,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         print("usage: ifrvis <command> [args] [--debug]\n\ncommands:")
         for name, (_, _, text) in COMMANDS.items():
-            print(f"  {name:<10} {text}")
+            print(f"  {name:<13} {text}")
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     module, function, _ = COMMANDS[argv[0]]
     return guarded(getattr(importlib.import_module(module), function), argv[1:], f"ifrvis {argv[0]}", debug)

@@ -71,6 +71,7 @@ PARENT_TAG = "sweep_parent"  # "1" on a sweep's parent run
 SUBMITTED_TAG = "submitted_at"  # Unix time the job was handed to its executor
 ERROR_TAG = "error"  # why the run FAILED
 SUBMISSION_ERROR_TAG = "submission_error"  # why a sweep's last submission took no job (its parent)
+SOURCE_TAG, SERVER_SOURCE = "metrics_source", "evaluation server"  # AP and AR from `ifrvis server-scores`
 # Metrics of the job around the run (launch/job.py); `train_time_s` is the training loop's own.
 QUEUE_TIME = "queue_time_s"  # from submission to the start of the run's first job
 RUN_TIME = "run_time_s"  # the jobs' own time, from each start to its end (training, evaluation)

@@ -19,6 +19,7 @@ from conftest import ROOT, write_run_config
 from tracking_server import free_port, needs_postgres
 
 from ifrvis import runstore
+from ifrvis.metric_names import TABLE1
 
 pytest_plugins = ["tracking_server"]  # the `server` fixture
 
@@ -64,6 +65,7 @@ COMMANDS = {
     "tables": ["analysis/tables.py", "--sweep", "t", "--table", "1", "--out", "{out}"],
     "figures": ["analysis/figures.py", "--sweep", "t", "--figure", "4", "--out", "{out}"],
     "train": ["-m", "ifrvis.commands.train", "{config}", "logging.mlflow_uri={uri}"],
+    "server_scores": ["-m", "ifrvis.cli", "server-scores", "0" * 32, *(f"{m}=0.5" for m in TABLE1)],
 }
 PROGRAMS = {
     "run_seeds": "run_seeds.py",
@@ -72,6 +74,7 @@ PROGRAMS = {
     "tables": "tables.py",
     "figures": "figures.py",
     "train": "ifrvis train",
+    "server_scores": "ifrvis server-scores",
 }
 
 
