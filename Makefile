@@ -57,8 +57,15 @@ demo: data
 mlflow-init: venv
 	$(PY) -m ifrvis.commands.store init
 
+# PROFILE=paper: every row of the paper's Table 1 (YouTube-VIS 2019) and Table 2 (2021), both methods; a
+# subset with e.g. PAPER_TABLE1="experiments/configs/ytvis19_r50.yaml experiments/configs/ytvis19_r50_mask2former.yaml".
+CONFIGS := experiments/configs
+PAPER_TABLE1 ?= $(foreach b,r50 r101 swin_t swin_s swin_b,$(CONFIGS)/ytvis19_$(b).yaml $(CONFIGS)/ytvis19_$(b)_mask2former.yaml) \
+    $(CONFIGS)/ytvis19_swin_l.yaml $(CONFIGS)/ytvis19_swin_l_200.yaml $(CONFIGS)/ytvis19_swin_l_200_mask2former.yaml
+PAPER_TABLE2 ?= $(foreach b,r50 r101 swin_t swin_s swin_b swin_l,$(CONFIGS)/ytvis21_$(b).yaml $(CONFIGS)/ytvis21_$(b)_mask2former.yaml) \
+    $(CONFIGS)/ytvis21_swin_l_200.yaml $(CONFIGS)/ytvis21_swin_l_tta.yaml
 table1: $(INPUTS) mlflow-init
-	$(PY) experiments/run_seeds.py $(if $(filter paper,$(PROFILE)),experiments/configs/ytvis19_r50.yaml experiments/configs/ytvis19_r50_mask2former.yaml,$(TINY_CONFIGS)) \
+	$(PY) experiments/run_seeds.py $(if $(filter paper,$(PROFILE)),$(PAPER_TABLE1),$(TINY_CONFIGS)) \
 	    --seeds $(SEEDS) --executor $(EXECUTOR) --sweep table1
 	$(PY) analysis/tables.py --sweep table1 --table 1
 
@@ -66,7 +73,7 @@ table1: $(INPUTS) mlflow-init
 # synthetic set whose every video is a same-category crossing.
 table2: $(INPUTS) mlflow-init
 	$(if $(filter paper,$(PROFILE)),,$(MAKE) --no-print-directory data-crossing)
-	$(PY) experiments/run_seeds.py $(if $(filter paper,$(PROFILE)),experiments/configs/ytvis21_r50.yaml experiments/configs/ytvis21_r50_mask2former.yaml,$(TINY_CONFIGS) $(CROSSING)) \
+	$(PY) experiments/run_seeds.py $(if $(filter paper,$(PROFILE)),$(PAPER_TABLE2),$(TINY_CONFIGS) $(CROSSING)) \
 	    --seeds $(SEEDS) --executor $(EXECUTOR) --sweep table2
 	$(PY) analysis/tables.py --sweep table2 --table 1
 
