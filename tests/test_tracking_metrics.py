@@ -96,6 +96,17 @@ def test_missed_object():
     assert out["MOTA"] == pytest.approx(0.5)
 
 
+def test_crowd_ground_truth_is_a_track_like_any_other():
+    """Unlike AP, the tracking metrics have no crowd rule (the module's stated choice: crowd ground truth
+    included): a crowd annotation nobody predicts is T misses, and a track on it is T hits."""
+    gt = make_gt({1: [[BOX_A] * T, [BOX_B] * T]})
+    gt["annotations"][1]["iscrowd"] = 1
+    missed = tracking_metrics(gt, [result(1, [BOX_A] * T)])
+    assert missed["FN"] == T and missed["FP"] == 0 and missed["MOTA"] == pytest.approx(0.5)
+    found = tracking_metrics(gt, [result(1, [BOX_A] * T), result(1, [BOX_B] * T)])
+    assert found["FN"] == 0 and found["IDF1"] == pytest.approx(1.0) and found["MOTA"] == pytest.approx(1.0)
+
+
 def test_false_track_and_score_threshold():
     gt = make_gt({1: [[BOX_A] * T]})
     results = [result(1, [BOX_A] * T), result(1, [BOX_B] * T, score=0.6)]

@@ -213,6 +213,40 @@ def test_area_is_the_mean_of_the_nonempty_frames_from_the_gt_areas_field():
     assert stats["APm"] == pytest.approx(1.0)
 
 
+def test_only_the_100_best_predictions_of_a_video_and_category_count():
+    """ytvoseval keeps maxDets[-1] = 100 detections per (video, category), best score first. 100 false
+    positives above the true positive push it out: AP = AR100 = 0. With 99 the true positive is the
+    100th: recall 1 at precision 1/100, so AP = 101 x 0.01 / 101 = 0.01 and AR100 = 1."""
+    gt_masks = box_masks(1, [(0, 10, 0, 10)])
+    wrong = box_masks(1, [(20, 30, 20, 30)])
+    gt = make_gt({1: (1, H, W)}, [(1, 1, gt_masks, 0)])
+    true_positive = pred(1, 1, 0.5, gt_masks)
+
+    def scores(false_positives):
+        results = [pred(1, 1, 0.9 - 1e-4 * i, wrong) for i in range(false_positives)] + [true_positive]
+        return evaluate_ytvis(gt, results)
+
+    pushed_out = scores(100)
+    assert pushed_out["AP"] == 0 and pushed_out["AR100"] == 0
+    last_kept = scores(99)
+    assert last_kept["AP"] == pytest.approx(0.01) and last_kept["AR100"] == pytest.approx(1.0)
+    assert last_kept["AR10"] == 0
+
+
+def test_area_range_bounds_are_inclusive_on_both_sides():
+    """ytvoseval ignores a ground truth when its area < lo or > hi, over its ranges [0, 128^2],
+    [128^2, 256^2], [256^2, 1e10]: a mean area of exactly 128^2 px is small and medium at once, and
+    exactly 256^2 px medium and large."""
+    for side, ranges in ((128, ("APs", "APm")), (256, ("APm", "APl"))):
+        masks = box_masks(1, [(0, side, 0, side)], 300, 300)
+        gt = make_gt({1: (1, 300, 300)}, [(1, 1, masks, 0)])
+        stats = evaluate_ytvis(gt, [pred(1, 1, 0.9, masks)])
+        assert all(stats[key] == pytest.approx(1.0) for key in ranges), side
+        assert [key for key in ("APs", "APm", "APl") if stats[key] == -1] == [
+            key for key in ("APs", "APm", "APl") if key not in ranges
+        ]
+
+
 def test_order_of_results_does_not_matter():
     rng = np.random.default_rng(3)
     gt, results = random_case(rng, num_videos=3, length=3)
