@@ -35,6 +35,8 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import hashlib
+import inspect
 import json
 import sys
 from collections import Counter
@@ -50,15 +52,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # analysis/
+import quality_diagnostics  # noqa: E402
 from quality_diagnostics import diagnose, load_trained  # noqa: E402
 
 from analysis.comparisons import PAIRING, compare_groups, comparison_block  # noqa: E402
 from analysis.parts import with_prior  # noqa: E402
 from analysis.stats import holm  # noqa: E402
-from ifrvis import run_folder, runstore  # noqa: E402
+from ifrvis import inference, run_folder, runstore  # noqa: E402
 from ifrvis.config import config_from_dict  # noqa: E402
 from ifrvis.data.splits import load_splits  # noqa: E402
-from ifrvis.evaluation import tracking_metrics  # noqa: E402
+from ifrvis.evaluation import tracking, tracking_metrics  # noqa: E402
 from ifrvis.metric_names import scale  # noqa: E402
 
 LOGGED = ("AP", "IDF1", "IDs", "MOTA", "IDP", "IDR", "HOTA", "DetA", "AssA")
@@ -145,27 +148,57 @@ def run_rows(sweeps: list[str], uri: str) -> tuple[pd.DataFrame, dict[str, pd.Da
 def run_figures(cfg, run_dir: Path) -> dict:
     """The decomposition, the top-k and matched-count tracking figures and the threshold curves of a
     finished run, computed once and kept in `<run_dir>/consistency.json` (its checkpoint and results no
-    longer change); a figure the file lacks is computed and added."""
+    longer change) with the digest of the code that computed each group (`figure_code`); a group the file
+    lacks, or computed by other code, is computed again."""
     cache = run_dir / "consistency.json"
     figures = json.loads(cache.read_text()) if cache.is_file() else {}
-    oracle_missing = not {"single_query", "stitched"} <= figures.keys()
-    tracks_missing = not {f"{key}@{n}" for key in MATCHED for n in ("N", TOP_K)} <= figures.keys()
-    curves_missing = "curves" not in figures
-    if not (oracle_missing or tracks_missing or curves_missing):
+    code, kept = figure_code(), figures.pop("code", {})
+    keys = {
+        "oracle": {"single_query", "stitched"},
+        "tracks": {f"{key}@{n}" for key in MATCHED for n in ("N", TOP_K)},
+        "curves": {"curves"},
+    }
+    stale = {
+        group
+        for group, names in keys.items()
+        if not names <= figures.keys() or kept.get(group) != code[group]
+    }
+    if not stale:
         return figures
     _, valid = load_splits(cfg.data)
-    if oracle_missing:
+    if "oracle" in stale:
         oracle = diagnose(load_trained(cfg, run_dir / run_folder.CHECKPOINT), valid, cfg)
         figures["single_query"] = oracle["oracle_video_iou_over_0.5"]
         figures["stitched"] = oracle["oracle_per_frame_iou_over_0.5"]
     results = json.loads((run_dir / run_folder.RESULTS).read_text())
-    if tracks_missing:
+    if "tracks" in stale:
         figures |= matched_count_figures(valid.raw, results)
         figures |= top_k_figures(valid.raw, results)
-    if curves_missing:
+    if "curves" in stale:
         figures["curves"] = threshold_curves(valid.raw, results)
-    cache.write_text(json.dumps(figures, indent=1) + "\n")
+    cache.write_text(json.dumps({**figures, "code": code}, indent=1) + "\n")
     return figures
+
+
+def figure_code() -> dict[str, str]:
+    """Per group of cached figures, a digest of the source of the code that computes it: the tracking
+    metrics and this script's track selection; the oracle's diagnosis and inference."""
+    sources = {
+        "oracle": (quality_diagnostics, inference),
+        "tracks": (
+            tracking,
+            figures_on,
+            matched_count_figures,
+            top_k_figures,
+            instance_counts,
+            top_per_video,
+        ),
+        "curves": (tracking, threshold_curves),
+    }
+    return {
+        group: hashlib.sha256("".join(map(inspect.getsource, parts)).encode()).hexdigest()[:16]
+        for group, parts in sources.items()
+    }
 
 
 def figures_on(gt: dict, results: list[dict], suffix: str) -> dict:

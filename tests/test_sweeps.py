@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -177,6 +178,29 @@ def test_the_consistency_benchmark_reads_a_sweeps_runs(local_sweep, tmp_path):
 def consistency():
     """benchmarks/consistency.py as a module."""
     return load_benchmark("consistency")
+
+
+def test_cached_figures_are_computed_again_only_where_their_code_changed(consistency, tmp_path, monkeypatch):
+    """A run's consistency.json keeps the digest of the code behind each group of figures: all current,
+    nothing is computed (not even the data read); the tracks' digest from other code, only they are."""
+    code = consistency.figure_code()
+    tracks = {f"{key}@{n}": 1.0 for key in consistency.MATCHED for n in ("N", consistency.TOP_K)}
+    figures = {"single_query": 0.5, "stitched": 0.6, **tracks, "curves": {"IDF1": [0.1]}}
+    cache = tmp_path / "consistency.json"
+    cache.write_text(json.dumps({**figures, "code": code}))
+    assert consistency.run_figures(None, tmp_path) == figures
+    cache.write_text(json.dumps({**figures, "code": {**code, "tracks": "0" * 16}}))
+    (tmp_path / run_folder.RESULTS).write_text("[]")
+    calls = []
+    monkeypatch.setattr(consistency, "figure_code", lambda: code)  # the functions below are stand-ins
+    monkeypatch.setattr(consistency, "load_splits", lambda data: (None, SimpleNamespace(raw={})))
+    monkeypatch.setattr(
+        consistency, "matched_count_figures", lambda gt, res: calls.append("N") or {"IDF1@N": 2.0}
+    )
+    monkeypatch.setattr(consistency, "top_k_figures", lambda gt, res: calls.append("top") or {})
+    again = consistency.run_figures(SimpleNamespace(data=None), tmp_path)
+    assert calls == ["N", "top"] and again == {**figures, "IDF1@N": 2.0}
+    assert json.loads(cache.read_text())["code"] == code
 
 
 def test_matched_count_keeps_each_videos_best_predictions(consistency):
