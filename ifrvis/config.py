@@ -79,8 +79,8 @@ class ModelConfig:
     # 100-query run): keep its first num_queries, or refuse to load.
     extra_queries: ExtraQueries = "first"
     # A run refuses to start when model.weights gives the model none of its tensors, leaves some missing or
-    # of the wrong shape, or holds tensors the model has no place for (a file for another model); true says
-    # such a partial start is intended.
+    # of the wrong shape, or has backbone or pixel-decoder tensors the model has no place for (a file for
+    # another model); true says such a partial start is intended.
     partial_weights: bool = False
     num_classes: int = 40
     num_queries: int = 100

@@ -17,11 +17,11 @@ from ifrvis.modeling.weights import load_weights
 
 EXIT_STATUS = """exit status: 0 when the file gives the model every tensor of the modules it covers (or
 leaves it random by design); 1 when tensors are left missing or mismatched (by shape, or integers or
-booleans for floating-point weights; listed in the report), when the file holds tensors the model
-has no place for (unexpected: a bigger model's file), or when it gives none at all (a file for
-another model); 2 on an error (no such file; an unreadable, unsafe or unfitting checkpoint, one that
-crashed or exhausted the isolated reader, NaN or Inf values, tensors without data, bytes after the
-pickle's end; a bad config)"""
+booleans for floating-point weights; listed in the report), when the file holds backbone or
+pixel-decoder tensors the model has no place for (a bigger model's file), or when it gives none at
+all (a file for another model); 2 on an error (no such file; an unreadable, unsafe or unfitting
+checkpoint, one that crashed or exhausted the isolated reader, NaN or Inf values, tensors without
+data, bytes after the pickle's end; a bad config)"""
 
 
 def report_checkpoint(

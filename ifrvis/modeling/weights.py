@@ -389,6 +389,10 @@ def _reason_lines(reasons: dict[str, str]) -> list[str]:
     ]
 
 
+# File keys (this project's names and detectron2's) of the modules whose extra tensors mean another model.
+FOREIGN_PREFIXES = ("backbone.", "pixel_decoder.", "sem_seg_head.pixel_decoder.")
+
+
 @dataclass
 class LoadReport:
     """What a checkpoint gave a model. Model keys: `loaded`, `missing` (inside the modules the file
@@ -408,10 +412,16 @@ class LoadReport:
     @property
     def complete(self) -> bool:
         """The file gave the model tensors, and every tensor of the modules it covers that is not random
-        by design: nothing missing, nothing of the wrong shape; and the file holds nothing the model has
-        no place for (a ResNet-101 file has every key of a ResNet-50 at its shape, a Swin-S every key of a
-        Swin-T: only its extra blocks tell that it is another model)."""
-        return bool(self.loaded) and not self.missing and not self.mismatches and not self.unexpected
+        by design: nothing missing, nothing of the wrong shape, and no backbone or pixel-decoder tensor
+        the model has no place for (`foreign`)."""
+        return bool(self.loaded) and not self.missing and not self.mismatches and not self.foreign
+
+    @property
+    def foreign(self) -> list[str]:
+        """Unexpected file keys of the backbone or pixel decoder: the file is another model's. A ResNet-101
+        file has every key of a ResNet-50 at its shape, a Swin-S every key of a Swin-T; only their extra
+        blocks tell. (Decoder layers beyond the model's are only unused: the model takes the first ones.)"""
+        return [key for key in self.unexpected if key.startswith(FOREIGN_PREFIXES)]
 
     @property
     def mismatched(self) -> list[str]:
