@@ -238,3 +238,18 @@ def test_a_stopped_run_is_resumed_by_the_next_sweep_and_the_summary_says_so(tmp_
         "1 run(s) failed; fix and re-run with --retry-failed",
     ]
     assert [s.state for s in plan(sweep)] == [RESUME, FAILED]
+
+
+def test_a_sweep_on_real_data_goes_to_the_paper_profile_unless_told_otherwise():
+    """Without --slurm-profile, synthetic runs go to the test cluster's profile and any real-data run
+    takes the paper's 8-GPU nodes (it once got the test cluster's 2 GB CPU task)."""
+    from conftest import ROOT, TINY_CONFIG
+
+    from ifrvis.config import load_config
+    from ifrvis.launch.arguments import default_slurm_profile
+
+    tiny = load_config(TINY_CONFIG)
+    crossing = load_config(TINY_CONFIG, ["dataset=synthetic-crossing"])
+    real = load_config(ROOT / "experiments/configs/ytvis19_r50.yaml")
+    assert default_slurm_profile([tiny, crossing]) == "local"
+    assert default_slurm_profile([tiny, real]) == "paper"

@@ -68,7 +68,11 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
         help="config overrides applied to every run (repeatable)",
     )
     slurm = parser.add_argument_group("slurm (submitit): a profile, then these overrides of its keys")
-    slurm.add_argument("--slurm-profile", default="local", help="slurm/profiles/<name>.yaml or a path")
+    slurm.add_argument(
+        "--slurm-profile",
+        help="slurm/profiles/<name>.yaml or a path (default: local, the test cluster, for synthetic data;"
+        " paper, the paper's 8-GPU nodes, for real data)",
+    )
     for flag, kind in SLURM_FLAGS.items():
         names = [f"--{flag.replace('_', '-')}", *(["--mem"] if flag == "mem_gb" else [])]
         slurm.add_argument(*names, dest=f"slurm_{flag}", type=kind)
@@ -91,6 +95,12 @@ def slurm_overrides(args: argparse.Namespace) -> dict:
     return overrides
 
 
+def default_slurm_profile(cfgs) -> str:
+    """`local` (slurm/start_cluster.sh's CPU node) when every run trains on synthetic data, else `paper`
+    (8 GPUs a node): real data never goes to a 2-GB CPU task for want of a flag."""
+    return "local" if all(cfg.dataset.startswith("synthetic") for cfg in cfgs) else "paper"
+
+
 def run_from_arguments(sweep: Sweep, args: argparse.Namespace) -> int:
     """`run_sweep` with the flags of `add_sweep_arguments`, once the sweep's store answers (a tracking
     server that is down or refuses the login stops the sweep in one line before anything is made)."""
@@ -102,6 +112,9 @@ def run_from_arguments(sweep: Sweep, args: argparse.Namespace) -> int:
         max_parallel=args.max_parallel,
         retry_failed=args.retry_failed,
         dry_run=args.dry_run,
-        slurm={"profile": args.slurm_profile, "overrides": slurm_overrides(args)},
+        slurm={
+            "profile": args.slurm_profile or default_slurm_profile(sweep.cfgs),
+            "overrides": slurm_overrides(args),
+        },
         ray={"address": args.ray_address, "gpus": args.gpus_per_run},
     )
