@@ -88,9 +88,10 @@ def slurm_job_class():
         """One run as a Slurm task. On SIGUSR2 (submitit's signal before the time limit) or SIGTERM
         (`scontrol requeue`, preemption, `scancel`) the trainer checkpoints at the next iteration
         boundary and stops. SIGUSR2 then goes on to submitit, whose handler calls `checkpoint` and
-        requeues the task. After SIGTERM Slurm itself requeues or ends the job and kills it `KillWait`
-        seconds later: the task waits for that, so that no half-finished result reaches submitit;
-        either way the next start resumes from the checkpoint."""
+        requeues the task; the other ranks of a multi-task job wait to be killed by that requeue. After
+        SIGTERM Slurm itself requeues or ends the job and kills it `KillWait` seconds later: the task
+        waits for that, so that no half-finished result reaches submitit; either way the next start
+        resumes from the checkpoint."""
 
         def __call__(self, cfg_dict: dict) -> dict:
             import torch
@@ -104,7 +105,9 @@ def slurm_job_class():
             try:
                 return run_job(cfg_dict, stop_signals=(signal.SIGTERM, signal.SIGUSR2))
             except Interrupted as stop:
-                if stop.signum == signal.SIGTERM:
+                if stop.signum == signal.SIGTERM or environment.global_rank != 0:
+                    # Only rank 0 requeues at SIGUSR2 (submitit's handler returns on the others): a rank
+                    # that failed meanwhile could end the step first (KillOnBadExit) and the job with it.
                     say_in_run_log(cfg_dict, "waiting for Slurm to requeue or end the job")
                     time.sleep(SIGTERM_WAIT_S)  # Slurm's SIGKILL comes first; a stray SIGTERM ends here
                 else:
