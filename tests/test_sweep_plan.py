@@ -253,3 +253,24 @@ def test_a_sweep_on_real_data_goes_to_the_paper_profile_unless_told_otherwise():
     real = load_config(ROOT / "experiments/configs/ytvis19_r50.yaml")
     assert default_slurm_profile([tiny, crossing]) == "local"
     assert default_slurm_profile([tiny, real]) == "paper"
+
+
+def test_a_ray_trial_asks_for_no_more_cpus_than_one_node_has():
+    """Three nodes of 8 CPUs, one trial left to run: its share would be all 24 CPUs, which no node holds
+    (Ray would wait for it forever, saying nothing); it gets a node's 8."""
+    from ifrvis.launch.executors import trial_cpus
+
+    assert trial_cpus([8, 8, 8], max_parallel=1) == 8
+    assert trial_cpus([8, 8, 8], max_parallel=4) == 6
+    assert trial_cpus([2], max_parallel=8) == 1  # never 0
+
+
+def test_a_ray_run_takes_at_most_one_gpu():
+    import argparse
+
+    from ifrvis.launch.arguments import gpu_share
+
+    assert gpu_share("0.5") == 0.5 and gpu_share("1") == 1.0
+    for text, words in (("2", "a trial trains on one device"), ("-1", "0 to 1"), ("x", "is not a number")):
+        with pytest.raises(argparse.ArgumentTypeError, match=words):
+            gpu_share(text)

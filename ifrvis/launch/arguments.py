@@ -78,7 +78,25 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
         slurm.add_argument(*names, dest=f"slurm_{flag}", type=kind)
     ray = parser.add_argument_group("ray")
     ray.add_argument("--ray-address", default="", help="an existing Ray cluster (default: a local Ray)")
-    ray.add_argument("--gpus-per-run", type=float, default=0.0)
+    ray.add_argument(
+        "--gpus-per-run",
+        type=gpu_share,
+        default=0.0,
+        help="GPUs a trial holds, 0 to 1 (a trial trains on one device; DDP over GPUs: --executor slurm)",
+    )
+
+
+def gpu_share(text: str) -> float:
+    """A Ray trial's GPUs: 0 (CPUs), a share of one GPU, or one; a trial's process uses one device."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(
+            f"{text}: a trial trains on one device, so 0 to 1 (several GPUs a run: --executor slurm)"
+        )
+    return value
 
 
 def seed_range(args: argparse.Namespace) -> range:

@@ -201,8 +201,14 @@ def start_ray(address: str = "") -> None:
         if address:
             ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
         else:
-            cpus = os.cpu_count() or 1
-            ray.init(num_cpus=cpus, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
+            # "local": a new Ray here even where `ray start` or RAY_ADDRESS names another
+            ray.init(
+                address="local",
+                num_cpus=os.cpu_count() or 1,
+                include_dashboard=False,
+                ignore_reinit_error=True,
+                log_to_driver=False,
+            )
     except (ConnectionError, RuntimeError, ValueError) as error:
         raise SubmissionError(
             f"Ray: no cluster at {address or 'a new local Ray'}: {_one_line(error)}"
@@ -220,14 +226,24 @@ def _probe_ray(address: str, timeout_s: float = 5.0) -> None:
         raise SubmissionError(f"Ray: no cluster answers at {address} ({error.strerror or error})") from error
 
 
+def trial_cpus(node_cpus: Sequence[float], max_parallel: int) -> int:
+    """CPUs of one trial: the cluster's share of `max_parallel` trials at once, but no more than its
+    largest node has (Ray places a trial on one node; a larger request waits forever, silently)."""
+    share = int(sum(node_cpus)) // max_parallel
+    return max(1, min(share, int(max(node_cpus, default=1))))
+
+
 def run_ray(cfgs: Sequence[Config], sweep: str, max_parallel: int, gpus: float = 0) -> list[str]:
     """The runs as a Tune grid on the Ray that `start_ray` connected to; shuts Ray down at the end."""
     import ray
     from ray import tune
 
     try:
-        cpus = int(ray.cluster_resources().get("CPU", 1))
-        per_trial = {"cpu": max(1, cpus // max_parallel), "gpu": gpus}
+        nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
+        per_trial = {"cpu": trial_cpus([node.get("CPU", 0) for node in nodes], max_parallel), "gpu": gpus}
+        cluster_gpus = sum(node.get("GPU", 0) for node in nodes)
+        if cluster_gpus and not gpus:
+            print(f"Ray: the cluster has {cluster_gpus:g} GPUs and --gpus-per-run is 0: runs train on CPUs")
         tuner = tune.Tuner(
             tune.with_resources(_ray_trainable, per_trial),
             param_space={"spec": tune.grid_search([to_dict(c) for c in cfgs]), "cwd": str(Path.cwd())},
