@@ -457,6 +457,20 @@ def test_an_unreachable_slurm_controller_is_one_line_and_leaves_no_run(tmp_path,
     assert "Unable to contact slurm controller" in only_the_failed_parent_is_left(config)
 
 
+def test_the_local_executor_gives_each_run_its_own_gpu(tmp_path, tiny_data):
+    """Three runs over two GPU ids (here, CPU-only, the ids only travel): at most two at once, each with
+    CUDA_VISIBLE_DEVICES one of them, logged as the run's launch.cuda_visible_devices (a third run
+    started beside two would have had no id, and no tag)."""
+    from ifrvis.launch.executors import run_local
+    from ifrvis.launch.sweep import plan
+
+    sweep = expand([write_run_config(tmp_path, tiny_data, max_iters=2)], range(3), "gpus")
+    specs = plan(sweep)
+    assert run_local([spec.cfg for spec in specs], max_parallel=4, gpus=["7", "9"]) == [""] * 3
+    devices = [runstore.find_run(spec.cfg).data.tags["launch.cuda_visible_devices"] for spec in specs]
+    assert set(devices) == {"7", "9"}
+
+
 def test_ray_executor_gives_the_same_records(local_sweep, tmp_path, tiny_data):
     config = write_run_config(tmp_path, tiny_data, max_iters=4)
     result = launch(config, "ray")

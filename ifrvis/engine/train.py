@@ -231,23 +231,25 @@ def environment_tags(device: torch.device) -> dict[str, str]:
     }
 
 
-# Where a run's latest job ran, as `launch.*` tags: Slurm's variables for it, when Slurm started it.
-SLURM_TAGS = {
+# Where a run's latest job ran, as `launch.*` tags: Slurm's variables for it when Slurm started it, and the
+# GPUs it was given.
+LAUNCH_ENV_TAGS = {
     "launch.slurm_job_id": "SLURM_JOB_ID",
     "launch.slurm_array_job_id": "SLURM_ARRAY_JOB_ID",
     "launch.slurm_array_task_id": "SLURM_ARRAY_TASK_ID",
     "launch.slurm_restart_count": "SLURM_RESTART_COUNT",  # how many times Slurm requeued the job
     "launch.slurm_nodelist": "SLURM_JOB_NODELIST",
     "launch.slurm_log": "IFRVIS_SLURM_LOG",  # submitit's log of the task (executors.TrainJob sets it)
+    "launch.cuda_visible_devices": "CUDA_VISIBLE_DEVICES",  # the GPUs the job saw (the local executor's)
 }
 
 
 def launch_tags(world_size: int, log: Path) -> dict[str, str]:
     """Where the run's latest job ran (a requeued or resumed run: the last start's): the host, the
-    number of ranks, the run's log and, under Slurm, the job, its array index, its requeue count, its
-    nodes and Slurm's log of it."""
+    number of ranks, the run's log, the GPUs it was given and, under Slurm, the job, its array index, its
+    requeue count, its nodes and Slurm's log of it."""
     tags = {"launch.host": platform.node(), "launch.world_size": str(world_size), "launch.log": str(log)}
-    tags |= {tag: os.environ[name] for tag, name in SLURM_TAGS.items() if os.environ.get(name)}
+    tags |= {tag: os.environ[name] for tag, name in LAUNCH_ENV_TAGS.items() if os.environ.get(name)}
     if "launch.slurm_job_id" in tags:
         tags.setdefault("launch.slurm_restart_count", "0")  # Slurm sets it from the first requeue on
     return tags

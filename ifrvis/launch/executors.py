@@ -37,26 +37,45 @@ class SubmissionError(UserError):
 
 
 # ---------------------------------------------------------------------------------------------- local
-def run_local(cfgs: Sequence[Config], max_parallel: int) -> list[str]:
-    """Subprocesses, `max_parallel` at a time, torch threads split among them."""
+def run_local(cfgs: Sequence[Config], max_parallel: int, gpus: Sequence[str] = ()) -> list[str]:
+    """Subprocesses, `max_parallel` at a time, torch threads split among them. With `gpus` (device ids,
+    `visible_gpus`), at most one run per GPU at once, each seeing only its own (CUDA_VISIBLE_DEVICES):
+    every run would otherwise train on the first."""
+    if gpus:
+        max_parallel = min(max_parallel, len(gpus))
     threads = max(1, (os.cpu_count() or 1) // max_parallel)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     errors = [""] * len(cfgs)
-    queue, active = list(range(len(cfgs))), {}
+    queue, active, free = list(range(len(cfgs))), {}, list(gpus)
     with tqdm(total=len(cfgs), desc="runs", unit="run", dynamic_ncols=True) as bar:
         while queue or active:
             while queue and len(active) < max_parallel:
-                index = queue.pop(0)
-                active[_start_local(cfgs[index], env)] = index
+                index, gpu = queue.pop(0), free.pop(0) if free else None
+                device = {"CUDA_VISIBLE_DEVICES": gpu} if gpu is not None else {}
+                active[_start_local(cfgs[index], {**env, **device})] = (index, gpu)
             time.sleep(0.5)
-            for process, index in list(active.items()):
+            for process, (index, gpu) in list(active.items()):
                 if process.poll() is None:
                     continue
                 del active[process]
+                if gpu is not None:
+                    free.append(gpu)
                 if process.returncode != 0:
                     errors[index] = _last_line(run_folder.run_dir(cfgs[index]) / run_folder.LOG)
                 bar.update(1)
     return errors
+
+
+def visible_gpus(cfgs: Sequence[Config]) -> list[str]:
+    """The GPUs local runs share out (CUDA_VISIBLE_DEVICES' ids where it is set), none when every run
+    is on the CPU or no GPU is there."""
+    if all(cfg.device == "cpu" for cfg in cfgs):
+        return []
+    import torch
+
+    count = torch.cuda.device_count()
+    listed = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    return listed[:count] if listed else [str(i) for i in range(count)]
 
 
 def _start_local(cfg: Config, env: dict) -> subprocess.Popen:

@@ -257,7 +257,7 @@ def _execute(specs: Sequence[Spec], sweep: str, executor: str, max_parallel: int
     if executor == "ray":
         executors.start_ray(ray.get("address", ""))
         return executors.run_ray(cfgs, sweep, max_parallel, ray.get("gpus", 0.0))
-    return executors.run_local(cfgs, max_parallel)
+    return executors.run_local(cfgs, max_parallel, executors.visible_gpus(cfgs))
 
 
 def _mark_submitted(specs: Sequence[Spec]) -> None:
