@@ -117,6 +117,26 @@ def test_paper_profile_reaches_the_sbatch_file():
     assert ex._executor.max_num_timeout == 10
 
 
+@_skip_without_sbatch
+def test_a_profiles_signal_delay_setup_and_other_options_reach_the_sbatch_file(tmp_path):
+    """What a production cluster needs beyond the shape: a longer warning before the time limit for a
+    large checkpoint, the lines that prepare the task's environment, any other sbatch option."""
+    profile = tmp_path / "site.yaml"
+    profile.write_text(
+        "partition: gpu\ntime_min: 2880\ncpus_per_task: 8\nmem_gb: 64\nsignal_delay_s: 300\n"
+        "setup: [module load cuda/12.4, source /shared/venv/bin/activate]\n"
+        "additional_parameters: {requeue: true, exclude: node07}\n"
+    )
+    sbatch = slurm_executor("unused", profile)._executor._make_submission_file_text("true", "uid")
+    for line in ("#SBATCH --signal=USR2@300", "#SBATCH --requeue", "#SBATCH --exclude=node07"):
+        assert line in sbatch
+    assert "module load cuda/12.4\nsource /shared/venv/bin/activate\n" in sbatch
+    with pytest.raises(TypeError, match="setup must be a list of shell lines"):
+        load_slurm_profile(profile, {"setup": [1]})
+    with pytest.raises(TypeError, match="setup must be list"):
+        load_slurm_profile(profile, {"setup": "module load cuda"})
+
+
 def test_profile_errors_name_the_file_and_key(tmp_path):
     with pytest.raises(KeyError, match="overrides of .*local.yaml.*partiton"):
         load_slurm_profile("local", {"partiton": "gpu"})

@@ -119,7 +119,11 @@ def slurm_job_class():
             torch.set_num_threads(int(os.environ.get("SLURM_CPUS_PER_TASK", torch.get_num_threads())))
             environment = submitit.JobEnvironment()
             if environment.num_tasks > 1:  # one task per GPU -> torch.distributed
-                submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+                # overwrite: sbatch passes the submitting shell's environment on (a sweep started from
+                # inside another job, or a torchrun shell, would hand down its RANK and MASTER_PORT)
+                submitit.helpers.TorchDistributedEnvironment().export(
+                    set_cuda_visible_devices=False, overwrite=True
+                )
             os.environ["IFRVIS_SLURM_LOG"] = str(environment.paths.stdout)  # the run's launch.slurm_log tag
             try:
                 return run_job(cfg_dict, stop_signals=(signal.SIGTERM, signal.SIGUSR2))

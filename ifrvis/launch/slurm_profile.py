@@ -28,10 +28,16 @@ _KEYS: dict[str, tuple[tuple[type, ...], str | None]] = {
     "mem_gb": ((int, float), "mem_gb"),
     "array_parallelism": ((int,), "slurm_array_parallelism"),
     "max_num_timeout": ((int,), None),
+    # seconds between USR2 and the time limit: the next iteration and the checkpoint's save must fit
+    "signal_delay_s": ((int,), "slurm_signal_delay_s"),
+    # shell lines run before the task (module load, activating an environment)
+    "setup": ((list,), "slurm_setup"),
+    # any other sbatch option, e.g. {requeue: true, gres: "gpu:a100:8", exclude: "node07"}
+    "additional_parameters": ((dict,), "slurm_additional_parameters"),
 }
 _REQUIRED = ("partition", "time_min", "cpus_per_task", "mem_gb")
 # Keys that must be counts of at least 1 (gpus_per_node and max_num_timeout may be 0).
-_POSITIVE = ("time_min", "nodes", "tasks_per_node", "cpus_per_task", "array_parallelism")
+_POSITIVE = ("time_min", "nodes", "tasks_per_node", "cpus_per_task", "array_parallelism", "signal_delay_s")
 
 
 def profile_path(name_or_path: str | Path) -> Path:
@@ -123,3 +129,9 @@ def _check_value(key: str, value: Any, path: Path) -> None:
         raise ValueError(f"{path}: {key} must be at least 1, got {value}")
     if key in ("gpus_per_node", "max_num_timeout", "mem_gb") and value < 0:
         raise ValueError(f"{path}: {key} must not be negative, got {value}")
+    if key == "setup" and not all(isinstance(line, str) for line in value):
+        raise TypeError(f"{path}: setup must be a list of shell lines, got {value!r}")
+    if key == "additional_parameters" and not all(isinstance(name, str) for name in value):
+        raise TypeError(
+            f"{path}: additional_parameters must map sbatch option names to values, got {value!r}"
+        )
