@@ -622,6 +622,44 @@ def test_a_sweep_stopped_while_its_jobs_run_fails_its_parent_run(tmp_path, tiny_
 
 @pytest.mark.slurm
 @pytest.mark.skipif(not slurm_available(), reason="no Slurm cluster: start it with slurm/start_cluster.sh")
+def test_a_rerun_while_an_earlier_launchs_job_still_runs_does_not_submit_it_again(tmp_path, tiny_data):
+    """The launcher waits for its jobs; if it dies (a dropped login session), its jobs go on in Slurm.
+    A re-run then once submitted a second job for the same run, both writing one checkpoint and one
+    MLflow run: now it finds the run's job still running, leaves it, and says so."""
+    config = write_run_config(tmp_path, tiny_data, max_iters=400)
+    command = [sys.executable, str(ROOT / "experiments" / "run_seeds.py"), str(config), "--seeds", "1"]
+    command += ["--executor", "slurm", "--sweep", "twice"]
+    env = {**os.environ, "IFRVIS_SLURM_LOGS": str(tmp_path / "slurm-logs")}
+    cfg = load_config(config)
+
+    def jobs() -> list[str]:
+        listed = subprocess.run(
+            ["squeue", "-h", "--name", "ifrvis-twice", "-o", "%i"], capture_output=True, text=True
+        )
+        return listed.stdout.split()
+
+    first = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 180
+        while not list(run_folder.run_dir(cfg).glob("train.log")):  # the job has started
+            assert time.time() < deadline and first.poll() is None
+            time.sleep(0.5)
+        first.kill()  # the launcher only: its job runs on in Slurm
+        first.wait()
+        again = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        assert again.returncode == 1, again.stdout[-2000:] + again.stderr[-2000:]
+        assert "1 runs: 0 done, 0 resume, 0 failed, 0 pending, 1 in slurm" in again.stdout
+        assert (
+            "| in slurm: job " in again.stdout and "still in Slurm jobs of an earlier launch" in again.stderr
+        )
+        assert len(jobs()) == 1  # nothing submitted again
+    finally:
+        for job in jobs():
+            subprocess.run(["scancel", job], capture_output=True)
+
+
+@pytest.mark.slurm
+@pytest.mark.skipif(not slurm_available(), reason="no Slurm cluster: start it with slurm/start_cluster.sh")
 @pytest.mark.parametrize("stop", ["scontrol requeue", "SIGUSR2"])
 def test_a_two_task_slurm_job_trains_requeues_and_resumes_to_the_uninterrupted_result(
     tmp_path, tiny_data, two_rank_reference, stop

@@ -21,6 +21,8 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import re
+import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -33,8 +35,9 @@ from ifrvis.config import Config, load_config, run_identity
 from ifrvis.engine.train import preflight, split_batch
 from ifrvis.errors import UserError
 
-# What a spec's MLflow run and checkpoint say about it.
-DONE, RESUME, FAILED, PENDING = "done", "resume", "failed", "pending"
+# What a spec's MLflow run, checkpoint and Slurm job say about it (IN_SLURM: its job of an earlier launch
+# is still queued or running, so it is not submitted again).
+DONE, RESUME, FAILED, PENDING, IN_SLURM = "done", "resume", "failed", "pending", "in slurm"
 SWEEP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # it becomes part of MLflow tag keys
 
 
@@ -112,7 +115,26 @@ def classify(cfg: Config, swept_keys: Sequence[str] = ()) -> Spec:
         spec.state, spec.error = FAILED, run.data.tags.get(runstore.ERROR_TAG, "")
     else:
         spec.state = RESUME if run_folder.checkpoint_path(cfg).exists() else PENDING
+        job = run.data.tags.get(runstore.SLURM_JOB_TAG)
+        alive = slurm_job_state(job) if job else ""
+        if alive:
+            spec.state, spec.error = IN_SLURM, f"job {job} {alive}"
     return spec
+
+
+def slurm_job_state(job_id: str) -> str:
+    """Slurm's state of a job that is still queued or running ("PENDING", "RUNNING", ...), "" for one
+    that ended or that Slurm no longer knows (or where there is no Slurm)."""
+    if shutil.which("squeue") is None:
+        return ""
+    answer = subprocess.run(
+        ["squeue", "--noheader", "--jobs", job_id, "--format", "%T"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    states = answer.stdout.split() if answer.returncode == 0 else []
+    return states[0] if states else ""
 
 
 def check_inputs(cfgs: Sequence[Config], ranks: int = 1) -> None:
@@ -185,7 +207,9 @@ def run_sweep(
     slurm = slurm or {}
     check_inputs(sweep.cfgs, ranks_of(executor, slurm))
     specs = plan(sweep, retry_failed, create=not dry_run)
-    counts = {state: sum(s.state == state for s in specs) for state in (DONE, RESUME, FAILED, PENDING)}
+    counts = {
+        state: sum(s.state == state for s in specs) for state in (DONE, RESUME, FAILED, PENDING, IN_SLURM)
+    }
     keys = f" over {', '.join(sweep.swept_keys)}" if sweep.swept_keys else ""
     print(
         f"sweep '{sweep.name}'{keys}: {len(specs)} runs: " + ", ".join(f"{n} {k}" for k, n in counts.items())
@@ -212,7 +236,8 @@ def run_sweep(
             _settle(spec, error)
     print(summary_table(specs))
     done = all(s.state == DONE for s in specs)
-    parent.set_status(runstore.FINISHED if done else runstore.FAILED)
+    if not any(s.state == IN_SLURM for s in specs):  # else the earlier launch's jobs still run
+        parent.set_status(runstore.FINISHED if done else runstore.FAILED)
     for line in closing_lines(specs):
         print(line, file=sys.stderr)
     return 0 if done else 1
@@ -230,6 +255,12 @@ def closing_lines(specs: Sequence[Spec]) -> list[str]:
         )
     if failed:
         lines.append(f"{failed} run(s) failed; fix and re-run with --retry-failed")
+    in_slurm = sum(s.state == IN_SLURM for s in specs)
+    if in_slurm:
+        lines.append(
+            f"{in_slurm} run(s) still in Slurm jobs of an earlier launch, not submitted again: re-run the"
+            " sweep once they end (scancel them to start them here instead)"
+        )
     return lines
 
 
@@ -253,6 +284,10 @@ def _execute(specs: Sequence[Spec], sweep: str, executor: str, max_parallel: int
     _mark_submitted(specs)  # before: a job may start before the submission call returns
     if executor == "slurm":
         jobs = executors.submit_slurm(cfgs, sweep, slurm.get("profile", "local"), slurm.get("overrides", {}))
+        for spec, job in zip(specs, jobs):  # a later launch finds them while they are queued or running
+            runstore.RunLogger(spec.cfg.logging.mlflow_uri, spec.run_id).set_tags(
+                {runstore.SLURM_JOB_TAG: job.job_id}
+            )
         return executors.wait_slurm(jobs)
     if executor == "ray":
         executors.start_ray(ray.get("address", ""))
