@@ -1,5 +1,6 @@
 """One training run end to end on a tiny synthetic set: MLflow record, resume, failures, DDP."""
 
+import collections
 import json
 import os
 import signal
@@ -18,8 +19,9 @@ from ifrvis import metric_spool, run_folder, runstore
 from ifrvis.config import ConfigError, flatten, load_config, run_identity, to_dict
 from ifrvis.data.ytvis import DataError
 from ifrvis.engine import train as train_module
-from ifrvis.engine.checkpoint import load_checkpoint
+from ifrvis.engine.checkpoint import RunCheckpointError, load_checkpoint
 from ifrvis.engine.train import NonFiniteLossError, RunExistsError, train
+from ifrvis.errors import UserError
 
 FINAL_KEYS = ("AP", "AP50", "AP75", "AR1", "AR10", "IDF1", "MOTA", "IDP", "IDR", "IDs")
 
@@ -226,6 +228,52 @@ def test_a_nan_loss_names_the_term_and_iteration_and_marks_the_run_failed(tmp_pa
     assert (
         load_checkpoint(run_folder.checkpoint_path(cfg))["iteration"] == 2
     )  # the last good checkpoint survives
+
+
+def test_weights_that_diverge_fail_the_run_in_one_line_and_never_replace_the_last_good_checkpoint(
+    tmp_path, tiny_data
+):
+    """At lr 1e5 the weights overflow within a few steps: the next forward's outputs are NaN and the
+    matcher cannot match them (this once ended in the matcher's ValueError, a traceback), and a checkpoint
+    at that iteration once saved the NaN weights a resume would continue from."""
+    config = write_run_config(tmp_path, tiny_data, max_iters=12)
+    cfg = load_config(config, ["solver.lr=1e5"])
+    with pytest.raises(NonFiniteLossError, match="diverged: a learning rate too high") as stopped:
+        train(cfg)
+    assert isinstance(stopped.value, UserError)  # the command line says it in one line
+    assert only_run(cfg).info.status == "FAILED"
+    checkpoint = run_folder.checkpoint_path(cfg)
+    if checkpoint.exists():  # whatever it holds is finite
+        assert all(torch.isfinite(v).all() for v in load_checkpoint(checkpoint)["model"].values())
+
+
+def test_a_checkpoint_is_refused_weights_that_are_not_finite():
+    """A step can leave NaN weights before any output shows them: the checkpoint after it checks them."""
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
+    assert train_module.nonfinite_weights(model) is None
+    model[1].bias.data[0] = float("inf")
+    assert train_module.nonfinite_weights(model).startswith("weight 1.bias is NaN or infinite")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "foreign", "no model"])
+def test_a_damaged_checkpoint_is_one_line_before_the_run_is_touched(tmp_path, tiny_data, damage):
+    """--resume of a finished run whose checkpoint was cut short, replaced by another pickle, or lacks
+    the model: once a traceback, and a checkpoint without its model turned the FINISHED run FAILED."""
+    config = write_run_config(tmp_path, tiny_data, max_iters=2)
+    cfg = load_config(config)
+    train(cfg)
+    checkpoint = run_folder.checkpoint_path(cfg)
+    if damage == "truncated":
+        checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
+    elif damage == "foreign":
+        torch.save(collections.OrderedDict(a=1), checkpoint, _use_new_zipfile_serialization=False)
+    else:
+        state = load_checkpoint(checkpoint)
+        del state["model"]
+        torch.save(state, checkpoint)
+    with pytest.raises(RunCheckpointError, match=f"{checkpoint}: not a run checkpoint this run can resume"):
+        train(cfg, resume=True)
+    assert only_run(cfg).info.status == "FINISHED"
 
 
 def test_a_corrupt_annotation_file_fails_before_anything_is_created(tmp_path, tiny_data):

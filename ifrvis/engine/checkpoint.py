@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from ifrvis.engine.preemption import deferred_signals
+from ifrvis.errors import UserError
 
 
 def seed_everything(seed: int) -> None:
@@ -55,7 +56,51 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     return path
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint written by `save_checkpoint` (tensors and plain Python values only, so the
-    safe `weights_only=True` loader suffices)."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+class RunCheckpointError(UserError):
+    """A run's checkpoint that it cannot resume from: cut short, damaged, or not a run checkpoint."""
+
+
+# What `train` writes into a checkpoint and reads back at a resume (`metrics` is optional: older files).
+CHECKPOINT_KEYS: dict[str, type | tuple[type, ...]] = {
+    "model": dict,
+    "optimizer": dict,
+    "scheduler": dict,
+    "scaler": dict,
+    "iteration": int,
+    "sampler": list,
+    "rng": list,
+    "mlflow_run_id": (str, type(None)),
+    "train_time_s": (int, float),
+}
+
+
+def load_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
+    """A checkpoint written by `save_checkpoint` (tensors and plain Python values only, so the safe
+    `weights_only=True` loader suffices). A RunCheckpointError names the file and what is wrong with it
+    before a resume touches the run: a truncated or foreign file, or one without the keys a resume reads."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as error:  # a truncated zip, a foreign pickle (weights_only refuses it), not a file
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise RunCheckpointError(f"{path}: {MOVE_AWAY} ({reason[:200]})") from error
+    problem = checkpoint_problem(state)
+    if problem:
+        raise RunCheckpointError(f"{path}: {MOVE_AWAY} ({problem})")
+    return state
+
+
+MOVE_AWAY = "not a run checkpoint this run can resume from (move it away to start the run afresh)"
+
+
+def checkpoint_problem(state: object) -> str | None:
+    """What keeps `state` from being a run checkpoint; None when it is one."""
+    if not isinstance(state, dict):
+        return f"it holds a {type(state).__name__}, not a mapping"
+    for key, kind in CHECKPOINT_KEYS.items():
+        if key not in state:
+            return f"no {key!r}"
+        if not isinstance(state[key], kind) or isinstance(state[key], bool):
+            return f"{key!r} is a {type(state[key]).__name__}"
+    if state["iteration"] < 0 or not state["sampler"] or len(state["rng"]) != len(state["sampler"]):
+        return "its iteration, samplers and random states do not fit together"
+    return None

@@ -57,15 +57,27 @@ from ifrvis.modeling.meta_arch import check_weights_fit
 from ifrvis.modeling.weights import CheckpointError, load_weights
 
 
-class NonFiniteLossError(FloatingPointError):
-    """A loss term became NaN or infinite."""
+class NonFiniteLossError(UserError, FloatingPointError):
+    """A loss term, the model's outputs or its weights became NaN or infinite (a divergence: the run is
+    FAILED, its last good checkpoint kept; the command line says it in one line)."""
+
+
+DIVERGED = "the model's outputs are NaN or infinite (its weights diverged: a learning rate too high?)"
 
 
 def nonfinite_term(losses: dict[str, torch.Tensor]) -> str | None:
-    """The first loss term that is NaN or infinite, as `'name' is nan`; None when all are finite."""
+    """The first loss term that is NaN or infinite, as `loss term 'name' is nan`; None when all are finite."""
     for name, value in losses.items():
         if not torch.isfinite(value):
-            return f"'{name}' is {value.item()}"
+            return f"loss term '{name}' is {value.item()}"
+    return None
+
+
+def nonfinite_weights(model: torch.nn.Module) -> str | None:
+    """The first parameter that holds NaN or infinite values, named; None when all are finite."""
+    for name, parameter in model.named_parameters():
+        if not torch.isfinite(parameter).all():
+            return f"weight {name} is NaN or infinite (the weights diverged: a learning rate too high?)"
     return None
 
 
@@ -307,6 +319,10 @@ def _train_and_evaluate(cfg, splits, state, logger, info, device, out_dir, ckpt_
     metrics_buffer: list[tuple[int, dict[str, float]]] = []
 
     def checkpoint(iteration: int) -> None:
+        # Weights that diverged (every rank holds the same) never replace the last good checkpoint.
+        diverged = nonfinite_weights(model)
+        if diverged:
+            raise NonFiniteLossError(f"{diverged} after iteration {iteration}")
         # Every iteration consumes `accumulation` batches, so the state follows from the iteration (the
         # loader's prefetching runs the live sampler ahead of what training has consumed).
         samplers = gather(batch_sampler.state_dict(batches=iteration * accumulation), info)
@@ -356,11 +372,15 @@ def _train_and_evaluate(cfg, splits, state, logger, info, device, out_dir, ckpt_
     for iteration in bar:
         optimizer.zero_grad(set_to_none=True)
         micro_batches = [to_device(next(batches), device) for _ in range(accumulation)]
-        losses = accumulate_gradients(forward, criterion, micro_batches, scaler, amp_dtype)
-        bad, signum = agree_to_stop(nonfinite_term(losses), flag.received, info, device)
+        try:
+            losses = accumulate_gradients(forward, criterion, micro_batches, scaler, amp_dtype)
+            problem = nonfinite_term(losses)
+        except FloatingPointError:  # the matcher's cost of outputs that are not finite
+            losses, problem = {}, DIVERGED
+        bad, signum = agree_to_stop(problem, flag.received, info, device)
         if bad:  # before the optimizer step: the weights stay those of the last good iteration
             where = "".join(f" on rank {r}" for r, _ in bad) if info.world_size > 1 else ""
-            raise NonFiniteLossError(f"loss term {bad[0][1]} at iteration {iteration}{where}")
+            raise NonFiniteLossError(f"{bad[0][1]} at iteration {iteration}{where}")
         loss = sum(losses.values())
         done = iteration + 1
         log_step = done % cfg.logging.log_every == 0 or done == cfg.solver.max_iters

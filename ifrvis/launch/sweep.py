@@ -28,10 +28,9 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import torch
-
 from ifrvis import run_folder, runstore
 from ifrvis.config import Config, load_config, run_identity
+from ifrvis.engine.checkpoint import load_checkpoint
 from ifrvis.engine.train import preflight, split_batch
 from ifrvis.errors import UserError
 
@@ -157,7 +156,7 @@ def check_resume_shape(cfg: Config, ranks: int) -> None:
     path = run_folder.checkpoint_path(cfg)
     if not path.exists():
         return
-    saved = len(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["sampler"])
+    saved = len(load_checkpoint(path, mmap=True)["sampler"])
     if saved != ranks:
         raise UserError(
             f"{runstore.run_name(cfg)}: its checkpoint {path} was saved by {saved} rank(s) and this"

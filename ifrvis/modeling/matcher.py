@@ -102,7 +102,7 @@ def clip_mask_pairs(pred_masks: Tensor, gt_masks: Tensor, num_points: int) -> tu
 def hungarian(cost: Tensor) -> tuple[Tensor, Tensor]:
     """Minimum-cost assignment of `cost (Q, M)` -> (row indices, column indices), int64, sorted by row."""
     if not torch.isfinite(cost).all():
-        raise ValueError("matching cost has NaN or inf entries: check pred_logits / pred_masks for NaN")
+        raise FloatingPointError("matching cost has NaN or inf entries: the model's outputs are not finite")
     rows, cols = linear_sum_assignment(cost.detach().cpu().numpy())
     return torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(np.asarray(cols), dtype=torch.int64)
 
