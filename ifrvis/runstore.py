@@ -24,6 +24,7 @@ import functools
 import os
 import random
 import re
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -33,6 +34,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import pandas as pd
 from mlflow.entities import Metric, Param, RunTag
@@ -216,14 +218,31 @@ CHECK_TIMEOUT = 5.0  # seconds for each of `check_store`'s two requests: a hung 
 _PROBE = "/api/2.0/mlflow/experiments/search?max_results=1"  # needs a login and the database
 
 
+# Stores MLflow reaches through SQLAlchemy without a tracking server, and their default ports.
+DATABASE_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
 def check_store(uri: str = "") -> None:
-    """Raise StoreUnavailable, in one line that says which, when the tracking server of an http(s) store
-    does not answer, refuses the credentials or answers without its database: a bounded check before a
-    command creates anything (MLflow's client would retry a dead server for minutes per call, silently).
-    Other stores have no server to check (`check_writable` covers SQLite)."""
+    """Raise StoreUnavailable, in one line that says which, when the store cannot be used: a tracking
+    server of an http(s) store that does not answer, refuses the credentials or answers without its
+    database; a SQLite file that is no SQLite database, or whose folder cannot exist; a database server
+    that does not answer; a scheme MLflow has no store for. A bounded check before a command creates
+    anything (MLflow's client would retry a dead server for minutes per call, silently)."""
     uri = resolve_uri(uri)
-    if not uri.startswith(("http://", "https://")):
+    scheme = uri.split(":", 1)[0].split("+", 1)[0].lower()
+    if scheme == "sqlite":
+        _check_sqlite(uri)
         return
+    if scheme in DATABASE_PORTS:
+        _check_database(uri, scheme)
+        return
+    if scheme not in ("http", "https"):
+        raise StoreUnavailable(
+            f"run store {uri}: MLflow keeps runs in sqlite:///path/mlflow.db, a tracking server"
+            f" (http(s)://host:port) or a database ({', '.join(DATABASE_PORTS)}):"
+            " is MLFLOW_TRACKING_URI right?"
+        )
     from mlflow.utils.credentials import get_default_host_creds
     from mlflow.utils.rest_utils import http_request
 
@@ -245,6 +264,40 @@ def check_store(uri: str = "") -> None:
     problem = store_problem(uri, answers, creds.username)
     if problem:
         raise StoreUnavailable(problem)
+
+
+def _check_sqlite(uri: str) -> None:
+    """A SQLite store's file is a SQLite database, or can be made where it is named."""
+    path = _sqlite_path(uri)
+    if path is None:  # sqlite:// with no path: MLflow's in-memory store
+        return
+    if path.is_file():
+        with path.open("rb") as handle:
+            header = handle.read(len(SQLITE_HEADER))
+        if header and header != SQLITE_HEADER:
+            raise StoreUnavailable(
+                f"run store {path} is not an SQLite database: is MLFLOW_TRACKING_URI right?"
+            )
+    elif path.exists():
+        raise StoreUnavailable(f"run store {path} is a folder, not an SQLite database file")
+    else:
+        existing = next(p for p in path.parents if p.exists())
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            raise StoreUnavailable(f"run store {path} cannot be made: {existing} is no writable folder")
+
+
+def _check_database(uri: str, scheme: str) -> None:
+    """A database server named by a SQLAlchemy URI answers on its port within CHECK_TIMEOUT (MLflow's
+    client would try for minutes)."""
+    address = urlsplit(uri)
+    host, port = address.hostname or "localhost", address.port or DATABASE_PORTS[scheme]
+    try:
+        socket.create_connection((host, port), timeout=CHECK_TIMEOUT).close()
+    except OSError as error:
+        raise StoreUnavailable(
+            f"run store database {host}:{port} unreachable ({_connection_failure(error)}): is it started,"
+            " and is MLFLOW_TRACKING_URI right?"
+        ) from None
 
 
 def _connection_failure(error: Exception) -> str:

@@ -134,6 +134,39 @@ def test_a_local_store_needs_no_server(tmp_path):
     assert not (tmp_path / "mlflow.db").exists()  # checking made nothing
 
 
+@pytest.mark.parametrize(
+    "make, words",
+    [
+        (lambda path: path.write_bytes(b"\x89PNG not a database at all"), "is not an SQLite database"),
+        (lambda path: path.mkdir(), "is a folder, not an SQLite database file"),
+        (lambda path: path.parent.joinpath("file").write_text("x"), None),
+    ],
+)
+def test_a_store_file_that_is_no_database_is_one_line(tmp_path, make, words):
+    """A garbage file or a folder where the SQLite store is named once gave MLflow's traceback; a store
+    under a file (not a folder) cannot be made."""
+    path = tmp_path / "mlflow.db"
+    make(path)
+    uri = f"sqlite:///{path}" if words else f"sqlite:///{tmp_path / 'file' / 'mlflow.db'}"
+    with pytest.raises(
+        runstore.StoreUnavailable, match=words or "cannot be made: .*file is no writable folder"
+    ):
+        runstore.check_store(uri)
+
+
+def test_a_database_or_an_unknown_scheme_is_checked_in_seconds():
+    """A direct database URI whose server is down once retried for over 100 s, then a traceback; a
+    scheme MLflow has no store for gave its exception."""
+    start = time.monotonic()
+    with pytest.raises(
+        runstore.StoreUnavailable, match=r"database 127.0.0.1:\d+ unreachable \(connection refused\)"
+    ):
+        runstore.check_store(f"postgresql://user@127.0.0.1:{free_port()}/mlflow")
+    assert time.monotonic() - start < runstore.CHECK_TIMEOUT
+    with pytest.raises(runstore.StoreUnavailable, match="foo://bar: MLflow keeps runs in sqlite"):
+        runstore.check_store("foo://bar")
+
+
 def experiments(server) -> set[str]:
     return set(server.sql("mlflow", "SELECT name FROM experiments").splitlines())
 
