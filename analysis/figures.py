@@ -17,7 +17,6 @@ unpaired).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -42,6 +41,7 @@ from analysis.tables import (  # noqa: E402
     seed_stats,
 )
 from ifrvis import runstore  # noqa: E402
+from ifrvis.cli import ArgumentParser, positive_int  # noqa: E402
 from ifrvis.metric_names import LOWER_IS_BETTER, UNITS, scale  # noqa: E402
 
 DEFAULT_KEY = "loss.lambda_e"  # Figure 4 of the paper
@@ -324,14 +324,14 @@ def ablation_key(sweep: str, swept_keys: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sweep", required=True, help="the runs' `sweep` tag")
     parser.add_argument(
         "--figure", required=True, choices=FIGURES, help="4: metrics against λ_e; ablation: against --key"
     )
     parser.add_argument("--key", help="--figure ablation: the swept config key (default: the sweep's)")
     parser.add_argument("--experiment", default="ifrvis")
-    parser.add_argument("--seeds", type=int, default=5, help="seeds each point should average")
+    parser.add_argument("--seeds", type=positive_int, default=5, help="seeds each point should average")
     parser.add_argument("--out", default="results", help="figures land in <out>/<sweep>/")
     args = parser.parse_args(argv)
     try:

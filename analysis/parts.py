@@ -7,11 +7,12 @@ CSV, and the next part joins its own store's rows to them. And a rerun checked a
 
 from __future__ import annotations
 
-import argparse
 import io
 from pathlib import Path
 
 import pandas as pd
+
+from ifrvis.cli import ArgumentParser
 
 # Columns that name a run's record, not what it computed: another store or commit gives them other values.
 RECORD_COLUMNS = ("run_id", "git_commit")
@@ -48,7 +49,7 @@ def unequal_columns(rerun: pd.DataFrame, committed: pd.DataFrame) -> dict[str, i
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Which figures of the runs in both per-run CSVs differ.")
+    parser = ArgumentParser(description="Which figures of the runs in both per-run CSVs differ.")
     parser.add_argument("rerun", type=Path, help="per-run CSV of the runs made again")
     parser.add_argument("committed", type=Path, help="per-run CSV they should reproduce")
     args = parser.parse_args(argv)

@@ -10,7 +10,6 @@ prints (analysis/figures.ipynb: what was regenerated, what was not and why) is p
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -18,6 +17,8 @@ import nbformat
 from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
+
+from ifrvis.cli import ArgumentParser
 
 
 def ensure_kernel(name: str = "python3") -> str:
@@ -62,7 +63,7 @@ def last_cell_text(path: str | Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("notebook")
     parser.add_argument("--out", help="where to write the executed notebook (default: in place)")
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per cell")

@@ -18,7 +18,6 @@ machine it logged) and `<name>_comparisons.csv`.
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ from analysis.comparisons import (  # noqa: E402
     reference_row,
 )
 from ifrvis import runstore  # noqa: E402
+from ifrvis.cli import ArgumentParser, positive_int  # noqa: E402
 from ifrvis.metric_names import LOWER_IS_BETTER, TABLE1, TABLE3, UNITS, scale  # noqa: E402
 
 TABLE1_METRICS = list(TABLE1)
@@ -365,11 +365,11 @@ def log_to_parent(parent_run_id: str | None, paths: list[Path], folder: str, uri
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sweep", required=True, help="the runs' `sweep` tag")
     parser.add_argument("--table", type=int, required=True, choices=[1, 3])
     parser.add_argument("--experiment", default="ifrvis")
-    parser.add_argument("--seeds", type=int, default=5, help="seeds each row should average")
+    parser.add_argument("--seeds", type=positive_int, default=5, help="seeds each row should average")
     parser.add_argument("--out", default="results", help="tables land in <out>/<sweep>/")
     parser.add_argument(
         "--paired", action="store_true", help="compare rows by seed (sign flips) instead of relabelling seeds"

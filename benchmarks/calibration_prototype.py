@@ -27,7 +27,6 @@ Writes `<out>/results.json` and `<out>/summary.json` (iterations, seconds, AP/AR
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import random
@@ -42,6 +41,7 @@ from pycocotools import mask as mask_utils
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
+from ifrvis.cli import ArgumentParser
 from ifrvis.evaluation import evaluate_ytvis
 
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1) * 255
@@ -314,7 +314,7 @@ def predict(model: TinyMask2FormerVIS, videos: CachedVideos, top_k: int = 10) ->
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--minutes", type=float, default=3.0, help="wall-clock training budget")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--root", type=Path, default=Path("data/synthetic"))

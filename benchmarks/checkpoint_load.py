@@ -18,7 +18,6 @@ Swin-L's file is 826 MiB: the run needs about 4 GB of memory and as much free in
 
 from __future__ import annotations
 
-import argparse
 import gc
 import pickle
 import statistics
@@ -34,6 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from published_checkpoints import published_shapes  # noqa: E402
 
+from ifrvis.cli import ArgumentParser  # noqa: E402
 from ifrvis.modeling.isolated_read import read_isolated  # noqa: E402
 from ifrvis.modeling.weights import read_checkpoint  # noqa: E402
 
@@ -73,7 +73,7 @@ def seconds(load: Callable[[Path], object], path: Path) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbone", default="swin_l", choices=["swin_l", "swin_b", "resnet50", "resnet101"])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument(

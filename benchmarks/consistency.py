@@ -33,7 +33,6 @@ length). A run's figures are kept in its folder (`consistency.json`) and read ba
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import hashlib
 import inspect
@@ -59,6 +58,7 @@ from analysis.comparisons import PAIRING, compare_groups, comparison_block  # no
 from analysis.parts import with_prior  # noqa: E402
 from analysis.stats import holm  # noqa: E402
 from ifrvis import inference, run_folder, runstore  # noqa: E402
+from ifrvis.cli import ArgumentParser  # noqa: E402
 from ifrvis.config import config_from_dict  # noqa: E402
 from ifrvis.data.splits import load_splits  # noqa: E402
 from ifrvis.evaluation import tracking, tracking_metrics  # noqa: E402
@@ -453,7 +453,7 @@ def keep_results(rows: pd.DataFrame, folder: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("sweeps", nargs="+")
     parser.add_argument("--out", type=Path, default=Path("results/consistency"))
     parser.add_argument(

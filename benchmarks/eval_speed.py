@@ -15,12 +15,12 @@ do: the floor of the speed-up over the per-pair loop.
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from ifrvis.cli import ArgumentParser
 from ifrvis.evaluation import evaluate_ytvis, tracking_metrics
 from ifrvis.evaluation.ytvis_eval import _to_rle, frame_areas, video_iou_matrix
 
@@ -166,7 +166,7 @@ def dense_loop_ious(d_rles, g_rles, d_cats, g_cats, h, w):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--videos", type=int, default=300)
     parser.add_argument("--frames", type=int, default=36)
     parser.add_argument("--height", type=int, default=720)

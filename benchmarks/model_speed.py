@@ -42,6 +42,7 @@ from pathlib import Path
 
 import torch
 
+from ifrvis.cli import ArgumentParser
 from ifrvis.config import Config, ConfigError, load_config
 from ifrvis.engine.solver import build_optimizer
 from ifrvis.engine.train import autocast, autocast_dtype, training_forward
@@ -478,7 +479,7 @@ def _cell(value: float | None, spec: str, suffix: str = "") -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (CPU)")
     parser.add_argument("--iters", type=int, default=5, help="timed training steps per decoder")
     parser.add_argument(

@@ -23,7 +23,6 @@ the comparison, which is computed once every seed of both decoders exists.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -33,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # analysis/
 from analysis.parts import with_prior  # noqa: E402
 from analysis.stats import compare  # noqa: E402
 from ifrvis import runstore  # noqa: E402
+from ifrvis.cli import ArgumentParser  # noqa: E402
 from ifrvis.config import parse_override  # noqa: E402
 
 FP32_ROWS = Path("benchmarks/results/consistency2/consistency_runs.csv")
@@ -140,7 +140,7 @@ def markdown(table: pd.DataFrame) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sweep", default="precision-parity")
     parser.add_argument("--levers", nargs="+", default=LEVERS, metavar="KEY=VALUE")
     parser.add_argument("--fp32", type=Path, default=FP32_ROWS)

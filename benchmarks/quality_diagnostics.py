@@ -18,7 +18,6 @@ validation split:
 
 from __future__ import annotations
 
-import argparse
 import copy
 import dataclasses
 import json
@@ -28,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from ifrvis import run_folder
+from ifrvis.cli import ArgumentParser
 from ifrvis.config import load_config
 from ifrvis.data.datasets import VideoFrames
 from ifrvis.data.splits import load_splits
@@ -144,7 +144,7 @@ def load_trained(cfg, checkpoint) -> torch.nn.Module:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("config")
     parser.add_argument("overrides", nargs="*")
     parser.add_argument("--checkpoint", help="default: the run's own checkpoint")

@@ -30,6 +30,7 @@ from pathlib import Path
 from store_load import ROOT, check, start_server, stop_server
 
 from ifrvis import run_folder, runstore
+from ifrvis.cli import ArgumentParser
 from server.local_server import Server
 
 SWEEP = "store_faults"
@@ -117,7 +118,7 @@ def run_row(mlflow, run, uri: str) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--lambdas", nargs="+", default=["0.0", "0.3", "1.0"])
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--iters", type=int, default=240, help="training iterations per run")

@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ifrvis import run_folder, runstore  # noqa: E402
+from ifrvis.cli import ArgumentParser  # noqa: E402
 from server.local_server import Server  # noqa: E402
 
 EXPERIMENT = "store-load"
@@ -158,7 +159,7 @@ def load(store: str, uri: str, procs: int, args: argparse.Namespace, server: Ser
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--store", choices=["server", "sqlite", "both"], default="both")
     parser.add_argument("--procs", type=int, default=32, help="processes logging to the server")
     parser.add_argument("--sqlite-procs", type=int, default=8, help="processes logging to SQLite")

@@ -30,6 +30,7 @@ import torch
 
 import ifrvis
 from ifrvis import run_folder
+from ifrvis.cli import ArgumentParser
 from ifrvis.config import Config, load_config
 from ifrvis.data import synthetic
 from ifrvis.data.ytvis import YTVIS, load_ytvis
@@ -207,7 +208,7 @@ def plot_curve(rows: list[dict], path: Path) -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0 .. N-1 per decoder and budget")
     parser.add_argument("--iters", type=int, nargs="+", default=[150, 300, 600, 1200, 2400])
     parser.add_argument("--decoders", nargs="+", choices=tuple(CONFIGS), default=list(CONFIGS))

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the project root, for `analysis`
 
 from analysis.figures import make_figure  # noqa: E402
-from ifrvis.cli import script_main  # noqa: E402
+from ifrvis.cli import ArgumentParser, script_main  # noqa: E402
 from ifrvis.launch.arguments import add_sweep_arguments, run_from_arguments, seed_range  # noqa: E402
 from ifrvis.launch.sweep import expand  # noqa: E402
 
@@ -54,7 +54,7 @@ def run_ablation(args: argparse.Namespace, key: str, values: list[str], default_
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
         "--key", required=True, help="the dotted config key to vary, e.g. inference.clip_frames"
     )

@@ -6,16 +6,15 @@
 The same as `experiments/ablate.py --key loss.lambda_e --values ...`, under the paper's sweep name.
 """
 
-import argparse
 import sys
 
 from ablate import add_ablation_arguments, run_ablation
 
-from ifrvis.cli import script_main
+from ifrvis.cli import ArgumentParser, script_main
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
         "--lambdas", nargs="+", default=["0.0", "0.1", "0.3", "0.5", "1.0"], help="λ_e values"
     )

@@ -4,16 +4,15 @@
         experiments/configs/synthetic_tiny_mask2former.yaml --seeds 5 --executor local --sweep table1
 """
 
-import argparse
 import sys
 
-from ifrvis.cli import script_main
+from ifrvis.cli import ArgumentParser, script_main
 from ifrvis.launch.arguments import add_sweep_arguments, run_from_arguments, seed_range
 from ifrvis.launch.sweep import expand
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("configs", nargs="+", help="YAML configs, one row of the table each")
     add_sweep_arguments(parser)
     args = parser.parse_args(argv)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib
+import math
 import sys
 
 from ifrvis.errors import UserError
@@ -23,6 +25,38 @@ COMMANDS = {
         "log an evaluation server's AP/AR of a run's results.zip into its run",
     ),
 }
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose errors are one line, `prog: error: message (prog --help: usage)`, exit status 2,
+    not the usage text first: every command and script of the project parses its flags with it."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} ({self.prog} --help: usage)\n")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (0 seeds or 0 parallel runs is a mistake, said in one line)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0 (a learning rate, a frame rate)."""
+    value = float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:

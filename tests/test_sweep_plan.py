@@ -150,19 +150,19 @@ def test_a_sweep_that_cannot_be_submitted_leaves_no_run_behind(tmp_path, tiny_da
 
 def test_zero_seeds_or_parallel_runs_is_a_one_line_mistake(tmp_path, capsys):
     """`run_seeds.py CONFIG --seeds 0` once ended in an IndexError traceback; argparse now refuses it
-    before any run, store or file exists."""
-    import argparse
-
+    before any run, store or file exists, in one line (not after its 14 lines of usage)."""
+    from ifrvis.cli import ArgumentParser
     from ifrvis.launch.arguments import add_sweep_arguments
 
-    parser = argparse.ArgumentParser(prog="run_seeds.py")
+    parser = ArgumentParser(prog="run_seeds.py")
     add_sweep_arguments(parser)
     for flags in (["--seeds", "0"], ["--max-parallel", "-1"]):
         with pytest.raises(SystemExit) as exit_info:
             parser.parse_args(flags)
         assert exit_info.value.code == 2
-        error = capsys.readouterr().err.strip().splitlines()[-1]
+        (error,) = capsys.readouterr().err.strip().splitlines()
         assert error.startswith("run_seeds.py: error: argument") and "must be at least 1" in error
+        assert error.endswith("(run_seeds.py --help: usage)")
     assert parser.parse_args(["--seeds", "8"]).seeds == 8
     assert list(tmp_path.iterdir()) == []
 
@@ -187,12 +187,17 @@ def test_a_resume_on_another_number_of_ranks_is_refused_before_anything_is_creat
     sweep = expand([write_run_config(tmp_path, tiny_data)], range(1), "reshaped")
     checkpoint = run_folder.checkpoint_path(sweep.cfgs[0])
     checkpoint.parent.mkdir(parents=True)
-    torch.save({"iteration": 2, "sampler": [{"position": 4, "world_size": 1}]}, checkpoint)
+    state = {key: {} for key in ("model", "optimizer", "scheduler", "scaler")}
+    state |= {"iteration": 2, "sampler": [{"position": 4, "world_size": 1}], "rng": [{}]}
+    torch.save(state | {"mlflow_run_id": None, "train_time_s": 1.0}, checkpoint)
     slurm = {"profile": "local", "overrides": {"tasks_per_node": 2}}
     with pytest.raises(UserError, match=r"was saved by 1 rank\(s\) and this launch runs it on 2 \(nodes x"):
         run_sweep(sweep, executor="slurm", slurm=slurm)
     with pytest.raises(UserError, match="Slurm profile 'nowhere': no file"):
         run_sweep(sweep, executor="slurm", slurm={"profile": "nowhere"})
+    checkpoint.write_bytes(checkpoint.read_bytes()[:100])  # cut short: named before any submission
+    with pytest.raises(UserError, match=f"{checkpoint}: not a run checkpoint this run can resume from"):
+        run_sweep(sweep, executor="slurm", slurm=slurm)
     assert not runstore.store_exists(sweep.cfgs[0].logging.mlflow_uri) or not runstore.find_runs(
         runstore.client(sweep.cfgs[0].logging.mlflow_uri), "ifrvis", sweep="reshaped"
     )
@@ -274,3 +279,21 @@ def test_a_ray_run_takes_at_most_one_gpu():
     for text, words in (("2", "a trial trains on one device"), ("-1", "0 to 1"), ("x", "is not a number")):
         with pytest.raises(argparse.ArgumentTypeError, match=words):
             gpu_share(text)
+
+
+def test_flags_of_another_executor_are_a_mistake():
+    """`--executor local --partition gpu` once ran here with the partition silently ignored."""
+    import argparse
+
+    from ifrvis.launch.arguments import add_sweep_arguments, check_executor_flags
+
+    parser = argparse.ArgumentParser()
+    add_sweep_arguments(parser)
+    for flags, words in (
+        (["--executor", "local", "--partition", "gpu"], "--partition: flags of --executor slurm"),
+        (["--executor", "ray", "--slurm-profile", "paper"], "--slurm-profile: flags of --executor slurm"),
+        (["--executor", "slurm", "--gpus-per-run", "1"], "--gpus-per-run: flags of --executor ray"),
+    ):
+        with pytest.raises(UserError, match=words):
+            check_executor_flags(parser.parse_args(flags))
+    check_executor_flags(parser.parse_args(["--executor", "slurm", "--partition", "gpu", "--nodes", "2"]))

@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
+from ifrvis.cli import ArgumentParser
 from ifrvis.config import load_config
 from ifrvis.data.check import (
     Split,
@@ -20,7 +20,7 @@ from ifrvis.data.ytvis import DataError
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="ifrvis check-data",
         description="Validate a YouTube-VIS folder without training; exit status 0 when clean, 1 when "
         "problems were found, 2 on a usage error.",

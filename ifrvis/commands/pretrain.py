@@ -14,6 +14,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from ifrvis.cli import ArgumentParser, non_negative_int, positive_float, positive_int
 from ifrvis.config import Config, load_config
 from ifrvis.engine.pretrain import PRETRAIN_CLASS_LOSS, pretrain
 from ifrvis.engine.provenance import (
@@ -28,17 +29,19 @@ from ifrvis.modeling.weights import CheckpointError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="ifrvis pretrain", description=" ".join(__doc__.split("\n\n")[0].split())
-    )
+    parser = ArgumentParser(prog="ifrvis pretrain", description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("config", help="run config: its data, model and loss settings are used")
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides")
     parser.add_argument("--out", help="where to write the weights (default: the config's model.weights)")
-    parser.add_argument("--backbone-iters", type=int, default=2000, help="stage 1: semantic segmentation")
-    parser.add_argument("--iters", type=int, default=16000, help="stage 2: image-level Mask2Former")
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--batch-size", type=int, default=8, help="frames per iteration")
-    parser.add_argument("--num-points", type=int, default=1024, help="stage 2: sampled points (0: dense)")
+    parser.add_argument(
+        "--backbone-iters", type=non_negative_int, default=2000, help="stage 1: semantic segmentation"
+    )
+    parser.add_argument("--iters", type=positive_int, default=16000, help="stage 2: image-level Mask2Former")
+    parser.add_argument("--lr", type=positive_float, default=1e-3)
+    parser.add_argument("--batch-size", type=positive_int, default=8, help="frames per iteration")
+    parser.add_argument(
+        "--num-points", type=non_negative_int, default=1024, help="stage 2: sampled points (0: dense)"
+    )
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument(
         "--check", action="store_true", help="build nothing: check model.weights against its provenance"

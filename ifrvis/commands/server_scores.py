@@ -12,12 +12,12 @@ is written: the figures (Table 1's five at least, each a finite fraction), the s
 
 from __future__ import annotations
 
-import argparse
 import math
 
 from mlflow.exceptions import MlflowException
 
 from ifrvis import runstore
+from ifrvis.cli import ArgumentParser
 from ifrvis.errors import UserError
 from ifrvis.metric_names import AP_KEYS, TABLE1
 from ifrvis.runstore import SERVER_SOURCE, SOURCE_TAG
@@ -76,7 +76,7 @@ def checked_run(mlflow, run_id: str, replace: bool):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="ifrvis server-scores",
         description="Log an evaluation server's AP and AR of a run's results.zip into its MLflow run.",
     )

@@ -7,22 +7,19 @@ metrics printed as one JSON line.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
 
 from ifrvis import runstore
-from ifrvis.cli import script_main
+from ifrvis.cli import ArgumentParser, script_main
 from ifrvis.config import load_config
 from ifrvis.engine.preemption import Interrupted
 from ifrvis.engine.train import train
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="ifrvis train", description="train (and evaluate) one run, logged to MLflow"
-    )
+    parser = ArgumentParser(prog="ifrvis train", description="train (and evaluate) one run, logged to MLflow")
     parser.add_argument("config", help="YAML config (experiments/configs/...)")
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides")
     parser.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")

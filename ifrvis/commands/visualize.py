@@ -9,7 +9,6 @@ Writes `<out>/video<ID>.png` (the strip) and `<out>/video<ID>.gif` (all frames, 
 
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 from mlflow.exceptions import MlflowException
 
 from ifrvis import run_folder, runstore, visualize
+from ifrvis.cli import ArgumentParser, positive_int
 from ifrvis.config import DataConfig, load_config
 from ifrvis.errors import UserError
 from ifrvis.visualize import draw_video_strip, load_predictions, load_video
@@ -34,6 +34,9 @@ def _split_paths(data: DataConfig, data_root: str | None) -> tuple[Path | None, 
 def _from_run(run_id: str, work: Path, data_root: str | None) -> tuple[Path, Path | None, Path]:
     """(results.json, ground-truth json, image root) of an MLflow run of the store ($MLFLOW_TRACKING_URI),
     from its artifacts and config."""
+    if not runstore.store_exists():  # reading would make an empty store
+        raise ValueError(f"no run store at {runstore.resolve_uri()}: is MLFLOW_TRACKING_URI right?")
+    runstore.check_store()
     client = runstore.client()
     results = Path(client.download_artifacts(run_id, run_folder.RESULTS, str(work)))
     config_path = Path(client.download_artifacts(run_id, run_folder.CONFIG, str(work)))
@@ -41,7 +44,7 @@ def _from_run(run_id: str, work: Path, data_root: str | None) -> tuple[Path, Pat
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ifrvis visualize", description=visualize.__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="ifrvis visualize", description=visualize.__doc__.split("\n\n")[0])
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--run", help="MLflow run id: its results.json and config.yaml artifacts")
     source.add_argument("--results", help="a results.json in the official format")
@@ -58,9 +61,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--video", type=int, help="video id (default: the first video)")
     parser.add_argument("--out", default="vis", help="output folder")
     parser.add_argument("--score-threshold", type=float, default=0.3)
-    parser.add_argument("--top-n", type=int, default=10, help="at most this many predictions, best first")
-    parser.add_argument("--max-frames", type=int, default=8, help="frames in the PNG strip")
-    parser.add_argument("--max-height", type=int, default=240, help="cell height in pixels (at most)")
+    parser.add_argument(
+        "--top-n", type=positive_int, default=10, help="at most this many predictions, best first"
+    )
+    parser.add_argument("--max-frames", type=positive_int, default=8, help="frames in the PNG strip")
+    parser.add_argument(
+        "--max-height", type=positive_int, default=240, help="cell height in pixels (at most)"
+    )
     args = parser.parse_args(argv)
     try:
         with tempfile.TemporaryDirectory() as work:

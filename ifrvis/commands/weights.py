@@ -5,12 +5,12 @@ a child process unless the file is the project's own (ifrvis.modeling.isolated_r
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import replace
 
 import torch
 from torch import nn
 
+from ifrvis.cli import ArgumentParser
 from ifrvis.config import load_config
 from ifrvis.modeling.meta_arch import build_model
 from ifrvis.modeling.weights import load_weights
@@ -36,7 +36,7 @@ def report_checkpoint(
 def main(argv: list[str] | None = None) -> int:
     """`ifrvis weights CONFIG FILE [key=value ...]`: print what FILE gives the config's model; the exit
     status says whether it gave everything (EXIT_STATUS), so that a script can gate on it."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="ifrvis weights",
         description="report what a checkpoint gives a config's model",
         epilog=EXIT_STATUS,

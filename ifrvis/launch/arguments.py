@@ -6,6 +6,8 @@ import argparse
 import os
 
 from ifrvis import runstore
+from ifrvis.cli import non_negative_int, positive_int
+from ifrvis.errors import UserError
 from ifrvis.launch.sweep import Sweep, run_sweep
 
 # Profile keys (slurm/profiles/*.yaml) that can be overridden by a flag of the same name.
@@ -20,22 +22,6 @@ SLURM_FLAGS = {
     "mem_gb": float,
     "array_parallelism": int,
 }
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1 (0 seeds or 0 parallel runs is a mistake, said in one line)."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    """argparse type: an integer >= 0."""
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
-    return value
 
 
 def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
@@ -113,6 +99,23 @@ def slurm_overrides(args: argparse.Namespace) -> dict:
     return overrides
 
 
+def check_executor_flags(args: argparse.Namespace) -> None:
+    """A UserError for flags of another executor than the one asked for (`--executor local
+    --partition gpu` would run on this machine, the partition silently ignored)."""
+    slurm = [f"--{key.replace('_', '-')}" for key in SLURM_FLAGS if getattr(args, f"slurm_{key}") is not None]
+    ray = [
+        flag
+        for flag, value in (("--ray-address", args.ray_address), ("--gpus-per-run", args.gpus_per_run))
+        if value
+    ]
+    given = {"slurm": slurm + (["--slurm-profile"] if args.slurm_profile else []), "ray": ray}
+    for executor, flags in given.items():
+        if flags and args.executor != executor:
+            raise UserError(
+                f"{', '.join(flags)}: flags of --executor {executor}, not of --executor {args.executor}"
+            )
+
+
 def default_slurm_profile(cfgs) -> str:
     """`local` (slurm/start_cluster.sh's CPU node) when every run trains on synthetic data, else `paper`
     (8 GPUs a node): real data never goes to a 2-GB CPU task for want of a flag."""
@@ -122,6 +125,7 @@ def default_slurm_profile(cfgs) -> str:
 def run_from_arguments(sweep: Sweep, args: argparse.Namespace) -> int:
     """`run_sweep` with the flags of `add_sweep_arguments`, once the sweep's store answers (a tracking
     server that is down or refuses the login stops the sweep in one line before anything is made)."""
+    check_executor_flags(args)
     for uri in sorted({cfg.logging.mlflow_uri for cfg in sweep.cfgs}):
         runstore.check_store(uri)
     return run_sweep(
