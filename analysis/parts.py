@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ifrvis.cli import ArgumentParser
+from ifrvis.cli import ArgumentParser, existing_file, script_main
+from ifrvis.errors import UserError
 
 # Columns that name a run's record, not what it computed: another store or commit gives them other values.
 RECORD_COLUMNS = ("run_id", "git_commit")
@@ -48,12 +49,25 @@ def unequal_columns(rerun: pd.DataFrame, committed: pd.DataFrame) -> dict[str, i
     return differing
 
 
+def per_run_rows(path: Path) -> pd.DataFrame:
+    """A per-run CSV with its `run_identity` column; a UserError naming the file otherwise."""
+    try:
+        rows = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise UserError(f"{path}: not a per-run CSV ({str(error).splitlines()[0]})") from None
+    if "run_identity" not in rows:
+        raise UserError(f"{path}: not a per-run CSV (no run_identity column)")
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = ArgumentParser(description="Which figures of the runs in both per-run CSVs differ.")
-    parser.add_argument("rerun", type=Path, help="per-run CSV of the runs made again")
-    parser.add_argument("committed", type=Path, help="per-run CSV they should reproduce")
+    parser = ArgumentParser(
+        prog="python -m analysis.parts", description="Which figures of the runs in both per-run CSVs differ."
+    )
+    parser.add_argument("rerun", type=existing_file, help="per-run CSV of the runs made again")
+    parser.add_argument("committed", type=existing_file, help="per-run CSV they should reproduce")
     args = parser.parse_args(argv)
-    rerun, committed = pd.read_csv(args.rerun), pd.read_csv(args.committed)
+    rerun, committed = per_run_rows(args.rerun), per_run_rows(args.committed)
     common = rerun["run_identity"].isin(committed["run_identity"]).sum()
     differing = unequal_columns(rerun, committed)
     print(f"{common} of {len(rerun)} runs of {args.rerun} have a row in {args.committed}")
@@ -68,4 +82,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(script_main(main, "python -m analysis.parts"))

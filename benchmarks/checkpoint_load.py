@@ -33,7 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from published_checkpoints import published_shapes  # noqa: E402
 
-from ifrvis.cli import ArgumentParser  # noqa: E402
+from ifrvis.cli import ArgumentParser, positive_int  # noqa: E402
 from ifrvis.modeling.isolated_read import read_isolated  # noqa: E402
 from ifrvis.modeling.weights import read_checkpoint  # noqa: E402
 
@@ -75,7 +75,7 @@ def seconds(load: Callable[[Path], object], path: Path) -> float:
 def main() -> None:
     parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbone", default="swin_l", choices=["swin_l", "swin_b", "resnet50", "resnet101"])
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=positive_int, default=7)
     parser.add_argument(
         "--dir", default=None, help="where the file is written (default: the system's temp folder)"
     )

@@ -58,7 +58,7 @@ from analysis.comparisons import PAIRING, compare_groups, comparison_block  # no
 from analysis.parts import with_prior  # noqa: E402
 from analysis.stats import holm  # noqa: E402
 from ifrvis import inference, run_folder, runstore  # noqa: E402
-from ifrvis.cli import ArgumentParser  # noqa: E402
+from ifrvis.cli import ArgumentParser, existing_file  # noqa: E402
 from ifrvis.config import config_from_dict  # noqa: E402
 from ifrvis.data.splits import load_splits  # noqa: E402
 from ifrvis.evaluation import tracking, tracking_metrics  # noqa: E402
@@ -457,7 +457,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("sweeps", nargs="+")
     parser.add_argument("--out", type=Path, default=Path("results/consistency"))
     parser.add_argument(
-        "--prior", type=Path, nargs="*", default=[], help="per-run CSVs of the experiment's earlier parts"
+        "--prior",
+        type=existing_file,
+        nargs="*",
+        default=[],
+        help="per-run CSVs of the experiment's earlier parts",
     )
     parser.add_argument(
         "--interim", action="store_true", help="runs so far: rows, results and tables, no tests"

@@ -20,7 +20,7 @@ import time
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from ifrvis.cli import ArgumentParser
+from ifrvis.cli import ArgumentParser, non_negative_int, positive_int
 from ifrvis.evaluation import evaluate_ytvis, tracking_metrics
 from ifrvis.evaluation.ytvis_eval import _to_rle, frame_areas, video_iou_matrix
 
@@ -167,12 +167,14 @@ def dense_loop_ious(d_rles, g_rles, d_cats, g_cats, h, w):
 
 def main(argv=None) -> int:
     parser = ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--videos", type=int, default=300)
-    parser.add_argument("--frames", type=int, default=36)
-    parser.add_argument("--height", type=int, default=720)
-    parser.add_argument("--width", type=int, default=1280)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--dense-videos", type=int, default=3, help="videos timed with the dense-mask loop")
+    parser.add_argument("--videos", type=positive_int, default=300)
+    parser.add_argument("--frames", type=positive_int, default=36)
+    parser.add_argument("--height", type=positive_int, default=720)
+    parser.add_argument("--width", type=positive_int, default=1280)
+    parser.add_argument("--seed", type=non_negative_int, default=0)
+    parser.add_argument(
+        "--dense-videos", type=non_negative_int, default=3, help="videos timed with the dense-mask loop"
+    )
     args = parser.parse_args(argv)
 
     start = time.perf_counter()

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # analysis/
 from analysis.parts import with_prior  # noqa: E402
 from analysis.stats import compare  # noqa: E402
 from ifrvis import runstore  # noqa: E402
-from ifrvis.cli import ArgumentParser  # noqa: E402
+from ifrvis.cli import ArgumentParser, existing_file  # noqa: E402
 from ifrvis.config import parse_override  # noqa: E402
 
 FP32_ROWS = Path("benchmarks/results/consistency2/consistency_runs.csv")
@@ -143,10 +143,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sweep", default="precision-parity")
     parser.add_argument("--levers", nargs="+", default=LEVERS, metavar="KEY=VALUE")
-    parser.add_argument("--fp32", type=Path, default=FP32_ROWS)
+    parser.add_argument("--fp32", type=existing_file, default=FP32_ROWS)
     parser.add_argument("--control", default="", help="sweep of fp32 eager runs made again beside the levers")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/precision_parity"))
-    parser.add_argument("--prior", type=Path, nargs="*", default=[], help="parity_runs.csv of earlier parts")
+    parser.add_argument(
+        "--prior", type=existing_file, nargs="*", default=[], help="parity_runs.csv of earlier parts"
+    )
     parser.add_argument("--interim", action="store_true", help="the runs so far, no comparison")
     args = parser.parse_args(argv)
     fp32, levers = fp32_rows(args.fp32), lever_rows(args.sweep, args.levers)

@@ -6,6 +6,7 @@ import argparse
 import importlib
 import math
 import sys
+from pathlib import Path
 
 from ifrvis.errors import UserError
 
@@ -57,6 +58,14 @@ def positive_float(text: str) -> float:
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
     return value
+
+
+def existing_file(text: str) -> Path:
+    """argparse type: the path of a file that is there."""
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"no file {text}")
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:
