@@ -8,9 +8,10 @@ Per input (a video file or a folder of frames, `ifrvis.video_io`), under `<out>/
                    `video_id` the input's place on the command line (1, 2, ...); with
                    `Options.start/end/stride`, segmentation t is frame start + t * stride
     overlay.<ext>  the input with each track's masks, outline and "#n class score" in a colour of the
-                   track's own (the best drawn last), in the input's container and codec family, each
-                   frame at its time in the input (a variable frame rate kept; mp4 at --fps for a
-                   folder), its sound copied; not written with `Options.overlay` False
+                   track's own (the best drawn last), in the input's container and codec family where
+                   they can be written, else H.264 in mp4 (`output_format`), each frame at its time in
+                   the input (a variable frame rate kept; mp4 at --fps for a folder), its sound copied;
+                   not written with `Options.overlay` False
     strip.png      up to 8 overlay frames side by side, each stamped with its frame index
 
 Frames are resized as the config's test frames are (`data.test_short_side`, `data.max_long_side`). In
@@ -19,9 +20,10 @@ and predicted clip by clip, every query's masks spilled as RLE to a temporary fi
 known: memory does not grow with the video's length.
 "video" and "tta" decode the whole video first (`predict_video`). A second decoding pass draws the
 overlay, each frame encoded as it is drawn. A video's folder is written under a temporary name and
-renamed when complete; the output folder, device, inputs and checkpoint are checked before anything
-is created. An input that fails midway loses its folder and the next inputs still run; a video that
-cannot be decoded past some frame keeps the frames before it (`read_timed_frames`).
+renamed when complete; the output folder, device, inputs (the overlay's format among them) and
+checkpoint are checked before anything is created. An input that fails midway loses its folder and
+the next inputs still run; a video's undecodable packets are skipped and a video that cannot be read
+past some frame keeps the frames before it (`read_timed_frames`), with a warning.
 """
 
 from __future__ import annotations
@@ -81,6 +83,11 @@ MASK_PIXELS = 1 << 24  # mask pixels upsampled at once: bounds a frame's buffers
 # what one input can raise that says nothing of the next: an unreadable frame, a stream FFmpeg cannot
 # decode or encode, a full disk
 INPUT_ERRORS = (UserError, av.FFmpegError, OSError)
+# --fps's range: a frame every 100 s (a time-lapse) to 1000 a second; a rate of 1e-5 has no time base
+# an encoder takes (as a fraction with a 16-bit denominator it is 0)
+FPS_RANGE = (0.01, 1000.0)
+# a file name's longest on Linux and macOS file systems (bytes): the work folder's name is kept within it
+NAME_MAX = 255
 # where a run's relative data.root points from (runstore.PROJECT_ROOT, without importing MLflow)
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -225,15 +232,15 @@ def whole_video_results(
     video_id: int,
     category_ids: Sequence[int],
     options: Options,
-    truncated: Callable[[str], None],
+    warn: Callable[[str], None],
 ) -> tuple[list[dict], int]:
     """`predict_video` on the whole decoded video ("video" or "tta"; TTA decodes it again at each of
-    its sizes) -> (the top-k results in the official format, number of frames). `truncated`: as
+    its sizes) -> (the top-k results in the official format, number of frames). `warn`: as
     `read_frames`'s."""
 
     def frames_at(short_side: int, max_long_side: int) -> Frames:
         size = resized_shape(*source.size, short_side, max_long_side)
-        decoded = (frame for _, frame in picked_frames(source, options, "decode", truncated))
+        decoded = (frame for _, frame in picked_frames(source, options, "decode", warn))
         return Frames(list(resized(decoded, size)), size, source.size)
 
     frames = frames_at(cfg.data.test_short_side, cfg.data.max_long_side)
@@ -305,8 +312,7 @@ def write_overlay(
     cell = (max(1, round(width * STRIP_HEIGHT / height)), STRIP_HEIGHT)
     cells = []
     frames = picked_frames(source, options, "overlay")
-    fps = (source.fps or options.fps) / options.stride  # the average rate of the frames kept
-    time_base = source.time_base or 1 / Fraction(options.fps).limit_denominator(65535)
+    fps, time_base = overlay_timing(source, options)
     # the sound as it is (copied, not re-encoded) when every frame is drawn: other frames would cut it
     whole = (options.start, options.end, options.stride) == (0, None, 1)
     audio_from = source.path if whole and not source.images else None
@@ -323,13 +329,20 @@ def write_overlay(
     strip.save(strip_path)
 
 
+def overlay_timing(source: Source, options: Options) -> tuple[Fraction, Fraction]:
+    """(average frame rate, time base) of the overlay of `source`: a video's own (its frames keep their
+    times), the rate divided by --stride; a folder's frames 1/--fps apart."""
+    fps = Fraction(options.fps).limit_denominator(65535)
+    return (source.fps or fps) / options.stride, source.time_base or 1 / fps
+
+
 def picked_frames(
-    source: Source, options: Options, stage: str, truncated: Callable[[str], None] | None = None
+    source: Source, options: Options, stage: str, warn: Callable[[str], None] | None = None
 ) -> Iterator[tuple[int, np.ndarray]]:
     """(time, frame) of the frames of `source` that `options` picks (`read_timed_frames`; the frames
     before its start are decoded and dropped), counted by a tqdm bar (frames/s) on stderr. A
     VideoError when it picks none (a start past the end)."""
-    frames = islice(read_timed_frames(source, truncated), options.start, options.end, options.stride)
+    frames = islice(read_timed_frames(source, warn), options.start, options.end, options.stride)
     total, off = options.count(source.num_frames), not options.progress
     empty = True
     for item in tqdm(frames, f"{source.stem}: {stage}", total, unit="frame", disable=off, leave=False):
@@ -380,7 +393,9 @@ def categories(cfg: Config, checkpoint: str | Path) -> tuple[list[int], dict[int
 
 def check_out_dir(out_dir: Path) -> None:
     """`--out` is a folder, or a path one can be made at, that this process may write in; else a
-    UserError (the check an existing file, a read-only folder or file system fails at mkdir)."""
+    UserError (the check an existing file, a read-only folder or file system fails at mkdir). A folder
+    is made and removed in the deepest existing one: what permissions do not tell (root may write
+    anywhere but in /proc or /sys) shows there, before the model loads."""
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"--out {out_dir}: a file, not a folder")
     existing = next(folder for folder in (out_dir.absolute(), *out_dir.absolute().parents) if folder.exists())
@@ -388,6 +403,10 @@ def check_out_dir(out_dir: Path) -> None:
         raise UserError(f"--out {out_dir}: {existing} is a file, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):  # False on a read-only file system too (EROFS)
         raise UserError(f"--out {out_dir}: {existing} is not writable")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".ifrvis-check-", dir=existing))
+    except OSError as error:
+        raise UserError(f"--out {out_dir}: {existing} refuses a new folder ({error.strerror})") from None
 
 
 def check_device(name: str) -> None:
@@ -398,14 +417,17 @@ def check_device(name: str) -> None:
         )
 
 
-def check_inputs(paths: Sequence[str | Path], out_dir: Path) -> list[Source]:
-    """Each input probed (`probe`: it exists, is readable and holds frames) and encodable; its output
-    folder `out_dir/<stem>` its own, and new, empty or an earlier prediction (replaced when the new one
-    is complete), never the input itself. Raises a VideoError naming the first problem."""
+def check_inputs(
+    paths: Sequence[str | Path], out_dir: Path, options: Options = Options()
+) -> list[tuple[Source, tuple[str, str] | None]]:
+    """Each input probed (`probe`: it exists, is readable and holds frames) with its overlay's (file
+    suffix, encoder) (`output_format`; None without an overlay); its output folder `out_dir/<stem>` its
+    own, and new, empty or an earlier prediction (replaced when the new one is complete), never the
+    input itself. Raises a VideoError naming the first problem."""
     sources = [probe(path) for path in paths]
+    formats = [output_format(s, *overlay_timing(s, options)) if options.overlay else None for s in sources]
     seen: dict[str, Path] = {}
     for source in sources:
-        output_format(source)
         final = out_dir / source.stem
         if source.stem in seen:
             raise VideoError(f"{seen[source.stem]} and {source.path} would share the output folder {final}")
@@ -416,7 +438,7 @@ def check_inputs(paths: Sequence[str | Path], out_dir: Path) -> list[Source]:
             )
         if final.exists() and not _replaceable(final):
             raise VideoError(f"{final} exists and holds no earlier prediction: choose another --out")
-    return sources
+    return list(zip(sources, formats))
 
 
 def _replaceable(folder: Path) -> bool:
@@ -432,15 +454,14 @@ def predict(
     options: Options = Options(),
 ) -> Iterator[dict]:
     """Predict each input with `cfg.inference` and `options` and write its folder (module docstring);
-    yields one
-    summary per input when its folder is complete (`warning`: why its frames end early, or None), or
-    when it failed (`error`: why, its folder removed; the inputs after it still run). Inputs and
-    checkpoint are checked before the first folder is created, and the output folder and device
-    before that."""
+    yields one summary per input when its folder is complete (`warning`: what of the video could not be
+    decoded, or None), or when it failed (`error`: why, its folder removed; the inputs after it still
+    run). Inputs (and the format each overlay can be written in) and checkpoint are checked before the
+    first folder is created, and the output folder and device before that."""
     out_dir = Path(out_dir)
     check_out_dir(out_dir)
     check_device(cfg.device)
-    sources = check_inputs(inputs, out_dir)
+    sources = check_inputs(inputs, out_dir, options)
     model = load_trained_model(cfg, checkpoint)
     category_ids, names = categories(cfg, checkpoint)
     made = missing_folders(out_dir)
@@ -466,8 +487,17 @@ def remove_if_empty(folders: Sequence[Path]) -> None:
             return
 
 
+def work_folder(out_dir: Path, stem: str) -> Path:
+    """The temporary folder an input's files are written in, `.<stem>.partial-<pid>` (hidden, this
+    process's), its stem cut to keep the name within NAME_MAX bytes: a video's legal 250-byte name
+    would not be one with the suffix. The cut stems of two inputs may meet: they are written in turn."""
+    suffix = f".partial-{os.getpid()}"
+    room = NAME_MAX - len(suffix.encode()) - 1
+    return out_dir / f".{stem.encode()[:room].decode(errors='ignore')}{suffix}"
+
+
 def _predict_each(
-    sources: Sequence[Source],
+    sources: Sequence[tuple[Source, tuple[str, str] | None]],
     out_dir: Path,
     model: VISModel,
     cfg: Config,
@@ -475,24 +505,26 @@ def _predict_each(
     names: dict[int, str],
     options: Options,
 ) -> Iterator[dict]:
-    """`predict`'s loop over the checked inputs, one summary each."""
-    for video_id, source in enumerate(sources, 1):
-        final, work = out_dir / source.stem, out_dir / f".{source.stem}.partial-{os.getpid()}"
-        work.mkdir(parents=True, exist_ok=False)
+    """`predict`'s loop over the checked inputs (with their overlay's format), one summary each."""
+    for video_id, (source, overlay) in enumerate(sources, 1):
+        final, work = out_dir / source.stem, work_folder(out_dir, source.stem)
         summary = {"input": str(source.path), "out": str(final), "frames": 0, "tracks": 0}
         summary |= {"error": None, "warning": None, "best_score": None}
         try:
-            summary |= _predict_into(work, model, source, cfg, video_id, category_ids, names, options)
-        except INPUT_ERRORS as error:  # this input's own problem: the others still run
+            work.mkdir(parents=True, exist_ok=False)
+            summary |= _predict_into(
+                work, model, source, overlay, cfg, video_id, category_ids, names, options
+            )
+            if final.exists():  # a run before: replaced only by a complete folder
+                shutil.rmtree(final)
+            work.rename(final)
+        except INPUT_ERRORS as error:  # this input's own problem (a full disk too): the others still run
             shutil.rmtree(work, ignore_errors=True)
             yield {**summary, "error": str(error)}
             continue
         except BaseException:
             shutil.rmtree(work, ignore_errors=True)
             raise
-        if final.exists():  # a run before: replaced only by a complete folder
-            shutil.rmtree(final)
-        work.rename(final)
         yield summary
 
 
@@ -500,16 +532,18 @@ def _predict_into(
     work: Path,
     model: VISModel,
     source: Source,
+    overlay: tuple[str, str] | None,
     cfg: Config,
     video_id: int,
     category_ids: Sequence[int],
     names: dict[int, str],
     options: Options,
 ) -> dict:
-    """One video's files into `work` -> its summary's `frames`, `tracks` (kept), `warning` (why its
-    frames end early, or None) and `best_score` (of the top-k of the classes asked for, kept or not:
-    what --score-threshold would have to be for one track; None without any). The overlay's decoding
-    pass stops where the prediction's did."""
+    """One video's files into `work` (its overlay's (suffix, encoder) `overlay`, None: no overlay) -> its
+    summary's `frames`, `tracks` (kept), `warning` (what of the video could not be decoded, or None)
+    and `best_score` (of the top-k of the classes asked for, kept or not: what --score-threshold would
+    have to be for one track; None without any). The overlay's decoding pass stops where the
+    prediction's did."""
     warnings: list[str] = []
     if cfg.inference.mode == "clip":
         size = resized_shape(*source.size, cfg.data.test_short_side, cfg.data.max_long_side)
@@ -524,8 +558,8 @@ def _predict_into(
     tracks = select_tracks(results, options.score_threshold, options.classes)
     candidates = select_tracks(results, float("-inf"), options.classes)
     (work / run_folder.RESULTS).write_text(results_json(tracks))
-    if options.overlay:
-        suffix, codec = output_format(source)
+    if overlay is not None:
+        suffix, codec = overlay
         write_overlay(
             source, tracks, names, num_frames, work / f"{OVERLAY}{suffix}", codec, work / STRIP, options
         )

@@ -3,9 +3,12 @@ the command line, batches with a bad input, interruptions. Small generated frame
 
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
+import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -50,11 +53,13 @@ def test_zero_padded_and_prefixed_names_keep_their_order(tmp_path):
 @pytest.mark.parametrize(
     "case, message",
     [
-        ("fps 0", "--fps 0: give a frame rate above 0"),
-        ("fps nan", "--fps nan: give a frame rate above 0"),
+        ("fps 0", "--fps 0: give a frame rate from 0.01 to 1000"),
+        ("fps nan", "--fps nan: give a frame rate from 0.01 to 1000"),
+        ("fps 1e-5", "--fps 1e-05: give a frame rate from 0.01 to 1000"),  # no time base takes it
         ("out is a file", "a file, not a folder"),
         ("out under a file", "is a file, not a folder"),
         ("read-only out", "is not writable"),
+        ("out in /proc", "--out /proc/ifrvis-out: /proc"),  # root may write, but mkdir fails there
         ("cuda without a GPU", "device cuda: PyTorch sees no CUDA GPU"),
     ],
 )
@@ -73,6 +78,10 @@ def test_options_out_and_device_are_checked_before_the_model_loads(
         out = tmp_path / "notes" / "out"
     elif case.startswith("fps"):
         options = ["--fps", case.split()[1]]
+    elif case == "out in /proc":
+        if not Path("/proc/self").is_dir():
+            pytest.skip("no /proc on this system")
+        out = Path("/proc/ifrvis-out")
     elif case == "read-only out":
         if os.geteuid() == 0:
             pytest.skip("root writes in read-only folders")
@@ -145,3 +154,91 @@ def test_a_failed_input_does_not_stop_the_batch(clip, tmp_path, capsys):
     assert table[1].endswith(str(out / "shapes")) and table[2].endswith(
         "frame of 62x96 px, the folder's first is 64x96"
     )
+
+
+def declare_size(path: Path, width: int, height: int) -> Path:
+    """Rewrite a PNG's header (IHDR) to declare `width` x `height` px, its checksum made right: a file of
+    a few hundred bytes that claims gigabytes once decoded, as a damaged or hostile one may."""
+    data = bytearray(path.read_bytes())
+    ihdr = data.index(b"IHDR")
+    data[ihdr + 4 : ihdr + 12] = struct.pack(">II", width, height)
+    data[ihdr + 17 : ihdr + 21] = struct.pack(">I", zlib.crc32(data[ihdr : ihdr + 17]))
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize("width, height", [(20000, 10000), (9000, 9000)])  # over Pillow's bound; over ours
+@pytest.mark.parametrize("first", [True, False])
+def test_a_frame_declaring_a_huge_size_is_one_line_naming_it(width, height, first, tmp_path, capsys):
+    """The folder's first frame: refused before the model loads (exit 2); a later one: that input fails
+    (exit 1), its folder removed. Pillow raised DecompressionBombError (a traceback) above 179 Mpx and
+    decoded 81 Mpx whole."""
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for t, frame in enumerate(synthetic_frames(3)):
+        Image.fromarray(frame).save(folder / f"{t}.png")
+    huge = declare_size(folder / f"{0 if first else 2}.png", width, height)
+    out = tmp_path / "out"
+    code, _, err = predict_cli([str(CONFIG), str(CHECKPOINT), str(folder), "--out", str(out), *SMALL], capsys)
+    assert code == (2 if first else 1)
+    assert err.count("\n") == 1 and f"error: {huge}: the image declares more than 67108864 pixels" in err, err
+    assert not out.exists()
+
+
+def test_16_bit_frames_are_scaled_to_8_bits(tmp_path):
+    """A 16-bit greyscale PNG (a scientific or depth camera's) at levels 0, 16448 and 65535 reads as 0,
+    64 and 255, not clipped to white above 255."""
+    levels = np.array([[0, 16448, 65535]], np.uint16).repeat(4, axis=0)
+    Image.fromarray(levels).save(tmp_path / "0.png")
+    with Image.open(tmp_path / "0.png") as image:
+        assert image.mode.startswith("I")  # stored 16-bit
+    (frame,) = read_frames(probe(tmp_path))
+    assert frame.shape == (4, 3, 3) and frame[0, :, 0].tolist() == [0, 64, 255]
+
+
+def test_photos_are_turned_upright_by_their_exif_orientation(tmp_path):
+    """A phone stores a portrait photo landscape, tagged "turn a quarter clockwise" (EXIF orientation 6):
+    the frame is read as a viewer shows it, 24 x 16 px high, not 16 x 24."""
+    stored = np.zeros((16, 24, 3), np.uint8)
+    stored[:, 12:] = 255  # right half white: shown as the bottom half
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(stored).save(tmp_path / "0.jpg", exif=exif, quality=95)
+    source = probe(tmp_path)
+    (frame,) = read_frames(source)
+    assert source.size == (24, 16) and frame.shape == (24, 16, 3)
+    assert np.abs(frame.astype(int) - np.rot90(stored, -1)).mean() < 5
+
+
+def test_a_long_file_name_is_predicted(tmp_path, capsys):
+    """A 245-character name is legal (255 bytes at most) but its work folder's, `.<stem>.partial-<pid>`,
+    would not be: it is cut, the output folder keeps the whole stem."""
+    stem = "v" * 245
+    video = write_video(tmp_path / f"{stem}.mp4", synthetic_frames(30)[:4])
+    out = tmp_path / "out"
+    code, stdout, err = predict_cli(
+        [str(CONFIG), str(CHECKPOINT), str(video), "--out", str(out), *SMALL], capsys
+    )
+    assert code == 0 and "4 frames" in stdout, err
+    assert [p.name for p in out.iterdir()] == [stem] and (out / stem / "results.json").is_file()
+
+
+def test_an_mp4_cut_before_its_index_says_it_may_be_cut_short(tmp_path, capsys):
+    """A camera writes the index (moov) last: a recording cut short has none, and FFmpeg says only
+    "Invalid data found"."""
+    data = write_video(tmp_path / "whole.mp4", synthetic_frames(30)).read_bytes()
+    assert data.index(b"mdat") < data.index(b"moov")
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) * 6 // 10])
+    code, _, err = predict_cli(
+        [str(CONFIG), str(CHECKPOINT), str(cut), "--out", str(tmp_path / "out")], capsys
+    )
+    assert code == 2 and err == (
+        f"ifrvis predict: error: {cut}: not a readable video: Invalid data found when processing input "
+        "(the file may be cut short)\n"
+    )
+    (tmp_path / "junk.mp4").write_bytes(b"\x00\x00\x00 not a video" * 10)  # no MP4 box: no such guess
+    code, _, err = predict_cli(
+        [str(CONFIG), str(CHECKPOINT), str(tmp_path / "junk.mp4"), "--out", str(tmp_path / "o")], capsys
+    )
+    assert code == 2 and "cut short" not in err

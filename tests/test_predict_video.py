@@ -2,6 +2,7 @@
 frame rates, truncated files. Each test writes its own small video with PyAV."""
 
 import json
+import re
 import struct
 from fractions import Fraction
 from pathlib import Path
@@ -112,8 +113,9 @@ def decodable_frames(path: Path) -> int:
 
 def test_a_truncated_video_keeps_the_frames_before_the_cut(tmp_path, capsys):
     """An mp4 with its index at the start (faststart), cut at 60 % of its bytes: the index declares 30
-    frames, FFmpeg decodes fewer. The command keeps those, warns in one line naming the last good frame,
-    and exits 0; a batch's table says "truncated"."""
+    frames, the file holds fewer, the last of them cut. The command keeps every frame it can decode (at
+    least those before the first error), warns in one line that the file ends early, and exits 0; a
+    batch's table says "damaged"."""
     whole = encode(tmp_path / "whole.mp4", synthetic_frames(30), movflags="faststart")
     data = whole.read_bytes()
     assert data[4:8] == b"ftyp" and data.index(b"moov") < data.index(b"mdat")
@@ -121,20 +123,58 @@ def test_a_truncated_video_keeps_the_frames_before_the_cut(tmp_path, capsys):
     cut.write_bytes(data[: len(data) * 6 // 10])
     with av.open(str(cut)) as container:
         assert container.streams.video[0].frames == 30
-    kept = decodable_frames(cut)
-    assert 0 < kept < 30
+    assert 0 < decodable_frames(cut) < 30
     out = tmp_path / "out"
     argv = [str(CONFIG), str(CHECKPOINT), str(cut), str(whole), "--out", str(out), "--score-threshold", "0"]
     code, stdout, err = predict_cli([*argv, *SMALL], capsys)
     assert code == 0, err
-    assert err == f"ifrvis predict: warning: {cut}: cannot decode past frame {kept - 1} " + (
-        f"(Invalid data found when processing input): frames 0-{kept - 1} kept\n"
+    warning = re.fullmatch(
+        rf"ifrvis predict: warning: {re.escape(str(cut))}: .*the file ends after \d+ of the 30 frames it "
+        r"declares \(cut short\?\): frames 0-(\d+) kept\n",
+        err,
     )
+    assert warning, err
+    kept = int(warning[1]) + 1
+    assert decodable_frames(cut) <= kept < 30
     results = json.loads((out / "cut" / "results.json").read_text())
     assert results and all(len(r["segmentations"]) == kept for r in results)
     overlay, _, _ = decode(out / "cut" / "overlay.mp4")
     assert len(overlay) == kept
-    assert [row.split()[1:3] for row in stdout.splitlines()[-2:]] == [["truncated", str(kept)], ["ok", "30"]]
+    assert [row.split()[1:3] for row in stdout.splitlines()[-2:]] == [["damaged", str(kept)], ["ok", "30"]]
+
+
+def corrupt_packets(path: Path, packets: range) -> list[float]:
+    """Overwrite with garbage the bytes of the video packets `packets` (in file order), their length
+    fields included, as a bad sector or a broken download does -> their times in seconds."""
+    data, times = bytearray(path.read_bytes()), []
+    with av.open(str(path)) as container:
+        for n, packet in enumerate(p for p in container.demux(video=0) if p.size):
+            if n in packets:
+                data[packet.pos : packet.pos + packet.size] = b"\xff" * packet.size
+                times.append(float(packet.pts * packet.time_base))
+    path.write_bytes(data)
+    return times
+
+
+def test_a_damaged_region_midway_skips_its_packets_and_keeps_the_rest(tmp_path, capsys):
+    """Three packets of a 30-frame mp4 overwritten with garbage after frame 10: FFmpeg refuses them, and
+    used to end the video there (10 frames kept, exit 0). The packets are skipped, the 27 other frames
+    predicted and drawn, and one warning line says how many were skipped and when."""
+    video = encode(tmp_path / "damaged.mp4", synthetic_frames(30))
+    times = corrupt_packets(video, range(10, 13))
+    assert decodable_frames(video) < 15
+    out = tmp_path / "out"
+    code, _, err = predict_cli([str(CONFIG), str(CHECKPOINT), str(video), "--out", str(out), *SMALL], capsys)
+    assert code == 0, err
+    where = f"{min(times):.2f}-{max(times):.2f} s"
+    assert err == (
+        f"ifrvis predict: warning: {video}: 3 undecodable packets skipped at {where} "
+        "(Invalid data found when processing input): frames 0-26 kept\n"
+    )
+    results = json.loads((out / "damaged" / "results.json").read_text())
+    assert all(len(r["segmentations"]) == 27 for r in results)
+    overlay, _, _ = decode(out / "damaged" / "overlay.mp4")
+    assert len(overlay) == 27
 
 
 def test_a_variable_frame_rate_keeps_each_frame_at_its_time(tmp_path, capsys):

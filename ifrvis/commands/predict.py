@@ -13,7 +13,6 @@ Writes DIR/<stem>/results.json, overlay.<ext> and strip.png per input (ifrvis.pr
 from __future__ import annotations
 
 import argparse
-import math
 import re
 import signal
 import sys
@@ -100,9 +99,11 @@ def flag_overrides(args: argparse.Namespace) -> list[str]:
 
 def check_options(args: argparse.Namespace) -> None:
     """A UserError for an option out of its range."""
-    if not (math.isfinite(args.fps) and args.fps > 0):
+    low, high = predict.FPS_RANGE
+    if not low <= args.fps <= high:  # NaN too
         raise UserError(
-            f"--fps {args.fps:g}: give a frame rate above 0 (the overlay's for a folder of frames)"
+            f"--fps {args.fps:g}: give a frame rate from {low:g} to {high:g} (the overlay's for a folder of "
+            "frames)"
         )
     if args.start < 0:
         raise UserError(f"--start {args.start}: give a frame index, 0 or more")
@@ -125,13 +126,13 @@ def summary_line(summary: dict, score_threshold: float) -> str:
 
 
 def status_table(summaries: list[dict]) -> str:
-    """The inputs of a batch, one row each: ok or truncated (frames, tracks, folder), or failed (why)."""
+    """The inputs of a batch, one row each: ok or damaged (frames, tracks, folder), or failed (why)."""
     rows = [("input", "status", "frames", "tracks", "output or error")]
     for summary in summaries:
         if summary["error"]:
             rows.append((summary["input"], "failed", "-", "-", summary["error"]))
         else:
-            status = "truncated" if summary["warning"] else "ok"
+            status = "damaged" if summary["warning"] else "ok"  # frames skipped or the file cut short
             rows.append(
                 (summary["input"], status, str(summary["frames"]), str(summary["tracks"]), summary["out"])
             )
