@@ -56,6 +56,7 @@ def test_zero_padded_and_prefixed_names_keep_their_order(tmp_path):
         ("fps 0", "--fps 0: give a frame rate from 0.01 to 1000"),
         ("fps nan", "--fps nan: give a frame rate from 0.01 to 1000"),
         ("fps 1e-5", "--fps 1e-05: give a frame rate from 0.01 to 1000"),  # no time base takes it
+        ("score-threshold nan", "--score-threshold nan: give a score from 0 to 1"),
         ("out is a file", "a file, not a folder"),
         ("out under a file", "is a file, not a folder"),
         ("read-only out", "is not writable"),
@@ -76,8 +77,8 @@ def test_options_out_and_device_are_checked_before_the_model_loads(
     elif case == "out under a file":
         (tmp_path / "notes").write_text("a user's file")
         out = tmp_path / "notes" / "out"
-    elif case.startswith("fps"):
-        options = ["--fps", case.split()[1]]
+    elif case.startswith(("fps", "score-threshold")):
+        options = [f"--{case.split()[0]}", case.split()[1]]
     elif case == "out in /proc":
         if not Path("/proc/self").is_dir():
             pytest.skip("no /proc on this system")

@@ -20,6 +20,7 @@ import typing
 from pathlib import Path
 
 from ifrvis import predict, run_folder
+from ifrvis.cli import ArgumentParser
 from ifrvis.config import Config, InferenceMode, load_config
 from ifrvis.errors import UserError
 
@@ -37,8 +38,8 @@ def _raise_terminated(signum, frame) -> None:
     raise Terminated
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
         prog="ifrvis predict",
         description="Run a trained model on your own videos: tracks, an overlay video and a strip each.",
         epilog=__doc__.split("\n\n", 2)[2],
@@ -105,6 +106,8 @@ def check_options(args: argparse.Namespace) -> None:
             f"--fps {args.fps:g}: give a frame rate from {low:g} to {high:g} (the overlay's for a folder of "
             "frames)"
         )
+    if not 0 <= args.score_threshold <= 1:  # NaN too
+        raise UserError(f"--score-threshold {args.score_threshold:g}: give a score from 0 to 1")
     if args.start < 0:
         raise UserError(f"--start {args.start}: give a frame index, 0 or more")
     if args.end is not None and args.end <= args.start:
