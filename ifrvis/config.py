@@ -2,7 +2,8 @@
 
     cfg = load_config("experiments/configs/synthetic_tiny.yaml", ["model.decoder=mask2former", "seed=2"])
 
-Unknown keys and wrong types raise `ConfigError` naming the key and the file. `config_hash(cfg)` is a
+Unknown keys, wrong types and values out of their key's range (`RANGES`) raise `ConfigError`: one line
+naming the key, the value and the file or override it came from. `config_hash(cfg)` is a
 stable hash of the semantic settings (what changes the computation), excluding the labels `name` and
 `dataset`, the seed, the device, loader workers and every logging option (output folder, store, sweep);
 a run's identity is `run_identity(cfg)` = hash of (config_hash, seed). Renaming a config or relabelling
@@ -14,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -27,7 +29,8 @@ from ifrvis.errors import UserError
 
 
 class ConfigError(UserError):
-    """A config file or override names an unknown key or gives a value of the wrong type."""
+    """A config file or override is unreadable, names an unknown key or gives a value of the wrong type
+    or out of range."""
 
 
 # Choices that modules outside this file check too (`typing.get_args` gives them the tuple).
@@ -197,6 +200,119 @@ class Config:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
 
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric key allows (each item, for a list key): between `low` and `high` (None: no
+    bound), each bound included unless `*_open`. A float must also be finite: no key takes nan or inf."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+        above = self.low is None or (value > self.low if self.low_open else value >= self.low)
+        below = self.high is None or (value < self.high if self.high_open else value <= self.high)
+        return above and below
+
+    def __str__(self) -> str:
+        if self.low is not None and self.high is not None:
+            left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+            return f"in {left}{self.low}, {self.high}{right}"
+        if self.low is not None:
+            return f"{'>' if self.low_open else '>='} {self.low}"
+        if self.high is not None:
+            return f"{'<' if self.high_open else '<='} {self.high}"
+        return ""  # any finite number
+
+
+AT_LEAST_0 = Range(low=0)
+AT_LEAST_1 = Range(low=1)
+ABOVE_0 = Range(low=0, low_open=True)
+UNIT = Range(low=0, high=1)  # a probability, fraction or threshold
+SEED = Range(low=0, high=2**32 - 1)  # what numpy's seeding takes
+
+# Every int or float key (list keys: each item), checked when a file or override sets it. Counts of things
+# a run needs at least one of are >= 1; a count whose 0 means "none" or "off" (see the field's comment) is
+# >= 0. Cross-key rules (clip_overlap < clip_frames, heads dividing hidden_dim ...) are in `check_config`.
+RANGES: dict[str, Range] = {
+    "seed": SEED,
+    "data.holdout_videos": AT_LEAST_0,
+    "data.holdout_seed": SEED,
+    "data.clip_length": AT_LEAST_1,
+    "data.sampling_frame_range": AT_LEAST_0,
+    "data.train_short_sides": AT_LEAST_1,
+    "data.max_long_side": AT_LEAST_1,
+    "data.test_short_side": AT_LEAST_1,
+    "data.num_workers": AT_LEAST_0,
+    "model.num_classes": AT_LEAST_1,
+    "model.num_queries": AT_LEAST_1,
+    "model.hidden_dim": AT_LEAST_1,
+    "model.enc_layers": AT_LEAST_0,  # 0: the pixel decoder's projections and FPN without its encoder
+    "model.enc_heads": AT_LEAST_1,
+    "model.enc_points": AT_LEAST_1,
+    "model.enc_ffn_dim": AT_LEAST_1,
+    "model.mask_dim": AT_LEAST_1,
+    "model.dec_layers": AT_LEAST_1,
+    "model.dec_heads": AT_LEAST_1,
+    "model.dec_ffn_dim": AT_LEAST_1,
+    "model.dropout": Range(low=0, high=1, high_open=True),
+    "model.pixel_mean": Range(),
+    "model.pixel_std": ABOVE_0,
+    "loss.class_weight": AT_LEAST_0,
+    "loss.mask_weight": AT_LEAST_0,
+    "loss.dice_weight": AT_LEAST_0,
+    "loss.lambda_e": AT_LEAST_0,
+    "loss.no_object_weight": AT_LEAST_0,
+    "loss.focal_alpha": UNIT,
+    "loss.focal_gamma": AT_LEAST_0,
+    "loss.num_points": AT_LEAST_0,
+    "loss.oversample_ratio": AT_LEAST_1,
+    "loss.importance_sample_ratio": UNIT,
+    "solver.batch_size": AT_LEAST_1,
+    "solver.max_iters": AT_LEAST_1,
+    "solver.lr": ABOVE_0,
+    "solver.backbone_lr_multiplier": AT_LEAST_0,
+    "solver.weight_decay": AT_LEAST_0,
+    # Iterations; one past max_iters never comes (a short smoke run of a paper config keeps its steps).
+    "solver.steps": AT_LEAST_1,
+    "solver.gamma": ABOVE_0,
+    "solver.poly_power": AT_LEAST_0,
+    "solver.warmup_iters": AT_LEAST_0,
+    "solver.warmup_factor": UNIT,
+    "solver.clip_grad_norm": AT_LEAST_0,  # 0: no clipping
+    "solver.batch_per_gpu": AT_LEAST_0,
+    "inference.top_k": AT_LEAST_1,
+    "inference.mask_threshold": UNIT,
+    "inference.chunk_frames": AT_LEAST_1,
+    "inference.clip_frames": AT_LEAST_1,
+    "inference.clip_overlap": AT_LEAST_0,
+    "inference.tta_short_sides": AT_LEAST_1,
+    "logging.log_every": AT_LEAST_1,
+    "logging.checkpoint_every": AT_LEAST_1,
+    "logging.eval_every": AT_LEAST_0,
+    "logging.collective_timeout_min": ABOVE_0,
+}
+# Numeric keys without a rule here, and why. `threads` < 0 is refused by the trainer's preflight (before
+# anything is created), whose test loads such a config first.
+UNRANGED = {"threads": "checked by ifrvis.engine.train.preflight"}
+
+
+def _check_range(value: Any, key: str, source: str) -> None:
+    """Raise ConfigError when the number `value` of `key` (a list: each item) is outside RANGES[key]."""
+    rule = RANGES.get(key)
+    if rule is None:
+        return
+    items = [(f"{key}[{i}]", v) for i, v in enumerate(value)] if isinstance(value, list) else [(key, value)]
+    for name, item in items:
+        if item not in rule:
+            kind = "a finite number" if isinstance(item, float) else "an integer"
+            should = f"{kind} {rule}".rstrip()
+            raise ConfigError(f"{source}: '{name}' = {item!r} is out of range: should be {should}")
+
+
 # Keys that do not change what a run computes: labels (name, dataset), the seed (part of the identity
 # on its own), where it runs and where it logs. Left out of the semantic hash.
 # Keys that change no computation: not in a run's identity. `model.partial_weights` only guards the start.
@@ -239,7 +355,10 @@ def _check_value(value: Any, hint: Any, key: str, source: str) -> Any:
             return None
         raise ConfigError(f"{source}: '{key}' = {value!r} should be null")
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:
+            raise ConfigError(f"{source}: '{key}' = {value!r} is too large for a float") from None
     if hint in (int, float) and isinstance(value, bool):
         raise ConfigError(f"{source}: '{key}' = {value!r} should be {hint.__name__}, not bool")
     if not isinstance(value, hint):
@@ -287,16 +406,40 @@ def _apply(obj: Any, key: str, value: Any, source: str) -> None:
         for sub_key, sub_value in value.items():
             _apply(obj, f"{key}.{sub_key}", sub_value, source)
         return
-    setattr(target, leaf, _check_value(value, hint, key, source))
+    value = _check_value(value, hint, key, source)
+    _check_range(value, key, source)
+    setattr(target, leaf, value)
+
+
+def _at(mark: yaml.Mark) -> str:
+    return f"line {mark.line + 1}, column {mark.column + 1}"
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """A YAML error in one line: where (line and column, 1-based) and what, and what was being parsed."""
+    if isinstance(err, yaml.MarkedYAMLError):
+        text = f"at {_at(err.problem_mark)}: {err.problem}" if err.problem_mark else f": {err.problem}"
+        if err.context:
+            text += f" ({err.context}" + (f" at {_at(err.context_mark)})" if err.context_mark else ")")
+        return text
+    if isinstance(err, yaml.reader.ReaderError):  # a character YAML does not allow, or bytes not UTF-8/16
+        return f"at position {err.position}: {' '.join(str(err).splitlines()[0].split())}"
+    return ": " + " ".join(str(err).split())
 
 
 def _read_yaml(path: Path) -> dict:
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: a folder, not a config file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text (UTF-8) file: a YAML config was expected") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read: {err.strerror or err}") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: invalid YAML: {err}") from None
+        raise ConfigError(f"{path}: invalid YAML {_yaml_problem(err)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping")
     return data
@@ -309,10 +452,16 @@ def _apply_file(cfg: Config, path: Path, seen: tuple[Path, ...] = ()) -> None:
         raise ConfigError(f"{path}: circular _base_ chain")
     data = _read_yaml(path)
     bases = data.pop("_base_", [])
-    for base in [bases] if isinstance(bases, str) else bases:
+    bases = [bases] if isinstance(bases, str) else bases
+    if not isinstance(bases, list) or not all(isinstance(base, str) for base in bases):
+        raise ConfigError(
+            f"{path}: _base_ should be a file name or a list of file names (relative to this file),"
+            f" got {bases!r}"
+        )
+    for base in bases:
         _apply_file(cfg, path.parent / base, (*seen, path))
     for key, value in data.items():
-        _apply(cfg, key, value, str(path))
+        _apply(cfg, str(key), value, str(path))
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -320,7 +469,10 @@ def parse_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise ConfigError(f"override '{text}' should look like key=value")
     key, raw = text.split("=", 1)
-    value = yaml.safe_load(raw) if raw else ""
+    try:
+        value = yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override '{text}': invalid YAML {_yaml_problem(err)}") from None
     if isinstance(value, str) and raw and _is_float(raw):
         value = float(raw)  # YAML 1.1 reads '1e-4' as a string
     return key.strip(), value
@@ -335,25 +487,29 @@ def _is_float(text: str) -> bool:
 
 
 def check_config(cfg: Config, source: str = "config") -> Config:
-    """Raise ConfigError for settings that are each valid but do not go together."""
+    """Raise ConfigError for a value out of its range (`RANGES`: checked as a file or override sets it,
+    again here for a Config built in code) or for settings that are each valid but do not go together."""
+    for key, value in flatten(to_dict(cfg)).items():
+        _check_range(value, key, source)
     problems = []
-    if not cfg.data.train_short_sides or min(cfg.data.train_short_sides) < 1:
+    if not cfg.data.train_short_sides:
         problems.append("data.train_short_sides must be a non-empty list of positive sizes")
-    if cfg.data.clip_length < 1:
-        problems.append(f"data.clip_length must be >= 1, got {cfg.data.clip_length}")
-    if not 0 <= cfg.inference.clip_overlap < max(cfg.inference.clip_frames, 1):
+    if not cfg.inference.clip_overlap < cfg.inference.clip_frames:
         problems.append(
             f"inference.clip_overlap must be in [0, inference.clip_frames), got {cfg.inference.clip_overlap}"
             f" with clip_frames {cfg.inference.clip_frames}"
         )
-    if cfg.inference.clip_frames < 1:
-        problems.append(f"inference.clip_frames must be >= 1, got {cfg.inference.clip_frames}")
     if cfg.inference.mode == "tta" and not cfg.inference.tta_short_sides:
         problems.append("inference.mode 'tta' needs inference.tta_short_sides")
-    if cfg.solver.batch_per_gpu < 0:
-        problems.append(
-            f"solver.batch_per_gpu must be >= 0 (0: a rank's whole share), got {cfg.solver.batch_per_gpu}"
-        )
+    for key in ("pixel_mean", "pixel_std"):
+        if len(getattr(cfg.model, key)) != 3:
+            problems.append(f"model.{key} needs 3 values (R, G, B), got {getattr(cfg.model, key)}")
+    for key in ("enc_heads", "dec_heads"):
+        if cfg.model.hidden_dim % getattr(cfg.model, key):
+            problems.append(
+                f"model.hidden_dim = {cfg.model.hidden_dim} must be divisible by model.{key} = "
+                f"{getattr(cfg.model, key)}"
+            )
     if cfg.loss.class_loss == "softmax" and cfg.loss.matcher_class_cost == "focal":
         problems.append("loss.matcher_class_cost 'focal' needs loss.class_loss 'focal'")
     if problems:
