@@ -65,7 +65,7 @@ def test_valid_results_load_from_list_and_path(tmp_path):
         ({"segmentations": [None] * (T + 1)}, f"has {T + 1} frames, video 5 has {T}"),
         (
             {"segmentations": [encode_rle(np.ones((H + 1, W), bool))] + [None] * (T - 1)},
-            "differs from video 5",
+            rf"video 5: segmentations\[0\]: mask size {H + 1}x{W} differs from the video's {H}x{W}",
         ),
         ({"score": float("nan")}, "finite number"),
         ({"score": math.inf}, "finite number"),
@@ -139,7 +139,10 @@ def test_ground_truth_turned_into_results_scores_one_and_perturbed_less(tmp_path
 def test_bad_ground_truth_annotations_raise_clear_errors():
     gt = gt_dict()
     gt["annotations"][0]["segmentations"] = gt["annotations"][0]["segmentations"][:-1]
-    with pytest.raises(ResultsError, match=rf"annotations\[0\] \(id 1\): 'segmentations' has {T - 1} frames"):
+    with pytest.raises(
+        ResultsError,
+        match=rf"annotations\[0\] \(id 1\): video 5: 'segmentations' has {T - 1} frames, the video {T}",
+    ):
         evaluate_ytvis(gt, [])
     gt = gt_dict()
     gt["annotations"][0]["video_id"] = 6

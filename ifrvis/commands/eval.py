@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
-from ifrvis.evaluation.results import load_ground_truth
+from ifrvis.errors import UserError
+from ifrvis.evaluation.results import load_results, read_ground_truth
 from ifrvis.evaluation.tracking import tracking_metrics
 from ifrvis.evaluation.ytvis_eval import evaluate_ytvis, format_table
 from ifrvis.metric_names import TRACKING_KEYS, scale
@@ -24,10 +26,15 @@ def main(argv: list[str] | None = None) -> int:
         "--score-threshold", type=float, default=0.5, help="tracks: results with score >= this"
     )
     args = parser.parse_args(argv)
-    gt = load_ground_truth(args.gt)  # a file that is not YouTube-VIS: ResultsError, one line (ifrvis.cli)
-    stats = evaluate_ytvis(gt, args.results)
-    track = tracking_metrics(gt, args.results, args.score_threshold) if args.tracking else None
-    names = {int(c["id"]): c.get("name", "") for c in gt["categories"]}
+    if args.json:
+        check_output_path(Path(args.json))  # before the evaluation, not after it
+    # Both files are read and checked once, here (ResultsError naming the file, entry and field: one
+    # line, ifrvis.cli); the evaluators take them as checked.
+    gt = read_ground_truth(args.gt)
+    results = load_results(args.results, gt)
+    stats = evaluate_ytvis(gt, results)
+    track = tracking_metrics(gt, results, args.score_threshold) if args.tracking else None
+    names = {c["id"]: c.get("name", "") for c in gt.data["categories"]}
     print(format_table(stats, names))
     if track is not None:
         print(f"\ntracking (score >= {args.score_threshold:g}):")
@@ -37,8 +44,23 @@ def main(argv: list[str] | None = None) -> int:
         out = dict(stats, per_category_AP={str(k): v for k, v in stats["per_category_AP"].items()})
         if track is not None:
             out["tracking"] = dict(track, per_video={str(k): v for k, v in track["per_video"].items()})
-        Path(args.json).write_text(json.dumps(out, indent=1))
+        try:
+            Path(args.json).write_text(json.dumps(out, indent=1))
+        except OSError as error:
+            raise UserError(f"--json {args.json}: cannot write: {error.strerror or error}") from None
     return 0
+
+
+def check_output_path(path: Path) -> None:
+    """UserError when the metrics cannot be written to `path`: its folder missing or not writable, or
+    the path a folder."""
+    folder = path.parent
+    if path.is_dir():
+        raise UserError(f"--json {path}: is a folder, not a file")
+    if not folder.is_dir():
+        raise UserError(f"--json {path}: no such folder {folder}")
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UserError(f"--json {path}: not writable")
 
 
 def _format_tracking(key: str, value) -> str:

@@ -7,7 +7,7 @@ import argparse
 import shutil
 from pathlib import Path
 
-from ifrvis.data.synthetic import generate
+from ifrvis.data.synthetic import argument_problem, generate
 from ifrvis.errors import UserError
 
 
@@ -30,14 +30,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Mistakes (arguments out of bounds, an --out that is a file or holds a data set, a folder that
+    cannot be written) are a UserError: one line on stderr, exit status 2, before anything is written
+    where the arguments are at fault."""
     args = build_parser().parse_args(argv)
+    problem = argument_problem(
+        args.seed, args.train_videos, args.valid_videos, args.size, args.frames, args.split_style
+    )
+    if problem:
+        raise UserError(problem)
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: is a file, not a folder")
     existing = [out / name for name in ("train.json", "valid.json", "JPEGImages") if (out / name).exists()]
     if existing and not args.force:
         raise UserError(f"{out} already holds a data set ({existing[0].name}); pass --force to replace it")
-    for path in existing:
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
     try:
+        for path in existing:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
         drawn = generate(
             out,
             args.seed,
@@ -47,10 +57,11 @@ def main(argv: list[str] | None = None) -> int:
             args.frames,
             args.split_style,
             progress=not args.no_progress,
+            keep_masks=False,  # only counted here: all of them may not fit in memory
         )
-    except ValueError as error:
-        print(f"ifrvis synth: {error}")
-        return 2
+    except OSError as error:  # a parent that is a file, no permission, a full disk
+        where = error.filename or out
+        raise UserError(f"--out {out}: cannot write {where}: {error.strerror or error}") from None
     counts = ", ".join(f"{split}: {len(anns)} instances" for split, anns in drawn.items())
     print(f"wrote {out} ({args.train_videos} train / {args.valid_videos} valid videos; {counts})")
     return 0

@@ -220,7 +220,7 @@ def summary_lines(report: SplitReport, root: Path) -> list[str]:
     annotations = [a for a in report.raw["annotations"] if isinstance(a, dict)]
     lines = [head, counts + f"{len(report.raw['annotations'])} instances"]
     if _has_list(report.raw, "categories"):
-        per_category = Counter(a.get("category_id") for a in annotations)
+        per_category = Counter(c for a in annotations if isinstance(c := a.get("category_id"), int))
         lines += category_table(report.raw["categories"], per_category)
     return lines
 

@@ -30,6 +30,14 @@ SPLIT_CODES = {"train": 0, "valid": 1}
 MIN_VISIBLE_PIXELS = 6  # a visible part smaller than this is treated as absent (not drawn, null)
 CROSSING_FRACTION = 0.25  # share of crossing videos in a `default` split
 JPEG_QUALITY = 90
+RANDOM_FRAMES = (8, 24)  # a video's length when none is given: drawn in this range, bounds included
+# What one run may ask for, so that it fits in memory: a video is drawn whole (~100 bytes a frame pixel,
+# 2^24 px: 24 frames of 720 x 960, ~1.7 GB), its camera pans over a canvas that grows with its length,
+# and a split's annotations are held until its JSON is written (~40 bytes a video x frame x pixel row).
+MIN_SIZE = 16
+MAX_FRAMES = 1000
+MAX_VIDEO_PIXELS = 2**24  # frames x height x width of one video
+MAX_SPLIT_ROWS = 2**26  # videos x frames x height of one split
 
 
 @dataclass
@@ -322,10 +330,12 @@ def generate_split(
     frames: int | None,
     crossing_only: bool,
     progress: bool = True,
-) -> tuple[dict, dict[int, np.ndarray]]:
+    keep_masks: bool = True,
+) -> tuple[dict, dict[int, np.ndarray | None]]:
     """Draw one split; write its JPEGs under `out/JPEGImages` when `out` is given.
 
-    Returns (the YouTube-VIS dict, {annotation id: drawn visible masks (T, H, W) bool})."""
+    Returns (the YouTube-VIS dict, {annotation id: drawn visible masks (T, H, W) bool, or None without
+    `keep_masks`})."""
     raw = {
         "info": {"description": f"ifrvis synthetic VIS benchmark, {split} split", "seed": seed},
         "licenses": [],
@@ -336,7 +346,7 @@ def generate_split(
     drawn: dict[int, np.ndarray] = {}
     for index in tqdm(range(num_videos), desc=f"synth {split}", disable=not progress, dynamic_ncols=True):
         rng = video_rng(seed, split, index)
-        length = frames if frames is not None else int(rng.integers(8, 25))
+        length = frames if frames is not None else int(rng.integers(RANDOM_FRAMES[0], RANDOM_FRAMES[1] + 1))
         crossing = crossing_only or rng.random() < CROSSING_FRACTION
         video = make_video(rng, length, height, width, crossing)
         name = f"{split}_{index:04d}"
@@ -367,12 +377,43 @@ def generate_split(
                     "bboxes": bboxes,
                 }
             )
-            drawn[ann_id] = masks
+            drawn[ann_id] = masks if keep_masks else None
     return raw, drawn
 
 
 def write_json(raw: dict, path: Path) -> None:
     path.write_text(json.dumps(raw, separators=(",", ":")))
+
+
+def argument_problem(
+    seed: int, train_videos: int, valid_videos: int, size: int, frames: int | None, split_style: str
+) -> str | None:
+    """Why `generate` cannot draw a data set of these arguments (within the bounds above), None when
+    it can; the names are `ifrvis synth`'s options."""
+    if split_style not in ("default", "crossing"):
+        return f"--split-style must be default or crossing, got {split_style!r}"
+    if seed < 0:
+        return f"--seed must be >= 0, got {seed}"
+    if train_videos < 0 or valid_videos < 0:
+        return f"video counts must be >= 0, got --train-videos {train_videos} --valid-videos {valid_videos}"
+    if frames is not None and not 1 <= frames <= MAX_FRAMES:
+        return f"--frames must be in 1..{MAX_FRAMES}, got {frames}"
+    if size < MIN_SIZE:
+        return f"--size must be >= {MIN_SIZE}, got {size}"
+    length = RANDOM_FRAMES[1] if frames is None else frames
+    if length * size * round(size * 4 / 3) > MAX_VIDEO_PIXELS:
+        largest = int((MAX_VIDEO_PIXELS / length * 3 / 4) ** 0.5)
+        return (
+            f"--size {size}: a video of {length} frames of {size} x {round(size * 4 / 3)} px is more than "
+            f"{MAX_VIDEO_PIXELS} px to draw at once (at most --size {largest} for {length} frames)"
+        )
+    videos = max(train_videos, valid_videos)
+    if videos * length * size > MAX_SPLIT_ROWS:
+        return (
+            f"{videos} videos of {length} frames of {size} px rows are more annotations than a split may "
+            f"hold in memory (videos x frames x size <= {MAX_SPLIT_ROWS})"
+        )
+    return None
 
 
 def generate(
@@ -384,16 +425,18 @@ def generate(
     frames: int | None = None,
     split_style: str = "default",
     progress: bool = True,
-) -> dict[str, dict[int, np.ndarray]]:
+    keep_masks: bool = True,
+) -> dict[str, dict[int, np.ndarray | None]]:
     """Write train.json, valid.json (with ground truth) and JPEGImages/ under `out`.
 
     Frames are `size` px tall and round(size * 4 / 3) wide. `split_style`: `default` mixes crossing
     videos into both splits; `crossing` makes every validation video a crossing video.
-    Returns {split: {annotation id: drawn visible masks (T, H, W) bool}}."""
-    if split_style not in ("default", "crossing"):
-        raise ValueError(f"--split-style must be default or crossing, got {split_style!r}")
-    if size < 16 or (frames is not None and frames < 1) or train_videos < 0 or valid_videos < 0:
-        raise ValueError("need size >= 16, frames >= 1 and non-negative video counts")
+    Returns {split: {annotation id: drawn visible masks (T, H, W) bool, or None without `keep_masks`
+    (all of them take ~1 byte a pixel of every frame)}}. ValueError for arguments outside the bounds
+    (`argument_problem`), before anything is written."""
+    problem = argument_problem(seed, train_videos, valid_videos, size, frames, split_style)
+    if problem:
+        raise ValueError(problem)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     width = round(size * 4 / 3)
@@ -401,7 +444,7 @@ def generate(
     for split, count in (("train", train_videos), ("valid", valid_videos)):
         crossing_only = split == "valid" and split_style == "crossing"
         raw, drawn[split] = generate_split(
-            out, split, seed, count, size, width, frames, crossing_only, progress
+            out, split, seed, count, size, width, frames, crossing_only, progress, keep_masks
         )
         write_json(raw, out / f"{split}.json")
     return drawn

@@ -20,8 +20,17 @@ from pathlib import Path
 
 import numpy as np
 
-from ifrvis.data.masks import decode_segmentation, segmentation_problem
+from ifrvis.data.masks import (
+    MAX_FRAME_SIDE,
+    CompressedRLEBatch,
+    decode_segmentation,
+    segmentation_problem,
+    short_repr,
+)
 from ifrvis.errors import UserError
+
+# The most frames a video may have (the evaluation walks every frame of every video, whatever it holds).
+MAX_VIDEO_FRAMES = 100_000
 
 
 class DataError(UserError):
@@ -103,7 +112,7 @@ class YTVIS:
             ("valid", lambda vid: vid in valid_ids),
         ):
             raw = {
-                key: copy.deepcopy(value)
+                key: _copied(value, self.source, key)
                 for key, value in self.raw.items()
                 if key not in ("videos", "annotations")
             }
@@ -115,26 +124,38 @@ class YTVIS:
         return parts[0], parts[1]
 
 
+def _copied(value: object, source: str, key: str) -> object:
+    """A deep copy of a field of a split's file; DataError when it is nested too deeply to copy."""
+    try:
+        return copy.deepcopy(value)
+    except RecursionError:  # ~3 frames a level: a field nested ~300 deep, which JSON reads
+        raise DataError(f"{_where(source, None, key)}: nested too deeply") from None
+
+
 def read_json(json_path: str | Path) -> object:
-    """The parsed JSON file; DataError naming the file when it is missing or unreadable."""
+    """The parsed JSON file; DataError naming the file when it is missing or unreadable: not UTF-8, not
+    JSON, nested deeper than Python's recursion limit, an integer of more digits than Python converts."""
     json_path = Path(json_path)
     try:
         return json.loads(json_path.read_text())
     except FileNotFoundError:
         raise DataError(f"{json_path}: file not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+    except RecursionError:
+        raise DataError(f"{json_path}: not a readable JSON file: nested too deeply") from None
+    except (OSError, ValueError) as error:  # UnicodeDecodeError, JSONDecodeError, the digits limit
         raise DataError(f"{json_path}: not a readable JSON file: {error}") from None
 
 
 def load_ytvis(json_path: str | Path, image_root: str | Path, check_files: bool = True) -> YTVIS:
-    """Read and validate a YouTube-VIS JSON; with `check_files` every frame file must exist."""
+    """Read and validate a YouTube-VIS JSON; with `check_files` every frame file must exist and not be
+    empty (a training run's preflight: one stat a frame)."""
     return build_ytvis(read_json(json_path), str(json_path), Path(image_root), check_files=check_files)
 
 
 def build_ytvis(raw: dict, source: str, image_root: Path, check_files: bool = False) -> YTVIS:
     """Validate a parsed YouTube-VIS dict (`source` names it in errors) and index it. Raises DataError
     with the first of `find_problems` and how many more there are."""
-    problems = find_problems(raw, source, image_root if check_files else None)
+    problems = find_problems(raw, source, image_root if check_files else None, empty_frames=check_files)
     if problems:
         more = f" (and {len(problems) - 1} more problems; `ifrvis check-data` lists them all)"
         raise DataError(problems[0] + (more if len(problems) > 1 else ""))
@@ -155,26 +176,34 @@ def build_ytvis(raw: dict, source: str, image_root: Path, check_files: bool = Fa
     )
 
 
-def find_problems(raw: object, source: str, image_root: Path | None = None) -> list[str]:
+def find_problems(
+    raw: object, source: str, image_root: Path | None = None, empty_frames: bool = False
+) -> list[str]:
     """Every problem of a parsed YouTube-VIS dict, each as '<source>: video <id>: field '<name>': <what>';
-    empty when it is valid. With `image_root`, every frame file must exist there (listed, not read).
-    `annotations` may be null or missing (valid.json / test.json). A problem in one entry does not hide
-    those of the others; an entry that cannot be indexed (no integer id, unknown video) is not checked
-    further, so that one mistake is reported once."""
+    empty when it is valid. With `image_root`, every frame file must exist there (listed, not read),
+    and with `empty_frames` not be empty (0 bytes; `ifrvis check-data` reads every frame's header
+    instead, `check.frame_problems`). `annotations` may be null or missing (valid.json / test.json). A
+    problem in one entry does not hide those of the others; an entry that cannot be indexed (no integer
+    id, unknown video) is not checked further, so that one mistake is reported once."""
     if not isinstance(raw, dict):
         return [f"{source}: the top level must be an object"]
     problems: list[str] = []
     categories = _check_categories(raw.get("categories"), source, problems)
     videos = _check_videos(raw.get("videos"), source, problems)
     if image_root is not None and videos:
-        _check_frames_exist([v for v in videos.values() if v is not None], image_root, source, problems)
+        usable = [v for v in videos.values() if v is not None]
+        _check_frames_exist(usable, image_root, source, problems, empty_frames)
     annotations = raw.get("annotations")
     if annotations is not None and not isinstance(annotations, list):
         problems.append(f"{_where(source, None, 'annotations')}: neither a list nor null")
     elif annotations is not None and isinstance(raw.get("videos"), list):  # else all would be unknown
         seen: set[int] = set()
+        batch = CompressedRLEBatch()  # compressed RLE strings: their runs are checked all at once
         for index, ann in enumerate(annotations):
-            _check_annotation(ann, index, videos, categories, seen, source, problems)
+            _check_annotation(ann, index, videos, categories, seen, source, problems, batch)
+        for (position, video_id, prefix, t), problem in reversed(batch.problems()):  # as if found in order
+            where = _where(source, video_id, f"{prefix}.segmentations[{t}]")
+            problems.insert(position, f"{where}: {problem}")
     return problems
 
 
@@ -203,7 +232,9 @@ def _check_videos(videos: object, source: str, problems: list[str]) -> dict[int,
     by_id: dict[int, dict | None] = {}
     for index, video in enumerate(videos):
         if not isinstance(video, dict) or not _is_int(video.get("id")):
-            problems.append(f"{_where(source, None, f'videos[{index}].id')}: missing or not an integer")
+            problems.append(
+                f"{_where(source, None, f'videos[{index}].id')}: missing or not a (64-bit) integer"
+            )
         elif video["id"] in by_id:
             problems.append(f"{_where(source, video['id'], 'videos.id')}: duplicate video id")
         else:
@@ -219,29 +250,40 @@ def _check_video(video: dict, source: str, problems: list[str]) -> bool:
         if not _is_int(video.get(key)) or video[key] <= 0:
             problems.append(f"{_where(source, video['id'], key)}: missing or not a positive integer")
             usable = False
+        elif video[key] > MAX_FRAME_SIDE:  # masks of larger frames cannot be read (masks.py)
+            problems.append(
+                f"{_where(source, video['id'], key)}: {short_repr(video[key])} px, more than {MAX_FRAME_SIDE}"
+            )
+            usable = False
     names = video.get("file_names")
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
         where = _where(source, video["id"], "file_names")
         problems.append(f"{where}: missing, empty or not a list of paths")
         usable = False
+    elif len(names) > MAX_VIDEO_FRAMES:
+        problems.append(f"{_where(source, video['id'], 'file_names')}: more than {MAX_VIDEO_FRAMES} frames")
+        usable = False
     elif "length" in video and video["length"] != len(names):
         where = _where(source, video["id"], "length")
-        problems.append(f"{where}: {video['length']} but {len(names)} file_names")
+        problems.append(f"{where}: {short_repr(video['length'])} but {len(names)} file_names")
     return usable
 
 
-def _check_frames_exist(videos: Iterable[dict], image_root: Path, source: str, problems: list[str]) -> None:
-    """Every frame file must exist: each folder is listed once, names are split as strings (a real
-    split has ~10^5 frames: pathlib per frame would take seconds)."""
+def _check_frames_exist(
+    videos: Iterable[dict], image_root: Path, source: str, problems: list[str], empty_frames: bool = False
+) -> None:
+    """Every frame file must exist (with `empty_frames`, and not be empty: one stat a frame): each folder
+    is listed once, names are split as strings (a real split has ~10^5 frames: pathlib per frame would
+    take seconds)."""
     if not image_root.is_dir():
         problems.append(f"{source}: frame folder {image_root} is missing")
         return
-    listings: dict[str, set[str] | None] = {}
+    listings: dict[str, dict[str, os.DirEntry] | None] = {}
     for video in videos:
         for t, name in enumerate(video["file_names"]):
             folder, _, file_name = name.rpartition("/")
             if folder not in listings:
-                listings[folder] = _file_names_in(os.path.join(image_root, folder))
+                listings[folder] = _files_in(os.path.join(image_root, folder))
             files = listings[folder]
             if files is None:  # one problem for the video, not one a frame
                 where = _where(source, video["id"], f"file_names[{t}]")
@@ -250,15 +292,26 @@ def _check_frames_exist(videos: Iterable[dict], image_root: Path, source: str, p
             if file_name not in files:
                 where = _where(source, video["id"], f"file_names[{t}]")
                 problems.append(f"{where}: frame file {image_root / name} is missing")
+            elif empty_frames and _is_empty(files[file_name]):
+                where = _where(source, video["id"], f"file_names[{t}]")
+                problems.append(f"{where}: frame file {image_root / name} is empty (0 bytes)")
 
 
-def _file_names_in(folder: str) -> set[str] | None:
-    """Names of the files in `folder`, None when it is not a folder."""
+def _files_in(folder: str) -> dict[str, os.DirEntry] | None:
+    """The files in `folder` by name, None when it is not a folder (or cannot be listed)."""
     try:
         with os.scandir(folder) as entries:
-            return {entry.name for entry in entries if entry.is_file()}
-    except (FileNotFoundError, NotADirectoryError):
+            return {entry.name: entry for entry in entries if entry.is_file()}
+    except OSError:
         return None
+
+
+def _is_empty(entry: os.DirEntry) -> bool:
+    """Whether a listed file holds 0 bytes (a failed download or copy); its stat, nothing read."""
+    try:
+        return entry.stat().st_size == 0
+    except OSError:  # gone since it was listed: as good as empty
+        return True
 
 
 def _check_annotation(
@@ -269,9 +322,12 @@ def _check_annotation(
     seen: set[int],
     source: str,
     problems: list[str],
+    batch: CompressedRLEBatch,
 ) -> None:
     if not isinstance(ann, dict) or not _is_int(ann.get("id")):
-        problems.append(f"{_where(source, None, f'annotations[{index}].id')}: missing or not an integer")
+        problems.append(
+            f"{_where(source, None, f'annotations[{index}].id')}: missing or not a (64-bit) integer"
+        )
         return
     prefix = f"annotations[id={ann['id']}]"
     video_id = ann.get("video_id")
@@ -284,9 +340,10 @@ def _check_annotation(
     video = videos[video_id]
     if video is None:  # its own problem is reported: nothing to check the segmentations against
         return
-    if ann.get("category_id") not in categories:
+    category_id = ann.get("category_id")
+    if not _is_int(category_id) or category_id not in categories:  # a list is not hashable
         where = _where(source, video_id, f"{prefix}.category_id")
-        problems.append(f"{where}: unknown category id {ann.get('category_id')!r}")
+        problems.append(f"{where}: unknown category id {short_repr(category_id)}")
     length, height, width = len(video["file_names"]), video["height"], video["width"]
     segmentations = ann.get("segmentations")
     if not isinstance(segmentations, list) or len(segmentations) != length:
@@ -294,16 +351,30 @@ def _check_annotation(
         where = _where(source, video_id, f"{prefix}.segmentations")
         problems.append(f"{where}: {count} entries for a video of {length} frames")
     for t, seg in enumerate(segmentations if isinstance(segmentations, list) else []):
-        problem = segmentation_problem(seg, height, width)
+        problem = segmentation_problem(seg, height, width, compressed_counts=False)
         if problem is not None:
             problems.append(f"{_where(source, video_id, f'{prefix}.segmentations[{t}]')}: {problem}")
+        elif isinstance(seg, dict) and isinstance(seg["counts"], str):
+            batch.add(seg["counts"], height, width, (len(problems), video_id, prefix, t))
     for key in ("areas", "bboxes"):  # optional; the evaluation reads `areas` for the area ranges
         values = ann.get(key)
         if values is not None and (not isinstance(values, list) or len(values) != length):
             count = len(values) if isinstance(values, list) else "no list of"
             where = _where(source, video_id, f"{prefix}.{key}")
             problems.append(f"{where}: {count} entries for a video of {length} frames")
+        elif key == "areas" and values is not None and areas_problem(values):
+            problems.append(f"{_where(source, video_id, f'{prefix}.areas')}: {areas_problem(values)}")
+
+
+def areas_problem(areas: list) -> str | None:
+    """Why per-frame `areas` are not each null or a finite number >= 0 (the evaluation averages them
+    for its area ranges, as ytvoseval, whatever the masks' areas), None when they are."""
+    for area in areas:
+        if area is not None and (type(area) not in (int, float) or not 0 <= area < 2**53):  # NaN: False
+            return f"an entry {short_repr(area)} is neither null nor a finite number >= 0"
+    return None
 
 
 def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    """An integer (not a bool) in int64's range, as NumPy and torch hold ids and sizes."""
+    return isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63

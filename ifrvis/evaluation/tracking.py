@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 from pycocotools import mask as mask_utils
 
-from ifrvis.evaluation.results import annotations_by_video, load_ground_truth, load_results, video_infos
+from ifrvis.evaluation.results import GroundTruth, load_results, read_ground_truth
 from ifrvis.evaluation.ytvis_eval import _to_rle, frame_areas
 
 # our key -> motmetrics metric name; IDF1, IDP and IDR are derived from the identity counts (`_row`)
@@ -220,16 +220,17 @@ def tracking_metrics(gt, results, score_threshold: float = 0.5, iou_threshold: f
     HOTA, DetA, AssA, LocA overall and per video (`per_video`: video id -> the same keys) by the
     method of Sec. 4.4 and HOTA's (module docstring).
 
-    gt: YouTube-VIS ground-truth path or dict; results: path or list in the official format.
+    gt: YouTube-VIS ground-truth path, dict or `read_ground_truth`'s GroundTruth; results: path or list
+    in the official format; both checked first (`read_ground_truth`, `load_results`).
     Rates are fractions; IDF1, IDP and IDR are 0 where their denominator is (`identity_rates`).
     iou_threshold is the box metrics' only: HOTA integrates over its own mask-IoU thresholds."""
-    gt = load_ground_truth(gt)
-    results = load_results(results, gt)
-    videos = video_infos(gt)
-    index_of = {id(ann): index for index, ann in enumerate(gt["annotations"])}
+    truth: GroundTruth = read_ground_truth(gt)
+    results = load_results(results, truth)
+    videos = truth.videos
+    index_of = {id(ann): index for index, ann in enumerate(truth.data["annotations"])}
     gt_tracks = {
         vid: [(index_of[id(ann)], ann["segmentations"]) for ann in anns]
-        for vid, anns in annotations_by_video(gt, videos).items()
+        for vid, anns in truth.by_video.items()
     }
     pred_tracks: dict = {vid: [] for vid in videos}
     for index, res in enumerate(results):

@@ -20,9 +20,11 @@ The rules of the official evaluator, reproduced here:
   not use COCO's crowd IoU).
 
 Where this evaluator is stricter than ytvoseval (which would run on or crash later): results are
-validated first (`load_results`: unknown video or category, wrong frame count or mask size,
-non-finite score raise ResultsError), and so are the ground-truth annotations. A ground truth
-without `areas` gets them from its masks.
+validated first (`load_results`: unknown video or category, wrong frame count or mask size, RLE runs
+that do not cover the frame, non-finite score raise ResultsError), and so is the ground truth
+(`read_ground_truth`: every segmentation a mask of its video's size, as `masks.segmentation_problem`
+checks it; pycocotools' decoder trusts the runs and writes past the mask). A ground truth without
+`areas` gets them from its masks.
 
 The video IoU of the same-category pairs of a video is computed with one batched pycocotools RLE
 intersection per (category, frame), with the per-frame areas computed once per video, instead of
@@ -36,7 +38,7 @@ import functools
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from ifrvis.evaluation.results import annotations_by_video, load_ground_truth, load_results, video_infos
+from ifrvis.evaluation.results import GroundTruth, load_results, read_ground_truth
 
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True)
 RECALL_THRESHOLDS = np.linspace(0.0, 1.00, int(np.round((1.00 - 0.0) / 0.01)) + 1, endpoint=True)
@@ -200,16 +202,17 @@ def _group(items, key):
 def evaluate_ytvis(gt, results) -> dict:
     """YouTube-VIS AP/AR of `results` against `gt`.
 
-    gt: ground-truth JSON path or dict; results: path or list in the official format (validated by
-    `load_results`). Returns AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs, ARm, ARl as
-    fractions in [0, 1] (-1 where undefined) and `per_category_AP` {category id: AP} over the
-    categories with ground truth. Prints nothing."""
-    gt = load_ground_truth(gt)
-    results = load_results(results, gt)
-    videos = video_infos(gt)
+    gt: ground-truth JSON path, dict or `read_ground_truth`'s GroundTruth; results: path or list in the
+    official format. Both are checked first (`read_ground_truth`, `load_results`: ResultsError naming
+    the entry and field, before pycocotools sees a mask). Returns AP, AP50, AP75, APs, APm, APl, AR1,
+    AR10, AR100, ARs, ARm, ARl as fractions in [0, 1] (-1 where undefined) and `per_category_AP`
+    {category id: AP} over the categories with ground truth. Prints nothing."""
+    truth: GroundTruth = read_ground_truth(gt)
+    results = load_results(results, truth)
+    videos = truth.videos
     video_ids = sorted(videos)
-    cat_ids = sorted({int(c["id"]) for c in gt["categories"]})
-    gt_by_video = annotations_by_video(gt, videos)
+    cat_ids = truth.category_ids
+    gt_by_video = truth.by_video
     dt_by_video = _group(results, lambda r: r["video_id"])
 
     area_names = list(AREA_RANGES)
