@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from pathlib import Path
 
+from ifrvis.cli import ArgumentParser
 from ifrvis.errors import UserError
 from ifrvis.evaluation.results import load_results, read_ground_truth
 from ifrvis.evaluation.tracking import tracking_metrics
@@ -15,7 +15,7 @@ from ifrvis.metric_names import TRACKING_KEYS, scale
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ifrvis eval", description="YouTube-VIS AP/AR of a results file.")
+    parser = ArgumentParser(prog="ifrvis eval", description="YouTube-VIS AP/AR of a results file.")
     parser.add_argument("--gt", required=True, help="YouTube-VIS ground-truth JSON")
     parser.add_argument("--results", required=True, help="results JSON in the official format")
     parser.add_argument("--json", help="also write the metrics (fractions) to this JSON file")

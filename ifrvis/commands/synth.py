@@ -7,14 +7,13 @@ import argparse
 import shutil
 from pathlib import Path
 
+from ifrvis.cli import ArgumentParser
 from ifrvis.data.synthetic import argument_problem, generate
 from ifrvis.errors import UserError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="ifrvis synth", description="Write a synthetic YouTube-VIS data set."
-    )
+    parser = ArgumentParser(prog="ifrvis synth", description="Write a synthetic YouTube-VIS data set.")
     parser.add_argument("--out", required=True, help="output folder (train.json, valid.json, JPEGImages/)")
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--train-videos", type=int, default=300)
