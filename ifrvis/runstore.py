@@ -71,7 +71,7 @@ MEMBER_PREFIX = "in_sweep."  # in_sweep.<name> = "1" for every sweep that planne
 SWEPT_PREFIX = "swept."  # swept.<key> = the run's value of each swept key
 PARENT_TAG = "sweep_parent"  # "1" on a sweep's parent run
 SUBMITTED_TAG = "submitted_at"  # Unix time the job was handed to its executor
-SLURM_JOB_TAG = "slurm_job"  # the Slurm job (array id_index) a sweep submitted the run as
+SLURM_JOB_TAG = "launch.slurm_submission"  # the Slurm job (array id_index) a sweep submitted the run as
 ERROR_TAG = "error"  # why the run FAILED
 SUBMISSION_ERROR_TAG = "submission_error"  # why a sweep's last submission took no job (its parent)
 SOURCE_TAG, SERVER_SOURCE = "metrics_source", "evaluation server"  # AP and AR from `ifrvis server-scores`

@@ -56,7 +56,7 @@ def test_zero_padded_and_prefixed_names_keep_their_order(tmp_path):
         ("fps 0", "--fps 0: give a frame rate from 0.01 to 1000"),
         ("fps nan", "--fps nan: give a frame rate from 0.01 to 1000"),
         ("fps 1e-5", "--fps 1e-05: give a frame rate from 0.01 to 1000"),  # no time base takes it
-        ("score-threshold nan", "--score-threshold nan: give a score from 0 to 1"),
+        ("score-threshold nan", "--score-threshold nan: give a number (scores are 0 to 1)"),
         ("out is a file", "a file, not a folder"),
         ("out under a file", "is a file, not a folder"),
         ("read-only out", "is not writable"),

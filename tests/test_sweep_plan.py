@@ -195,13 +195,13 @@ def test_a_resume_on_another_number_of_ranks_is_refused_before_anything_is_creat
         run_sweep(sweep, executor="slurm", slurm=slurm)
     with pytest.raises(UserError, match="Slurm profile 'nowhere': no file"):
         run_sweep(sweep, executor="slurm", slurm={"profile": "nowhere"})
-    checkpoint.write_bytes(checkpoint.read_bytes()[:100])  # cut short: named before any submission
-    with pytest.raises(UserError, match=f"{checkpoint}: not a run checkpoint this run can resume from"):
-        run_sweep(sweep, executor="slurm", slurm=slurm)
     assert not runstore.store_exists(sweep.cfgs[0].logging.mlflow_uri) or not runstore.find_runs(
         runstore.client(sweep.cfgs[0].logging.mlflow_uri), "ifrvis", sweep="reshaped"
     )
     check_resume_shape(sweep.cfgs[0], 1)  # the same shape resumes
+    checkpoint.write_bytes(checkpoint.read_bytes()[:100])  # cut short: named before any submission
+    with pytest.raises(UserError, match=f"{checkpoint}: not a run checkpoint this run can resume from"):
+        run_sweep(sweep, executor="slurm", slurm=slurm)
 
 
 def test_a_cluster_shape_with_more_tasks_than_gpus_is_one_line_before_anything_exists(tmp_path, tiny_data):

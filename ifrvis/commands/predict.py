@@ -13,6 +13,7 @@ Writes DIR/<stem>/results.json, overlay.<ext> and strip.png per input (ifrvis.pr
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import signal
 import sys
@@ -106,8 +107,8 @@ def check_options(args: argparse.Namespace) -> None:
             f"--fps {args.fps:g}: give a frame rate from {low:g} to {high:g} (the overlay's for a folder of "
             "frames)"
         )
-    if not 0 <= args.score_threshold <= 1:  # NaN too
-        raise UserError(f"--score-threshold {args.score_threshold:g}: give a score from 0 to 1")
+    if not math.isfinite(args.score_threshold):  # above 1 keeps no track, which a user may want
+        raise UserError(f"--score-threshold {args.score_threshold:g}: give a number (scores are 0 to 1)")
     if args.start < 0:
         raise UserError(f"--start {args.start}: give a frame index, 0 or more")
     if args.end is not None and args.end <= args.start:

@@ -74,15 +74,21 @@ CHECKPOINT_KEYS: dict[str, type | tuple[type, ...]] = {
 }
 
 
-def load_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
-    """A checkpoint written by `save_checkpoint` (tensors and plain Python values only, so the safe
-    `weights_only=True` loader suffices). A RunCheckpointError names the file and what is wrong with it
-    before a resume touches the run: a truncated or foreign file, or one without the keys a resume reads."""
+def load_checkpoint(path: str | Path, mmap: bool = False) -> Any:
+    """What `save_checkpoint` wrote (tensors and plain Python values only, so the safe `weights_only=True`
+    loader suffices); a RunCheckpointError naming the file when it cannot be read (cut short, a foreign
+    pickle that weights_only refuses, not a file)."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except Exception as error:  # a truncated zip, a foreign pickle (weights_only refuses it), not a file
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise RunCheckpointError(f"{path}: {MOVE_AWAY} ({reason[:200]})") from error
+
+
+def load_run_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
+    """A run's checkpoint for its resume: `load_checkpoint`, and a RunCheckpointError before the resume
+    touches the run when it lacks what a resume reads (`CHECKPOINT_KEYS`)."""
+    state = load_checkpoint(path, mmap)
     problem = checkpoint_problem(state)
     if problem:
         raise RunCheckpointError(f"{path}: {MOVE_AWAY} ({problem})")

@@ -28,7 +28,7 @@ from ifrvis.data.datasets import ClipBatches, ClipDataset, TrainSampler, collate
 from ifrvis.data.splits import load_splits
 from ifrvis.data.ytvis import YTVIS
 from ifrvis.engine.checkpoint import (
-    load_checkpoint,
+    load_run_checkpoint,
     rng_state,
     save_checkpoint,
     seed_everything,
@@ -197,7 +197,7 @@ def _load_state(cfg: Config, ckpt_path: Path, resume: bool, info: DistInfo) -> d
             f"{ckpt_path} exists: this run (identity {run_identity(cfg)}) was started before; "
             "pass --resume to continue it, or delete its folder to start over"
         )
-    return load_checkpoint(ckpt_path) if resume and ckpt_path.exists() else None
+    return load_run_checkpoint(ckpt_path) if resume and ckpt_path.exists() else None
 
 
 def _open_run(cfg: Config, state: dict | None, info: DistInfo) -> runstore.RunLogger | None:

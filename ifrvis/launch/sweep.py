@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from ifrvis import run_folder, runstore
 from ifrvis.config import Config, load_config, run_identity
-from ifrvis.engine.checkpoint import load_checkpoint
+from ifrvis.engine.checkpoint import load_run_checkpoint
 from ifrvis.engine.train import preflight, split_batch
 from ifrvis.errors import UserError
 
@@ -156,7 +156,7 @@ def check_resume_shape(cfg: Config, ranks: int) -> None:
     path = run_folder.checkpoint_path(cfg)
     if not path.exists():
         return
-    saved = len(load_checkpoint(path, mmap=True)["sampler"])
+    saved = len(load_run_checkpoint(path, mmap=True)["sampler"])
     if saved != ranks:
         raise UserError(
             f"{runstore.run_name(cfg)}: its checkpoint {path} was saved by {saved} rank(s) and this"
