@@ -102,8 +102,9 @@ def expand(
     return Sweep(name, cfgs, list(grid))
 
 
-def classify(cfg: Config, swept_keys: Sequence[str] = ()) -> Spec:
-    """A spec with the state its MLflow run and checkpoint say (final metrics when done)."""
+def classify(cfg: Config, swept_keys: Sequence[str] = (), ask_slurm: bool = True) -> Spec:
+    """A spec with the state its MLflow run and checkpoint say (final metrics when done), and with
+    `ask_slurm` its Slurm job of an earlier launch (IN_SLURM while that job is queued or running)."""
     run = runstore.find_run(cfg)
     if run is None:
         return Spec(cfg, swept_keys)
@@ -114,7 +115,7 @@ def classify(cfg: Config, swept_keys: Sequence[str] = ()) -> Spec:
         spec.state, spec.error = FAILED, run.data.tags.get(runstore.ERROR_TAG, "")
     else:
         spec.state = RESUME if run_folder.checkpoint_path(cfg).exists() else PENDING
-        job = run.data.tags.get(runstore.SLURM_JOB_TAG)
+        job = run.data.tags.get(runstore.SLURM_JOB_TAG) if ask_slurm else None
         alive = slurm_job_state(job) if job else ""
         if alive:
             spec.state, spec.error = IN_SLURM, f"job {job} {alive}"
@@ -321,7 +322,7 @@ def _settle(spec: Spec, job_error: str) -> None:
     """The spec's state after its job, as the store records it. A job that ended without ending its
     run (killed by the scheduler, out of memory, a crash before training) leaves the run FAILED with
     the job's error, never RUNNING; a run stopped for a requeue (KILLED) stays resumable."""
-    settled = classify(spec.cfg, spec.swept_keys)
+    settled = classify(spec.cfg, spec.swept_keys, ask_slurm=False)  # its job has ended (or is COMPLETING)
     spec.metrics, spec.state, spec.error = settled.metrics, settled.state, settled.error
     if spec.state in (PENDING, RESUME) and job_error:
         store_run = runstore.find_run(spec.cfg)
