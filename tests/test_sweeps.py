@@ -620,6 +620,36 @@ def test_a_sweep_stopped_while_its_jobs_run_fails_its_parent_run(tmp_path, tiny_
     assert run.info.status == "FAILED" and "sweep stopped: KeyboardInterrupt" in run.data.tags["error"]
 
 
+def test_a_rerun_while_an_earlier_local_launchs_job_still_runs_does_not_start_it_again(tmp_path, tiny_data):
+    """The local executor's jobs outlive a launcher that dies (SIGKILL): a re-run on the same machine
+    finds the run's process alive (its launch.pid tag), leaves it, and says so."""
+    config = write_run_config(tmp_path, tiny_data, max_iters=400)
+    command = [sys.executable, str(ROOT / "experiments" / "run_seeds.py"), str(config), "--seeds", "1"]
+    command += ["--sweep", "twice-here"]
+    cfg = load_config(config)
+    first = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    job = None
+    try:
+        deadline = time.time() + 180
+        while job is None:  # the job has started and tagged its process
+            assert time.time() < deadline and first.poll() is None
+            run = runstore.find_run(cfg) if runstore.store_exists(cfg.logging.mlflow_uri) else None
+            job = run.data.tags.get("launch.pid") if run else None
+            time.sleep(0.5)
+        first.kill()  # the launcher only: its job goes on
+        first.wait()
+        again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert again.returncode == 1, again.stdout[-2000:] + again.stderr[-2000:]
+        assert "1 runs: 0 done, 0 resume, 0 failed, 0 pending, 0 in slurm, 1 running here" in again.stdout
+        assert f"| running here: process {job} |" in again.stdout
+        assert "still in processes here of an earlier launch" in again.stderr
+        assert Path(f"/proc/{job}").exists()  # left alone
+    finally:
+        if job:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(job), signal.SIGKILL)
+
+
 @pytest.mark.slurm
 @pytest.mark.skipif(not slurm_available(), reason="no Slurm cluster: start it with slurm/start_cluster.sh")
 def test_a_rerun_while_an_earlier_launchs_job_still_runs_does_not_submit_it_again(tmp_path, tiny_data):
@@ -648,7 +678,7 @@ def test_a_rerun_while_an_earlier_launchs_job_still_runs_does_not_submit_it_agai
         first.wait()
         again = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
         assert again.returncode == 1, again.stdout[-2000:] + again.stderr[-2000:]
-        assert "1 runs: 0 done, 0 resume, 0 failed, 0 pending, 1 in slurm" in again.stdout
+        assert "1 runs: 0 done, 0 resume, 0 failed, 0 pending, 1 in slurm, 0 running here" in again.stdout
         assert (
             "| in slurm: job " in again.stdout and "still in Slurm jobs of an earlier launch" in again.stderr
         )

@@ -261,6 +261,7 @@ def launch_tags(world_size: int, log: Path) -> dict[str, str]:
     number of ranks, the run's log, the GPUs it was given and, under Slurm, the job, its array index, its
     requeue count, its nodes and Slurm's log of it."""
     tags = {"launch.host": platform.node(), "launch.world_size": str(world_size), "launch.log": str(log)}
+    tags["launch.pid"] = str(os.getpid())  # a re-run of its sweep on this host leaves it running
     tags |= {tag: os.environ[name] for tag, name in LAUNCH_ENV_TAGS.items() if os.environ.get(name)}
     if "launch.slurm_job_id" in tags:
         tags.setdefault("launch.slurm_restart_count", "0")  # Slurm sets it from the first requeue on

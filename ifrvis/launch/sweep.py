@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import os
+import platform
 import re
 import shutil
 import subprocess
@@ -27,6 +29,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from ifrvis import run_folder, runstore
 from ifrvis.config import Config, load_config, run_identity
@@ -34,9 +37,11 @@ from ifrvis.engine.checkpoint import load_run_checkpoint
 from ifrvis.engine.train import preflight, split_batch
 from ifrvis.errors import UserError
 
-# What a spec's MLflow run, checkpoint and Slurm job say about it (IN_SLURM: its job of an earlier launch
-# is still queued or running, so it is not submitted again).
-DONE, RESUME, FAILED, PENDING, IN_SLURM = "done", "resume", "failed", "pending", "in slurm"
+# What a spec's MLflow run, checkpoint and job say about it (IN_SLURM, RUNNING_HERE: its job of an earlier
+# launch is still queued or running, in Slurm or as a process of this machine, so it is not started again).
+DONE, RESUME, FAILED, PENDING = "done", "resume", "failed", "pending"
+IN_SLURM, RUNNING_HERE = "in slurm", "running here"
+STILL_RUNNING = (IN_SLURM, RUNNING_HERE)
 SWEEP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # it becomes part of MLflow tag keys
 
 
@@ -102,9 +107,10 @@ def expand(
     return Sweep(name, cfgs, list(grid))
 
 
-def classify(cfg: Config, swept_keys: Sequence[str] = (), ask_slurm: bool = True) -> Spec:
+def classify(cfg: Config, swept_keys: Sequence[str] = (), ask_jobs: bool = True) -> Spec:
     """A spec with the state its MLflow run and checkpoint say (final metrics when done), and with
-    `ask_slurm` its Slurm job of an earlier launch (IN_SLURM while that job is queued or running)."""
+    `ask_jobs` its job of an earlier launch: IN_SLURM while its Slurm job is queued or running,
+    RUNNING_HERE while its process runs on this machine (a launcher that died leaves both going)."""
     run = runstore.find_run(cfg)
     if run is None:
         return Spec(cfg, swept_keys)
@@ -115,11 +121,25 @@ def classify(cfg: Config, swept_keys: Sequence[str] = (), ask_slurm: bool = True
         spec.state, spec.error = FAILED, run.data.tags.get(runstore.ERROR_TAG, "")
     else:
         spec.state = RESUME if run_folder.checkpoint_path(cfg).exists() else PENDING
-        job = run.data.tags.get(runstore.SLURM_JOB_TAG) if ask_slurm else None
+        tags = run.data.tags if ask_jobs else {}
+        job = tags.get(runstore.SLURM_JOB_TAG)
         alive = slurm_job_state(job) if job else ""
         if alive:
             spec.state, spec.error = IN_SLURM, f"job {job} {alive}"
+        elif tags.get("launch.host") == platform.node() and job_process_alive(tags.get("launch.pid", "")):
+            spec.state, spec.error = RUNNING_HERE, f"process {tags['launch.pid']}"
     return spec
+
+
+def job_process_alive(pid: str) -> bool:
+    """Whether process `pid` of this machine is alive and a training job (not another program that
+    took its number since)."""
+    if not pid.isdigit() or int(pid) == os.getpid():  # this launcher's own process trained it (tests)
+        return False
+    try:
+        return b"ifrvis" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:  # no such process (or no /proc)
+        return False
 
 
 def slurm_job_state(job_id: str) -> str:
@@ -208,7 +228,8 @@ def run_sweep(
     check_inputs(sweep.cfgs, ranks_of(executor, slurm))
     specs = plan(sweep, retry_failed, create=not dry_run)
     counts = {
-        state: sum(s.state == state for s in specs) for state in (DONE, RESUME, FAILED, PENDING, IN_SLURM)
+        state: sum(s.state == state for s in specs)
+        for state in (DONE, RESUME, FAILED, PENDING, *STILL_RUNNING)
     }
     keys = f" over {', '.join(sweep.swept_keys)}" if sweep.swept_keys else ""
     print(
@@ -236,7 +257,7 @@ def run_sweep(
             _settle(spec, error)
     print(summary_table(specs))
     done = all(s.state == DONE for s in specs)
-    if not any(s.state == IN_SLURM for s in specs):  # else the earlier launch's jobs still run
+    if not any(s.state in STILL_RUNNING for s in specs):  # else the earlier launch's jobs still run
         parent.set_status(runstore.FINISHED if done else runstore.FAILED)
     for line in closing_lines(specs):
         print(line, file=sys.stderr)
@@ -255,12 +276,13 @@ def closing_lines(specs: Sequence[Spec]) -> list[str]:
         )
     if failed:
         lines.append(f"{failed} run(s) failed; fix and re-run with --retry-failed")
-    in_slurm = sum(s.state == IN_SLURM for s in specs)
-    if in_slurm:
-        lines.append(
-            f"{in_slurm} run(s) still in Slurm jobs of an earlier launch, not submitted again: re-run the"
-            " sweep once they end (scancel them to start them here instead)"
-        )
+    for state, where, stop in ((IN_SLURM, "Slurm jobs", "scancel"), (RUNNING_HERE, "processes here", "kill")):
+        count = sum(s.state == state for s in specs)
+        if count:
+            lines.append(
+                f"{count} run(s) still in {where} of an earlier launch, not started again: re-run the sweep"
+                f" once they end ({stop} them to start them afresh instead)"
+            )
     return lines
 
 
@@ -322,7 +344,7 @@ def _settle(spec: Spec, job_error: str) -> None:
     """The spec's state after its job, as the store records it. A job that ended without ending its
     run (killed by the scheduler, out of memory, a crash before training) leaves the run FAILED with
     the job's error, never RUNNING; a run stopped for a requeue (KILLED) stays resumable."""
-    settled = classify(spec.cfg, spec.swept_keys, ask_slurm=False)  # its job has ended (or is COMPLETING)
+    settled = classify(spec.cfg, spec.swept_keys, ask_jobs=False)  # its job has ended (or is COMPLETING)
     spec.metrics, spec.state, spec.error = settled.metrics, settled.state, settled.error
     if spec.state in (PENDING, RESUME) and job_error:
         store_run = runstore.find_run(spec.cfg)
