@@ -3,6 +3,7 @@ the same CPU model, thread count and torch version."""
 
 from __future__ import annotations
 
+import os
 import platform
 from pathlib import Path
 
@@ -28,14 +29,24 @@ def test_environment_tags_name_cpu_threads_torch_and_device():
 
 
 def test_launch_tags_say_where_the_job_ran(monkeypatch, tmp_path):
-    for name in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT"):
+    unset = (
+        "SLURM_JOB_ID",
+        "SLURM_ARRAY_JOB_ID",
+        "SLURM_ARRAY_TASK_ID",
+        "SLURM_RESTART_COUNT",
+        "CUDA_VISIBLE_DEVICES",
+    )
+    for name in unset:
         monkeypatch.delenv(name, raising=False)
     log = tmp_path / "train.log"
     assert launch_tags(1, log) == {
         "launch.host": platform.node(),
         "launch.world_size": "1",
         "launch.log": str(log),
+        "launch.pid": str(os.getpid()),  # a re-run of the sweep on this host leaves the run to it
     }
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")  # the local executor's GPU of the run
+    assert launch_tags(1, log)["launch.cuda_visible_devices"] == "3"
     monkeypatch.setenv("SLURM_JOB_ID", "118")
     monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "117")
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "1")
