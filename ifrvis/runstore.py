@@ -187,6 +187,11 @@ def _relocate_artifacts(database: Path) -> None:
             )
 
 
+def _existing_ancestor(path: Path) -> Path:
+    """The nearest folder above `path` that exists: where a store not yet made would be made."""
+    return next(p for p in path.parents if p.exists())
+
+
 class ReadOnlyStore(UserError):
     """A run would write into a store that cannot change (a read-only file system, no permission)."""
 
@@ -197,7 +202,7 @@ def check_writable(uri: str = "") -> None:
     path = _sqlite_path(resolve_uri(uri))
     if path is None:
         return
-    target = path if path.exists() else next(p for p in path.parents if p.exists())
+    target = path if path.exists() else _existing_ancestor(path)
     folder = target if target.is_dir() else target.parent  # SQLite writes its journal beside the file
     if not (os.access(target, os.W_OK) and os.access(folder, os.W_OK)):
         raise ReadOnlyStore(
@@ -281,7 +286,7 @@ def _check_sqlite(uri: str) -> None:
     elif path.exists():
         raise StoreUnavailable(f"run store {path} is a folder, not an SQLite database file")
     else:
-        existing = next(p for p in path.parents if p.exists())
+        existing = _existing_ancestor(path)
         if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
             raise StoreUnavailable(f"run store {path} cannot be made: {existing} is no writable folder")
 

@@ -60,6 +60,9 @@ class RunCheckpointError(UserError):
     """A run's checkpoint that it cannot resume from: cut short, damaged, or not a run checkpoint."""
 
 
+MOVE_AWAY = "not a run checkpoint this run can resume from (move it away to start the run afresh)"
+
+
 # What `train` writes into a checkpoint and reads back at a resume (`metrics` is optional: older files).
 CHECKPOINT_KEYS: dict[str, type | tuple[type, ...]] = {
     "model": dict,
@@ -81,7 +84,7 @@ def load_checkpoint(path: str | Path, mmap: bool = False) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise RunCheckpointError(f"{path}: {MOVE_AWAY} ({reason[:200]})") from error
 
 
@@ -93,9 +96,6 @@ def load_run_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
     if problem:
         raise RunCheckpointError(f"{path}: {MOVE_AWAY} ({problem})")
     return state
-
-
-MOVE_AWAY = "not a run checkpoint this run can resume from (move it away to start the run afresh)"
 
 
 def checkpoint_problem(state: object) -> str | None:
