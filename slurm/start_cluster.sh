@@ -146,17 +146,30 @@ render() {
     mv "$dest.tmp" "$dest"
 }
 
-write_configs() {
+# render_slurm_conf DEST: slurm.conf for this machine, from its template.
+render_slurm_conf() {
     local node_line node host
     # `slurmd -C` prints this machine's NodeName/CPUs/sockets/cores/RealMemory line.
     node_line="$(slurmd -C | grep '^NodeName=')" || fail "slurmd -C failed"
     node="${node_line#NodeName=}"
     node="${node%% *}"
     host="$(hostname -s)"
-    install -d -m 755 "$CONF_DIR"
-    render "$TEMPLATES/slurm.conf.in" "$CONF_DIR/slurm.conf" 644 \
+    render "$TEMPLATES/slurm.conf.in" "$1" 644 \
         CLUSTER="$CLUSTER" HOST="$host" LOG_DIR="$LOG_DIR" DBD_PORT="$DBD_PORT" \
         NODE_LINE="$node_line" NODE="$node" PARTITION="$PARTITION"
+}
+
+# True when the running daemons read the slurm.conf that the template gives today (a cluster started
+# before a change of the template is restarted with the new one).
+config_is_current() {
+    command -v slurmd >/dev/null 2>&1 && [[ -f "$CONF_DIR/slurm.conf" ]] || return 1
+    render_slurm_conf "$RUN_DIR/slurm.conf.expected"
+    cmp -s "$RUN_DIR/slurm.conf.expected" "$CONF_DIR/slurm.conf"
+}
+
+write_configs() {
+    install -d -m 755 "$CONF_DIR"
+    render_slurm_conf "$CONF_DIR/slurm.conf"
     render "$TEMPLATES/slurmdbd.conf.in" "$CONF_DIR/slurmdbd.conf" 600 \
         LOG_DIR="$LOG_DIR" DBD_PORT="$DBD_PORT" DB_PORT="$DB_PORT" DB_USER="$DB_USER" \
         DB_PASS="$DB_PASS" DB_NAME="$DB_NAME"
@@ -215,7 +228,7 @@ main() {
     # started with this descriptor closed, so the lock ends with this script).
     exec 9>"$RUN_DIR/start_cluster.lock"
     flock -w 170 9 || fail "another slurm/start_cluster.sh holds $RUN_DIR/start_cluster.lock"
-    if cluster_is_up; then
+    if cluster_is_up && config_is_current; then
         print_status
         return 0
     fi

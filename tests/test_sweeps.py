@@ -662,12 +662,6 @@ def test_a_rerun_while_an_earlier_launchs_job_still_runs_does_not_submit_it_agai
     env = {**os.environ, "IFRVIS_SLURM_LOGS": str(tmp_path / "slurm-logs")}
     cfg = load_config(config)
 
-    def jobs() -> list[str]:
-        listed = subprocess.run(
-            ["squeue", "-h", "--name", "ifrvis-twice", "-o", "%i"], capture_output=True, text=True
-        )
-        return listed.stdout.split()
-
     first = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 180
@@ -682,10 +676,57 @@ def test_a_rerun_while_an_earlier_launchs_job_still_runs_does_not_submit_it_agai
         assert (
             "| in slurm: job " in again.stdout and "still in Slurm jobs of an earlier launch" in again.stderr
         )
-        assert len(jobs()) == 1  # nothing submitted again
+        assert len(jobs_named("ifrvis-twice")) == 1  # nothing submitted again
     finally:
-        for job in jobs():
+        for job in jobs_named("ifrvis-twice"):
             subprocess.run(["scancel", job], capture_output=True)
+
+
+@pytest.mark.slurm
+@pytest.mark.skipif(not slurm_available(), reason="no Slurm cluster: start it with slurm/start_cluster.sh")
+def test_a_job_preempted_and_cancelled_ends_its_sweep_with_the_run_resumable(tmp_path, tiny_data):
+    """On a partition with PreemptMode=CANCEL (the test cluster's `scavenger`), a preempted job ends
+    PREEMPTED, a state submitit counts as unfinished (a requeued job passes through it): the launcher
+    once waited for it forever. A job of the higher-tier `urgent` partition takes the node here; the
+    sweep ends, says the run stopped, and the run, checkpointed at Slurm's SIGTERM, is left to resume."""
+    config = write_run_config(tmp_path, tiny_data, max_iters=400)
+    command = [sys.executable, str(ROOT / "experiments" / "run_seeds.py"), str(config), "--seeds", "1"]
+    command += ["--executor", "slurm", "--sweep", "scavenged"]
+    env = {**os.environ, "IFRVIS_SLURM_LOGS": str(tmp_path / "slurm-logs")}
+    cfg = load_config(config)
+    launcher = subprocess.Popen(
+        [*command, "--partition", "scavenger"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    urgent = ""
+    try:
+        deadline = time.time() + 240
+        while not run_folder.checkpoint_path(cfg).exists():
+            assert time.time() < deadline and launcher.poll() is None, "the job made no checkpoint"
+            time.sleep(0.5)
+        urgent = subprocess.run(  # the whole node: the scavenger job must go
+            ["sbatch", "--parsable", "-p", "urgent", "-n1", "-c2", "--mem=100M", "--wrap", "sleep 1"],
+            check=True, capture_output=True, text=True,
+        ).stdout.strip()  # fmt: skip
+        out, err = launcher.communicate(timeout=300)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+        for job in (urgent, *jobs_named("ifrvis-scavenged")):
+            subprocess.run(["scancel", job], capture_output=True)
+    assert launcher.returncode == 1, out[-2000:] + err[-2000:]
+    assert "| resume: stopped: Slurm job " in out and ": preempted and not requeued" in out, out[-2000:]
+    assert "1 run(s) stopped before finishing" in err
+    run = runstore.find_run(cfg)
+    assert run.info.status == "KILLED" and "error" not in run.data.tags  # checkpointed at its SIGTERM
+    again = subprocess.run([*command, "--dry-run"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert "1 runs: 0 done, 1 resume, 0 failed, 0 pending" in again.stdout, again.stdout + again.stderr
+
+
+def jobs_named(name: str) -> list[str]:
+    """The ids of this user's queued or running Slurm jobs called `name`."""
+    listed = subprocess.run(["squeue", "-h", "--name", name, "-o", "%i"], capture_output=True, text=True)
+    return listed.stdout.split()
 
 
 @pytest.mark.slurm

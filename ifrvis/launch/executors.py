@@ -186,17 +186,47 @@ def wait_slurm(jobs: Sequence, poll_s: float = 5.0) -> list[str]:
     """Wait for every job of the array; one error per job."""
     errors = [""] * len(jobs)
     pending = dict(enumerate(jobs))
+    cancelled_polls = dict.fromkeys(pending, 0)
     with tqdm(total=len(jobs), desc=f"slurm {jobs[0].job_id.split('_')[0]}", unit="run") as bar:
         while pending:
             time.sleep(poll_s)
             for index, job in list(pending.items()):
-                if not job.done():
+                cancelled_polls[index] = cancelled_polls[index] + 1 if _preempted_for_good(job) else 0
+                if cancelled_polls[index] >= 2:  # twice in a row: not the moment of a requeue
+                    errors[index] = (
+                        f"Slurm job {job.job_id}: preempted and not requeued (its partition's PreemptMode"
+                        " cancels preempted jobs)"
+                    )
+                elif job.done():
+                    error = job.exception()
+                    errors[index] = "" if error is None else f"Slurm job {job.job_id}: {_one_line(error)}"
+                else:
                     continue
                 del pending[index]
-                error = job.exception()
-                errors[index] = "" if error is None else f"Slurm job {job.job_id}: {_one_line(error)}"
                 bar.update(1)
     return errors
+
+
+def _preempted_for_good(job) -> bool:
+    """Whether Slurm preempted the job and did not requeue it (a partition with PreemptMode=CANCEL):
+    submitit counts PREEMPTED as unfinished, since a requeued job passes through it, and would wait
+    forever; such a job has left the queue, where a requeued one waits as PENDING."""
+    return job.state.upper() == "PREEMPTED" and not slurm_job_state(job.job_id)
+
+
+def slurm_job_state(job_id: str) -> str:
+    """Slurm's state of a job that is still queued or running ("PENDING", "RUNNING", ...), "" for one
+    that ended or that Slurm no longer knows (or where there is no Slurm)."""
+    if shutil.which("squeue") is None:
+        return ""
+    answer = subprocess.run(
+        ["squeue", "--noheader", "--jobs", job_id, "--format", "%T"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    states = answer.stdout.split() if answer.returncode == 0 else []
+    return states[0] if states else ""
 
 
 def _one_line(error: BaseException) -> str:

@@ -23,8 +23,6 @@ import itertools
 import os
 import platform
 import re
-import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -36,6 +34,7 @@ from ifrvis.config import Config, load_config, run_identity
 from ifrvis.engine.checkpoint import load_run_checkpoint
 from ifrvis.engine.train import preflight, split_batch
 from ifrvis.errors import UserError
+from ifrvis.launch.executors import slurm_job_state
 
 # What a spec's MLflow run, checkpoint and job say about it (IN_SLURM, RUNNING_HERE: its job of an earlier
 # launch is still queued or running, in Slurm or as a process of this machine, so it is not started again).
@@ -140,21 +139,6 @@ def job_process_alive(pid: str) -> bool:
         return b"ifrvis" in Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:  # no such process (or no /proc)
         return False
-
-
-def slurm_job_state(job_id: str) -> str:
-    """Slurm's state of a job that is still queued or running ("PENDING", "RUNNING", ...), "" for one
-    that ended or that Slurm no longer knows (or where there is no Slurm)."""
-    if shutil.which("squeue") is None:
-        return ""
-    answer = subprocess.run(
-        ["squeue", "--noheader", "--jobs", job_id, "--format", "%T"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    states = answer.stdout.split() if answer.returncode == 0 else []
-    return states[0] if states else ""
 
 
 def check_inputs(cfgs: Sequence[Config], ranks: int = 1) -> None:
