@@ -63,6 +63,13 @@ PIXEL_FORMATS = ("yuv420p", "yuv444p", "yuvj420p", "yuvj444p", "rgb24", "gbrp")
 # AVColorPrimaries and AVColorTransferCharacteristic share these numbers): BT.709 for HD, BT.601 (SMPTE
 # 170M) below, as a player guesses for a video without tags (mpv: HD from 1280 px wide or 577 px high).
 BT709, BT601 = (Colorspace.ITU709, 1), (Colorspace.ITU601, 6)
+UNTAGGED = 2  # AVCOL_SPC_UNSPECIFIED: a decoded frame without a colour matrix tag
+
+
+def guessed_matrix(size: tuple[int, int]) -> tuple[Colorspace, int]:
+    """(swscale's matrix, FFmpeg's tag) that a player assumes for a YUV video of `size` (H, W) without
+    colour tags: BT.709 for HD, BT.601 below."""
+    return BT709 if size[1] >= 1280 or size[0] > 576 else BT601
 
 
 class VideoError(UserError):
@@ -213,7 +220,9 @@ def read_timed_frames(
                 for frame in frames:
                     first = (frame.pts or 0) if first is None else first
                     time = time + step if frame.pts is None else frame.pts - first
-                    stored = reformatter.reformat(frame, format="rgb24", width=width, height=height)
+                    stored = reformatter.reformat(
+                        frame, format="rgb24", width=width, height=height, src_colorspace=matrix_of(frame)
+                    )
                     yield time, np.ascontiguousarray(np.rot90(stored.to_ndarray(), source.quarter_turns))
                     count += 1
     except av.FFmpegError as error:  # the demuxer's: nothing can be read past here
@@ -225,6 +234,18 @@ def read_timed_frames(
     message = losses.message(count, source.num_frames)
     if message and warn is not None:
         warn(f"{source.path}: {message}")
+
+
+def matrix_of(frame: av.VideoFrame) -> Colorspace | int | None:
+    """The YUV -> RGB matrix a decoded frame is read with: its tag, or for an untagged frame what a
+    player assumes (`guessed_matrix`; swscale alone would read BT.601 at every size, shifting an HD
+    video's colours: BT.709's (200, 40, 60) comes out (185, 20, 60)); None for RGB frames. The frame's
+    range (full or limited) PyAV reads from the frame itself."""
+    if frame.format.is_rgb:
+        return None
+    if frame.colorspace == UNTAGGED:
+        return guessed_matrix((frame.height, frame.width))[0]
+    return frame.colorspace
 
 
 class Losses:
@@ -405,7 +426,7 @@ def yuv_colours(pix_fmt: str, size: tuple[int, int]) -> tuple[Colorspace, int, C
     layout = av.VideoFormat(pix_fmt)
     if layout.is_rgb or layout.has_palette or len(layout.components) < 3:
         return None
-    matrix, tag = BT709 if size[1] >= 1280 or size[0] > 576 else BT601
+    matrix, tag = guessed_matrix(size)
     return matrix, tag, ColorRange.JPEG if pix_fmt.startswith("yuvj") else ColorRange.MPEG
 
 

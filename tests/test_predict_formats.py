@@ -117,3 +117,32 @@ def test_the_overlay_is_tagged_with_the_matrix_its_frames_are_converted_with(siz
         guessed = frame.reformat(format="rgb24", src_colorspace=matrix).to_ndarray()
     for shown in (tagged, guessed):
         assert np.abs(shown[8:-8, 8:-8].astype(int) - colour).max() <= 3
+
+
+@pytest.mark.parametrize(
+    "size, matrix, tag",
+    [
+        ((720, 1280), "ITU709", None),  # an HD camera's file without tags: BT.709, as players read it
+        ((64, 96), "ITU601", None),  # below HD: BT.601
+        ((720, 1280), "ITU601", 6),  # tags say otherwise: the tags
+        ((64, 96), "ITU709", 1),
+    ],
+)
+def test_input_frames_are_read_with_their_tagged_matrix_or_a_players_guess(size, matrix, tag, tmp_path):
+    """An HD video without colour tags was read with BT.601 (swscale's default at every size): BT.709's
+    (200, 40, 60) came out (185, 20, 60), the colours the model saw shifted from what a player shows."""
+    colour = (200, 40, 60)
+    with av.open(str(tmp_path / "clip.mp4"), "w") as container:
+        stream = container.add_stream("libx264", rate=12)
+        stream.height, stream.width, stream.pix_fmt = *size, "yuv420p"
+        stream.codec_context.colorspace = tag or 2  # 2: unspecified
+        picture = av.VideoFrame.from_ndarray(np.full((*size, 3), colour, np.uint8), format="rgb24")
+        for t in range(2):
+            frame = picture.reformat(format="yuv420p", dst_colorspace=matrix, dst_color_range="MPEG")
+            frame.pts = t
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    frames = [frame for _, frame in read_timed_frames(probe(tmp_path / "clip.mp4"))]
+    assert len(frames) == 2
+    for frame in frames:
+        assert np.abs(frame[8:-8, 8:-8].astype(int) - colour).max() <= 3
