@@ -29,6 +29,7 @@ past some frame keeps the frames before it (`read_timed_frames`), with a warning
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -92,9 +93,17 @@ NAME_MAX = 255
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
+class OptionError(UserError):
+    """An `Options` field out of its range: its `name`, its value as `shown`, and the `advice`."""
+
+    def __init__(self, name: str, value: float, advice: str):
+        self.name, self.shown, self.advice = name, f"{value:g}", advice
+        super().__init__(f"{name}={self.shown}: {advice}")
+
+
 @dataclass(frozen=True)
 class Options:
-    """What the command line sets beside the config."""
+    """What the command line sets beside the config; an OptionError for a value out of its range."""
 
     score_threshold: float = 0.5  # the tracks kept and drawn: score >= this
     fps: float = 10.0  # the overlay's frame rate for a folder of frames
@@ -104,6 +113,20 @@ class Options:
     end: int | None = None  # ... to end, excluded (None: the last) ...
     stride: int = 1  # ... every stride-th
     classes: frozenset[int] | None = None  # the category ids of the tracks kept; None: all
+
+    def __post_init__(self):
+        low, high = FPS_RANGE
+        if not low <= self.fps <= high:  # NaN too
+            advice = f"give a frame rate from {low:g} to {high:g} (the overlay's for a folder of frames)"
+            raise OptionError("fps", self.fps, advice)
+        if not math.isfinite(self.score_threshold):  # above 1 keeps no track, which a user may want
+            raise OptionError("score_threshold", self.score_threshold, "give a number (scores are 0 to 1)")
+        if self.start < 0:
+            raise OptionError("start", self.start, "give a frame index, 0 or more")
+        if self.end is not None and self.end <= self.start:
+            raise OptionError("end", self.end, f"give a frame index above start ({self.start})")
+        if self.stride < 1:
+            raise OptionError("stride", self.stride, "give 1 (every frame) or more")
 
     def count(self, num_frames: int | None) -> int | None:
         """How many of `num_frames` frames are picked (None: unknown)."""

@@ -2,11 +2,14 @@
 --classes, on small generated videos."""
 
 import json
+import re
 
 import numpy as np
 import pytest
 from test_predict import CHECKPOINT, CONFIG, SMALL, decode, predict_cli, synthetic_frames, write_video
 from test_predict_video import frame_times
+
+from ifrvis import predict
 
 NAMES = ["disc", "square", "triangle", "cross", "ring"]
 
@@ -71,7 +74,7 @@ def test_classes_keep_the_tracks_of_those_classes(video, tmp_path, capsys):
     "options, message",
     [
         (["--start", "-1"], "--start -1: give a frame index, 0 or more"),
-        (["--start", "4", "--end", "4"], "--end 4: give a frame after --start (4)"),
+        (["--start", "4", "--end", "4"], "--end 4: give a frame index above start (4)"),
         (["--stride", "0"], "--stride 0: give 1 (every frame) or more"),
         (["--classes", "horse"], "--classes horse: not a class of this model: 1, 2, 3, 4, 5"),
         (["--classes", "9"], "--classes 9: not a class of this model"),
@@ -82,6 +85,24 @@ def test_options_out_of_range_are_one_line(options, message, video, tmp_path, ca
     code, _, err = run(video, tmp_path / "out", *options, f"data.root={tmp_path / 'absent'}", capsys=capsys)
     assert code == 2 and err.count("\n") == 1 and err.startswith(f"ifrvis predict: error: {message}"), err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"fps": 0.0}, "fps=0: give a frame rate from 0.01 to 1000"),
+        ({"fps": float("nan")}, "fps=nan: give a frame rate"),
+        ({"score_threshold": float("inf")}, "score_threshold=inf: give a number"),
+        ({"start": -1}, "start=-1: give a frame index, 0 or more"),
+        ({"start": 3, "end": 2}, "end=2: give a frame index above start (3)"),
+        ({"stride": 0}, "stride=0: give 1 (every frame) or more"),
+    ],
+)
+def test_options_from_python_are_checked_as_the_command_lines(fields, message):
+    """`predict.predict` called from Python took any frame rate (one of 0 failed in the encoder, after
+    the whole prediction) and any frame range."""
+    with pytest.raises(predict.OptionError, match=re.escape(message)):
+        predict.Options(**fields)
 
 
 def test_a_start_past_the_end_fails_that_input_alone(video, tmp_path, capsys):

@@ -13,7 +13,7 @@ Writes DIR/<stem>/results.json, overlay.<ext> and strip.png per input (ifrvis.pr
 from __future__ import annotations
 
 import argparse
-import math
+import dataclasses
 import re
 import signal
 import sys
@@ -99,22 +99,22 @@ def flag_overrides(args: argparse.Namespace) -> list[str]:
     return [f"{key}={value}" for key, value in keys.items() if value is not None]
 
 
-def check_options(args: argparse.Namespace) -> None:
-    """A UserError for an option out of its range."""
-    low, high = predict.FPS_RANGE
-    if not low <= args.fps <= high:  # NaN too
-        raise UserError(
-            f"--fps {args.fps:g}: give a frame rate from {low:g} to {high:g} (the overlay's for a folder of "
-            "frames)"
+def command_options(args: argparse.Namespace) -> predict.Options:
+    """The command line's settings beside the config (all classes); a UserError naming the option for a
+    value out of its range."""
+    try:
+        return predict.Options(
+            score_threshold=args.score_threshold,
+            fps=args.fps,
+            progress=not args.no_progress,
+            overlay=not args.no_overlay,
+            start=args.start,
+            end=args.end,
+            stride=args.stride,
         )
-    if not math.isfinite(args.score_threshold):  # above 1 keeps no track, which a user may want
-        raise UserError(f"--score-threshold {args.score_threshold:g}: give a number (scores are 0 to 1)")
-    if args.start < 0:
-        raise UserError(f"--start {args.start}: give a frame index, 0 or more")
-    if args.end is not None and args.end <= args.start:
-        raise UserError(f"--end {args.end}: give a frame after --start ({args.start})")
-    if args.stride < 1:
-        raise UserError(f"--stride {args.stride}: give 1 (every frame) or more")
+    except predict.OptionError as error:
+        flag = "--" + error.name.replace("_", "-")
+        raise UserError(f"{flag} {error.shown}: {error.advice}") from None
 
 
 def summary_line(summary: dict, score_threshold: float) -> str:
@@ -149,33 +149,18 @@ def status_table(summaries: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_intermixed_args(argv)
-    check_options(args)
+    options = command_options(args)
     files, overrides = split_paths(args.paths)
     if len(files) < 3:
         parser.error("give CONFIG CHECKPOINT (or a run folder) and at least one INPUT")
     config, checkpoint, *inputs = files
     # per clip unless the command line says otherwise: a user's video may be of any length
     cfg = load_config(config, ["inference.mode=clip", *overrides, *flag_overrides(args)])
-    return run(cfg, checkpoint, inputs, args.out, predict_options(args, cfg, checkpoint))
-
-
-def predict_options(args: argparse.Namespace, cfg: Config, checkpoint: str) -> predict.Options:
-    """The command line's settings beside the config; --classes resolved against the run's classes
-    (a UserError for one it does not have)."""
-    classes = None
-    if args.classes is not None:
+    if args.classes is not None:  # resolved against the run's classes (a UserError for one it lacks)
         requested = [c.strip() for c in args.classes.split(",")]
         classes = predict.class_ids(requested, *predict.categories(cfg, checkpoint))
-    return predict.Options(
-        score_threshold=args.score_threshold,
-        fps=args.fps,
-        progress=not args.no_progress,
-        overlay=not args.no_overlay,
-        start=args.start,
-        end=args.end,
-        stride=args.stride,
-        classes=classes,
-    )
+        options = dataclasses.replace(options, classes=classes)
+    return run(cfg, checkpoint, inputs, args.out, options)
 
 
 def run(cfg: Config, checkpoint: str, inputs: list[str], out: str, options: predict.Options) -> int:
