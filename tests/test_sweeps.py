@@ -650,6 +650,40 @@ def test_a_rerun_while_an_earlier_local_launchs_job_still_runs_does_not_start_it
                 os.kill(int(job), signal.SIGKILL)
 
 
+def test_a_ray_launcher_that_dies_takes_its_trial_with_it_and_a_rerun_resumes_the_run(tmp_path, tiny_data):
+    """Unlike local processes and Slurm jobs, which outlive a launcher that dies, Ray ends a driver's
+    trials with it (they are its actors): a re-run need not look for them. The run is left RUNNING with
+    its checkpoint and its process gone, and the re-run resumes it."""
+    config = write_run_config(tmp_path, tiny_data, max_iters=400)
+    command = [sys.executable, str(ROOT / "experiments" / "run_seeds.py"), str(config), "--seeds", "1"]
+    command += ["--executor", "ray", "--sweep", "ray-gone"]
+    cfg = load_config(config)
+    first = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    trial = None
+    try:
+        deadline = time.time() + 240
+        while trial is None or not run_folder.checkpoint_path(cfg).exists():  # tagged and checkpointed
+            assert time.time() < deadline and first.poll() is None
+            run = runstore.find_run(cfg) if runstore.store_exists(cfg.logging.mlflow_uri) else None
+            trial = run.data.tags.get("launch.pid") if run else None
+            time.sleep(0.5)
+        first.kill()
+        first.wait()
+        deadline = time.time() + 120
+        while Path(f"/proc/{trial}").exists():
+            assert time.time() < deadline, "the trial outlived its launcher"
+            time.sleep(0.5)
+    finally:
+        if trial:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(trial), signal.SIGKILL)
+    assert runstore.find_run(cfg).info.status == "RUNNING"
+    again = subprocess.run([*command, "--dry-run"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert "1 runs: 0 done, 1 resume, 0 failed, 0 pending, 0 in slurm, 0 running here" in again.stdout, (
+        again.stdout + again.stderr
+    )
+
+
 @pytest.mark.slurm
 @pytest.mark.skipif(not slurm_available(), reason="no Slurm cluster: start it with slurm/start_cluster.sh")
 def test_a_rerun_while_an_earlier_launchs_job_still_runs_does_not_submit_it_again(tmp_path, tiny_data):
