@@ -472,8 +472,9 @@ def test_the_local_executor_gives_each_run_its_own_gpu(tmp_path, tiny_data):
 
 
 def test_ray_executor_gives_the_same_records(local_sweep, tmp_path, tiny_data):
+    """On a new local Ray, even where RAY_ADDRESS (left by `ray start`) names a cluster that is gone."""
     config = write_run_config(tmp_path, tiny_data, max_iters=4)
-    result = launch(config, "ray")
+    result = launch(config, "ray", env={"RAY_ADDRESS": "127.0.0.1:9"})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert records(config) == records(local_sweep[0])
 
@@ -767,13 +768,16 @@ def jobs_named(name: str) -> list[str]:
 @pytest.mark.skipif(not slurm_available(), reason="no Slurm cluster: start it with slurm/start_cluster.sh")
 @pytest.mark.parametrize("stop", ["scontrol requeue", "SIGUSR2"])
 def test_a_two_task_slurm_job_trains_requeues_and_resumes_to_the_uninterrupted_result(
-    tmp_path, tiny_data, two_rank_reference, stop
+    tmp_path, tiny_data, two_rank_reference, stop, monkeypatch
 ):
     """Two tasks of one job on the test cluster (gloo on CPUs, submitit's env:// rendezvous), as a node
     of GPUs runs one task per GPU: both ranks train into one MLflow run and one checkpoint; `scontrol
     requeue` (SIGTERM) or SIGUSR2 (Slurm's warning before the time limit, submitit's requeue) stops
     every rank at one checkpoint, the requeued job resumes there, and the final metrics are those of
-    the same two ranks uninterrupted (torchrun, gloo)."""
+    the same two ranks uninterrupted (torchrun, gloo). Submitted from a torchrun shell, whose rendezvous
+    variables sbatch hands down to the tasks: each task sets its own."""
+    for key, value in {"RANK": "3", "LOCAL_RANK": "3", "WORLD_SIZE": "4", "MASTER_PORT": "9"}.items():
+        monkeypatch.setenv(key, value)
     cfg, job = submit_and_wait_for_checkpoint(tmp_path, tiny_data, tasks=2)
     checkpoint = run_folder.checkpoint_path(cfg)
     if stop == "SIGUSR2":
