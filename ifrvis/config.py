@@ -160,7 +160,7 @@ class InferenceConfig:
     score_with_mask: bool = False
     chunk_frames: int = 16  # backbone + encoder over this many frames at a time
     clip_frames: int = 10  # per-clip mode; 1 = every frame decoded alone
-    clip_overlap: int = 1  # frames shared by consecutive clips; 0 = linked across their border
+    clip_overlap: int = 1  # frames shared by consecutive clips; 0 = tracked across their border
     tta_short_sides: list[int] = field(default_factory=lambda: [288, 360, 432, 480])
     tta_flip: bool = False
     tta_pivot: Literal["random", "largest"] = "random"  # random: the paper's (Sec. 3.2), seeded

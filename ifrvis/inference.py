@@ -1,10 +1,10 @@
-"""Video inference: whole video, per clip with linking, and test-time augmentation (Sec. 3.2).
+"""Video inference: whole video, per clip with IFC's clip tracking, and test-time augmentation (Sec. 3.2).
 
 Every mode first produces a `QueryResult`: all Q queries' class probabilities (as the class head was
 trained: sigmoid for focal, softmax without the "no object" column for softmax) and mask logits on the
-stride-4 grid of the padded input. Per clip, clips are linked by Hungarian matching on soft mask IoU
-over the overlapping frames (IFC), or, with no overlap, between a clip's first frame and the frame
-before it; TTA matches every pass to a pivot pass with the Eq. 4 cost and averages class and mask
+stride-4 grid of the padded input. Per clip, each clip's top instances are tracked as IFC tracks them
+(App. A.1: Hungarian matching on soft mask IoU over the frames shared with earlier clips, a new track
+below 0.05; `ClipTracker`), so a per-clip result holds tracks rather than queries; TTA matches every pass to a pivot pass with the Eq. 4 cost and averages class and mask
 probabilities, the pivot drawn at random (seeded by the run's seed and the video id, Sec. 3.2) or the
 largest un-flipped pass. `postprocess` then keeps the top-k (query, class) pairs and brings their
 masks to the original resolution.
@@ -131,84 +131,169 @@ def soft_iou(a: Tensor, b: Tensor) -> Tensor:
     return inter / union.clamp(min=1e-6)
 
 
-class ClipLinker:
-    """Links per-clip passes into tracks (`predict_clips`), fed the clips in order of their first frame:
-    each clip's queries are matched to the tracks (the first clip's query order) by soft mask IoU on the
-    frames it shares with the clips before it, or, when it shares none (`clip_overlap = 0`), between its
-    first frame and the tracks' masks in the frame before it (objects move little between adjacent
-    frames); class and mask probabilities are averaged over the clips that saw them. It holds the
-    tracks' masks only from the latest clip's first frame on, so its memory does not grow with the
-    video: `add` hands back the frames no later clip can reach."""
+# IFC's clip tracking: a clip's instance continues a track when their soft IoU over the frames they share
+# exceeds this (IFC `Videos.match_threshold`); otherwise it starts a new track.
+TRACK_IOU_THRESHOLD = 0.05
+# A frame's mask logit for a track that no clip showing that frame held: empty (IFC: 0 / 0, below 0).
+NO_MASK_LOGIT = -100.0
 
-    def __init__(self):
-        self.prob_sum: Tensor | None = None  # (Q, K) summed over the clips
-        self.clips = 0
-        self.first = 0  # video index of the first frame held
-        self.mask_sum: Tensor | None = None  # (Q, W, h, w) summed mask probabilities of the W frames held
-        self.counts: Tensor | None = None  # (W,) clips that saw each frame held
 
-    def add(self, start: int, clip: QueryResult) -> Tensor:
-        """Link `clip` (the pass over frames `start, start + 1, ...`) -> the mask probabilities
-        `(Q, N, h, w)` of the N frames before `start` not yet handed back, in the tracks' order."""
-        clip_masks = clip.mask_logits.sigmoid()  # (Q, Tc, h, w)
-        if self.mask_sum is None:
-            self.prob_sum = torch.zeros_like(clip.probs)
-            self.mask_sum = clip_masks.new_zeros((clip_masks.shape[0], 0, *clip_masks.shape[2:]))
-            self.counts = clip_masks.new_zeros(0)
-            self.first = start
-            order = torch.arange(clip_masks.shape[0])
-        else:
-            order = self._order(start, clip_masks)
-        order = order.to(clip_masks.device)
-        done = start - self.first
-        final = self.mask_sum[:, :done] / self.counts[:done, None, None]
-        num_queries, clip_length, *grid = clip_masks.shape
-        new_frames = start + clip_length - (self.first + self.mask_sum.shape[1])  # the clip's unseen tail
-        unseen = clip_masks.new_zeros((num_queries, new_frames, *grid))
-        self.mask_sum = torch.cat([self.mask_sum[:, done:], unseen], 1)
-        self.counts = torch.cat([self.counts[done:], self.counts.new_zeros(new_frames)])
-        self.first = start
-        self.prob_sum += clip.probs[order]
-        self.mask_sum += clip_masks[order]
-        self.counts += 1
-        self.clips += 1
+@dataclass
+class FinalFrames:
+    """Frames that no later clip reaches, as `ClipTracker.add` hands them back: the mask logits
+    `(L, N, h4, w4)` of the tracks `(L,)` that some clip showed in them; every other track is empty."""
+
+    tracks: Tensor
+    mask_logits: Tensor
+
+
+@dataclass
+class TrackedClip:
+    """One clip of `ClipTracker`'s window: its first frame, its instances' tracks `(n,)` and mask
+    probabilities `(n, Tc, h4, w4)`."""
+
+    start: int
+    tracks: Tensor
+    mask_probs: Tensor
+
+    @property
+    def stop(self) -> int:
+        return self.start + self.mask_probs.shape[1]
+
+
+class ClipTracker:
+    """IFC's clip tracking [13] (its `Videos`), the paper's per-clip inference (App. A.1), fed the
+    clips in order of their first frame. A clip's instances are the queries of its `top_k` best
+    (query, class) pairs (ours: IFC keeps the queries whose arg-max class is not "no object", a rule
+    of its softmax head that IFR's sigmoid head has no counterpart of). Each instance is matched to the
+    tracks by Hungarian matching on soft mask IoU over the frames the clip shares with the clips
+    before it, averaged over the last clips that showed the track there (IFC's window: as many clips
+    as the clip has frames); a pair at or below `TRACK_IOU_THRESHOLD` does not match, and an unmatched
+    instance starts a new track. With no shared frame (`clip_overlap = 0`) the clip's first frame is
+    compared with the frame before it (ours; IFC would start a new track for every instance). A
+    track's class probabilities are averaged over the clips that held it, its mask logits per frame
+    over the clips that held it there (IFC `get_result`). Memory does not grow with the video: the
+    running sums cover only the frames a later clip can reach, and `add` hands back the others."""
+
+    def __init__(self, top_k: int):
+        self.top_k = top_k
+        self.num_tracks = 0
+        self.prob_sum: Tensor | None = None  # (R, K) over the clips that held each track
+        self.clip_count: Tensor | None = None  # (R,)
+        self.window: list[TrackedClip] = []
+        self.first = 0  # video index of the first frame of the running sums
+        self.live = torch.zeros(0, dtype=torch.long)  # (L,) tracks with a mask in the running frames
+        self.logit_sum: Tensor | None = None  # (L, W, h4, w4) over the clips that held them there
+        self.held: Tensor | None = None  # (L, W) clips that held each live track in each running frame
+
+    def add(self, start: int, clip: QueryResult) -> FinalFrames:
+        """Track `clip` (the pass over frames `start, start + 1, ...`) -> the frames before `start`."""
+        _, queries, _ = top_pairs(clip.probs, self.top_k)
+        queries = list(dict.fromkeys(queries.tolist()))  # distinct, best first
+        probs, mask_logits = clip.probs[queries], clip.mask_logits[queries]  # (n, K), (n, Tc, h4, w4)
+        if self.prob_sum is None:
+            self.prob_sum, self.clip_count = probs.new_zeros((0, probs.shape[1])), probs.new_zeros(0)
+            self.logit_sum = mask_logits.new_zeros((0, 0, *mask_logits.shape[2:]))
+            self.held, self.first = mask_logits.new_zeros((0, 0)), start
+        final = self._finalize(start)
+        tracks = self._match(start, mask_logits.sigmoid())
+        new = int((tracks >= self.num_tracks).sum())
+        self.num_tracks += new
+        self.prob_sum = torch.cat([self.prob_sum, self.prob_sum.new_zeros((new, probs.shape[1]))])
+        self.clip_count = torch.cat([self.clip_count, self.clip_count.new_zeros(new)])
+        self.prob_sum[tracks] += probs
+        self.clip_count[tracks] += 1
+        self._accumulate(start, tracks, mask_logits)
+        clips = [*self.window, TrackedClip(start, tracks, mask_logits.sigmoid())]
+        self.window = clips[-mask_logits.shape[1] :]
         return final
 
-    def _order(self, start: int, clip_masks: Tensor) -> Tensor:
-        """`order[j]`: the clip query that continues track j."""
-        shared = min(self.first + self.mask_sum.shape[1] - start, clip_masks.shape[1])  # a prefix of the clip
-        if shared > 0:
-            clip_part, seen = clip_masks[:, :shared], slice(start - self.first, start - self.first + shared)
-        else:
-            clip_part, seen = clip_masks[:, :1], slice(start - self.first - 1, start - self.first)
-        track_masks = self.mask_sum[:, seen] / self.counts[seen, None, None]
-        iou = soft_iou(clip_part.flatten(1), track_masks.flatten(1))  # (Q clip, Q tracks)
-        rows, cols = hungarian(-iou)
-        order = torch.empty_like(rows)
-        order[cols] = rows  # track j continues with clip query order[j]
-        return order
+    def finish(self) -> tuple[Tensor, FinalFrames]:
+        """(class probabilities `(R, K)` of the tracks, the frames not yet handed back)."""
+        return self.prob_sum / self.clip_count[:, None], self._finalize(self.first + self.held.shape[1])
 
-    def finish(self) -> tuple[Tensor, Tensor]:
-        """(class probabilities `(Q, K)` averaged over the clips, mask probabilities `(Q, W, h, w)` of
-        the frames not yet handed back)."""
-        return self.prob_sum / self.clips, self.mask_sum / self.counts[:, None, None]
+    def _match(self, start: int, masks: Tensor) -> Tensor:
+        """The track of each of the clip's instances `masks (n, Tc, h4, w4)`: the one it matches (IFC
+        `Videos.update`), else a new one, numbered from `num_tracks` on in the clip's order."""
+        tracks = torch.full((len(masks),), -1, dtype=torch.long)
+        if self.window:
+            seen = self.window[-1].stop
+            shared = [(f, f) for f in range(start, min(seen, start + masks.shape[1]))]
+            iou = self.window_iou(shared or [(start - 1, start)], start, masks).cpu()
+            iou = iou * (iou > TRACK_IOU_THRESHOLD)  # IFC: pairs at or below the threshold weigh nothing
+            rows, cols = hungarian(-iou)
+            matched = iou[rows, cols] > 0
+            tracks[cols[matched]] = rows[matched]
+        new = tracks < 0
+        tracks[new] = self.num_tracks + torch.arange(int(new.sum()))
+        return tracks
+
+    def window_iou(self, pairs: list[tuple[int, int]], start: int, masks: Tensor) -> Tensor:
+        """Soft IoU `(R, n)` of every track with the clip's instances over `pairs` (a held frame, the
+        clip's frame compared with it), per window clip that held the track, averaged over those clips
+        (IFC `Videos.get_siou`); 0 for a track no window clip held."""
+        iou_sum = masks.new_zeros((self.num_tracks, len(masks)))
+        clips_held = masks.new_zeros(self.num_tracks)
+        for held in self.window:
+            frames = [(f - held.start, g - start) for f, g in pairs if held.start <= f < held.stop]
+            if frames:
+                saved = torch.stack([held.mask_probs[:, f] for f, _ in frames], 1).flatten(1)
+                shown = torch.stack([masks[:, g] for _, g in frames], 1).flatten(1)
+                iou_sum[held.tracks] += soft_iou(saved, shown)
+                clips_held[held.tracks] += 1
+        return iou_sum / clips_held.clamp(min=1)[:, None]
+
+    def _accumulate(self, start: int, tracks: Tensor, mask_logits: Tensor) -> None:
+        """Add the clip's mask logits `(n, Tc, h4, w4)` of `tracks` to the running sums."""
+        live = self.live.tolist()
+        added = [track for track in tracks.tolist() if track not in live]
+        self.live = torch.cat([self.live, torch.tensor(added, dtype=torch.long)])
+        live += added
+        wider = max(0, start + mask_logits.shape[1] - self.first - self.held.shape[1])
+        self.logit_sum = F.pad(self.logit_sum, (0, 0, 0, 0, 0, wider, 0, len(added)))
+        self.held = F.pad(self.held, (0, wider, 0, len(added)))
+        rows = torch.tensor([live.index(track) for track in tracks.tolist()], dtype=torch.long)
+        frames = slice(start - self.first, start - self.first + mask_logits.shape[1])
+        self.logit_sum[rows, frames] += mask_logits
+        self.held[rows, frames] += 1
+
+    def _finalize(self, stop: int) -> FinalFrames:
+        """Hand back the running frames before `stop`, and drop the tracks not held after them."""
+        done = stop - self.first
+        held, logit_sum = self.held[:, :done, None, None], self.logit_sum[:, :done]
+        final = FinalFrames(self.live, torch.where(held > 0, logit_sum / held.clamp(min=1), NO_MASK_LOGIT))
+        keep = self.held[:, done:].sum(1) > 0
+        self.live, self.held = self.live[keep], self.held[keep, done:]
+        self.logit_sum, self.first = self.logit_sum[keep, done:], stop
+        return final
+
+
+def dense_masks(parts: Sequence[FinalFrames], num_tracks: int) -> Tensor:
+    """The frames `ClipTracker` handed back, in order -> mask logits `(R, T, h4, w4)` of every track,
+    empty where no clip held it."""
+    blocks = []
+    for part in parts:
+        _, num_frames, *grid = part.mask_logits.shape
+        block = part.mask_logits.new_full((num_tracks, num_frames, *grid), NO_MASK_LOGIT)
+        block[part.tracks] = part.mask_logits
+        blocks.append(block)
+    return torch.cat(blocks, 1)
 
 
 def predict_clips(model, frames, cfg: InferenceConfig) -> QueryResult:
-    """Clips of `clip_frames` frames (`clip_starts`) linked into tracks by a `ClipLinker`. The result
-    holds every frame: memory is linear in the video length."""
+    """Clips of `clip_frames` frames (`clip_starts`) tracked by a `ClipTracker`. The result holds every
+    frame: memory is linear in the video length."""
     num_frames = len(frames)
-    linker, parts = ClipLinker(), []
+    tracker, parts = ClipTracker(cfg.top_k), []
     for start in clip_starts(num_frames, cfg.clip_frames, cfg.clip_overlap):
         clip = run_frames(
             model, frames, range(start, min(start + cfg.clip_frames, num_frames)), cfg.chunk_frames
         )
-        parts.append(linker.add(start, clip))
-    probs, last = linker.finish()
-    mask_probs = torch.cat([*parts, last], dim=1)
+        parts.append(tracker.add(start, clip))
+    probs, last = tracker.finish()
     return QueryResult(
         probs=probs,
-        mask_logits=torch.logit(mask_probs, eps=1e-6),
+        mask_logits=dense_masks([*parts, last], tracker.num_tracks),
         image_size=clip.image_size,
         padded_size=clip.padded_size,
     )

@@ -15,9 +15,9 @@ Per input (a video file or a folder of frames, `ifrvis.video_io`), under `<out>/
     strip.png      up to 8 overlay frames side by side, each stamped with its frame index
 
 Frames are resized as the config's test frames are (`data.test_short_side`, `data.max_long_side`). In
-the "clip" mode (clips of `inference.clip_frames` frames linked by a `ClipLinker`) the video is decoded
-and predicted clip by clip, every query's masks spilled as RLE to a temporary file until the top k are
-known: memory does not grow with the video's length.
+the "clip" mode (clips of `inference.clip_frames` frames tracked by a `ClipTracker`) the video is
+decoded and predicted clip by clip, every track's masks spilled as RLE to a temporary file until the
+top k are known: memory does not grow with the video's length.
 "video" and "tta" decode the whole video first (`predict_video`). A second decoding pass draws the
 overlay, each frame encoded as it is drawn. A video's folder is written under a temporary name and
 renamed when complete; the output folder, device, inputs (the overlay's format among them) and
@@ -56,7 +56,8 @@ from ifrvis.engine.distributed import resolve_device
 from ifrvis.errors import UserError
 from ifrvis.evaluation.results import encode_video_predictions, frame_segmentation, result_entry, results_json
 from ifrvis.inference import (
-    ClipLinker,
+    ClipTracker,
+    FinalFrames,
     QueryResult,
     frame_masks,
     predict_video,
@@ -168,48 +169,54 @@ def sliding_clips(items: Iterable, clip_frames: int, overlap: int) -> Iterator[t
         yield max(count - clip_frames, 0), list(window)
 
 
-class QueryMasks:
-    """Every query's masks at the original resolution, frame after frame, as RLE (None where empty) in
-    `spill` (a text file, one JSON line per frame: kept out of memory, as all Q queries' masks are kept
-    until the last clip tells which are the top k), with the sums `postprocess` scores by with
-    `score_with_mask` (probability inside each mask, area)."""
+class TrackMasks:
+    """Every track's masks at the original resolution, frame after frame, as RLE in `spill` (a text
+    file, one JSON object per frame from track to segmentation, the tracks with a mask there: kept out
+    of memory until the last clip tells which are the top k), with the sums `postprocess` scores by
+    with `score_with_mask` (probability inside each mask, area)."""
 
     def __init__(self, spill: TextIO, geometry: QueryResult, orig_size: tuple[int, int], threshold: float):
-        num_queries = len(geometry.probs)
-        self.inside = torch.zeros(num_queries, device=geometry.probs.device)  # (Q,)
-        self.area = torch.zeros(num_queries, device=geometry.probs.device)  # (Q,)
+        self.inside: dict[int, float] = {}
+        self.area: dict[int, float] = {}
         self.spill, self.num_frames = spill, 0
         self.geometry, self.orig_size, self.threshold = geometry, orig_size, threshold
 
-    def add(self, mask_probs: Tensor) -> None:
-        """Mask probabilities `(Q, N, h4, w4)` of the next N frames on the stride-4 grid."""
-        logits = torch.logit(mask_probs, eps=1e-6)  # what postprocess gets from predict_clips
+    def add(self, final: FinalFrames) -> None:
+        """The next frames that `ClipTracker` handed back."""
+        tracks = final.tracks.tolist()
         step = max(1, MASK_PIXELS // (self.orig_size[0] * self.orig_size[1]))
-        for t in range(logits.shape[1]):
-            segmentations = []
-            for first in range(0, logits.shape[0], step):
+        for t in range(final.mask_logits.shape[1]):
+            segmentations = {}
+            for first in range(0, len(tracks), step):
                 binary, inside, area = frame_masks(
-                    logits[first : first + step, t],
+                    final.mask_logits[first : first + step, t],
                     self.geometry.image_size,
                     self.geometry.padded_size,
                     self.orig_size,
                     self.threshold,
                 )
-                self.inside[first : first + step] += inside
-                self.area[first : first + step] += area
-                segmentations += [frame_segmentation(mask) for mask in binary.cpu().numpy()]
-            self.spill.write(json.dumps(segmentations) + "\n")
+                for track, mask, track_inside, track_area in zip(
+                    tracks[first : first + step], binary.cpu().numpy(), inside.tolist(), area.tolist()
+                ):
+                    self.inside[track] = self.inside.get(track, 0.0) + track_inside
+                    self.area[track] = self.area.get(track, 0.0) + track_area
+                    segmentations[track] = frame_segmentation(mask)
+            self.spill.write(json.dumps({str(track): seg for track, seg in segmentations.items()}) + "\n")
             self.num_frames += 1
 
-    def segmentations(self, queries: Sequence[int]) -> list[list[dict | None]]:
-        """The per-frame segmentations of `queries`, read back from `spill`."""
-        picked: dict[int, list] = {query: [] for query in queries}
+    def mask_score(self, tracks: Sequence[int]) -> Tensor:
+        """Each track's mean mask probability inside its mask over the video `(k,)`."""
+        return torch.tensor([self.inside.get(t, 0.0) / max(self.area.get(t, 0.0), 1.0) for t in tracks])
+
+    def segmentations(self, tracks: Sequence[int]) -> list[list[dict | None]]:
+        """The per-frame segmentations of `tracks` (None where a track has no mask), from `spill`."""
+        picked: dict[int, list] = {track: [] for track in tracks}
         self.spill.seek(0)
         for line in self.spill:
             frame = json.loads(line)
-            for query, segmentations in picked.items():
-                segmentations.append(frame[query])
-        return [picked[query] for query in queries]
+            for track, segmentations in picked.items():
+                segmentations.append(frame.get(str(track)))
+        return [picked[track] for track in tracks]
 
 
 @torch.no_grad()
@@ -224,23 +231,23 @@ def clip_results(
 ) -> tuple[list[dict], int]:
     """Per-clip inference over `frames` (`(3, h, w)` at `size`, read once, in order) -> (the top-k
     results in the official format, number of frames), as `predict_video` in the "clip" mode gives
-    them, holding one clip of frames and the linker's window at a time."""
-    linker, masks = ClipLinker(), None
+    them, holding one clip of frames and the tracker's window at a time."""
+    tracker, masks = ClipTracker(cfg.top_k), None
     with tempfile.TemporaryFile("w+") as spill:
         for start, clip in sliding_clips(frames, cfg.clip_frames, cfg.clip_overlap):
             result = run_frames(model, Frames(clip, size, orig_size), range(len(clip)), cfg.chunk_frames)
-            final = linker.add(start, result)
+            final = tracker.add(start, result)
             if masks is None:
-                masks = QueryMasks(spill, result, orig_size, cfg.mask_threshold)
+                masks = TrackMasks(spill, result, orig_size, cfg.mask_threshold)
             masks.add(final)
         if masks is None:
             raise VideoError("the video holds no frames")
-        probs, last = linker.finish()
+        probs, last = tracker.finish()
         masks.add(last)
-        scores, queries, labels = top_pairs(probs, cfg.top_k)
+        scores, tracks, labels = top_pairs(probs, cfg.top_k)
         if cfg.score_with_mask:
-            scores = scores * masks.inside[queries] / masks.area[queries].clamp(min=1)
-        segmentations = masks.segmentations(queries.tolist())
+            scores = scores * masks.mask_score(tracks.tolist()).to(scores.device)
+        segmentations = masks.segmentations(tracks.tolist())
     results = [
         result_entry(video_id, category_ids[label], score, track)
         for score, label, track in zip(scores.tolist(), labels.tolist(), segmentations)

@@ -17,9 +17,12 @@ from ifrvis.data.datasets import resized_shape
 from ifrvis.data.masks import decode_segmentation
 from ifrvis.evaluation.results import encode_video_predictions
 from ifrvis.inference import (
+    NO_MASK_LOGIT,
+    ClipTracker,
     Prediction,
     QueryResult,
     clip_starts,
+    dense_masks,
     load_chunk,
     merge_tta,
     postprocess,
@@ -164,14 +167,23 @@ def test_per_clip_agrees_with_whole_video(static):
     assert_same_predictions(whole, clips)
 
 
+def gliding_video(num_frames=10, h=32, w=48) -> torch.Tensor:
+    """`moving_video`'s squares without jumps: the first glides right, the third left, 4 px a frame."""
+    video = torch.zeros(num_frames, 3, h, w)
+    for t in range(num_frames):
+        video[t, 0, 4:12, 4 * t : 4 * t + 8] = 255
+        video[t, 1, 20:28, 8:16] = 255
+        video[t, 2, 16:24, 40 - 4 * t : 48 - 4 * t] = 255
+    return video
+
+
 @pytest.mark.parametrize(
     "clip_frames, overlap, num_frames",
-    # Linked on shared frames; each frame alone, linked to the frame before (8 frames: at frame 8 the
-    # third square jumps onto the first one's previous place, which adjacent-frame linking cannot undo).
-    [(4, 2, 10), (1, 0, 8)],
+    # Tracked on shared frames; each frame alone, tracked from the frame before.
+    [(4, 2, 10), (1, 0, 10)],
 )
-def test_linking_restores_identity_when_queries_are_permuted_between_clips(clip_frames, overlap, num_frames):
-    frames = Frames(moving_video(num_frames=num_frames), orig_size=(32, 48))
+def test_tracking_restores_identity_when_queries_are_permuted_between_clips(clip_frames, overlap, num_frames):
+    frames = Frames(gliding_video(num_frames=num_frames), orig_size=(32, 48))
     model = PixelQueryModel(permute=True)
     first = model.decode({"maps": [torch.rand(2, 3, 2, 2)]}, 1, 2)["pred_logits"]
     second = model.decode({"maps": [torch.rand(2, 3, 2, 2)]}, 1, 2)["pred_logits"]
@@ -180,6 +192,81 @@ def test_linking_restores_identity_when_queries_are_permuted_between_clips(clip_
     linked = infer(model, frames, mode="clip", clip_frames=clip_frames, clip_overlap=overlap, top_k=6)
     assert model.decode_calls == len(clip_starts(num_frames, clip_frames, overlap)) > 1
     assert_same_predictions(infer(PixelQueryModel(), frames, mode="video", top_k=6), linked)
+
+
+def test_an_object_that_jumps_starts_a_new_track():
+    """IFC's tracking: an instance whose soft IoU with every track is 0.05 or less starts a track. The
+    third square of `moving_video` jumps from rows 20-28 to 0-8 at frame 2: tracked frame by frame it
+    becomes two tracks, of the same class, one before the jump and one after (the first linker paired
+    every query of a clip with a track whatever their IoU, and kept it one)."""
+    frames = Frames(moving_video(num_frames=6), orig_size=(32, 48))
+    whole = infer(PixelQueryModel(), frames, mode="video", top_k=6)
+    tracked = infer(PixelQueryModel(), frames, mode="clip", clip_frames=1, clip_overlap=0, top_k=6)
+    (square,) = [p for p in whole if p.label == 2 and p.masks.any()]
+    halves = [p for p in tracked if p.label == 2 and p.masks.any()]
+    assert len(halves) == 2 and all(p.score == pytest.approx(square.score) for p in halves)
+    shown = [set(np.flatnonzero(p.masks.any((1, 2)))) for p in halves]
+    assert sorted(map(sorted, shown)) == [[0, 1], [2, 3, 4, 5]]
+    assert (halves[0].masks | halves[1].masks == square.masks).all()
+
+
+def one_row_clip(masks: list[list[list[float]]], probs: list[float]) -> QueryResult:
+    """A clip of mask probabilities `masks[query][frame]` on a 1-row grid, one class."""
+    return QueryResult(
+        probs=torch.tensor(probs)[:, None],
+        mask_logits=torch.logit(torch.tensor(masks).clamp(1e-6, 1 - 1e-6))[:, :, None, :],
+        image_size=(4, 4 * len(masks[0][0])),
+        padded_size=(4, 4 * len(masks[0][0])),
+    )
+
+
+def row(*on: range, value: float = 1.0, width: int = 20) -> list[float]:
+    return [value if any(x in r for r in on) else 0.0 for x in range(width)]
+
+
+@pytest.mark.parametrize("overlap_probability, expected_track", [(0.04, 2), (0.06, 1)])
+def test_clip_tracker_matches_above_the_threshold_and_averages_over_the_clips_that_held_a_track(
+    overlap_probability, expected_track
+):
+    """By hand, two 2-frame clips sharing frame 1, on a 20-cell row. Instance x of the second clip
+    covers half of track 0 on frame 1 (IoU 0.5): it continues it. Instance y lies over track 1 (20
+    cells) at probability p: soft IoU 20p / 20 = p, which continues track 1 for p = 0.06 and starts
+    track 2 for p = 0.04 (IFC's threshold 0.05). Track 0's class probability is the mean of its two
+    clips' (0.9, 0.7); its mask logit on frame 1 the mean of theirs, on frames 0 and 2 its one clip's."""
+    tracker = ClipTracker(top_k=2)
+    first = one_row_clip([[row(range(4)), row(range(4))], [row(range(20)), row(range(20))]], [0.9, 0.8])
+    second = one_row_clip(
+        [[row(range(2)), row(range(2))], [row(range(20), value=overlap_probability)] * 2], [0.7, 0.6]
+    )
+    before = tracker.add(0, first)
+    assert before.mask_logits.shape[1] == 0  # nothing before frame 0
+    handed = tracker.add(1, second)
+    probs, last = tracker.finish()
+    assert tracker.num_tracks == 3 if expected_track == 2 else 2
+    masks = dense_masks([before, handed, last], tracker.num_tracks)[:, :, 0]  # (R, T, 20)
+    assert probs[0, 0] == pytest.approx(0.8)  # (0.9 + 0.7) / 2
+    assert probs[expected_track, 0] == pytest.approx(0.6 if expected_track == 2 else (0.8 + 0.6) / 2)
+    logit = torch.logit(torch.tensor([1 - 1e-6, 1e-6]))  # a cell on, off
+    assert torch.allclose(masks[0, 0, :4], logit[0].expand(4))  # frame 0: the first clip's alone
+    assert torch.allclose(
+        masks[0, 1, 2:4], logit.mean().expand(2)
+    )  # frame 1: on in one clip, off in the other
+    assert torch.allclose(masks[0, 2, :2], logit[0].expand(2))  # frame 2: the second clip's alone
+    if expected_track == 2:  # a track no clip held on frame 0 is empty there
+        assert (masks[2, 0] == NO_MASK_LOGIT).all() and (masks[1, 2] == NO_MASK_LOGIT).all()
+
+
+def test_window_iou_is_averaged_over_the_window_clips_that_held_the_track():
+    """IFC's sIoU, by hand: 3-frame clips at frames 0 and 1 held track 0; a clip at frame 2 shares
+    frame 2 with the first and frames 2-3 with the second. Instance z (cells 0-1) against the first
+    clip's track on frame 2 (cells 0-3): 2 / 4; against the second's on frames 2 and 3 (cells 0-3,
+    then 0-7): (2 + 2) / (4 + 8). sIoU: their mean, 5 / 12 (pooling the frames would give 6 / 16)."""
+    tracker = ClipTracker(top_k=1)
+    tracker.add(0, one_row_clip([[row(range(4))] * 3], [0.9]))
+    tracker.add(1, one_row_clip([[row(range(4)), row(range(4)), row(range(8))]], [0.9]))
+    z = torch.tensor([row(range(2))] * 3)[None, :, None, :]  # (1 instance, 3 frames, 1, 20)
+    iou = tracker.window_iou([(2, 2), (3, 3)], 2, z)
+    assert iou.shape == (1, 1) and iou[0, 0] == pytest.approx((2 / 4 + 4 / 12) / 2, abs=1e-4)
 
 
 def test_tta_with_identical_augmentations_equals_single_pass():
