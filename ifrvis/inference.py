@@ -4,10 +4,11 @@ Every mode first produces a `QueryResult`: all Q queries' class probabilities (a
 trained: sigmoid for focal, softmax without the "no object" column for softmax) and mask logits on the
 stride-4 grid of the padded input. Per clip, each clip's top instances are tracked as IFC tracks them
 (App. A.1: Hungarian matching on soft mask IoU over the frames shared with earlier clips, a new track
-below 0.05; `ClipTracker`), so a per-clip result holds tracks rather than queries; TTA matches every pass to a pivot pass with the Eq. 4 cost and averages class and mask
-probabilities, the pivot drawn at random (seeded by the run's seed and the video id, Sec. 3.2) or the
-largest un-flipped pass. `postprocess` then keeps the top-k (query, class) pairs and brings their
-masks to the original resolution.
+at 0.05 or below; `ClipTracker`), so a per-clip result holds tracks rather than queries. TTA matches
+every pass to a pivot pass with the Eq. 4 cost and averages class and mask probabilities, the masks
+on the finest pass's grid, the pivot drawn at random (seeded by the run's seed and the video id,
+Sec. 3.2) or the largest un-flipped pass. `postprocess` then keeps the top-k (query, class) pairs and
+brings their masks to the original resolution.
 """
 
 from __future__ import annotations
@@ -332,29 +333,34 @@ def unflipped(result: QueryResult) -> QueryResult:
 
 def merge_tta(results: list[QueryResult], pivot_index: int = 0) -> QueryResult:
     """TTA (Sec. 3.2): `results[pivot_index]` is the pivot R_p (flipped back if it was flipped); every
-    other result's queries are matched to the pivot's by the Eq. 4 cost (pivot queries as ground truth:
-    arg-max class, mask probability > 0.5; paper weights λ_c = 2, λ_m = λ_d = 5), then class and mask
-    probabilities are averaged on the pivot's grid."""
+    other result's queries are matched to the pivot's by the Eq. 4 cost on the pivot's grid (pivot
+    queries as ground truth: arg-max class, mask probability > 0.5; paper weights λ_c = 2,
+    λ_m = λ_d = 5), then class and mask probabilities are averaged, the masks on the finest pass's grid
+    (un-flipped): a random pivot of a coarse pass would otherwise coarsen every mask."""
     pivot = unflipped(results[pivot_index])
+    finest = max(results, key=lambda result: result.mask_logits[0, 0].numel())
+    grid = replace(finest, flipped=False)  # the geometry the masks are averaged on
     matcher = HungarianMatcher(LossConfig(num_points=0))  # dense masks, the paper's weights
     labels = pivot.probs.argmax(1)
     pivot_masks = pivot.mask_logits > 0
-    prob_sum, mask_sum = pivot.probs.clone(), pivot.mask_logits.sigmoid()
-    for result in results[:pivot_index] + results[pivot_index + 1 :]:
-        logits = align_masks(result, pivot)
-        rows, cols = hungarian(matcher.cost_matrix(result.probs, logits, labels, pivot_masks))
-        order = torch.empty_like(rows)
-        order[cols] = rows  # pivot query j <- result query order[j]
-        order = order.to(logits.device)
+    prob_sum, mask_sum = torch.zeros_like(pivot.probs), torch.zeros_like(grid.mask_logits)
+    for index, result in enumerate(results):
+        if index == pivot_index:
+            order = torch.arange(len(pivot.probs))
+        else:
+            cost = matcher.cost_matrix(result.probs, align_masks(result, pivot), labels, pivot_masks)
+            rows, cols = hungarian(cost)
+            order = torch.empty_like(rows)
+            order[cols] = rows  # pivot query j <- result query order[j]
+        order = order.to(result.probs.device)
         prob_sum += result.probs[order]
-        mask_sum += logits[order].sigmoid()
+        mask_sum += align_masks(result, grid)[order].sigmoid()
     n = len(results)
     return QueryResult(
         probs=prob_sum / n,
         mask_logits=torch.logit(mask_sum / n, eps=1e-6),
-        image_size=pivot.image_size,
-        padded_size=pivot.padded_size,
-        flipped=pivot.flipped,
+        image_size=grid.image_size,
+        padded_size=grid.padded_size,
     )
 
 

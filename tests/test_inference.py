@@ -349,19 +349,21 @@ def square_result(size: int, flipped: bool = False) -> QueryResult:
 
 
 @pytest.mark.parametrize("pivot", [0, 1, 2])
-def test_tta_result_lies_on_the_pivot_grid(pivot):
-    results = [square_result(32), square_result(64), square_result(48, flipped=True)]
+@pytest.mark.parametrize("finest_flipped", [False, True])
+def test_tta_result_lies_on_the_finest_grid_whichever_the_pivot(pivot, finest_flipped):
+    """The pivot decides the matching only: the masks are averaged on the finest pass's grid, un-flipped
+    (on the pivot's, a random coarse pivot coarsened every mask of the video)."""
+    results = [square_result(32), square_result(64, flipped=finest_flipped), square_result(48, flipped=True)]
     merged = merge_tta(results, pivot)
-    expected = results[pivot]
-    assert merged.mask_logits.shape == expected.mask_logits.shape
+    finest = square_result(64)
+    assert merged.mask_logits.shape == finest.mask_logits.shape
     assert (merged.image_size, merged.padded_size, merged.flipped) == (
-        expected.image_size,
-        expected.padded_size,
-        False,  # a flipped pivot is flipped back first
+        finest.image_size,
+        finest.padded_size,
+        False,
     )
-    assert torch.allclose(merged.probs, expected.probs)
-    reference = square_result(expected.image_size[0]).mask_logits > 0
-    assert torch.equal(merged.mask_logits > 0, reference)
+    assert torch.allclose(merged.probs, finest.probs)
+    assert torch.equal(merged.mask_logits > 0, finest.mask_logits > 0)
 
 
 def test_tta_random_pivot_through_run_inference_uses_the_seed_and_video_id(tmp_path):
