@@ -4,6 +4,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 EXECUTOR ?= local
+# Further launcher options for every sweep, e.g. on a cluster:
+#   make table1 PROFILE=paper EXECUTOR=slurm LAUNCH="--partition a100 --account vis --set data.root=/data/ytvis"
+LAUNCH ?=
 PROFILE ?= tiny
 SEEDS ?= 5
 DATA ?= data/synthetic
@@ -38,7 +41,7 @@ data: venv
 	  $(VENV)/bin/ifrvis pretrain experiments/configs/synthetic_tiny.yaml data.root=$(DATA)
 	$(VENV)/bin/ifrvis pretrain --check experiments/configs/synthetic_tiny.yaml data.root=$(DATA)
 
-# The synthetic set whose every video is a same-category crossing (Table 2 and the consistency experiment
+# The synthetic set whose every validation video is a same-category crossing (Table 2 and the consistency experiment
 # on the tiny profile), and the overrides that point a tiny config at it.
 data-crossing: data
 	test -f data/synthetic_crossing/train.json || \
@@ -66,15 +69,15 @@ PAPER_TABLE2 ?= $(foreach b,r50 r101 swin_t swin_s swin_b swin_l,$(CONFIGS)/ytvi
     $(CONFIGS)/ytvis21_swin_l_200.yaml $(CONFIGS)/ytvis21_swin_l_tta.yaml
 table1: $(INPUTS) mlflow-init
 	$(PY) experiments/run_seeds.py $(if $(filter paper,$(PROFILE)),$(PAPER_TABLE1),$(TINY_CONFIGS)) \
-	    --seeds $(SEEDS) --executor $(EXECUTOR) --sweep table1
+	    --seeds $(SEEDS) --executor $(EXECUTOR) $(LAUNCH) --sweep table1
 	$(PY) analysis/tables.py --sweep table1 --table 1
 
 # Table 2 is YouTube-VIS 2021 with PROFILE=paper; on the tiny profile, the same two configs on the
-# synthetic set whose every video is a same-category crossing.
+# synthetic set whose every validation video is a same-category crossing.
 table2: $(INPUTS) mlflow-init
 	$(if $(filter paper,$(PROFILE)),,$(MAKE) --no-print-directory data-crossing)
 	$(PY) experiments/run_seeds.py $(if $(filter paper,$(PROFILE)),$(PAPER_TABLE2),$(TINY_CONFIGS) $(CROSSING)) \
-	    --seeds $(SEEDS) --executor $(EXECUTOR) --sweep table2
+	    --seeds $(SEEDS) --executor $(EXECUTOR) $(LAUNCH) --sweep table2
 	$(PY) analysis/tables.py --sweep table2 --table 1
 
 # Table 3: tracking metrics need ground truth. Tiny profile: table1's runs (synthetic validation split
@@ -83,7 +86,7 @@ table2: $(INPUTS) mlflow-init
 ifeq ($(PROFILE),paper)
 table3: mlflow-init
 	$(PY) experiments/run_seeds.py $(sort $(wildcard experiments/configs/ytvis*_holdout.yaml)) \
-	    --seeds $(SEEDS) --executor $(EXECUTOR) --sweep table3
+	    --seeds $(SEEDS) --executor $(EXECUTOR) $(LAUNCH) --sweep table3
 	$(PY) analysis/tables.py --sweep table3 --table 3
 else
 table3: table1
@@ -102,16 +105,16 @@ consistency: table3
 	$(PY) benchmarks/consistency.py table3 --out results/consistency
 else
 consistency: data-crossing mlflow-init
-	$(PY) experiments/run_seeds.py $(CONSISTENCY_ARMS) --seeds $(CONSISTENCY_SEEDS) --executor $(EXECUTOR) --sweep consistency
-	$(PY) experiments/run_seeds.py $(CONSISTENCY_ARMS) --seeds $(CONSISTENCY_SEEDS) --executor $(EXECUTOR) \
+	$(PY) experiments/run_seeds.py $(CONSISTENCY_ARMS) --seeds $(CONSISTENCY_SEEDS) --executor $(EXECUTOR) $(LAUNCH) --sweep consistency
+	$(PY) experiments/run_seeds.py $(CONSISTENCY_ARMS) --seeds $(CONSISTENCY_SEEDS) --executor $(EXECUTOR) $(LAUNCH) \
 	    --sweep consistency-crossing $(CROSSING)
 	$(PY) benchmarks/consistency.py consistency consistency-crossing --out results/consistency
 
 consistency-lambda0: consistency
 	$(PY) experiments/run_seeds.py experiments/configs/synthetic_tiny_lambda0.yaml --seeds $(CONSISTENCY_SEEDS) \
-	    --executor $(EXECUTOR) --sweep consistency
+	    --executor $(EXECUTOR) $(LAUNCH) --sweep consistency
 	$(PY) experiments/run_seeds.py experiments/configs/synthetic_tiny_lambda0.yaml --seeds $(CONSISTENCY_SEEDS) \
-	    --executor $(EXECUTOR) --sweep consistency-crossing $(CROSSING)
+	    --executor $(EXECUTOR) $(LAUNCH) --sweep consistency-crossing $(CROSSING)
 	$(PY) benchmarks/consistency.py consistency consistency-crossing --out results/consistency
 endif
 
@@ -133,7 +136,7 @@ CONSISTENCY2_SET = --set solver.max_iters=$(CONSISTENCY_ITERS) "solver.steps=[$$
 consistency-pilot: data mlflow-init
 	for iters in $(PILOT_BUDGETS); do \
 	  $(PY) experiments/run_seeds.py experiments/configs/synthetic_tiny_mask2former_focal.yaml --seeds 2 \
-	    --executor $(EXECUTOR) --sweep consistency-pilot --set solver.max_iters=$$iters "solver.steps=[$$((iters * 4 / 5))]" \
+	    --executor $(EXECUTOR) $(LAUNCH) --sweep consistency-pilot --set solver.max_iters=$$iters "solver.steps=[$$((iters * 4 / 5))]" \
 	    || exit 1; \
 	done
 	$(PY) benchmarks/consistency.py consistency-pilot --out results/consistency-pilot
@@ -141,9 +144,9 @@ consistency-pilot: data mlflow-init
 consistency2: data-crossing mlflow-init
 	@test -n "$(CONSISTENCY_ITERS)" || { echo "make consistency2: CONSISTENCY_ITERS is not set: run make consistency-pilot and register its budget (benchmarks/README.md)" >&2; exit 2; }
 	for first in $$(seq $(CONSISTENCY_FROM) 2 $$(($(CONSISTENCY_SEEDS) - 1))); do \
-	  $(PY) experiments/run_seeds.py $(CONSISTENCY2_ARMS) --first-seed $$first --seeds 2 --executor $(EXECUTOR) \
+	  $(PY) experiments/run_seeds.py $(CONSISTENCY2_ARMS) --first-seed $$first --seeds 2 --executor $(EXECUTOR) $(LAUNCH) \
 	    --sweep consistency2 $(CONSISTENCY2_SET) || exit 1; \
-	  $(PY) experiments/run_seeds.py $(CONSISTENCY2_ARMS) --first-seed $$first --seeds 2 --executor $(EXECUTOR) \
+	  $(PY) experiments/run_seeds.py $(CONSISTENCY2_ARMS) --first-seed $$first --seeds 2 --executor $(EXECUTOR) $(LAUNCH) \
 	    --sweep consistency2-crossing $(CROSSING) $(CONSISTENCY2_SET) || exit 1; \
 	done
 	$(PY) benchmarks/consistency.py consistency2 consistency2-crossing $(CONSISTENCY_PRIOR) --out results/consistency2
@@ -151,7 +154,7 @@ consistency2: data-crossing mlflow-init
 # Accuracy parity of bf16 autocast with fused AdamW against fp32 at Table 1's configs and budget, 5 seeds a
 # decoder; the fp32 arm is the consistency experiment's committed rows (benchmarks/README.md).
 precision-parity: data mlflow-init
-	$(PY) experiments/run_seeds.py $(TINY_CONFIGS) --seeds 5 --executor $(EXECUTOR) --sweep precision-parity \
+	$(PY) experiments/run_seeds.py $(TINY_CONFIGS) --seeds 5 --executor $(EXECUTOR) $(LAUNCH) --sweep precision-parity \
 	  --set solver.amp=bf16 solver.fused_optimizer=true
 	$(PY) benchmarks/precision_parity.py
 
@@ -160,8 +163,8 @@ precision-parity: data mlflow-init
 # Its control first: seed 0 of each config in fp32 eager made again, to be the committed runs to the digit.
 FP32_LEVERS := solver.compile=true solver.fused_optimizer=true
 fp32-parity: data mlflow-init
-	$(PY) experiments/run_seeds.py $(TINY_CONFIGS) --seeds 1 --executor $(EXECUTOR) --sweep fp32-parity-control
-	$(PY) experiments/run_seeds.py $(TINY_CONFIGS) --seeds 5 --executor $(EXECUTOR) --sweep fp32-parity \
+	$(PY) experiments/run_seeds.py $(TINY_CONFIGS) --seeds 1 --executor $(EXECUTOR) $(LAUNCH) --sweep fp32-parity-control
+	$(PY) experiments/run_seeds.py $(TINY_CONFIGS) --seeds 5 --executor $(EXECUTOR) $(LAUNCH) --sweep fp32-parity \
 	  --set $(FP32_LEVERS)
 	$(PY) benchmarks/precision_parity.py --sweep fp32-parity --levers $(FP32_LEVERS) --control fp32-parity-control \
 	  --out benchmarks/results/fp32_parity
@@ -175,12 +178,12 @@ consistency-long:
 else
 consistency-long: table1
 	$(PY) experiments/run_seeds.py $(TINY_CONFIGS) \
-	    --seeds $(SEEDS) --executor $(EXECUTOR) --sweep consistency2400 --set solver.max_iters=2400 'solver.steps=[1920]'
+	    --seeds $(SEEDS) --executor $(EXECUTOR) $(LAUNCH) --sweep consistency2400 --set solver.max_iters=2400 'solver.steps=[1920]'
 	$(PY) benchmarks/consistency.py table1 consistency2400 --out results/consistency-long
 endif
 
 ablation: $(INPUTS) mlflow-init
-	$(PY) experiments/ablate_lambda_e.py --profile $(PROFILE) --seeds $(SEEDS) --executor $(EXECUTOR)
+	$(PY) experiments/ablate_lambda_e.py --profile $(PROFILE) --seeds $(SEEDS) --executor $(EXECUTOR) $(LAUNCH)
 
 # The second ablation: per-clip inference with T = 1, 2, 5 frames per clip (Table 4's axis), its figure.
 # Inference clip length, clips side by side (clip_overlap=0: each clip linked to the one before across
@@ -188,7 +191,7 @@ ablation: $(INPUTS) mlflow-init
 # overlap T-1) is ytvis{19,21}_swin_l_clip{2,5}.yaml.
 ablation-clip: $(INPUTS) mlflow-init
 	$(PY) experiments/ablate.py --key inference.clip_frames --values 1 2 5 \
-	    --set inference.mode=clip inference.clip_overlap=0 --profile $(PROFILE) --seeds $(SEEDS) --executor $(EXECUTOR)
+	    --set inference.mode=clip inference.clip_overlap=0 --profile $(PROFILE) --seeds $(SEEDS) --executor $(EXECUTOR) $(LAUNCH)
 
 figures: venv
 	$(PY) analysis/run_notebook.py analysis/figures.ipynb --out results/figures.ipynb

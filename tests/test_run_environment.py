@@ -39,6 +39,8 @@ def test_launch_tags_say_where_the_job_ran(monkeypatch, tmp_path):
     for name in unset:
         monkeypatch.delenv(name, raising=False)
     log = tmp_path / "train.log"
+    assert "launch.log" not in launch_tags(1, log)  # a plain `ifrvis train` writes none
+    log.touch()  # a sweep's job does
     assert launch_tags(1, log) == {
         "launch.host": platform.node(),
         "launch.world_size": "1",

@@ -295,12 +295,18 @@ def test_a_corrupt_annotation_file_fails_before_anything_is_created(tmp_path, ti
         ("model.weights=/nonexistent/model.pkl", "no such file /nonexistent/model.pkl"),
         ("inference.mode=vidoe", "did you mean 'video'"),
         ("solver.shedule=poly", "did you mean 'schedule'"),
+        pytest.param(
+            "device=cuda",
+            "device=cuda: PyTorch sees no CUDA GPU on this machine",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is there"),
+        ),
     ],
 )
 def test_a_users_mistake_is_one_line_and_creates_nothing(tmp_path, tiny_data, override, message):
+    """Also with the flag before the override (`CONFIG --resume key=value`)."""
     config = write_run_config(tmp_path, tiny_data)
     result = subprocess.run(
-        [sys.executable, "-m", "ifrvis.cli", "train", str(config), override],
+        [sys.executable, "-m", "ifrvis.cli", "train", str(config), "--resume", override],
         capture_output=True,
         text=True,
         timeout=120,

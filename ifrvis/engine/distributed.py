@@ -40,6 +40,8 @@ def resolve_device(name: str, info: DistInfo | None = None) -> torch.device:
     """'auto' -> this rank's GPU when there is one, else the CPU."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("device=cuda: PyTorch sees no CUDA GPU on this machine (device=cpu or auto run here)")
     if name == "cuda":
         local_rank = int(os.environ.get("LOCAL_RANK", "0")) if info is None else info.local_rank
         torch.cuda.set_device(local_rank)

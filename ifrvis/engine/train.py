@@ -259,8 +259,11 @@ LAUNCH_ENV_TAGS = {
 def launch_tags(world_size: int, log: Path) -> dict[str, str]:
     """Where the run's latest job ran (a requeued or resumed run: the last start's): the host, the
     number of ranks, the run's log, the GPUs it was given and, under Slurm, the job, its array index, its
-    requeue count, its nodes and Slurm's log of it."""
-    tags = {"launch.host": platform.node(), "launch.world_size": str(world_size), "launch.log": str(log)}
+    requeue count, its nodes and Slurm's log of it. The log only where there is one: a sweep's job writes
+    it, a plain `ifrvis train` prints to its terminal."""
+    tags = {"launch.host": platform.node(), "launch.world_size": str(world_size)}
+    if log.exists():
+        tags["launch.log"] = str(log)
     tags["launch.pid"] = str(os.getpid())  # a re-run of its sweep on this host leaves it running
     tags |= {tag: os.environ[name] for tag, name in LAUNCH_ENV_TAGS.items() if os.environ.get(name)}
     if "launch.slurm_job_id" in tags:
