@@ -194,7 +194,7 @@ ablation-clip: $(INPUTS) mlflow-init
 	    --set inference.mode=clip inference.clip_overlap=0 --profile $(PROFILE) --seeds $(SEEDS) --executor $(EXECUTOR) $(LAUNCH)
 
 figures: venv
-	$(PY) analysis/run_notebook.py analysis/figures.ipynb --out results/figures.ipynb
+	IFRVIS_PROFILE=$(PROFILE) $(PY) analysis/run_notebook.py analysis/figures.ipynb --out results/figures.ipynb
 
 mlflow-ui: mlflow-init
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow ui --host 127.0.0.1 --port 5000 --workers 1 \

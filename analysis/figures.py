@@ -35,6 +35,7 @@ from analysis.comparisons import PAIRING, REFERENCE, compare_groups, comparison_
 from analysis.tables import (  # noqa: E402
     KEY_TITLES,
     METHOD_NAMES,
+    RESULTS,
     TABLE1_METRICS,
     TABLE3_METRICS,
     log_to_parent,
@@ -283,7 +284,7 @@ def make_figure(
     which: str,
     experiment: str = "ifrvis",
     uri: str = "",
-    out: str | Path = "results",
+    out: str | Path = RESULTS,
     seeds: int = 5,
     key: str | None = None,
 ) -> tuple[list[Path], list[str], str | None]:
@@ -332,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--key", help="--figure ablation: the swept config key (default: the sweep's)")
     parser.add_argument("--experiment", default="ifrvis")
     parser.add_argument("--seeds", type=positive_int, default=5, help="seeds each point should average")
-    parser.add_argument("--out", default="results", help="figures land in <out>/<sweep>/")
+    parser.add_argument("--out", default=RESULTS, help="figures land in <out>/<sweep>/")
     args = parser.parse_args(argv)
     try:
         runstore.check_store()  # a tracking server that is down or refuses the login: one line

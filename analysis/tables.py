@@ -42,6 +42,8 @@ from ifrvis import runstore  # noqa: E402
 from ifrvis.cli import ArgumentParser, positive_int  # noqa: E402
 from ifrvis.metric_names import LOWER_IS_BETTER, TABLE1, TABLE3, UNITS, scale  # noqa: E402
 
+RESULTS = runstore.PROJECT_ROOT / "results"  # where tables and figures land, wherever the command runs
+
 TABLE1_METRICS = list(TABLE1)
 TABLE3_METRICS = list(TABLE3)  # the paper's Table 3, then HOTA, DetA, AssA (beyond the paper, on masks)
 # Table 3 marks percentages with a sign (MOTA x100 and counts have none); Table 1's caption says "in %".
@@ -332,7 +334,7 @@ def build_table(
     experiment: str = "ifrvis",
     seeds: int = 5,
     uri: str = "",
-    out: str | Path = "results",
+    out: str | Path = RESULTS,
     paired: bool = False,
 ) -> tuple[Table, dict[str, Path]]:
     """Load the sweep's runs, audit them, build Table `which` (1: detection, 3: tracking) and write it
@@ -370,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--table", type=int, required=True, choices=[1, 3])
     parser.add_argument("--experiment", default="ifrvis")
     parser.add_argument("--seeds", type=positive_int, default=5, help="seeds each row should average")
-    parser.add_argument("--out", default="results", help="tables land in <out>/<sweep>/")
+    parser.add_argument("--out", default=RESULTS, help="tables land in <out>/<sweep>/")
     parser.add_argument(
         "--paired", action="store_true", help="compare rows by seed (sign flips) instead of relabelling seeds"
     )

@@ -25,6 +25,11 @@ as_pg() {
 }
 
 main() {
+    case "${1:-}" in  # it takes no argument: a mistyped one must not stop a live server
+        "") ;;
+        -h | --help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        *) echo "stop_mlflow_server: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+    esac
     if [[ ! -d "$DIR" ]]; then
         echo "MLflow server stopped (no data folder $DIR)"
         return 0

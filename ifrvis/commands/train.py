@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("config", help="YAML config (experiments/configs/...)")
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides")
     parser.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
-    args = parser.parse_intermixed_args(argv)  # `CONFIG --resume key=value` as well as `CONFIG key=value --resume`
+    args = parser.parse_intermixed_args(argv)  # `CONFIG --resume key=value` or `CONFIG key=value --resume`
     cfg = load_config(args.config, args.overrides)
     runstore.check_store(cfg.logging.mlflow_uri)  # a tracking server that is down: one line, nothing made
     try:
