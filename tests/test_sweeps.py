@@ -739,8 +739,9 @@ def test_a_job_preempted_and_cancelled_ends_its_sweep_with_the_run_resumable(tmp
         while not run_folder.checkpoint_path(cfg).exists():
             assert time.time() < deadline and launcher.poll() is None, "the job made no checkpoint"
             time.sleep(0.5)
-        urgent = subprocess.run(  # the whole node: the scavenger job must go
-            ["sbatch", "--parsable", "-p", "urgent", "-n1", "-c2", "--mem=100M", "-o", "/dev/null", "--wrap", "sleep 1"],
+        whole_node = ["-p", "urgent", "-n1", "-c2", "--mem=100M"]  # the scavenger job must go
+        urgent = subprocess.run(
+            ["sbatch", "--parsable", *whole_node, "-o", "/dev/null", "--wrap", "sleep 1"],
             check=True, capture_output=True, text=True,
         ).stdout.strip()  # fmt: skip
         out, err = launcher.communicate(timeout=300)
