@@ -264,7 +264,7 @@ class ClipTracker:
         held, logit_sum = self.held[:, :done, None, None], self.logit_sum[:, :done]
         final = FinalFrames(self.live, torch.where(held > 0, logit_sum / held.clamp(min=1), NO_MASK_LOGIT))
         keep = self.held[:, done:].sum(1) > 0
-        self.live, self.held = self.live[keep], self.held[keep, done:]
+        self.live, self.held = self.live[keep.cpu()], self.held[keep, done:]  # track ids stay on the CPU
         self.logit_sum, self.first = self.logit_sum[keep, done:], stop
         return final
 

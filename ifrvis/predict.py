@@ -97,8 +97,9 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 class OptionError(UserError):
     """An `Options` field out of its range: its `name`, its value as `shown`, and the `advice`."""
 
-    def __init__(self, name: str, value: float, advice: str):
-        self.name, self.shown, self.advice = name, f"{value:g}", advice
+    def __init__(self, name: str, value: float | int, advice: str):
+        shown = f"{value:g}" if isinstance(value, float) else str(value)  # a frame index as typed
+        self.name, self.shown, self.advice = name, shown, advice
         super().__init__(f"{name}={self.shown}: {advice}")
 
 

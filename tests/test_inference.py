@@ -194,6 +194,16 @@ def test_tracking_restores_identity_when_queries_are_permuted_between_clips(clip
     assert_same_predictions(infer(PixelQueryModel(), frames, mode="video", top_k=6), linked)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
+def test_clip_tracking_on_a_gpu_gives_the_cpus_predictions():
+    """The tracker's track ids stay on the CPU while its sums follow the model's device: a CUDA mask
+    once indexed the CPU ids at the first clip."""
+    frames = Frames(gliding_video(num_frames=7), orig_size=(32, 48))
+    on_cpu = infer(PixelQueryModel(), frames, mode="clip", clip_frames=3, clip_overlap=1, top_k=6)
+    on_gpu = infer(PixelQueryModel().cuda(), frames, mode="clip", clip_frames=3, clip_overlap=1, top_k=6)
+    assert_same_predictions(on_cpu, on_gpu)
+
+
 def test_an_object_that_jumps_starts_a_new_track():
     """IFC's tracking: an instance whose soft IoU with every track is 0.05 or less starts a track. The
     third square of `moving_video` jumps from rows 20-28 to 0-8 at frame 2: tracked frame by frame it

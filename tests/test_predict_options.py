@@ -95,6 +95,7 @@ def test_options_out_of_range_are_one_line(options, message, video, tmp_path, ca
         ({"score_threshold": float("inf")}, "score_threshold=inf: give a number"),
         ({"start": -1}, "start=-1: give a frame index, 0 or more"),
         ({"start": 3, "end": 2}, "end=2: give a frame index above start (3)"),
+        ({"start": 2000000, "end": 1234567}, "end=1234567: give a frame index above start (2000000)"),
         ({"stride": 0}, "stride=0: give 1 (every frame) or more"),
     ],
 )
