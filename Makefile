@@ -186,8 +186,8 @@ ablation: $(INPUTS) mlflow-init
 	$(PY) experiments/ablate_lambda_e.py --profile $(PROFILE) --seeds $(SEEDS) --executor $(EXECUTOR) $(LAUNCH)
 
 # The second ablation: per-clip inference with T = 1, 2, 5 frames per clip (Table 4's axis), its figure.
-# Inference clip length, clips side by side (clip_overlap=0: each clip linked to the one before across
-# their border), so that T=1 (every frame alone) is on the same line. Table 4's protocol (IFC's stride 1,
+# Inference clip length, clips side by side (clip_overlap=0: each clip tracked from the frame before
+# its first frame), so that T=1 (every frame alone) is on the same line. Table 4's protocol (IFC's stride 1,
 # overlap T-1) is ytvis{19,21}_swin_l_clip{2,5}.yaml.
 ablation-clip: $(INPUTS) mlflow-init
 	$(PY) experiments/ablate.py --key inference.clip_frames --values 1 2 5 \
