@@ -103,6 +103,9 @@ CONSISTENCY_ARMS := $(TINY_CONFIGS) experiments/configs/synthetic_tiny_mask2form
 ifeq ($(PROFILE),paper)
 consistency: table3
 	$(PY) benchmarks/consistency.py table3 --out results/consistency
+
+consistency-lambda0:
+	@echo "make consistency-lambda0: an arm of the tiny profile's consistency experiment; PROFILE=paper has none" >&2; exit 2
 else
 consistency: data-crossing mlflow-init
 	$(PY) experiments/run_seeds.py $(CONSISTENCY_ARMS) --seeds $(CONSISTENCY_SEEDS) --executor $(EXECUTOR) $(LAUNCH) --sweep consistency
