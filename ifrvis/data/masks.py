@@ -168,6 +168,9 @@ class CompressedRLEBatch:
     order added, and empties the batch."""
 
     def __init__(self) -> None:
+        self._clear()
+
+    def _clear(self) -> None:
         self.texts: list[str] = []
         self.pixels: list[int] = []
         self.labels: list[object] = []
@@ -183,7 +186,7 @@ class CompressedRLEBatch:
             (self.labels[i], _counts_problem(self.texts[i], self.pixels[i]) or "bad compressed RLE counts")
             for i in np.flatnonzero(~valid)
         ]
-        self.__init__()
+        self._clear()
         return found
 
 

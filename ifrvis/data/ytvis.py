@@ -214,7 +214,7 @@ def _check_categories(categories: object, source: str, problems: list[str]) -> s
         return set()
     ids: set[int] = set()
     for i, cat in enumerate(categories):
-        if not isinstance(cat, dict) or not _is_int(cat.get("id")) or "name" not in cat:
+        if not isinstance(cat, dict) or not is_int64(cat.get("id")) or "name" not in cat:
             problems.append(f"{_where(source, None, f'categories[{i}]')}: needs an integer 'id' and a 'name'")
         elif cat["id"] in ids:
             where = _where(source, None, f"categories[{i}].id")
@@ -231,7 +231,7 @@ def _check_videos(videos: object, source: str, problems: list[str]) -> dict[int,
         return {}
     by_id: dict[int, dict | None] = {}
     for index, video in enumerate(videos):
-        if not isinstance(video, dict) or not _is_int(video.get("id")):
+        if not isinstance(video, dict) or not is_int64(video.get("id")):
             problems.append(
                 f"{_where(source, None, f'videos[{index}].id')}: missing or not a (64-bit) integer"
             )
@@ -247,7 +247,7 @@ def _check_video(video: dict, source: str, problems: list[str]) -> bool:
     differs from the frame count is a problem, but the frames are what counts)."""
     usable = True
     for key in ("width", "height"):
-        if not _is_int(video.get(key)) or video[key] <= 0:
+        if not is_int64(video.get(key)) or video[key] <= 0:
             problems.append(f"{_where(source, video['id'], key)}: missing or not a positive integer")
             usable = False
         elif video[key] > MAX_FRAME_SIDE:  # masks of larger frames cannot be read (masks.py)
@@ -324,7 +324,7 @@ def _check_annotation(
     problems: list[str],
     batch: CompressedRLEBatch,
 ) -> None:
-    if not isinstance(ann, dict) or not _is_int(ann.get("id")):
+    if not isinstance(ann, dict) or not is_int64(ann.get("id")):
         problems.append(
             f"{_where(source, None, f'annotations[{index}].id')}: missing or not a (64-bit) integer"
         )
@@ -334,14 +334,14 @@ def _check_annotation(
     if ann["id"] in seen:
         problems.append(f"{_where(source, video_id, f'{prefix}.id')}: duplicate annotation id")
     seen.add(ann["id"])
-    if not _is_int(video_id) or video_id not in videos:
+    if not is_int64(video_id) or video_id not in videos:
         problems.append(f"{_where(source, video_id, f'{prefix}.video_id')}: unknown video id")
         return
     video = videos[video_id]
     if video is None:  # its own problem is reported: nothing to check the segmentations against
         return
     category_id = ann.get("category_id")
-    if not _is_int(category_id) or category_id not in categories:  # a list is not hashable
+    if not is_int64(category_id) or category_id not in categories:  # a list is not hashable
         where = _where(source, video_id, f"{prefix}.category_id")
         problems.append(f"{where}: unknown category id {short_repr(category_id)}")
     length, height, width = len(video["file_names"]), video["height"], video["width"]
@@ -362,8 +362,8 @@ def _check_annotation(
             count = len(values) if isinstance(values, list) else "no list of"
             where = _where(source, video_id, f"{prefix}.{key}")
             problems.append(f"{where}: {count} entries for a video of {length} frames")
-        elif key == "areas" and values is not None and areas_problem(values):
-            problems.append(f"{_where(source, video_id, f'{prefix}.areas')}: {areas_problem(values)}")
+        elif key == "areas" and values is not None and (problem := areas_problem(values)):
+            problems.append(f"{_where(source, video_id, f'{prefix}.areas')}: {problem}")
 
 
 def areas_problem(areas: list) -> str | None:
@@ -375,6 +375,6 @@ def areas_problem(areas: list) -> str | None:
     return None
 
 
-def _is_int(value: object) -> bool:
+def is_int64(value: object) -> bool:
     """An integer (not a bool) in int64's range, as NumPy and torch hold ids and sizes."""
     return isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63

@@ -22,7 +22,7 @@ from ifrvis.data.masks import (
     segmentation_problem,
     short_repr,
 )
-from ifrvis.data.ytvis import MAX_VIDEO_FRAMES, DataError, areas_problem, read_json
+from ifrvis.data.ytvis import MAX_VIDEO_FRAMES, DataError, areas_problem, is_int64, read_json
 from ifrvis.errors import UserError
 
 
@@ -112,11 +112,6 @@ def _finite_number(value: object) -> bool:
         return False
 
 
-def _is_int(value: object) -> bool:
-    """An integer id (not a bool), in int64's range as NumPy and torch hold ids."""
-    return isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63
-
-
 def video_infos(gt: dict, source: str = "ground truth") -> dict[int, VideoInfo]:
     """Video id -> size and length, from the ground truth's `videos` (length defaults to the number
     of `file_names`, as YouTube-VIS 2019 has both). ResultsError for a video without an integer id
@@ -125,7 +120,7 @@ def video_infos(gt: dict, source: str = "ground truth") -> dict[int, VideoInfo]:
     infos = {}
     for index, video in enumerate(gt["videos"]):
         where = f"{source}: videos[{index}]"
-        if not isinstance(video, dict) or not _is_int(video.get("id")):
+        if not isinstance(video, dict) or not is_int64(video.get("id")):
             raise ResultsError(f"{where}: not an object with a (64-bit) integer 'id'")
         where = f"{where} (video {video['id']})"
         if video["id"] in infos:
@@ -135,7 +130,7 @@ def video_infos(gt: dict, source: str = "ground truth") -> dict[int, VideoInfo]:
             raise ResultsError(f"{where}: {problem}")
         names = video.get("file_names")
         length = video["length"] if "length" in video else len(names) if isinstance(names, list) else None
-        if not _is_int(length) or not 0 < length <= MAX_VIDEO_FRAMES:
+        if not is_int64(length) or not 0 < length <= MAX_VIDEO_FRAMES:
             raise ResultsError(
                 f"{where}: 'length' (or the number of 'file_names') {short_repr(length)} is not an integer "
                 f"in 1..{MAX_VIDEO_FRAMES}"
@@ -148,7 +143,7 @@ def category_ids(gt: dict, source: str = "ground truth") -> list[int]:
     """The sorted ids of the ground truth's categories; ResultsError for one without an integer id."""
     ids = set()
     for index, category in enumerate(gt["categories"]):
-        if not isinstance(category, dict) or not _is_int(category.get("id")):
+        if not isinstance(category, dict) or not is_int64(category.get("id")):
             raise ResultsError(f"{source}: categories[{index}]: not an object with a (64-bit) integer 'id'")
         ids.add(category["id"])
     return sorted(ids)
@@ -171,11 +166,11 @@ def annotations_by_video(
                 raise ResultsError(f"{where}: not an object")
             where = f"{where} (id {short_repr(ann.get('id'))})"
             video_id = ann.get("video_id")
-            video = videos.get(video_id) if _is_int(video_id) else None
+            video = videos.get(video_id) if is_int64(video_id) else None
             if video is None:
                 raise ResultsError(f"{where}: video_id {short_repr(video_id)} is not among the videos")
             where = f"{where}: video {video.id}"
-            if not _is_int(ann.get("category_id")):
+            if not is_int64(ann.get("category_id")):
                 raise ResultsError(
                     f"{where}: category_id {short_repr(ann.get('category_id'))} is not an integer"
                 )
@@ -185,8 +180,8 @@ def annotations_by_video(
                 raise ResultsError(f"{where}: 'segmentations' has {got} frames, the video {video.length}")
             size = [video.height, video.width]
             for t, seg in enumerate(segs):
-                if type(seg) is dict and type(seg.get("counts")) is str and seg.get("size") == size:
-                    batch.add(seg["counts"], video.height, video.width, (where, t))  # the common case
+                if _plain_compressed(seg, size):  # the common case: only its runs to check
+                    batch.add(seg["counts"], video.height, video.width, (where, t))
                     continue
                 problem = segmentation_problem(seg, video.height, video.width, compressed_counts=False)
                 if problem:
@@ -198,14 +193,20 @@ def annotations_by_video(
                 if not isinstance(areas, list) or len(areas) != video.length:
                     got = len(areas) if isinstance(areas, list) else type(areas).__name__
                     raise ResultsError(f"{where}: 'areas' has {got} frames, the video {video.length}")
-                if areas_problem(areas):
-                    raise ResultsError(f"{where}: 'areas': {areas_problem(areas)}")
+                if problem := areas_problem(areas):
+                    raise ResultsError(f"{where}: 'areas': {problem}")
             grouped[video.id].append(ann)
     except ResultsError:
         _raise_first(batch)  # an earlier frame's bad runs are the first problem
         raise
     _raise_first(batch)
     return grouped
+
+
+def _plain_compressed(seg: object, size: list[int]) -> bool:
+    """Whether a frame's segmentation is a compressed RLE dict of the video's `size` [height, width],
+    whose string's runs alone are left to check (`CompressedRLEBatch`)."""
+    return type(seg) is dict and type(seg.get("counts")) is str and seg.get("size") == size
 
 
 def _raise_first(batch: CompressedRLEBatch) -> None:
@@ -271,13 +272,13 @@ def load_results(results: str | Path | list, gt: str | Path | dict | GroundTruth
             missing = [k for k in ("video_id", "category_id", "score", "segmentations") if k not in entry]
             if missing:
                 raise ResultsError(f"{where}: missing field(s) {', '.join(missing)}")
-            video = videos.get(entry["video_id"]) if _is_int(entry["video_id"]) else None
+            video = videos.get(entry["video_id"]) if is_int64(entry["video_id"]) else None
             if video is None:
                 raise ResultsError(
                     f"{where}: video_id {short_repr(entry['video_id'])} is not in the ground truth"
                 )
             category = entry["category_id"]
-            if not _is_int(category) or category not in known_categories:
+            if not is_int64(category) or category not in known_categories:
                 raise ResultsError(f"{where}: category_id {short_repr(category)} is not in the ground truth")
             score = entry["score"]
             if not _finite_number(score):
@@ -290,8 +291,8 @@ def load_results(results: str | Path | list, gt: str | Path | dict | GroundTruth
                 )
             where, size, frames = f"{where}: video {video.id}", [video.height, video.width], []
             for t, seg in enumerate(segs):
-                if type(seg) is dict and type(seg.get("counts")) is str and seg.get("size") == size:
-                    batch.add(seg["counts"], video.height, video.width, (where, t))  # the common case
+                if _plain_compressed(seg, size):  # the common case: only its runs to check
+                    batch.add(seg["counts"], video.height, video.width, (where, t))
                     frames.append({"size": [video.height, video.width], "counts": seg["counts"]})
                 else:
                     frames.append(_check_segmentation(seg, where, t, video, batch))
