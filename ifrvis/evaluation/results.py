@@ -250,8 +250,9 @@ def load_results(results: str | Path | list, gt: str | Path | dict | GroundTruth
     id, a segmentation list whose length differs from the video's, a segmentation that is not a
     compressed RLE of the video's size whose runs cover the frame (`masks.segmentation_problem`:
     pycocotools' decoder would write past the mask), a score that is not a finite number."""
-    gt = gt.data if isinstance(gt, GroundTruth) else gt
-    if isinstance(results, CheckedResults) and results.ground_truth is gt:
+    if isinstance(results, CheckedResults) and results.ground_truth is (
+        gt.data if isinstance(gt, GroundTruth) else gt
+    ):
         return results
     source = "results"
     if not isinstance(results, list):
@@ -259,9 +260,12 @@ def load_results(results: str | Path | list, gt: str | Path | dict | GroundTruth
         results = _read_json(results, "results")
         if not isinstance(results, list):
             raise ResultsError(f"{source}: the results JSON must be a list of predictions")
-    data, gt_source = _ground_truth_data(gt)
-    videos = video_infos(data, gt_source)
-    known_categories = set(category_ids(data, gt_source))
+    if isinstance(gt, GroundTruth):  # already read and checked: its videos and categories at hand
+        data, videos, known_categories = gt.data, gt.videos, set(gt.category_ids)
+    else:
+        data, gt_source = _ground_truth_data(gt)
+        videos = video_infos(data, gt_source)
+        known_categories = set(category_ids(data, gt_source))
     checked = []
     batch = CompressedRLEBatch()  # compressed RLE strings: their runs are checked all at once
     try:
