@@ -252,7 +252,7 @@ def test_clip_tracker_matches_above_the_threshold_and_averages_over_the_clips_th
     assert before.mask_logits.shape[1] == 0  # nothing before frame 0
     handed = tracker.add(1, second)
     probs, last = tracker.finish()
-    assert tracker.num_tracks == 3 if expected_track == 2 else 2
+    assert tracker.num_tracks == (3 if expected_track == 2 else 2)
     masks = dense_masks([before, handed, last], tracker.num_tracks)[:, :, 0]  # (R, T, 20)
     assert probs[0, 0] == pytest.approx(0.8)  # (0.9 + 0.7) / 2
     assert probs[expected_track, 0] == pytest.approx(0.6 if expected_track == 2 else (0.8 + 0.6) / 2)
